@@ -1,0 +1,526 @@
+//! Merging the files of a configuration, checking what the schema cannot
+//! (duplicates, references, plugin settings, unreachable rules), and
+//! compiling the result into the runtime [`Config`].
+//!
+//! Every check reports into the same list and carries on, so one run of
+//! `alerter check` shows every problem. Compilation only produces a
+//! [`Config`] when the structural pass found nothing; reference errors
+//! still let the rest compile so their own checks run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use super::diag::{Diagnostic, Place, Target as DiagTarget, YamlPath};
+use super::model::{self, ConfigFile, LabelMatch, LabelOp, MatcherConfig, RecipientsConfig};
+use super::source::SourceMap;
+use super::{Config, SourceCatalog, default_state_dir, hostname};
+use crate::event::ALERTER_SOURCE;
+use crate::notices::Notice;
+use crate::notify::TransportInfo;
+use crate::rules::{self, LabelCond, Matcher, Recipient, Rule, Silence, SourcePattern, Target};
+use crate::schedule::{Schedule, Window};
+use crate::template::Templates;
+
+/// Where a named thing was defined: file and path of its key.
+#[derive(Debug, Clone)]
+struct Origin {
+    file: usize,
+    path: YamlPath,
+}
+
+struct Ctx<'a> {
+    sources: &'a SourceMap,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn error(&mut self, file: usize, path: &YamlPath, msg: impl Into<String>) -> &mut Diagnostic {
+        self.diags.push(Diagnostic::at(file, path, msg));
+        self.diags.last_mut().expect("just pushed")
+    }
+
+    fn describe(&self, o: &Origin) -> String {
+        let f = &self.sources.files()[o.file];
+        match f.locate(&o.path, DiagTarget::Key) {
+            Some((line, col)) => format!("{}:{line}:{col}", f.display_name()),
+            None => f.display_name().to_string(),
+        }
+    }
+}
+
+/// Checks a reference and reports it with "did you mean" if it is unknown.
+fn check_ref<T>(
+    cx: &mut Ctx<'_>,
+    kind: &str,
+    name: &str,
+    known: &IndexMap<String, T>,
+    file: usize,
+    path: &YamlPath,
+    used_in: &str,
+) -> bool {
+    if known.contains_key(name) {
+        return true;
+    }
+    let mut d = Diagnostic::at(file, path, format!("undefined {kind} `{name}` used in {used_in}"));
+    d = d.suggest(name, known.keys().map(String::as_str));
+    if known.is_empty() {
+        d = d.with_note(format!("no {kind}s are defined; define it under `{kind}s:`"));
+    } else {
+        let names: Vec<&str> = known.keys().map(String::as_str).collect();
+        d = d.with_note(format!("defined {kind}s: {}", names.join(", ")));
+    }
+    cx.diags.push(d);
+    false
+}
+
+fn valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Merges one id-keyed section across files, reporting duplicates.
+fn merge_section<T: Clone>(
+    cx: &mut Ctx<'_>,
+    files: &[(usize, ConfigFile)],
+    section: &str,
+    noun: &str,
+    get: impl Fn(&ConfigFile) -> &IndexMap<String, T>,
+) -> (IndexMap<String, T>, HashMap<String, Origin>) {
+    let mut out = IndexMap::new();
+    let mut origins: HashMap<String, Origin> = HashMap::new();
+    for (file, f) in files {
+        for (id, item) in get(f) {
+            let path = YamlPath::root().key(section).key(id.clone());
+            if !valid_id(id) {
+                cx.diags.push(
+                    Diagnostic::at_key(*file, &path, format!("`{id}` is not a valid {noun} id"))
+                        .with_note("ids start with a letter or digit and use only letters, digits, `_`, `-` and `.`"),
+                );
+            }
+            if let Some(first) = origins.get(id) {
+                let first = cx.describe(first);
+                cx.diags.push(
+                    Diagnostic::at_key(*file, &path, format!("{noun} `{id}` is defined twice"))
+                        .with_note(format!("first defined at {first}")),
+                );
+                continue;
+            }
+            origins.insert(id.clone(), Origin { file: *file, path });
+            out.insert(id.clone(), item.clone());
+        }
+    }
+    (out, origins)
+}
+
+fn compile_matcher(m: &MatcherConfig) -> Matcher {
+    let sources = m
+        .source
+        .as_ref()
+        .map(|s| s.to_vec().into_iter().filter_map(|p| SourcePattern::new(p).ok()).collect())
+        .unwrap_or_default();
+    let labels = m
+        .labels
+        .iter()
+        .map(|(k, v)| {
+            let cond = match v {
+                LabelMatch::Equals(s) => LabelCond::Equals(s.clone()),
+                LabelMatch::Op(LabelOp::Regex(r)) => LabelCond::Regex(r.value.clone()),
+                LabelMatch::Op(LabelOp::Not(s)) => LabelCond::Not(s.clone()),
+                LabelMatch::Op(LabelOp::NotRegex(r)) => LabelCond::NotRegex(r.value.clone()),
+            };
+            (k.clone(), cond)
+        })
+        .collect();
+    Matcher::new(m.severity, sources, labels)
+}
+
+fn check_matcher(cx: &mut Ctx<'_>, m: &MatcherConfig, file: usize, path: &YamlPath) {
+    if let Some(src) = &m.source {
+        let list = src.to_vec();
+        for (i, p) in list.iter().enumerate() {
+            if let Err(e) = SourcePattern::new(p) {
+                let at = if matches!(src, super::types::OneOrMany::One(_)) { path.key("source") } else { path.key("source").index(i) };
+                cx.error(file, &at, e);
+            }
+        }
+    }
+}
+
+/// Resolves `notify:` entries into per-transport recipient lists.
+#[allow(clippy::too_many_arguments)]
+fn compile_targets(
+    cx: &mut Ctx<'_>,
+    entries: &[RecipientsConfig],
+    file: usize,
+    path: &YamlPath,
+    used_in: &str,
+    subscribers: &IndexMap<String, model::SubscriberConfig>,
+    groups: &IndexMap<String, model::GroupConfig>,
+    transports: &IndexMap<String, model::TransportConfig>,
+) -> Vec<Target> {
+    if entries.is_empty() {
+        cx.error(file, path, format!("{used_in} notifies nobody"))
+            .notes
+            .push("add an entry such as `- groups: [admins]\n    via: [popup]`".into());
+    }
+    let mut targets: Vec<Target> = Vec::new();
+    for (j, entry) in entries.iter().enumerate() {
+        let at = path.index(j);
+        let mut people: Vec<Recipient> = Vec::new();
+        let mut add = |r: Recipient| {
+            if !people.contains(&r) {
+                people.push(r);
+            }
+        };
+        let subscriber = |id: &str| {
+            let s = &subscribers[id];
+            Recipient { id: id.to_string(), name: s.name.clone(), machine: s.machine.clone(), email: s.email.clone() }
+        };
+        for (k, g) in entry.groups.iter().enumerate() {
+            if check_ref(cx, "group", g, groups, file, &at.key("groups").index(k), used_in) {
+                for m in &groups[g].members {
+                    if subscribers.contains_key(m) {
+                        add(subscriber(m));
+                    }
+                }
+            }
+        }
+        for (k, s) in entry.subscribers.iter().enumerate() {
+            if check_ref(cx, "subscriber", s, subscribers, file, &at.key("subscribers").index(k), used_in) {
+                add(subscriber(s));
+            }
+        }
+        if entry.workgroup {
+            add(Recipient::workgroup());
+        }
+        if entry.groups.is_empty() && entry.subscribers.is_empty() && !entry.workgroup {
+            cx.error(file, &at, "this notify entry names no recipients")
+                .notes
+                .push("give `groups`, `subscribers`, or `workgroup: true`".into());
+        }
+        if entry.via.is_empty() {
+            cx.error(file, &at.key("via"), "`via` is empty").notes.push("name at least one transport".into());
+        }
+        for (k, t) in entry.via.iter().enumerate() {
+            if !check_ref(cx, "transport", t, transports, file, &at.key("via").index(k), used_in) {
+                continue;
+            }
+            let target = match targets.iter_mut().find(|x| &x.transport == t) {
+                Some(x) => x,
+                None => {
+                    targets.push(Target { transport: t.clone(), recipients: Vec::new() });
+                    targets.last_mut().expect("just pushed")
+                }
+            };
+            for p in &people {
+                if !target.recipients.contains(p) {
+                    target.recipients.push(p.clone());
+                }
+            }
+        }
+    }
+    targets
+}
+
+fn schedule_refs(
+    cx: &mut Ctx<'_>,
+    names: &[String],
+    schedules: &IndexMap<String, Arc<Schedule>>,
+    file: usize,
+    path: &YamlPath,
+    used_in: &str,
+) -> Vec<Arc<Schedule>> {
+    names
+        .iter()
+        .enumerate()
+        .filter(|(k, n)| check_ref(cx, "schedule", n, schedules, file, &path.index(*k), used_in))
+        .map(|(_, n)| schedules[n].clone())
+        .collect()
+}
+
+/// Compiles parsed files into a [`Config`]. Returns `None` when nothing
+/// could be parsed at all; otherwise a config, whose use is up to the caller
+/// (the loader discards it when `diags` holds errors).
+pub fn compile(
+    files: &[(usize, ConfigFile)],
+    sources: &SourceMap,
+    catalog: &dyn SourceCatalog,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Config> {
+    let (main_file, main) = files.first()?;
+    let mut cx = Ctx { sources, diags };
+    let section = main.alerter.clone().unwrap_or_default();
+
+    let (source_cfgs, source_origins) = merge_section(&mut cx, files, "sources", "source", |f| &f.sources);
+    let (transports, _) = merge_section(&mut cx, files, "transports", "transport", |f| &f.transports);
+    let (subscribers, _) = merge_section(&mut cx, files, "subscribers", "subscriber", |f| &f.subscribers);
+    let (groups, group_origins) = merge_section(&mut cx, files, "groups", "group", |f| &f.groups);
+    let (schedule_cfgs, schedule_origins) = merge_section(&mut cx, files, "schedules", "schedule", |f| &f.schedules);
+
+    // Sources: reserved id, known plugin type, plugin's own validation.
+    let types = catalog.types();
+    for (id, src) in &source_cfgs {
+        let o = &source_origins[id];
+        if id == ALERTER_SOURCE {
+            cx.diags.push(
+                Diagnostic::at_key(o.file, &o.path, "the source id `alerter` is reserved for the daemon's own events")
+                    .with_note("choose another id"),
+            );
+        }
+        let type_path = o.path.key("type");
+        if !types.contains(&src.kind) {
+            let mut d = Diagnostic::at(o.file, &type_path, format!("no plugin provides source type `{}`", src.kind))
+                .suggest(&src.kind, types.iter().map(String::as_str));
+            d = if types.is_empty() {
+                d.with_note("no source plugins are installed; see `alerter plugins`")
+            } else {
+                d.with_note(format!("available source types: {}", types.join(", ")))
+            };
+            cx.diags.push(d);
+            continue;
+        }
+        let settings = serde_json::Value::Object(src.settings.clone().into_iter().collect());
+        for (p, msg) in catalog.validate(&src.kind, &settings) {
+            let mut path = o.path.clone();
+            path.0.extend(p.0);
+            cx.diags.push(Diagnostic::at(o.file, &path, msg));
+        }
+    }
+
+    for (id, g) in &groups {
+        let o = group_origins[id].clone();
+        for (k, m) in g.members.iter().enumerate() {
+            check_ref(&mut cx, "subscriber", m, &subscribers, o.file, &o.path.key("members").index(k), &format!("group `{id}`"));
+        }
+    }
+
+    let mut schedules: IndexMap<String, Arc<Schedule>> = IndexMap::new();
+    for (id, s) in &schedule_cfgs {
+        let o = &schedule_origins[id];
+        if s.windows.is_empty() {
+            cx.error(o.file, &o.path.key("windows"), format!("schedule `{id}` has no windows"))
+                .notes
+                .push("add at least one window, e.g. `- weekdays: [mon-fri]\n    times: [\"08:00-18:00\"]`".into());
+        }
+        let windows = s
+            .windows
+            .iter()
+            .map(|w| {
+                let days: Vec<_> = w.weekdays.iter().map(|d| d.value).collect();
+                Window::new(&days, w.times.iter().map(|t| t.value).collect())
+            })
+            .collect();
+        let tz = s.timezone.as_ref().map_or(chrono_tz::UTC, |t| t.value);
+        schedules.insert(id.clone(), Arc::new(Schedule { name: id.clone(), tz, windows }));
+    }
+
+    let mut templates = Templates::default();
+    let template_error = |cx: &mut Ctx<'_>, file: usize, path: &YamlPath, r: Result<(), String>| {
+        if let Err(e) = r {
+            cx.error(file, path, e);
+        }
+    };
+    let transport_file = |id: &str| -> (usize, YamlPath) {
+        for (file, f) in files {
+            if f.transports.contains_key(id) {
+                return (*file, YamlPath::root().key("transports").key(id.to_string()));
+            }
+        }
+        (*main_file, YamlPath::root())
+    };
+    for (id, t) in &transports {
+        if let Some(tpl) = t.template() {
+            let (file, path) = transport_file(id);
+            if let Some(title) = &tpl.title {
+                let r = templates.add(format!("transport/{id}/title"), title.raw.clone());
+                template_error(&mut cx, file, &path.key("template").key("title"), r);
+            }
+            if let Some(text) = &tpl.text {
+                let r = templates.add(format!("transport/{id}/text"), text.raw.clone());
+                template_error(&mut cx, file, &path.key("template").key("text"), r);
+            }
+        }
+    }
+
+    // Rules, in file order.
+    let mut rules: Vec<Arc<Rule>> = Vec::new();
+    let mut rule_names: HashMap<String, Origin> = HashMap::new();
+    let mut catch_all: Option<String> = None;
+    for (file, f) in files {
+        for (i, r) in f.rules.iter().enumerate() {
+            let path = YamlPath::root().key("rules").index(i);
+            let used_in = format!("rule `{}`", r.name);
+            if let Some(first) = rule_names.get(&r.name) {
+                let first = cx.describe(first);
+                cx.error(*file, &path.key("name"), format!("rule name `{}` is used twice", r.name))
+                    .notes
+                    .push(format!("first used at {first}; rule names must be unique"));
+            } else {
+                rule_names.insert(r.name.clone(), Origin { file: *file, path: path.key("name") });
+            }
+            if let Some(before) = &catch_all {
+                cx.diags.push(
+                    Diagnostic::at(*file, &path.key("name"), format!("rule `{}` can never match", r.name))
+                        .with_note(format!("rule `{before}` before it matches every event and does not `continue`")),
+                );
+                cx.diags.last_mut().expect("pushed").level = super::diag::Level::Warning;
+            }
+            check_matcher(&mut cx, &r.matcher, *file, &path.key("match"));
+            let targets = compile_targets(
+                &mut cx,
+                &r.notify,
+                *file,
+                &path.key("notify"),
+                &used_in,
+                &subscribers,
+                &groups,
+                &transports,
+            );
+            let mute_during = schedule_refs(&mut cx, &r.mute_during, &schedules, *file, &path.key("mute_during"), &used_in);
+            let active_during =
+                schedule_refs(&mut cx, &r.active_during, &schedules, *file, &path.key("active_during"), &used_in);
+            let dur = |d: &Option<super::types::Duration>, default: Duration| d.as_ref().map_or(default, |d| d.value);
+            let mut rule = Rule::new(r.name.clone());
+            rule.matcher = compile_matcher(&r.matcher);
+            rule.hold_for = dur(&r.hold_for, Duration::ZERO);
+            rule.group_by = r.group_by.clone();
+            rule.group_wait = dur(&r.group_wait, rules::DEFAULT_GROUP_WAIT);
+            rule.group_interval = dur(&r.group_interval, rules::DEFAULT_GROUP_INTERVAL);
+            rule.repeat_interval = dur(&r.repeat_interval, rules::DEFAULT_REPEAT_INTERVAL);
+            rule.send_resolved = r.send_resolved.unwrap_or(true);
+            rule.continue_matching = r.continue_matching;
+            rule.targets = targets;
+            rule.mute_during = mute_during;
+            rule.active_during = active_during;
+            if rule.repeat_interval.is_zero() {
+                cx.error(*file, &path.key("repeat_interval"), "`repeat_interval` must be more than 0s")
+                    .notes
+                    .push("it is how long a still-firing alert stays quiet; e.g. 4h".into());
+            }
+            if let Some(tpl) = &r.template {
+                if let Some(title) = &tpl.title {
+                    rule.has_title = true;
+                    let res = templates.add(format!("rule/{}/title", r.name), title.raw.clone());
+                    template_error(&mut cx, *file, &path.key("template").key("title"), res);
+                }
+                if let Some(text) = &tpl.text {
+                    rule.has_text = true;
+                    let res = templates.add(format!("rule/{}/text", r.name), text.raw.clone());
+                    template_error(&mut cx, *file, &path.key("template").key("text"), res);
+                }
+            }
+            if rule.matcher.is_catch_all() && !rule.continue_matching && catch_all.is_none() {
+                catch_all = Some(r.name.clone());
+            }
+            rules.push(Arc::new(rule));
+        }
+    }
+
+    let mut silences = Vec::new();
+    for (file, f) in files {
+        for (i, s) in f.silences.iter().enumerate() {
+            let path = YamlPath::root().key("silences").index(i);
+            check_matcher(&mut cx, &s.matcher, *file, &path.key("match"));
+            if let Some(starts) = &s.starts {
+                if starts.value >= s.ends.value {
+                    cx.error(*file, &path.key("ends"), "the silence ends before it starts");
+                }
+            }
+            silences.push(Silence {
+                id: format!("silence#{}", silences.len() + 1),
+                matcher: compile_matcher(&s.matcher),
+                starts: s.starts.as_ref().map(|t| t.value),
+                ends: s.ends.value,
+                comment: s.comment.clone(),
+            });
+        }
+    }
+
+    let mut notices = Vec::new();
+    let mut notice_names: HashMap<String, Origin> = HashMap::new();
+    for (file, f) in files {
+        for (i, n) in f.notices.iter().enumerate() {
+            let path = YamlPath::root().key("notices").index(i);
+            if let Some(first) = notice_names.get(&n.name) {
+                let first = cx.describe(first);
+                cx.error(*file, &path.key("name"), format!("notice name `{}` is used twice", n.name))
+                    .notes
+                    .push(format!("first used at {first}"));
+            } else {
+                notice_names.insert(n.name.clone(), Origin { file: *file, path: path.key("name") });
+            }
+            let used_in = format!("notice `{}`", n.name);
+            let targets = compile_targets(
+                &mut cx,
+                &n.notify,
+                *file,
+                &path.key("notify"),
+                &used_in,
+                &subscribers,
+                &groups,
+                &transports,
+            );
+            let mut offsets: Vec<Duration> = n.remind.iter().map(|d| d.value).filter(|d| !d.is_zero()).collect();
+            if n.at_time.unwrap_or(true) {
+                offsets.push(Duration::ZERO);
+            }
+            offsets.sort_by(|a, b| b.cmp(a));
+            offsets.dedup();
+            if offsets.is_empty() {
+                cx.error(*file, &path.key("at_time"), "this notice would never be sent")
+                    .notes
+                    .push("set `at_time: true` or give `remind` offsets".into());
+            }
+            let notice = Notice {
+                name: n.name.clone(),
+                cron: n.cron.value.clone(),
+                tz: n.timezone.as_ref().map_or(chrono_tz::UTC, |t| t.value),
+                offsets,
+                targets,
+            };
+            let res = templates.add(notice.template_name(), n.message.raw.clone());
+            template_error(&mut cx, *file, &path.key("message"), res);
+            notices.push(Arc::new(notice));
+        }
+    }
+
+    let transport_info: BTreeMap<String, TransportInfo> =
+        transports.iter().map(|(id, t)| (id.clone(), TransportInfo { kind: t.kind() })).collect();
+    let paths: Vec<PathBuf> = files
+        .iter()
+        .map(|(f, _)| sources.files()[*f].path().map(PathBuf::from).unwrap_or_default())
+        .collect();
+    if let Some(q) = section.event_queue {
+        if q == 0 {
+            cx.error(*main_file, &YamlPath::root().key("alerter").key("event_queue"), "`event_queue` must be at least 1");
+        }
+    }
+    Some(Config {
+        name: section.name.clone().unwrap_or_else(hostname),
+        workgroup: section.workgroup.clone().unwrap_or_else(|| "WORKGROUP".to_string()),
+        state_dir: section.state_dir.clone().unwrap_or_else(default_state_dir),
+        plugin_dirs: section.plugin_dirs.clone(),
+        event_queue: section.event_queue.map_or(10_000, |q| q.max(1) as usize),
+        sources: source_cfgs,
+        transports,
+        transport_info,
+        subscribers,
+        groups,
+        schedules,
+        rules,
+        silences,
+        notices,
+        templates,
+        files: paths,
+    })
+}
+
+/// A diagnostic that applies to the configuration as a whole.
+pub fn general(message: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(Place::None, message)
+}

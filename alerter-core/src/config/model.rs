@@ -1,0 +1,346 @@
+//! The config file as admins write it: serde types, one per YAML section.
+//!
+//! These types are the single source of truth for the file format: the JSON
+//! Schema shipped in `config/` and the structural checks in
+//! [`super::validate`] are both generated from them. Values that need parsing
+//! (durations, regexes, crontab lines, time zones, templates) are newtypes in
+//! [`super::types`] whose schema carries a `format`, so that every bad one is
+//! reported with its position before serde ever sees it.
+//!
+//! Doc comments on fields double as the descriptions editors show.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::types::{
+    Duration, OneOrMany, RegexStr, TemplateStr, TimeRangeStr, Timestamp, TimeZoneName, WeekdayRange,
+    CronExpr,
+};
+use crate::event::Severity;
+
+/// One config file. The main file may use every section; files pulled in by
+/// `include` may use every section except `alerter` and `include`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "alerter configuration")]
+pub struct ConfigFile {
+    /// Settings of the alerter itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerter: Option<AlerterSection>,
+    /// Further config files to read, as paths or glob patterns relative to
+    /// this file (e.g. `rules.d/*.yaml`). Matches are read in sorted order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Alert sources by id. `type` names the plugin; the other keys are the
+    /// plugin's own settings.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub sources: IndexMap<String, SourceConfig>,
+    /// Delivery channels by id.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub transports: IndexMap<String, TransportConfig>,
+    /// People who receive notifications, by id.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub subscribers: IndexMap<String, SubscriberConfig>,
+    /// Named sets of subscribers.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub groups: IndexMap<String, GroupConfig>,
+    /// Recurring time windows (business hours, nights, maintenance) that
+    /// rules refer to in `mute_during` and `active_during`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub schedules: IndexMap<String, ScheduleConfig>,
+    /// Alert rules, in order: the first rule that matches an event handles
+    /// it, unless that rule says `continue: true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleConfig>,
+    /// Silences: matching alerts are not notified between `starts` and `ends`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub silences: Vec<SilenceConfig>,
+    /// Scheduled broadcasts (maintenance notices), with optional reminders.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<NoticeConfig>,
+}
+
+/// The `alerter:` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlerterSection {
+    /// This machine's name in notifications and on the network (a NetBIOS
+    /// name for Messenger). Default: the host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The workgroup whose members `workgroup: true` reaches. Default: WORKGROUP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workgroup: Option<String>,
+    /// Where alert state and the outbox live (created on first run).
+    /// Default: `$STATE_DIRECTORY`, else /var/lib/alerter as root, else
+    /// `$XDG_STATE_HOME/alerter` (or ~/.local/state/alerter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    /// Directories searched for third-party source plugins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// How many events may wait for the rules engine before sources are
+    /// slowed down. Default: 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_queue: Option<u32>,
+}
+
+/// One source: `type` picks the plugin, the remaining keys configure it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SourceConfig {
+    /// The plugin that implements this source (see `alerter plugins`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Set to false to keep the source configured but stopped.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+    /// The plugin's own settings.
+    #[serde(flatten)]
+    pub settings: BTreeMap<String, serde_json::Value>,
+}
+
+/// One transport.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TransportConfig {
+    /// Appends each notification as one JSON line to a file, or to standard
+    /// output with `path: "-"`. For piping into other tools, and for tests.
+    Log {
+        /// File to append to; `-` means standard output.
+        path: PathBuf,
+        /// Message templates overriding this transport's defaults.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template: Option<TemplateConfig>,
+    },
+}
+
+impl TransportConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TransportConfig::Log { .. } => "log",
+        }
+    }
+
+    pub fn template(&self) -> Option<&TemplateConfig> {
+        match self {
+            TransportConfig::Log { template, .. } => template.as_ref(),
+        }
+    }
+}
+
+/// Message templates (minijinja). See docs/config.md for the variables.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateConfig {
+    /// One line: a mail subject, a popup's first line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<TemplateStr>,
+    /// The message text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TemplateStr>,
+}
+
+/// A person.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberConfig {
+    /// Full name, for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// NetBIOS name of their workstation, for Messenger popups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    /// Mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// A named set of subscribers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Subscriber ids.
+    pub members: Vec<String>,
+}
+
+/// A recurring time window: the union of its `windows`, in one time zone.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// IANA time zone, e.g. Europe/Berlin. Default: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<TimeZoneName>,
+    /// The schedule is active while any window is.
+    pub windows: Vec<WindowConfig>,
+}
+
+/// Days and times; both default to "all".
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Days of the week: names (`monday`, `mon`) or ranges (`mon-fri`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weekdays: Vec<WeekdayRange>,
+    /// Times of day as `HH:MM-HH:MM`; a range may cross midnight
+    /// (`22:00-06:00`); `24:00` ends a day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub times: Vec<TimeRangeStr>,
+}
+
+/// An alert rule.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Unique name; shown in notifications and the audit trail.
+    pub name: String,
+    /// Which events this rule takes. Empty matches everything.
+    #[serde(default, rename = "match")]
+    pub matcher: MatcherConfig,
+    /// The condition must hold this long before the alert fires.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub hold_for: Option<Duration>,
+    /// Labels whose values split alerts into separately notified groups.
+    /// Empty: every alert is notified on its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_by: Vec<String>,
+    /// How long to wait after a group's first alert, to batch others in. Default: 0s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_wait: Option<Duration>,
+    /// How long to wait before notifying a group again about changes. Default: 1m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_interval: Option<Duration>,
+    /// How long to wait before re-sending a still-firing alert, and how
+    /// long a one-shot event with the same key stays quiet. Default: 4h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_interval: Option<Duration>,
+    /// Also notify when the alert clears. Default: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_resolved: Option<bool>,
+    /// Go on to later rules after this one matched. Default: false.
+    #[serde(default, rename = "continue", skip_serializing_if = "std::ops::Not::not")]
+    pub continue_matching: bool,
+    /// Who is told, and how.
+    pub notify: Vec<RecipientsConfig>,
+    /// Message templates for this rule, overriding the transports' own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateConfig>,
+    /// Schedules during which this rule sends nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mute_during: Vec<String>,
+    /// Schedules outside of which this rule sends nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_during: Vec<String>,
+}
+
+/// Which events a rule or silence applies to. All given conditions must hold.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatcherConfig {
+    /// Source ids or glob patterns (`disk`, `log-*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<OneOrMany<String>>,
+    /// Minimum severity: `warning` also takes `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// Label conditions: a plain value must equal the label; `{regex: ...}`
+    /// must match all of it; `{not: ...}` and `{not_regex: ...}` negate.
+    /// `source`, `host` and `severity` can be used as labels too.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub labels: IndexMap<String, LabelMatch>,
+}
+
+/// One label condition.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum LabelMatch {
+    /// The label must have exactly this value.
+    Equals(String),
+    /// An operator.
+    Op(LabelOp),
+}
+
+/// A label operator; regexes must match the whole value.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum LabelOp {
+    /// The value matches this regex.
+    Regex(RegexStr),
+    /// The value is not this (a missing label counts as "not").
+    Not(String),
+    /// The value does not match this regex.
+    NotRegex(RegexStr),
+}
+
+/// A set of recipients and the transports that reach them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientsConfig {
+    /// Group ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Subscriber ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscribers: Vec<String>,
+    /// Everyone in the workgroup (a Messenger broadcast).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workgroup: bool,
+    /// Transport ids to use for these recipients.
+    pub via: Vec<String>,
+}
+
+/// A silence.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceConfig {
+    /// Alerts this silence applies to.
+    #[serde(rename = "match")]
+    pub matcher: MatcherConfig,
+    /// Start (RFC 3339, e.g. 2026-11-26T20:00:00Z). Default: always started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts: Option<Timestamp>,
+    /// End (RFC 3339).
+    pub ends: Timestamp,
+    /// Why; shown in the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Who set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+}
+
+/// A scheduled broadcast.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoticeConfig {
+    /// Unique name.
+    pub name: String,
+    /// When the announced event happens: a crontab(5) line (5 fields, or 6
+    /// with seconds first).
+    pub cron: CronExpr,
+    /// Time zone of the crontab line. Default: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<TimeZoneName>,
+    /// The text (a template; `{{ at }}` is the event's local time, `{{ in }}`
+    /// how far ahead a reminder is).
+    pub message: TemplateStr,
+    /// Reminders ahead of the event, e.g. `[1h, 5m]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remind: Vec<Duration>,
+    /// Also send at the event time itself. Default: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_time: Option<bool>,
+    /// Who is told, and how.
+    pub notify: Vec<RecipientsConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}

@@ -1,0 +1,242 @@
+//! Notifications: what a transport delivers, and how router decisions and
+//! notices become them (template rendering, one notification per transport).
+//!
+//! Pure: rendering takes the decision and the compiled config, nothing else.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Fingerprint, Severity};
+use crate::rules::Recipient;
+use crate::rules::router::Dispatch;
+use crate::template::{Part, Templates, default_template};
+
+/// One message for one transport, to one or more recipients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Stable identity: the same decision always gets the same id, so a
+    /// retried delivery can be recognised (e.g. as a mail Message-ID).
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    /// The rule that decided it, or `notice:<name>`.
+    pub rule: String,
+    pub transport: String,
+    /// `firing`, `resolved` or `notice`.
+    pub status: String,
+    pub severity: Severity,
+    pub title: String,
+    pub text: String,
+    pub recipients: Vec<Recipient>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertSummary>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeat: bool,
+}
+
+/// An alert inside a notification (and in templates as `alerts[i]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertSummary {
+    pub fingerprint: Fingerprint,
+    pub status: String,
+    pub source: String,
+    pub host: String,
+    pub severity: Severity,
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub details: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    pub since: DateTime<Utc>,
+    /// Events merged into it since the last notification.
+    pub count: u64,
+}
+
+/// What rendering needs to know about a transport.
+#[derive(Debug, Clone)]
+pub struct TransportInfo {
+    pub kind: &'static str,
+}
+
+/// What rendering needs from the configuration.
+#[derive(Debug)]
+pub struct RenderCx<'a> {
+    pub templates: &'a Templates,
+    pub transports: &'a BTreeMap<String, TransportInfo>,
+    pub alerter_name: &'a str,
+    pub workgroup: &'a str,
+}
+
+#[derive(Serialize)]
+struct Context<'a> {
+    rule: &'a str,
+    status: &'a str,
+    severity: Severity,
+    summary: String,
+    source: &'a str,
+    host: &'a str,
+    count: usize,
+    alerts: &'a [AlertSummary],
+    firing: Vec<&'a AlertSummary>,
+    resolved: Vec<&'a AlertSummary>,
+    group: &'a BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    alerter: &'a str,
+    workgroup: &'a str,
+    repeat: bool,
+    now: String,
+}
+
+/// Template names for a part, most specific first.
+pub fn template_names(rule: &str, has_rule_template: bool, transport: &str, part: Part) -> Vec<String> {
+    let part = match part {
+        Part::Title => "title",
+        Part::Text => "text",
+    };
+    let mut names = Vec::with_capacity(2);
+    if has_rule_template {
+        names.push(format!("rule/{rule}/{part}"));
+    }
+    names.push(format!("transport/{transport}/{part}"));
+    names
+}
+
+fn notification_id(rule: &str, group: &str, transport: &str, at: DateTime<Utc>) -> String {
+    use xxhash_rust::xxh3::Xxh3;
+    let mut h = Xxh3::new();
+    for part in [rule, group, transport] {
+        h.update(part.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.update(&at.timestamp_nanos_opt().unwrap_or_default().to_le_bytes());
+    format!("{:016x}", h.digest())
+}
+
+/// Renders a router decision into one notification per target transport.
+/// Template errors fall back to the built-in template and are returned for
+/// logging; a notification is never dropped because of one.
+pub fn render_dispatch(d: &Dispatch, cx: &RenderCx<'_>) -> (Vec<Notification>, Vec<String>) {
+    let alerts: Vec<AlertSummary> = d
+        .alerts
+        .iter()
+        .map(|a| AlertSummary {
+            fingerprint: a.fingerprint,
+            status: a.status.to_string(),
+            source: a.event.source.clone(),
+            host: a.event.host.clone(),
+            severity: a.event.severity,
+            summary: a.event.summary.clone(),
+            details: a.event.details.clone(),
+            labels: a.event.labels.clone(),
+            since: a.since,
+            count: a.count,
+        })
+        .collect();
+    let firing: Vec<&AlertSummary> = alerts.iter().filter(|a| a.status == "firing").collect();
+    let resolved: Vec<&AlertSummary> = alerts.iter().filter(|a| a.status == "resolved").collect();
+    let status = if firing.is_empty() { "resolved" } else { "firing" };
+    let severity = firing.iter().map(|a| a.severity).max().unwrap_or(Severity::Resolved);
+    let first = alerts.first();
+    let summary = match alerts.len() {
+        1 => alerts[0].summary.clone(),
+        n => {
+            let group: Vec<String> = d.group_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut s = format!("{n} alerts");
+            if !group.is_empty() {
+                s.push_str(&format!(" for {}", group.join(", ")));
+            }
+            s.push_str(&format!(" ({} firing, {} resolved)", firing.len(), resolved.len()));
+            s
+        }
+    };
+    // Labels common to every alert, for templates that want e.g. `labels.mount`.
+    let mut labels = first.map(|a| a.labels.clone()).unwrap_or_default();
+    for a in alerts.iter().skip(1) {
+        labels.retain(|k, v| a.labels.get(k) == Some(v));
+    }
+    let all_same = |f: fn(&AlertSummary) -> &str| -> &str {
+        match first {
+            Some(a0) if alerts.iter().all(|a| f(a) == f(a0)) => f(a0),
+            Some(_) => "(several)",
+            None => "",
+        }
+    };
+    let ctx = Context {
+        rule: &d.rule.name,
+        status,
+        severity,
+        summary,
+        source: all_same(|a| &a.source),
+        host: all_same(|a| &a.host),
+        count: alerts.len(),
+        alerts: &alerts,
+        firing: firing.clone(),
+        resolved: resolved.clone(),
+        group: &d.group_labels,
+        labels,
+        alerter: cx.alerter_name,
+        workgroup: cx.workgroup,
+        repeat: d.repeat,
+        now: d.at.to_rfc3339(),
+    };
+    let mut out = Vec::with_capacity(d.rule.targets.len());
+    let mut errors = Vec::new();
+    for target in &d.rule.targets {
+        let kind = cx.transports.get(&target.transport).map_or("log", |t| t.kind);
+        let mut render = |part: Part, has_rule: bool| {
+            let names = template_names(&d.rule.name, has_rule, &target.transport, part);
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let (text, err) = cx.templates.render(&refs, default_template(kind, part), &ctx);
+            errors.extend(err);
+            text
+        };
+        let title = render(Part::Title, d.rule.has_title);
+        let text = render(Part::Text, d.rule.has_text);
+        out.push(Notification {
+            id: notification_id(&d.rule.name, &d.group_key, &target.transport, d.at),
+            created_at: d.at,
+            rule: d.rule.name.clone(),
+            transport: target.transport.clone(),
+            status: status.to_string(),
+            severity,
+            title,
+            text,
+            recipients: target.recipients.clone(),
+            alerts: alerts.clone(),
+            group: d.group_labels.clone(),
+            repeat: d.repeat,
+        });
+    }
+    (out, errors)
+}
+
+/// Builds a notice's notifications (no templates beyond the notice's own
+/// message, which the caller has rendered).
+pub fn notice_notifications(
+    name: &str,
+    title: &str,
+    text: &str,
+    targets: &[crate::rules::Target],
+    at: DateTime<Utc>,
+) -> Vec<Notification> {
+    targets
+        .iter()
+        .map(|t| Notification {
+            id: notification_id(&format!("notice:{name}"), title, &t.transport, at),
+            created_at: at,
+            rule: format!("notice:{name}"),
+            transport: t.transport.clone(),
+            status: "notice".into(),
+            severity: Severity::Info,
+            title: title.to_string(),
+            text: text.to_string(),
+            recipients: t.recipients.clone(),
+            alerts: Vec::new(),
+            group: BTreeMap::new(),
+            repeat: false,
+        })
+        .collect()
+}

@@ -1,0 +1,258 @@
+//! Compiled rules, matchers, recipients and silences: what the router runs.
+//!
+//! These are built from the config by [`crate::config`] after validation, so
+//! every regex is compiled, every reference resolved and every duration
+//! parsed; nothing here can fail at run time.
+
+pub mod router;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, Severity};
+use crate::schedule::Schedule;
+
+/// Which events a rule or silence applies to. Conditions are ordered cheap
+/// first (severity, source, exact labels, regexes) because most events fail
+/// most rules and the router's throughput is decided by how fast they fail.
+#[derive(Debug, Clone, Default)]
+pub struct Matcher {
+    pub min_severity: Option<Severity>,
+    /// Empty: any source.
+    pub sources: Vec<SourcePattern>,
+    pub labels: Vec<(String, LabelCond)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourcePattern {
+    Exact(String),
+    Glob(globset::GlobMatcher),
+}
+
+impl SourcePattern {
+    pub fn new(pattern: &str) -> Result<SourcePattern, String> {
+        if pattern.contains(['*', '?', '[', '{']) {
+            globset::Glob::new(pattern)
+                .map(|g| SourcePattern::Glob(g.compile_matcher()))
+                .map_err(|e| format!("`{pattern}` is not a valid glob: {e}"))
+        } else {
+            Ok(SourcePattern::Exact(pattern.to_string()))
+        }
+    }
+
+    fn matches(&self, source: &str) -> bool {
+        match self {
+            SourcePattern::Exact(s) => s == source,
+            SourcePattern::Glob(g) => g.is_match(source),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum LabelCond {
+    Equals(String),
+    Regex(regex::Regex),
+    Not(String),
+    NotRegex(regex::Regex),
+}
+
+impl LabelCond {
+    fn cost(&self) -> u8 {
+        match self {
+            LabelCond::Equals(_) | LabelCond::Not(_) => 0,
+            LabelCond::Regex(_) | LabelCond::NotRegex(_) => 1,
+        }
+    }
+
+    fn matches(&self, value: Option<&str>) -> bool {
+        match self {
+            LabelCond::Equals(want) => value == Some(want.as_str()),
+            LabelCond::Regex(re) => value.is_some_and(|v| re.is_match(v)),
+            LabelCond::Not(v) => value != Some(v.as_str()),
+            LabelCond::NotRegex(re) => !value.is_some_and(|v| re.is_match(v)),
+        }
+    }
+}
+
+impl Matcher {
+    pub fn new(min_severity: Option<Severity>, sources: Vec<SourcePattern>, mut labels: Vec<(String, LabelCond)>) -> Matcher {
+        labels.sort_by_key(|(_, c)| c.cost());
+        Matcher { min_severity, sources, labels }
+    }
+
+    pub fn is_catch_all(&self) -> bool {
+        self.min_severity.is_none() && self.sources.is_empty() && self.labels.is_empty()
+    }
+
+    /// Whether the event matches. Severity is compared only for
+    /// non-resolved events; `resolved` is routed by alert identity instead.
+    pub fn matches(&self, e: &Event) -> bool {
+        if let Some(min) = self.min_severity {
+            if e.severity != Severity::Resolved && e.severity < min {
+                return false;
+            }
+        }
+        if !self.sources.is_empty() && !self.sources.iter().any(|p| p.matches(&e.source)) {
+            return false;
+        }
+        self.labels.iter().all(|(name, cond)| cond.matches(e.label(name)))
+    }
+}
+
+/// Someone a notification goes to, with their contact details.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Recipient {
+    /// Subscriber id, or `*` for the whole workgroup.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl Recipient {
+    pub fn workgroup() -> Recipient {
+        Recipient { id: "*".into(), name: None, machine: None, email: None }
+    }
+
+    pub fn is_workgroup(&self) -> bool {
+        self.id == "*"
+    }
+}
+
+/// The recipients one transport delivers to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub transport: String,
+    pub recipients: Vec<Recipient>,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub matcher: Matcher,
+    pub hold_for: Duration,
+    pub group_by: Vec<String>,
+    pub group_wait: Duration,
+    pub group_interval: Duration,
+    pub repeat_interval: Duration,
+    pub send_resolved: bool,
+    pub continue_matching: bool,
+    pub targets: Vec<Target>,
+    pub mute_during: Vec<Arc<Schedule>>,
+    pub active_during: Vec<Arc<Schedule>>,
+    /// Whether the rule has its own title and text templates (registered
+    /// under `rule/<name>/title` and `rule/<name>/text`).
+    pub has_title: bool,
+    pub has_text: bool,
+}
+
+pub const DEFAULT_GROUP_WAIT: Duration = Duration::ZERO;
+pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
+
+impl Rule {
+    /// A rule with defaults, matching everything, notifying nobody; for tests
+    /// and benchmarks.
+    pub fn new(name: impl Into<String>) -> Rule {
+        Rule {
+            name: name.into(),
+            matcher: Matcher::default(),
+            hold_for: Duration::ZERO,
+            group_by: Vec::new(),
+            group_wait: DEFAULT_GROUP_WAIT,
+            group_interval: DEFAULT_GROUP_INTERVAL,
+            repeat_interval: DEFAULT_REPEAT_INTERVAL,
+            send_resolved: true,
+            continue_matching: false,
+            targets: Vec::new(),
+            mute_during: Vec::new(),
+            active_during: Vec::new(),
+            has_title: false,
+            has_text: false,
+        }
+    }
+
+    /// Why the rule sends nothing at `now`, if it is muted.
+    pub fn muted_by(&self, now: DateTime<Utc>) -> Option<String> {
+        if let Some(s) = self.mute_during.iter().find(|s| s.is_active(now)) {
+            return Some(format!("muted during schedule `{}`", s.name));
+        }
+        if !self.active_during.is_empty() && !self.active_during.iter().any(|s| s.is_active(now)) {
+            let names: Vec<&str> = self.active_during.iter().map(|s| s.name.as_str()).collect();
+            return Some(format!("outside active schedule `{}`", names.join("`, `")));
+        }
+        None
+    }
+
+    /// When the rule's mute state next changes, if ever.
+    pub fn mute_changes_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.mute_during.iter().chain(&self.active_during).filter_map(|s| s.next_change(now)).min()
+    }
+}
+
+/// A compiled silence.
+#[derive(Debug, Clone)]
+pub struct Silence {
+    /// Stable id for the audit trail (`config:<index>` for config silences).
+    pub id: String,
+    pub matcher: Matcher,
+    pub starts: Option<DateTime<Utc>>,
+    pub ends: DateTime<Utc>,
+    pub comment: Option<String>,
+}
+
+impl Silence {
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.starts.is_none_or(|s| s <= now) && now < self.ends
+    }
+
+    pub fn silences(&self, e: &Event, now: DateTime<Utc>) -> bool {
+        self.is_active(now) && self.matcher.matches(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(source: &str, sev: Severity) -> Event {
+        Event::new(source, "h", sev, "s", DateTime::from_timestamp(0, 0).unwrap()).with_label("mount", "/var")
+    }
+
+    #[test]
+    fn matcher_conditions() {
+        let m = Matcher::new(
+            Some(Severity::Warning),
+            vec![SourcePattern::new("disk*").unwrap()],
+            vec![("mount".into(), LabelCond::Regex(regex::Regex::new("^/v.*$").unwrap()))],
+        );
+        assert!(m.matches(&ev("disk", Severity::Warning)));
+        assert!(m.matches(&ev("disk-2", Severity::Critical)));
+        assert!(!m.matches(&ev("disk", Severity::Info)), "below minimum severity");
+        assert!(!m.matches(&ev("log", Severity::Critical)), "other source");
+        assert!(!m.matches(&ev("disk", Severity::Warning).with_label("mount", "/srv")));
+        let not = Matcher::new(None, vec![], vec![("env".into(), LabelCond::Not("prod".into()))]);
+        assert!(not.matches(&ev("x", Severity::Info)), "a missing label is `not prod`");
+        assert!(!not.matches(&ev("x", Severity::Info).with_label("env", "prod")));
+    }
+
+    #[test]
+    fn exact_labels_are_checked_before_regexes() {
+        let m = Matcher::new(
+            None,
+            vec![],
+            vec![
+                ("a".into(), LabelCond::Regex(regex::Regex::new("x").unwrap())),
+                ("b".into(), LabelCond::Equals("y".into())),
+            ],
+        );
+        assert!(matches!(m.labels[0].1, LabelCond::Equals(_)));
+    }
+}

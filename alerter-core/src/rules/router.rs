@@ -1,0 +1,698 @@
+//! The router: all rule state, and the decisions of what to notify when.
+//!
+//! The router owns, per rule, the alerts it has seen (pending, firing,
+//! resolved-but-not-yet-told, one-shots kept for throttling) and the groups
+//! they are notified in. It does no I/O and never reads a clock: every entry
+//! point takes `now`, and [`Router::next_wakeup`] tells the caller when to
+//! call [`Router::tick`] next. Its outputs are decisions ([`Output`]): notify
+//! this group now, or this alert was suppressed and why.
+//!
+//! Timing follows Alertmanager: an alert fires after `for:`; a group is
+//! notified `group_wait` after its first alert fires, then about changes at
+//! most every `group_interval`, and re-notified every `repeat_interval`
+//! while anything in it still fires. One-shot events are notified once and
+//! then throttled per dedup key for `repeat_interval`.
+//!
+//! Timers live in one ordered set and are checked lazily: a timer whose
+//! alert or group has moved on is skipped when it comes due, which is cheaper
+//! than finding and removing it on every change.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Rule, Silence};
+use crate::event::{Event, Fingerprint, Severity};
+
+/// Where an alert is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    /// Seen, waiting for `for:` to pass.
+    Pending,
+    Firing,
+    /// Cleared after having been notified; the resolved notice is due.
+    Resolved,
+    /// A one-shot that was notified; kept to throttle repeats.
+    Sent,
+}
+
+/// One alert's state within one rule. Persisted as JSON in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub fingerprint: Fingerprint,
+    /// The latest event (for a resolved alert: the last firing one, with the
+    /// resolving event's summary).
+    pub event: Event,
+    pub status: AlertStatus,
+    /// When the router first saw it.
+    pub since: DateTime<Utc>,
+    #[serde(default)]
+    pub fired_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_notified: Option<DateTime<Utc>>,
+    /// The severity last told to recipients; a change is news.
+    #[serde(default)]
+    pub notified_severity: Option<Severity>,
+    /// Events merged into this alert since it was last notified.
+    #[serde(default)]
+    pub count: u64,
+}
+
+/// Why something was not notified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum SuppressReason {
+    Silenced { silence: String, comment: Option<String> },
+    Muted { detail: String },
+    RepeatInterval { until: DateTime<Utc> },
+}
+
+impl std::fmt::Display for SuppressReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SuppressReason::Silenced { silence, comment: Some(c) } => write!(f, "silenced by {silence} ({c})"),
+            SuppressReason::Silenced { silence, comment: None } => write!(f, "silenced by {silence}"),
+            SuppressReason::Muted { detail } => f.write_str(detail),
+            SuppressReason::RepeatInterval { until } => {
+                write!(f, "repeat interval: already notified, quiet until {}", until.to_rfc3339())
+            }
+        }
+    }
+}
+
+/// A suppressed notification, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Suppression {
+    pub at: DateTime<Utc>,
+    pub rule: String,
+    pub fingerprint: Fingerprint,
+    pub summary: String,
+    #[serde(flatten)]
+    pub reason: SuppressReason,
+}
+
+/// An alert as it appears in a notification.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertView {
+    pub fingerprint: Fingerprint,
+    /// `firing` or `resolved`.
+    pub status: &'static str,
+    pub event: Event,
+    pub since: DateTime<Utc>,
+    pub count: u64,
+}
+
+/// "Notify this group now."
+#[derive(Debug, Clone)]
+pub struct Dispatch {
+    pub at: DateTime<Utc>,
+    pub rule: Arc<Rule>,
+    pub group_key: Arc<str>,
+    /// The `group_by` labels and their values.
+    pub group_labels: BTreeMap<String, String>,
+    /// Firing alerts first, then resolved ones, each in fingerprint order.
+    pub alerts: Vec<AlertView>,
+    /// True when nothing changed and this is a `repeat_interval` reminder.
+    pub repeat: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Output {
+    Notify(Dispatch),
+    Suppressed(Suppression),
+}
+
+/// A changed alert, for the store: `None` means it is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertChange {
+    pub rule: String,
+    pub fingerprint: Fingerprint,
+    pub alert: Option<Alert>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Promote { rule: usize, fp: Fingerprint },
+    Flush { rule: usize, group: Arc<str> },
+    Expire { rule: usize, fp: Fingerprint },
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    labels: BTreeMap<String, String>,
+    members: BTreeSet<Fingerprint>,
+    next_flush: Option<DateTime<Utc>>,
+    last_flush: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default)]
+struct RuleState {
+    alerts: HashMap<Fingerprint, Alert>,
+    groups: HashMap<Arc<str>, Group>,
+}
+
+/// The rules engine. See the module docs.
+#[derive(Debug, Default)]
+pub struct Router {
+    rules: Vec<Arc<Rule>>,
+    silences: Vec<Silence>,
+    states: Vec<RuleState>,
+    timers: BTreeSet<(DateTime<Utc>, u64, Timer)>,
+    seq: u64,
+    dirty: HashSet<(usize, Fingerprint)>,
+    /// Alerts of removed rules, to be deleted from the store.
+    pending_deletes: Vec<AlertChange>,
+}
+
+fn after(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Router {
+    pub fn new(rules: Vec<Arc<Rule>>, silences: Vec<Silence>) -> Router {
+        let states = rules.iter().map(|_| RuleState::default()).collect();
+        Router { rules, silences, states, ..Router::default() }
+    }
+
+    pub fn rules(&self) -> &[Arc<Rule>] {
+        &self.rules
+    }
+
+    /// Replaces rules and silences, keeping the state of rules whose name
+    /// is unchanged (regrouped if their `group_by` changed). State of
+    /// removed rules is dropped and reported as changes for the store.
+    pub fn reconfigure(&mut self, rules: Vec<Arc<Rule>>, silences: Vec<Silence>, now: DateTime<Utc>) {
+        let mut old: HashMap<String, RuleState> = HashMap::new();
+        for (rule, state) in self.rules.iter().zip(std::mem::take(&mut self.states)) {
+            old.insert(rule.name.clone(), state);
+        }
+        let mut states = Vec::with_capacity(rules.len());
+        for (i, rule) in rules.iter().enumerate() {
+            let mut state = old.remove(&rule.name).unwrap_or_default();
+            state.groups.clear();
+            for fp in state.alerts.keys() {
+                self.dirty.insert((i, *fp));
+            }
+            states.push(state);
+        }
+        // Alerts of rules that are gone: tell the store to forget them.
+        let gone: Vec<AlertChange> = old
+            .into_iter()
+            .flat_map(|(name, st)| {
+                st.alerts.into_keys().map(move |fp| AlertChange { rule: name.clone(), fingerprint: fp, alert: None })
+            })
+            .collect();
+        self.rules = rules;
+        self.silences = silences;
+        self.states = states;
+        self.pending_deletes.extend(gone);
+        self.rebuild(now);
+    }
+
+    /// Loads persisted alerts (from the store, after a restart). Alerts of
+    /// rules that no longer exist are ignored.
+    pub fn restore(&mut self, alerts: Vec<(String, Alert)>, now: DateTime<Utc>) {
+        let index: HashMap<&str, usize> = self.rules.iter().enumerate().map(|(i, r)| (r.name.as_str(), i)).collect();
+        for (rule, alert) in alerts {
+            if let Some(&i) = index.get(rule.as_str()) {
+                self.states[i].alerts.insert(alert.fingerprint, alert);
+            } else {
+                self.pending_deletes.push(AlertChange { rule, fingerprint: alert.fingerprint, alert: None });
+            }
+        }
+        self.rebuild(now);
+    }
+
+    /// Recomputes groups and timers from the alerts alone. Group state is
+    /// derived (last flush = latest notification of a member), which is
+    /// what lets the store keep alerts only.
+    fn rebuild(&mut self, now: DateTime<Utc>) {
+        self.timers.clear();
+        for i in 0..self.rules.len() {
+            let rule = self.rules[i].clone();
+            let mut groups: HashMap<Arc<str>, Group> = HashMap::new();
+            let mut timers = Vec::new();
+            for (fp, a) in &self.states[i].alerts {
+                match a.status {
+                    AlertStatus::Pending => {
+                        timers.push((after(a.since, rule.hold_for), Timer::Promote { rule: i, fp: *fp }));
+                    }
+                    AlertStatus::Sent => {
+                        let t = a.last_notified.map_or(now, |t| after(t, rule.repeat_interval));
+                        timers.push((t, Timer::Expire { rule: i, fp: *fp }));
+                    }
+                    AlertStatus::Firing | AlertStatus::Resolved => {
+                        let (key, labels) = group_key(&rule, &a.event, *fp);
+                        let g = groups.entry(key).or_insert_with(|| Group { labels, ..Group::default() });
+                        g.members.insert(*fp);
+                        g.last_flush = g.last_flush.max(a.last_notified);
+                    }
+                }
+            }
+            for (key, g) in groups.iter_mut() {
+                let alerts = &self.states[i].alerts;
+                let members = g.members.iter().filter_map(|fp| alerts.get(fp));
+                let mut needs_news = false;
+                let mut first_fired: Option<DateTime<Utc>> = None;
+                let mut any_firing = false;
+                for a in members {
+                    any_firing |= a.status == AlertStatus::Firing;
+                    needs_news |= is_news(a);
+                    first_fired = earliest(first_fired, a.fired_at);
+                }
+                let due = if needs_news {
+                    Some(match g.last_flush {
+                        None => after(first_fired.unwrap_or(now), rule.group_wait),
+                        Some(last) => after(last, rule.group_interval),
+                    })
+                } else if any_firing {
+                    g.last_flush.map(|last| after(last, rule.repeat_interval))
+                } else {
+                    None
+                };
+                if let Some(due) = due {
+                    let due = due.max(now);
+                    g.next_flush = Some(due);
+                    timers.push((due, Timer::Flush { rule: i, group: key.clone() }));
+                }
+            }
+            self.states[i].groups = groups;
+            for (t, timer) in timers {
+                self.add_timer(t, timer);
+            }
+        }
+    }
+
+    fn add_timer(&mut self, at: DateTime<Utc>, timer: Timer) {
+        self.seq += 1;
+        self.timers.insert((at, self.seq, timer));
+    }
+
+    /// When [`Router::tick`] must next be called, if ever.
+    pub fn next_wakeup(&self) -> Option<DateTime<Utc>> {
+        self.timers.first().map(|(t, _, _)| *t)
+    }
+
+    /// Takes one event. Returns what to notify or record now (a rule with
+    /// no `group_wait` notifies right away).
+    pub fn handle(&mut self, event: Event, now: DateTime<Utc>) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.handle_into(event, now, &mut out);
+        out
+    }
+
+    /// [`Router::handle`] appending to a caller's buffer, so a batch of events
+    /// costs no allocation per event.
+    pub fn handle_into(&mut self, event: Event, now: DateTime<Utc>, out: &mut Vec<Output>) {
+        self.tick_into(now, out);
+        let mut fp = None;
+        if event.severity == Severity::Resolved {
+            let fp = event.fingerprint();
+            for i in 0..self.rules.len() {
+                if self.states[i].alerts.contains_key(&fp) {
+                    self.resolve(i, fp, &event, now);
+                }
+            }
+        } else {
+            for i in 0..self.rules.len() {
+                if !self.rules[i].matcher.matches(&event) {
+                    continue;
+                }
+                let f = *fp.get_or_insert_with(|| event.fingerprint());
+                self.accept(i, f, &event, now, out);
+                if !self.rules[i].continue_matching {
+                    break;
+                }
+            }
+        }
+        self.tick_into(now, out);
+    }
+
+    /// Runs everything due at or before `now`.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.tick_into(now, &mut out);
+        out
+    }
+
+    pub fn tick_into(&mut self, now: DateTime<Utc>, out: &mut Vec<Output>) {
+        while let Some(first) = self.timers.first() {
+            if first.0 > now {
+                break;
+            }
+            let (at, _, timer) = self.timers.pop_first().expect("checked non-empty");
+            match timer {
+                Timer::Promote { rule, fp } => {
+                    let hold = self.rules[rule].hold_for;
+                    let due = match self.states[rule].alerts.get(&fp) {
+                        Some(a) if a.status == AlertStatus::Pending && after(a.since, hold) <= at => true,
+                        _ => false,
+                    };
+                    if due {
+                        self.fire(rule, fp, at);
+                    }
+                }
+                Timer::Flush { rule, group } => {
+                    let current = self.states[rule].groups.get(&group).and_then(|g| g.next_flush);
+                    if current == Some(at) {
+                        self.flush(rule, group, at, out);
+                    }
+                }
+                Timer::Expire { rule, fp } => {
+                    let repeat = self.rules[rule].repeat_interval;
+                    let expired = self.states[rule].alerts.get(&fp).is_some_and(|a| {
+                        a.status == AlertStatus::Sent && a.last_notified.is_none_or(|t| after(t, repeat) <= at)
+                    });
+                    if expired {
+                        self.states[rule].alerts.remove(&fp);
+                        self.dirty.insert((rule, fp));
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, i: usize, fp: Fingerprint, event: &Event, now: DateTime<Utc>, out: &mut Vec<Output>) {
+        let rule = self.rules[i].clone();
+        let state = &mut self.states[i];
+        self.dirty.insert((i, fp));
+        if let Some(a) = state.alerts.get_mut(&fp) {
+            match a.status {
+                AlertStatus::Sent if event.oneshot => {
+                    let until = after(a.last_notified.unwrap_or(a.since), rule.repeat_interval);
+                    if now < until {
+                        a.count += 1;
+                        out.push(Output::Suppressed(Suppression {
+                            at: now,
+                            rule: rule.name.clone(),
+                            fingerprint: fp,
+                            summary: event.summary.clone(),
+                            reason: SuppressReason::RepeatInterval { until },
+                        }));
+                        return;
+                    }
+                }
+                AlertStatus::Pending => {
+                    a.event = event.clone();
+                    a.count += 1;
+                    return;
+                }
+                AlertStatus::Firing => {
+                    let changed = a.event.severity != event.severity;
+                    a.event = event.clone();
+                    a.count += 1;
+                    if changed {
+                        let (key, _) = group_key(&rule, event, fp);
+                        self.schedule_flush(i, key, now);
+                    }
+                    return;
+                }
+                AlertStatus::Resolved => {
+                    // Back before the resolved notice went out: as far as the
+                    // recipients know it never stopped, so it fires on quietly.
+                    a.status = AlertStatus::Firing;
+                    a.resolved_at = None;
+                    let changed = a.notified_severity != Some(event.severity);
+                    a.event = event.clone();
+                    a.count += 1;
+                    if changed {
+                        let (key, _) = group_key(&rule, event, fp);
+                        self.schedule_flush(i, key, now);
+                    }
+                    return;
+                }
+                AlertStatus::Sent => {}
+            }
+        }
+        let alert = Alert {
+            fingerprint: fp,
+            event: event.clone(),
+            status: AlertStatus::Pending,
+            since: now,
+            fired_at: None,
+            resolved_at: None,
+            last_notified: None,
+            notified_severity: None,
+            count: 1,
+        };
+        state.alerts.insert(fp, alert);
+        if event.oneshot || rule.hold_for.is_zero() {
+            self.fire(i, fp, now);
+        } else {
+            self.add_timer(after(now, rule.hold_for), Timer::Promote { rule: i, fp });
+        }
+    }
+
+    fn fire(&mut self, i: usize, fp: Fingerprint, at: DateTime<Utc>) {
+        let rule = self.rules[i].clone();
+        let Some(a) = self.states[i].alerts.get_mut(&fp) else { return };
+        a.status = AlertStatus::Firing;
+        a.fired_at = Some(at);
+        let (key, labels) = group_key(&rule, &a.event, fp);
+        let g = self.states[i].groups.entry(key.clone()).or_insert_with(|| Group { labels, ..Group::default() });
+        g.members.insert(fp);
+        self.dirty.insert((i, fp));
+        self.schedule_flush(i, key, at);
+    }
+
+    fn resolve(&mut self, i: usize, fp: Fingerprint, event: &Event, now: DateTime<Utc>) {
+        let rule = self.rules[i].clone();
+        let state = &mut self.states[i];
+        let Some(a) = state.alerts.get_mut(&fp) else { return };
+        self.dirty.insert((i, fp));
+        match a.status {
+            AlertStatus::Firing if a.last_notified.is_some() && rule.send_resolved => {
+                a.status = AlertStatus::Resolved;
+                a.resolved_at = Some(now);
+                if !event.summary.is_empty() {
+                    a.event.summary = event.summary.clone();
+                }
+                let (key, _) = group_key(&rule, &a.event, fp);
+                self.schedule_flush(i, key, now);
+            }
+            AlertStatus::Pending | AlertStatus::Firing => {
+                // Never told, or not to be told: forget it quietly.
+                let event = state.alerts.remove(&fp).map(|a| a.event);
+                if let Some(event) = event {
+                    let (key, _) = group_key(&rule, &event, fp);
+                    if let Some(g) = state.groups.get_mut(&key) {
+                        g.members.remove(&fp);
+                        if g.members.is_empty() {
+                            state.groups.remove(&key);
+                        }
+                    }
+                }
+            }
+            AlertStatus::Resolved | AlertStatus::Sent => {}
+        }
+    }
+
+    /// Makes sure the group is flushed soon: after `group_wait` for a group
+    /// never notified, else `group_interval` after its last notification.
+    fn schedule_flush(&mut self, i: usize, key: Arc<str>, at: DateTime<Utc>) {
+        let rule = self.rules[i].clone();
+        let Some(g) = self.states[i].groups.get_mut(&key) else { return };
+        let due = match g.last_flush {
+            None => after(at, rule.group_wait),
+            Some(last) => after(last, rule.group_interval).max(at),
+        };
+        if g.next_flush.is_none_or(|t| due < t) {
+            g.next_flush = Some(due);
+            self.add_timer(due, Timer::Flush { rule: i, group: key });
+        }
+    }
+
+    fn silenced_by(&self, e: &Event, now: DateTime<Utc>) -> Option<&Silence> {
+        self.silences.iter().find(|s| s.silences(e, now))
+    }
+
+    fn flush(&mut self, i: usize, key: Arc<str>, now: DateTime<Utc>, out: &mut Vec<Output>) {
+        let rule = self.rules[i].clone();
+        let Some(g) = self.states[i].groups.get_mut(&key) else { return };
+        g.next_flush = None;
+        let members: Vec<Fingerprint> = g.members.iter().copied().collect();
+        let repeat_due = g.last_flush.is_some_and(|l| now >= after(l, rule.repeat_interval));
+        let labels = g.labels.clone();
+
+        let mut firing = Vec::new();
+        let mut resolved = Vec::new();
+        let mut silenced: Vec<(Fingerprint, &Silence)> = Vec::new();
+        let mut news = false;
+        for fp in &members {
+            let Some(a) = self.states[i].alerts.get(fp) else { continue };
+            match a.status {
+                AlertStatus::Firing | AlertStatus::Resolved => {
+                    if let Some(s) = self.silenced_by(&a.event, now) {
+                        silenced.push((*fp, s));
+                        continue;
+                    }
+                    news |= is_news(a);
+                    if a.status == AlertStatus::Firing { firing.push(*fp) } else { resolved.push(*fp) }
+                }
+                AlertStatus::Pending | AlertStatus::Sent => {}
+            }
+        }
+        let mut next: Option<DateTime<Utc>> = None;
+        for (fp, s) in &silenced {
+            let a = &self.states[i].alerts[fp];
+            if is_news(a) || repeat_due {
+                out.push(Output::Suppressed(Suppression {
+                    at: now,
+                    rule: rule.name.clone(),
+                    fingerprint: *fp,
+                    summary: a.event.summary.clone(),
+                    reason: SuppressReason::Silenced { silence: s.id.clone(), comment: s.comment.clone() },
+                }));
+            }
+            // Look again when the silence ends: the alert may still fire.
+            next = earliest(next, Some(s.ends));
+        }
+        let send = news || (repeat_due && !firing.is_empty());
+        if send {
+            if let Some(detail) = rule.muted_by(now) {
+                for fp in firing.iter().chain(&resolved) {
+                    let a = &self.states[i].alerts[fp];
+                    out.push(Output::Suppressed(Suppression {
+                        at: now,
+                        rule: rule.name.clone(),
+                        fingerprint: *fp,
+                        summary: a.event.summary.clone(),
+                        reason: SuppressReason::Muted { detail: detail.clone() },
+                    }));
+                }
+                if let Some(t) = rule.mute_changes_at(now) {
+                    next = earliest(next, Some(t));
+                }
+            } else {
+                let mut views = Vec::with_capacity(firing.len() + resolved.len());
+                let state = &mut self.states[i];
+                for fp in firing.iter().chain(&resolved) {
+                    let a = state.alerts.get_mut(fp).expect("member exists");
+                    views.push(AlertView {
+                        fingerprint: *fp,
+                        status: if a.status == AlertStatus::Resolved { "resolved" } else { "firing" },
+                        event: a.event.clone(),
+                        since: a.fired_at.unwrap_or(a.since),
+                        count: a.count,
+                    });
+                    a.last_notified = Some(now);
+                    a.notified_severity = Some(a.event.severity);
+                    a.count = 0;
+                    self.dirty.insert((i, *fp));
+                }
+                out.push(Output::Notify(Dispatch {
+                    at: now,
+                    rule: rule.clone(),
+                    group_key: key.clone(),
+                    group_labels: labels,
+                    alerts: views,
+                    repeat: !news,
+                }));
+                let g = state.groups.get_mut(&key).expect("group exists");
+                g.last_flush = Some(now);
+                // Resolved alerts are done; one-shots move to throttling.
+                for fp in &resolved {
+                    state.alerts.remove(fp);
+                    g.members.remove(fp);
+                }
+                let mut expiries = Vec::new();
+                for fp in &firing {
+                    let a = state.alerts.get_mut(fp).expect("member exists");
+                    if a.event.oneshot {
+                        a.status = AlertStatus::Sent;
+                        g.members.remove(fp);
+                        expiries.push((after(now, rule.repeat_interval), *fp));
+                    }
+                }
+                for (t, fp) in expiries {
+                    self.add_timer(t, Timer::Expire { rule: i, fp });
+                }
+            }
+        }
+        let state = &mut self.states[i];
+        let Some(g) = state.groups.get_mut(&key) else { return };
+        let still_firing = g.members.iter().any(|fp| {
+            state.alerts.get(fp).is_some_and(|a| a.status == AlertStatus::Firing && a.last_notified.is_some())
+        });
+        if still_firing {
+            if let Some(last) = g.last_flush {
+                let t = after(last, rule.repeat_interval);
+                next = earliest(next, Some(t));
+            }
+        }
+        if g.members.is_empty() {
+            state.groups.remove(&key);
+            return;
+        }
+        if let Some(t) = next {
+            let t = t.max(now);
+            if g.next_flush.is_none_or(|cur| t < cur) {
+                g.next_flush = Some(t);
+                self.add_timer(t, Timer::Flush { rule: i, group: key });
+            }
+        }
+    }
+
+    /// Changed alerts since the last call, for the store.
+    pub fn take_changes(&mut self) -> Vec<AlertChange> {
+        let mut changes: Vec<AlertChange> = std::mem::take(&mut self.pending_deletes);
+        for (i, fp) in self.dirty.drain() {
+            let Some(rule) = self.rules.get(i) else { continue };
+            changes.push(AlertChange {
+                rule: rule.name.clone(),
+                fingerprint: fp,
+                alert: self.states[i].alerts.get(&fp).cloned(),
+            });
+        }
+        changes
+    }
+
+    /// All alerts of a rule (for status output and tests), by fingerprint.
+    pub fn alerts(&self, rule: &str) -> Vec<&Alert> {
+        let Some(i) = self.rules.iter().position(|r| r.name == rule) else { return Vec::new() };
+        let mut v: Vec<&Alert> = self.states[i].alerts.values().collect();
+        v.sort_by_key(|a| a.fingerprint);
+        v
+    }
+}
+
+/// The earlier of two optional times; `None` means "no time", not "earliest".
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Whether recipients have not yet heard of this alert's current state.
+fn is_news(a: &Alert) -> bool {
+    match a.status {
+        AlertStatus::Firing => a.last_notified.is_none() || a.notified_severity != Some(a.event.severity),
+        AlertStatus::Resolved => true,
+        AlertStatus::Pending | AlertStatus::Sent => false,
+    }
+}
+
+/// The group an alert belongs to in a rule: by the `group_by` labels, or on
+/// its own when there are none.
+fn group_key(rule: &Rule, e: &Event, fp: Fingerprint) -> (Arc<str>, BTreeMap<String, String>) {
+    if rule.group_by.is_empty() {
+        return (Arc::from(fp.to_string()), BTreeMap::new());
+    }
+    let mut key = String::new();
+    let mut labels = BTreeMap::new();
+    for name in &rule.group_by {
+        let value = e.label(name).unwrap_or("");
+        key.push_str(name);
+        key.push('=');
+        key.push_str(value);
+        key.push('\u{1f}');
+        labels.insert(name.clone(), value.to_string());
+    }
+    (Arc::from(key), labels)
+}
