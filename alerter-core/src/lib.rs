@@ -7,9 +7,13 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod daemon;
 pub mod event;
 pub mod notices;
 pub mod notify;
 pub mod rules;
+pub mod ruletest;
 pub mod schedule;
+pub mod store;
 pub mod template;
+pub mod transport;

@@ -7,7 +7,7 @@
 //! [`Config`] when the structural pass found nothing; reference errors
 //! still let the rest compile so their own checks run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +15,9 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use super::diag::{Diagnostic, Place, Target as DiagTarget, YamlPath};
-use super::model::{self, ConfigFile, LabelMatch, LabelOp, MatcherConfig, RecipientsConfig};
+use super::model::{self, LabelMatch, LabelOp, MatcherConfig, RecipientsConfig};
 use super::source::SourceMap;
-use super::{Config, SourceCatalog, default_state_dir, hostname};
+use super::{Config, ParsedFile, SourceCatalog, default_state_dir, hostname};
 use crate::event::ALERTER_SOURCE;
 use crate::notices::Notice;
 use crate::notify::TransportInfo;
@@ -44,8 +44,16 @@ impl Ctx<'_> {
     }
 
     fn describe(&self, o: &Origin) -> String {
+        self.describe_at(o, DiagTarget::Key)
+    }
+
+    fn describe_value(&self, o: &Origin) -> String {
+        self.describe_at(o, DiagTarget::Value)
+    }
+
+    fn describe_at(&self, o: &Origin, target: DiagTarget) -> String {
         let f = &self.sources.files()[o.file];
-        match f.locate(&o.path, DiagTarget::Key) {
+        match f.locate(&o.path, target) {
             Some((line, col)) => format!("{}:{line}:{col}", f.display_name()),
             None => f.display_name().to_string(),
         }
@@ -53,29 +61,40 @@ impl Ctx<'_> {
 }
 
 /// Checks a reference and reports it with "did you mean" if it is unknown.
+/// A reference to a thing defined with errors is neither resolved nor
+/// reported again.
 fn check_ref<T>(
     cx: &mut Ctx<'_>,
     kind: &str,
     name: &str,
-    known: &IndexMap<String, T>,
+    known: &Known<'_, T>,
     file: usize,
     path: &YamlPath,
     used_in: &str,
 ) -> bool {
+    let (known, invalid) = (known.0, known.1);
     if known.contains_key(name) {
         return true;
     }
+    if invalid.contains(name) {
+        return false;
+    }
+    let mut names: Vec<&str> = known.keys().map(String::as_str).chain(invalid.iter().map(String::as_str)).collect();
+    names.sort_unstable();
+    names.dedup();
     let mut d = Diagnostic::at(file, path, format!("undefined {kind} `{name}` used in {used_in}"));
-    d = d.suggest(name, known.keys().map(String::as_str));
-    if known.is_empty() {
+    d = d.suggest(name, names.iter().copied());
+    if names.is_empty() {
         d = d.with_note(format!("no {kind}s are defined; define it under `{kind}s:`"));
     } else {
-        let names: Vec<&str> = known.keys().map(String::as_str).collect();
         d = d.with_note(format!("defined {kind}s: {}", names.join(", ")));
     }
     cx.diags.push(d);
     false
 }
+
+/// The valid definitions of a kind, and the names of those with errors.
+struct Known<'a, T>(&'a IndexMap<String, T>, &'a HashSet<String>);
 
 fn valid_id(id: &str) -> bool {
     let mut chars = id.chars();
@@ -86,11 +105,13 @@ fn valid_id(id: &str) -> bool {
 /// Merges one id-keyed section across files, reporting duplicates.
 fn merge_section<T: Clone>(
     cx: &mut Ctx<'_>,
-    files: &[(usize, ConfigFile)],
-    section: &str,
+    files: &[(usize, ParsedFile)],
+    section: &'static str,
     noun: &str,
-    get: impl Fn(&ConfigFile) -> &IndexMap<String, T>,
-) -> (IndexMap<String, T>, HashMap<String, Origin>) {
+    get: impl Fn(&ParsedFile) -> &IndexMap<String, T>,
+) -> (IndexMap<String, T>, HashMap<String, Origin>, HashSet<String>) {
+    let invalid: HashSet<String> =
+        files.iter().flat_map(|(_, f)| f.invalid.get(section).into_iter().flatten().cloned()).collect();
     let mut out = IndexMap::new();
     let mut origins: HashMap<String, Origin> = HashMap::new();
     for (file, f) in files {
@@ -114,7 +135,7 @@ fn merge_section<T: Clone>(
             out.insert(id.clone(), item.clone());
         }
     }
-    (out, origins)
+    (out, origins, invalid)
 }
 
 fn compile_matcher(m: &MatcherConfig) -> Matcher {
@@ -151,6 +172,34 @@ fn check_matcher(cx: &mut Ctx<'_>, m: &MatcherConfig, file: usize, path: &YamlPa
     }
 }
 
+/// Reports names used twice in a list section, across files, counting
+/// items that have other errors too.
+fn check_duplicate_names(
+    cx: &mut Ctx<'_>,
+    files: &[(usize, ParsedFile)],
+    section: &'static str,
+    noun: &str,
+    valid: impl Fn(&ParsedFile) -> Vec<(usize, &str)>,
+) {
+    let mut seen: HashMap<String, Origin> = HashMap::new();
+    for (file, f) in files {
+        let mut names: Vec<(usize, &str)> = valid(f);
+        names.extend(f.partial.iter().filter(|p| p.section == section && !p.name.starts_with('#')).map(|p| (p.index, p.name.as_str())));
+        names.sort_by_key(|(i, _)| *i);
+        for (i, name) in names {
+            let path = YamlPath::root().key(section).index(i).key("name");
+            if let Some(first) = seen.get(name) {
+                let first = cx.describe_value(first);
+                cx.error(*file, &path, format!("{noun} name `{name}` is used twice"))
+                    .notes
+                    .push(format!("first used at {first}; {noun} names must be unique"));
+            } else {
+                seen.insert(name.to_string(), Origin { file: *file, path });
+            }
+        }
+    }
+}
+
 /// Resolves `notify:` entries into per-transport recipient lists.
 #[allow(clippy::too_many_arguments)]
 fn compile_targets(
@@ -159,17 +208,33 @@ fn compile_targets(
     file: usize,
     path: &YamlPath,
     used_in: &str,
-    subscribers: &IndexMap<String, model::SubscriberConfig>,
-    groups: &IndexMap<String, model::GroupConfig>,
-    transports: &IndexMap<String, model::TransportConfig>,
+    subscribers: &Known<'_, model::SubscriberConfig>,
+    groups: &Known<'_, model::GroupConfig>,
+    transports: &Known<'_, model::TransportConfig>,
 ) -> Vec<Target> {
     if entries.is_empty() {
         cx.error(file, path, format!("{used_in} notifies nobody"))
             .notes
-            .push("add an entry such as `- groups: [admins]\n    via: [popup]`".into());
+            .push("add an entry such as `{ groups: [admins], via: [popup] }`".into());
     }
+    let entries: Vec<(usize, &RecipientsConfig)> = entries.iter().enumerate().collect();
+    compile_entries(cx, &entries, file, path, used_in, subscribers, groups, transports)
+}
+
+/// [`compile_targets`] for entries that keep their index in the file.
+#[allow(clippy::too_many_arguments)]
+fn compile_entries(
+    cx: &mut Ctx<'_>,
+    entries: &[(usize, &RecipientsConfig)],
+    file: usize,
+    path: &YamlPath,
+    used_in: &str,
+    subscribers: &Known<'_, model::SubscriberConfig>,
+    groups: &Known<'_, model::GroupConfig>,
+    transports: &Known<'_, model::TransportConfig>,
+) -> Vec<Target> {
     let mut targets: Vec<Target> = Vec::new();
-    for (j, entry) in entries.iter().enumerate() {
+    for (j, entry) in entries.iter().copied() {
         let at = path.index(j);
         let mut people: Vec<Recipient> = Vec::new();
         let mut add = |r: Recipient| {
@@ -178,13 +243,13 @@ fn compile_targets(
             }
         };
         let subscriber = |id: &str| {
-            let s = &subscribers[id];
+            let s = &subscribers.0[id];
             Recipient { id: id.to_string(), name: s.name.clone(), machine: s.machine.clone(), email: s.email.clone() }
         };
         for (k, g) in entry.groups.iter().enumerate() {
             if check_ref(cx, "group", g, groups, file, &at.key("groups").index(k), used_in) {
-                for m in &groups[g].members {
-                    if subscribers.contains_key(m) {
+                for m in &groups.0[g].members {
+                    if subscribers.0.contains_key(m) {
                         add(subscriber(m));
                     }
                 }
@@ -230,7 +295,7 @@ fn compile_targets(
 fn schedule_refs(
     cx: &mut Ctx<'_>,
     names: &[String],
-    schedules: &IndexMap<String, Arc<Schedule>>,
+    schedules: &Known<'_, Arc<Schedule>>,
     file: usize,
     path: &YamlPath,
     used_in: &str,
@@ -239,7 +304,7 @@ fn schedule_refs(
         .iter()
         .enumerate()
         .filter(|(k, n)| check_ref(cx, "schedule", n, schedules, file, &path.index(*k), used_in))
-        .map(|(_, n)| schedules[n].clone())
+        .map(|(_, n)| schedules.0[n].clone())
         .collect()
 }
 
@@ -247,7 +312,7 @@ fn schedule_refs(
 /// could be parsed at all; otherwise a config, whose use is up to the caller
 /// (the loader discards it when `diags` holds errors).
 pub fn compile(
-    files: &[(usize, ConfigFile)],
+    files: &[(usize, ParsedFile)],
     sources: &SourceMap,
     catalog: &dyn SourceCatalog,
     diags: &mut Vec<Diagnostic>,
@@ -256,11 +321,16 @@ pub fn compile(
     let mut cx = Ctx { sources, diags };
     let section = main.alerter.clone().unwrap_or_default();
 
-    let (source_cfgs, source_origins) = merge_section(&mut cx, files, "sources", "source", |f| &f.sources);
-    let (transports, _) = merge_section(&mut cx, files, "transports", "transport", |f| &f.transports);
-    let (subscribers, _) = merge_section(&mut cx, files, "subscribers", "subscriber", |f| &f.subscribers);
-    let (groups, group_origins) = merge_section(&mut cx, files, "groups", "group", |f| &f.groups);
-    let (schedule_cfgs, schedule_origins) = merge_section(&mut cx, files, "schedules", "schedule", |f| &f.schedules);
+    let (source_cfgs, source_origins, _) = merge_section(&mut cx, files, "sources", "source", |f| &f.sources);
+    let (transports, _, bad_transports) = merge_section(&mut cx, files, "transports", "transport", |f| &f.transports);
+    let (subscribers, _, bad_subscribers) =
+        merge_section(&mut cx, files, "subscribers", "subscriber", |f| &f.subscribers);
+    let (groups, group_origins, bad_groups) = merge_section(&mut cx, files, "groups", "group", |f| &f.groups);
+    let (schedule_cfgs, schedule_origins, bad_schedules) =
+        merge_section(&mut cx, files, "schedules", "schedule", |f| &f.schedules);
+    let known_transports = Known(&transports, &bad_transports);
+    let known_subscribers = Known(&subscribers, &bad_subscribers);
+    let known_groups = Known(&groups, &bad_groups);
 
     // Sources: reserved id, known plugin type, plugin's own validation.
     let types = catalog.types();
@@ -295,7 +365,7 @@ pub fn compile(
     for (id, g) in &groups {
         let o = group_origins[id].clone();
         for (k, m) in g.members.iter().enumerate() {
-            check_ref(&mut cx, "subscriber", m, &subscribers, o.file, &o.path.key("members").index(k), &format!("group `{id}`"));
+            check_ref(&mut cx, "subscriber", m, &known_subscribers, o.file, &o.path.key("members").index(k), &format!("group `{id}`"));
         }
     }
 
@@ -305,7 +375,7 @@ pub fn compile(
         if s.windows.is_empty() {
             cx.error(o.file, &o.path.key("windows"), format!("schedule `{id}` has no windows"))
                 .notes
-                .push("add at least one window, e.g. `- weekdays: [mon-fri]\n    times: [\"08:00-18:00\"]`".into());
+                .push("add at least one window, e.g. `{ weekdays: [mon-fri], times: [\"08:00-18:00\"] }`".into());
         }
         let windows = s
             .windows
@@ -347,22 +417,20 @@ pub fn compile(
         }
     }
 
+    check_duplicate_names(&mut cx, files, "rules", "rule", |f| f.rules.iter().map(|(i, r)| (*i, r.name.as_str())).collect());
+    check_duplicate_names(&mut cx, files, "notices", "notice", |f| {
+        f.notices.iter().map(|(i, n)| (*i, n.name.as_str())).collect()
+    });
+
     // Rules, in file order.
     let mut rules: Vec<Arc<Rule>> = Vec::new();
-    let mut rule_names: HashMap<String, Origin> = HashMap::new();
     let mut catch_all: Option<String> = None;
+    let known_schedules = Known(&schedules, &bad_schedules);
     for (file, f) in files {
-        for (i, r) in f.rules.iter().enumerate() {
+        for (i, r) in &f.rules {
+            let i = *i;
             let path = YamlPath::root().key("rules").index(i);
             let used_in = format!("rule `{}`", r.name);
-            if let Some(first) = rule_names.get(&r.name) {
-                let first = cx.describe(first);
-                cx.error(*file, &path.key("name"), format!("rule name `{}` is used twice", r.name))
-                    .notes
-                    .push(format!("first used at {first}; rule names must be unique"));
-            } else {
-                rule_names.insert(r.name.clone(), Origin { file: *file, path: path.key("name") });
-            }
             if let Some(before) = &catch_all {
                 cx.diags.push(
                     Diagnostic::at(*file, &path.key("name"), format!("rule `{}` can never match", r.name))
@@ -377,13 +445,13 @@ pub fn compile(
                 *file,
                 &path.key("notify"),
                 &used_in,
-                &subscribers,
-                &groups,
-                &transports,
+                &known_subscribers,
+                &known_groups,
+                &known_transports,
             );
-            let mute_during = schedule_refs(&mut cx, &r.mute_during, &schedules, *file, &path.key("mute_during"), &used_in);
+            let mute_during = schedule_refs(&mut cx, &r.mute_during, &known_schedules, *file, &path.key("mute_during"), &used_in);
             let active_during =
-                schedule_refs(&mut cx, &r.active_during, &schedules, *file, &path.key("active_during"), &used_in);
+                schedule_refs(&mut cx, &r.active_during, &known_schedules, *file, &path.key("active_during"), &used_in);
             let dur = |d: &Option<super::types::Duration>, default: Duration| d.as_ref().map_or(default, |d| d.value);
             let mut rule = Rule::new(r.name.clone());
             rule.matcher = compile_matcher(&r.matcher);
@@ -421,10 +489,35 @@ pub fn compile(
         }
     }
 
+    // References in rules and notices that have other errors.
+    for (file, f) in files {
+        for item in &f.partial {
+            let path = YamlPath::root().key(item.section).index(item.index);
+            let kind = if item.section == "rules" { "rule" } else { "notice" };
+            let used_in = format!("{kind} `{}`", item.name);
+            let entries: Vec<(usize, &RecipientsConfig)> = item.notify.iter().map(|(j, e)| (*j, e)).collect();
+            compile_entries(
+                &mut cx,
+                &entries,
+                *file,
+                &path.key("notify"),
+                &used_in,
+                &known_subscribers,
+                &known_groups,
+                &known_transports,
+            );
+            for (key, names) in [("mute_during", &item.mute_during), ("active_during", &item.active_during)] {
+                if let Some(names) = names {
+                    schedule_refs(&mut cx, names, &known_schedules, *file, &path.key(key), &used_in);
+                }
+            }
+        }
+    }
+
     let mut silences = Vec::new();
     for (file, f) in files {
-        for (i, s) in f.silences.iter().enumerate() {
-            let path = YamlPath::root().key("silences").index(i);
+        for (i, s) in &f.silences {
+            let path = YamlPath::root().key("silences").index(*i);
             check_matcher(&mut cx, &s.matcher, *file, &path.key("match"));
             if let Some(starts) = &s.starts {
                 if starts.value >= s.ends.value {
@@ -442,18 +535,9 @@ pub fn compile(
     }
 
     let mut notices = Vec::new();
-    let mut notice_names: HashMap<String, Origin> = HashMap::new();
     for (file, f) in files {
-        for (i, n) in f.notices.iter().enumerate() {
-            let path = YamlPath::root().key("notices").index(i);
-            if let Some(first) = notice_names.get(&n.name) {
-                let first = cx.describe(first);
-                cx.error(*file, &path.key("name"), format!("notice name `{}` is used twice", n.name))
-                    .notes
-                    .push(format!("first used at {first}"));
-            } else {
-                notice_names.insert(n.name.clone(), Origin { file: *file, path: path.key("name") });
-            }
+        for (i, n) in &f.notices {
+            let path = YamlPath::root().key("notices").index(*i);
             let used_in = format!("notice `{}`", n.name);
             let targets = compile_targets(
                 &mut cx,
@@ -461,9 +545,9 @@ pub fn compile(
                 *file,
                 &path.key("notify"),
                 &used_in,
-                &subscribers,
-                &groups,
-                &transports,
+                &known_subscribers,
+                &known_groups,
+                &known_transports,
             );
             let mut offsets: Vec<Duration> = n.remind.iter().map(|d| d.value).filter(|d| !d.is_zero()).collect();
             if n.at_time.unwrap_or(true) {

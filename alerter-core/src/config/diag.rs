@@ -167,7 +167,7 @@ pub fn render(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String 
     let mut colored = term::termcolor::Buffer::ansi();
     let buffer = if color { &mut colored } else { &mut out };
     let config = TermConfig::default();
-    for d in diags {
+    for d in sorted(diags, sources) {
         let mut cs = match d.level {
             Level::Error => CsDiagnostic::error(),
             Level::Warning => CsDiagnostic::warning(),
@@ -222,6 +222,27 @@ fn summary_line(errors: usize, warnings: usize) -> String {
     }
 }
 
+/// Errors before warnings, each in file and position order, so a report
+/// reads top to bottom like the files.
+fn sorted<'a>(diags: &'a [Diagnostic], sources: &SourceMap) -> Vec<&'a Diagnostic> {
+    let mut keyed: Vec<(Level, usize, usize, usize, &Diagnostic)> = diags
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let (file, pos) = match locate(d, sources) {
+                Some((f, r)) => (f, r.start),
+                None => match &d.place {
+                    Place::File(f) | Place::Path { file: f, .. } | Place::Position { file: f, .. } => (*f, 0),
+                    Place::None => (0, 0),
+                },
+            };
+            (d.level, file, pos, i, d)
+        })
+        .collect();
+    keyed.sort_by_key(|(level, file, pos, i, _)| (*level, *file, *pos, *i));
+    keyed.into_iter().map(|(.., d)| d).collect()
+}
+
 /// Resolves a diagnostic's place to a file and a byte range in it.
 fn locate(d: &Diagnostic, sources: &SourceMap) -> Option<(usize, Range<usize>)> {
     match &d.place {
@@ -257,8 +278,8 @@ pub fn short_location(d: &Diagnostic, sources: &SourceMap) -> String {
 
 /// One line per diagnostic, `file:line:col: error: message (label)`, for logs.
 pub fn render_short(diags: &[Diagnostic], sources: &SourceMap) -> Vec<String> {
-    diags
-        .iter()
+    sorted(diags, sources)
+        .into_iter()
         .map(|d| {
             let level = if d.level == Level::Error { "error" } else { "warning" };
             let label = d.label.as_ref().map(|l| format!(" ({l})")).unwrap_or_default();

@@ -18,7 +18,7 @@ pub mod source;
 pub mod types;
 pub mod validate;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -156,6 +156,11 @@ pub fn json_schema() -> &'static serde_json::Value {
     })
 }
 
+/// The JSON Schema of any document type (test files use this too).
+pub fn json_schema_for<T: schemars::JsonSchema>() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(T)).expect("a schema is JSON")
+}
+
 /// The schema as pretty JSON with a trailing newline.
 pub fn json_schema_text() -> String {
     let mut s = serde_json::to_string_pretty(json_schema()).expect("a schema is JSON");
@@ -196,7 +201,7 @@ pub fn load_str(name: &str, text: &str, base_dir: Option<&Path>, opts: &LoadOpti
 
 fn load_files(mut sources: SourceMap, main: usize, opts: &LoadOptions<'_>) -> Result<Loaded, ConfigErrors> {
     let mut diags = Vec::new();
-    let mut parsed: Vec<(usize, model::ConfigFile)> = Vec::new();
+    let mut parsed: Vec<(usize, ParsedFile)> = Vec::new();
     if let Some(file) = parse_one(&sources, main, true, opts, &mut diags) {
         let includes = file.include.clone();
         parsed.push((main, file));
@@ -252,15 +257,52 @@ fn expand_include(base: &Path, pattern: &str, main: usize, at: &YamlPath, diags:
     }
 }
 
-/// Parses, expands, validates and deserializes one file. `None` when it has
-/// errors (which are in `diags`).
+/// One file after parsing. Items that failed the structural checks are left
+/// out, but their names are kept in `invalid`, so that the reference checks
+/// still run on everything else without reporting "undefined" for a thing
+/// that is defined, only wrongly.
+#[derive(Debug, Default)]
+pub struct ParsedFile {
+    pub alerter: Option<model::AlerterSection>,
+    pub include: Vec<String>,
+    pub sources: IndexMap<String, model::SourceConfig>,
+    pub transports: IndexMap<String, model::TransportConfig>,
+    pub subscribers: IndexMap<String, model::SubscriberConfig>,
+    pub groups: IndexMap<String, model::GroupConfig>,
+    pub schedules: IndexMap<String, model::ScheduleConfig>,
+    /// With their index in the file's list, for positions.
+    pub rules: Vec<(usize, model::RuleConfig)>,
+    pub silences: Vec<(usize, model::SilenceConfig)>,
+    pub notices: Vec<(usize, model::NoticeConfig)>,
+    /// Section name to the ids (or `name`s) of items with errors.
+    pub invalid: HashMap<&'static str, HashSet<String>>,
+    /// The references of rules and notices that have errors elsewhere, so
+    /// a bad reference is reported in the same run as the other problem.
+    pub partial: Vec<PartialItem>,
+}
+
+/// The readable reference fields of a rule or notice that has errors.
+#[derive(Debug, Default)]
+pub struct PartialItem {
+    /// `rules` or `notices`.
+    pub section: &'static str,
+    pub index: usize,
+    pub name: String,
+    pub notify: Vec<(usize, model::RecipientsConfig)>,
+    pub mute_during: Option<Vec<String>>,
+    pub active_during: Option<Vec<String>>,
+}
+
+/// Parses, expands, validates and deserializes one file. `None` only when
+/// the file is not YAML at all; otherwise whatever could be read, with the
+/// problems in `diags`.
 fn parse_one(
     sources: &SourceMap,
     file: usize,
     is_main: bool,
     opts: &LoadOptions<'_>,
     diags: &mut Vec<Diagnostic>,
-) -> Option<model::ConfigFile> {
+) -> Option<ParsedFile> {
     let src = &sources.files()[file];
     let before = diags.len();
     let mut value = match src.parse() {
@@ -285,9 +327,9 @@ fn parse_one(
         diags.push(Diagnostic::at(file, path, msg));
     });
     if !is_main {
-        if let serde_norway::Value::Mapping(m) = &value {
+        if let serde_norway::Value::Mapping(m) = &mut value {
             for key in ["alerter", "include"] {
-                if m.contains_key(key) {
+                if m.remove(key).is_some() {
                     diags.push(
                         Diagnostic::at_key(file, &YamlPath::root().key(key), format!("`{key}` is only allowed in the main config file"))
                             .with_note("move it to the main file; included files may hold sources, transports, subscribers, groups, schedules, rules, silences and notices"),
@@ -298,18 +340,118 @@ fn parse_one(
     }
     let schema = json_schema();
     diags.extend(validate::validate(schema, schema, &value, file, &YamlPath::root()));
-    if diags.len() > before {
-        return None;
-    }
-    match serde_norway::from_value::<model::ConfigFile>(value) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            // The validator should have caught anything serde rejects; if
-            // not, report serde's own words rather than nothing.
-            diags.push(Diagnostic::error(Place::File(file), format!("invalid configuration: {e}")));
-            None
+    let bad: Vec<YamlPath> = diags[before..]
+        .iter()
+        .filter_map(|d| match &d.place {
+            Place::Path { path, .. } => Some(path.clone()),
+            _ => Some(YamlPath::root()),
+        })
+        .collect();
+    Some(deserialize_resilient(value, &bad, file, diags))
+}
+
+/// Deserializes each item of each section on its own, skipping items under
+/// any path in `bad`.
+fn deserialize_resilient(value: serde_norway::Value, bad: &[YamlPath], file: usize, diags: &mut Vec<Diagnostic>) -> ParsedFile {
+    use serde_norway::Value;
+    let mut out = ParsedFile::default();
+    let is_bad = |p: &YamlPath| bad.iter().any(|b| b.0.starts_with(&p.0) || p.0.starts_with(&b.0));
+    let Value::Mapping(top) = value else { return out };
+    fn item<T: serde::de::DeserializeOwned>(v: Value, path: &YamlPath, file: usize, diags: &mut Vec<Diagnostic>) -> Option<T> {
+        match serde_norway::from_value(v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // The validator should have caught anything serde rejects;
+                // if not, report serde's own words rather than nothing.
+                diags.push(Diagnostic::at(file, path, format!("invalid value: {e}")));
+                None
+            }
         }
     }
+    fn name_of(v: &Value) -> Option<String> {
+        v.get("name").and_then(Value::as_str).map(str::to_string)
+    }
+    for (k, v) in top {
+        let Some(key) = k.as_str() else { continue };
+        let path = YamlPath::root().key(key);
+        macro_rules! map_section {
+            ($field:ident, $name:literal) => {{
+                if let Value::Mapping(m) = v {
+                    for (id, item_value) in m {
+                        let Some(id) = id.as_str().map(str::to_string) else { continue };
+                        let p = path.key(id.clone());
+                        if is_bad(&p) {
+                            out.invalid.entry($name).or_default().insert(id);
+                        } else if let Some(t) = item(item_value, &p, file, diags) {
+                            out.$field.insert(id, t);
+                        } else {
+                            out.invalid.entry($name).or_default().insert(id);
+                        }
+                    }
+                }
+            }};
+        }
+        macro_rules! list_section {
+            ($field:ident, $name:literal) => {{
+                if let Value::Sequence(items) = v {
+                    let items_copy = items.clone();
+                    for (i, item_value) in items.into_iter().enumerate() {
+                        let p = path.index(i);
+                        let name = name_of(&item_value);
+                        let parsed = if is_bad(&p) { None } else { item(item_value, &p, file, diags) };
+                        match parsed {
+                            Some(t) => out.$field.push((i, t)),
+                            None => {
+                                if let Some(n) = &name {
+                                    out.invalid.entry($name).or_default().insert(n.clone());
+                                }
+                                out.partial.push(partial_item($name, i, name, &items_copy[i], &p, &is_bad));
+                            }
+                        }
+                    }
+                }
+            }};
+        }
+        match key {
+            "alerter" if !is_bad(&path) => out.alerter = item(v, &path, file, diags),
+            "include" if !is_bad(&path) => out.include = item(v, &path, file, diags).unwrap_or_default(),
+            "sources" => map_section!(sources, "sources"),
+            "transports" => map_section!(transports, "transports"),
+            "subscribers" => map_section!(subscribers, "subscribers"),
+            "groups" => map_section!(groups, "groups"),
+            "schedules" => map_section!(schedules, "schedules"),
+            "rules" => list_section!(rules, "rules"),
+            "silences" => list_section!(silences, "silences"),
+            "notices" => list_section!(notices, "notices"),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Reads what can be read of a bad rule's or notice's references.
+fn partial_item(
+    section: &'static str,
+    index: usize,
+    name: Option<String>,
+    value: &serde_norway::Value,
+    path: &YamlPath,
+    is_bad: &dyn Fn(&YamlPath) -> bool,
+) -> PartialItem {
+    let mut p = PartialItem { section, index, name: name.unwrap_or_else(|| format!("#{}", index + 1)), ..PartialItem::default() };
+    let field = |key: &str| value.get(key).filter(|_| !is_bad(&path.key(key))).cloned();
+    if let Some(serde_norway::Value::Sequence(entries)) = value.get("notify") {
+        for (j, e) in entries.iter().enumerate() {
+            if !is_bad(&path.key("notify").index(j)) {
+                if let Ok(r) = serde_norway::from_value(e.clone()) {
+                    p.notify.push((j, r));
+                }
+            }
+        }
+    }
+    p.mute_during = field("mute_during").and_then(|v| serde_norway::from_value(v).ok());
+    p.active_during = field("active_during").and_then(|v| serde_norway::from_value(v).ok());
+    p
 }
 
 /// This machine's host name, for the default alerter name.

@@ -160,7 +160,14 @@ impl<'a> Validator<'a> {
         }
         if let Some(c) = schema.get("const") {
             if !json_eq_yaml(c, node) {
-                self.push(Diagnostic::at(self.file, path, format!("expected `{}`, found {}", display_json(c), describe(node))));
+                let want = display_json(c);
+                let mut d = Diagnostic::at(self.file, path, format!("expected `{want}`, found {}", describe(node)));
+                if let Yaml::String(s) = node {
+                    d = Diagnostic::at(self.file, path, format!("unknown value `{s}`"))
+                        .suggest(s, [want.as_str()])
+                        .with_note(format!("expected `{want}`"));
+                }
+                self.push(d);
             }
             return;
         }
@@ -226,7 +233,11 @@ impl<'a> Validator<'a> {
             return;
         }
         let names: Vec<String> = options.iter().map(display_json).collect();
-        let mut d = Diagnostic::at(self.file, path, format!("unknown value {}", describe(node)))
+        let found = match node {
+            Yaml::String(s) => format!("`{s}`"),
+            other => describe(other),
+        };
+        let mut d = Diagnostic::at(self.file, path, format!("unknown value {found}"))
             .with_note(format!("expected one of: {}", names.join(", ")));
         if let Yaml::String(s) = node {
             d = d.suggest(s, names.iter().map(String::as_str));

@@ -1,0 +1,327 @@
+//! Rule unit tests (`alerter test FILE...`): events at given times in,
+//! expected notifications (when, which rule, which transport, to whom, and
+//! the rendered text) out.
+//!
+//! A test file names the config it tests and holds a list of tests. Each test
+//! runs the real router, renderer and notice scheduler on a simulated clock
+//! that jumps from one event or timer to the next, so an hour of
+//! `repeat_interval` takes microseconds and the result never depends on the
+//! machine's speed. Mismatches are shown as a unified diff of the expected
+//! and actual notification lists.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::config::diag::{Diagnostic, Place, YamlPath};
+use crate::config::source::{SourceFile, SourceMap};
+use crate::config::types::{Duration as DurationStr, Timestamp};
+use crate::config::{self, ConfigErrors, LoadOptions, SourceCatalog, json_schema_for, validate};
+use crate::event::{Event, Severity};
+use crate::notices::NoticeScheduler;
+use crate::notify::{Notification, notice_notifications, render_dispatch};
+use crate::rules::router::{Output, Router};
+
+/// A test file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestFile {
+    /// The config under test, relative to this file. Default: the embedded default config.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+    /// Values for `${VAR}` in the config; the process environment is not used.
+    #[serde(default)]
+    pub env: HashMap<String, String>,
+    /// Start of the simulated clock for every test (default 2026-01-05T00:00:00Z, a Monday).
+    #[serde(default)]
+    pub start: Option<Timestamp>,
+    pub tests: Vec<TestCase>,
+}
+
+/// One test.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    pub name: String,
+    /// Overrides the file's start time.
+    #[serde(default)]
+    pub start: Option<Timestamp>,
+    /// Events, each at an offset from the start.
+    #[serde(default)]
+    pub events: Vec<TestEvent>,
+    /// How long to run the clock after the start. Default: the latest
+    /// offset among events and expectations.
+    #[serde(default)]
+    pub until: Option<DurationStr>,
+    /// Every notification expected, in time order. Nothing else may be sent.
+    #[serde(default)]
+    pub expect: Vec<Expected>,
+}
+
+/// An event injected at an offset.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestEvent {
+    pub at: DurationStr,
+    pub source: String,
+    pub severity: Severity,
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default)]
+    pub details: String,
+    /// Default: the config's alerter name.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub oneshot: bool,
+}
+
+/// An expected notification; fields left out are not compared.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Expected {
+    pub at: DurationStr,
+    pub rule: String,
+    pub transport: String,
+    /// Recipient ids (`*` for the workgroup).
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// The outcome of one test.
+#[derive(Debug)]
+pub struct CaseResult {
+    pub name: String,
+    /// `None` when it passed; otherwise a unified diff, expected versus actual.
+    pub failure: Option<String>,
+}
+
+/// The outcome of one file.
+#[derive(Debug)]
+pub struct FileResult {
+    pub path: PathBuf,
+    pub cases: Vec<CaseResult>,
+}
+
+/// A test file or its config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TestFileError {
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+}
+
+fn default_start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-05T00:00:00Z").expect("valid").with_timezone(&Utc)
+}
+
+/// Loads and runs one test file.
+pub fn run_file(path: &Path, catalog: &dyn SourceCatalog) -> Result<FileResult, TestFileError> {
+    let mut sources = SourceMap::default();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(TestFileError::Invalid(ConfigErrors {
+                diagnostics: vec![Diagnostic::error(Place::None, format!("cannot read test file {}: {e}", path.display()))],
+                sources,
+            }));
+        }
+    };
+    let file = sources.add(SourceFile::new(path.display().to_string(), Some(path.to_path_buf()), text));
+    let mut diags = Vec::new();
+    let Some(tf) = parse_typed::<TestFile>(&sources, file, &mut diags) else {
+        return Err(TestFileError::Invalid(ConfigErrors { diagnostics: diags, sources }));
+    };
+    let opts = LoadOptions { catalog, env: Some(tf.env.clone()) };
+    let loaded = match &tf.config {
+        Some(rel) => {
+            let cfg_path = path.parent().unwrap_or(Path::new(".")).join(rel);
+            config::load(Some(&cfg_path), &opts)
+        }
+        None => config::load(None, &opts),
+    }
+    .map_err(TestFileError::Invalid)?;
+    let cfg = loaded.config;
+    let mut cases = Vec::new();
+    for case in &tf.tests {
+        let start = case.start.as_ref().or(tf.start.as_ref()).map_or_else(default_start, |t| t.value);
+        let failure = run_case(&cfg, case, start);
+        cases.push(CaseResult { name: case.name.clone(), failure });
+    }
+    Ok(FileResult { path: path.to_path_buf(), cases })
+}
+
+/// Parses a YAML document into `T` with the config's validator, so test
+/// files get the same precise errors as config files.
+fn parse_typed<T: serde::de::DeserializeOwned + JsonSchema>(
+    sources: &SourceMap,
+    file: usize,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let src = &sources.files()[file];
+    let value = match src.parse() {
+        Ok(v) => v,
+        Err((message, pos)) => {
+            let place = match pos {
+                Some((line, column)) => Place::Position { file, line, column },
+                None => Place::File(file),
+            };
+            diags.push(Diagnostic::error(place, format!("YAML syntax error: {message}")));
+            return None;
+        }
+    };
+    let schema = json_schema_for::<T>();
+    let before = diags.len();
+    diags.extend(validate::validate(&schema, &schema, &value, file, &YamlPath::root()));
+    if diags.len() > before {
+        return None;
+    }
+    match serde_norway::from_value(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            diags.push(Diagnostic::error(Place::File(file), format!("invalid test file: {e}")));
+            None
+        }
+    }
+}
+
+fn offset(start: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    start + chrono::Duration::from_std(d).unwrap_or_default()
+}
+
+/// Runs one test; `None` means it passed.
+fn run_case(cfg: &config::Config, case: &TestCase, start: DateTime<Utc>) -> Option<String> {
+    let mut events: Vec<(Duration, Event)> = case
+        .events
+        .iter()
+        .map(|e| {
+            let at = offset(start, e.at.value);
+            let mut ev = Event::new(&e.source, e.host.clone().unwrap_or_else(|| cfg.name.clone()), e.severity, &e.summary, at);
+            ev.details = e.details.clone();
+            ev.labels = e.labels.clone();
+            ev.key = e.key.clone();
+            ev.oneshot = e.oneshot;
+            (e.at.value, ev)
+        })
+        .collect();
+    // Stable: events at the same offset keep their file order.
+    events.sort_by_key(|(d, _)| *d);
+    let horizon = case.until.as_ref().map(|u| u.value).unwrap_or_else(|| {
+        events.iter().map(|(d, _)| *d).chain(case.expect.iter().map(|e| e.at.value)).max().unwrap_or_default()
+    });
+    let end = offset(start, horizon);
+
+    let mut router = Router::new(cfg.rules.clone(), cfg.silences.clone());
+    let mut notices = NoticeScheduler::new(cfg.notices.clone(), &HashMap::new(), start);
+    let cx = cfg.render_cx();
+    let mut sent: Vec<Notification> = Vec::new();
+    let mut outputs: Vec<Output> = Vec::new();
+    let collect = |outputs: &mut Vec<Output>, sent: &mut Vec<Notification>| {
+        for o in outputs.drain(..) {
+            if let Output::Notify(d) = o {
+                sent.extend(render_dispatch(&d, &cx).0);
+            }
+        }
+    };
+    let advance_to = |t: DateTime<Utc>, router: &mut Router, notices: &mut NoticeScheduler, outputs: &mut Vec<Output>, sent: &mut Vec<Notification>| {
+        loop {
+            let next = [router.next_wakeup(), notices.next_wakeup()].into_iter().flatten().min();
+            match next {
+                Some(w) if w <= t => {
+                    router.tick_into(w, outputs);
+                    for f in notices.due(w) {
+                        let (message, _) = cfg.templates.render(&[&f.notice.template_name()], "{{ name }}", &f.context());
+                        let (title, text) = f.title_and_text(&message);
+                        sent.extend(notice_notifications(&f.notice.name, &title, &text, &f.notice.targets, f.fire_at));
+                    }
+                }
+                _ => break,
+            }
+        }
+    };
+    for (d, ev) in events {
+        let t = offset(start, d);
+        advance_to(t, &mut router, &mut notices, &mut outputs, &mut sent);
+        router.handle_into(ev, t, &mut outputs);
+        collect(&mut outputs, &mut sent);
+    }
+    advance_to(end, &mut router, &mut notices, &mut outputs, &mut sent);
+    collect(&mut outputs, &mut sent);
+    sent.retain(|n| n.created_at <= end);
+    sent.sort_by(|a, b| (a.created_at, &a.rule, &a.transport).cmp(&(b.created_at, &b.rule, &b.transport)));
+
+    let expected: Vec<String> = case.expect.iter().map(|e| render_expected(e)).collect();
+    let actual: Vec<String> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, n)| render_actual(n, start, case.expect.get(i)))
+        .collect();
+    if expected == actual {
+        return None;
+    }
+    let expected = if expected.is_empty() { "(no notifications)\n".to_string() } else { expected.concat() };
+    let actual = if actual.is_empty() { "(no notifications)\n".to_string() } else { actual.concat() };
+    let diff = similar::TextDiff::from_lines(&expected, &actual);
+    Some(diff.unified_diff().context_radius(3).header("expected", "actual").to_string())
+}
+
+fn fmt_offset(d: Duration) -> String {
+    if d.is_zero() { "0s".to_string() } else { humantime::format_duration(d).to_string() }
+}
+
+fn block(out: &mut String, key: &str, value: &str) {
+    if value.contains('\n') {
+        out.push_str(&format!("  {key}: |\n"));
+        for line in value.lines() {
+            out.push_str(&format!("    {line}\n"));
+        }
+    } else {
+        out.push_str(&format!("  {key}: {value:?}\n"));
+    }
+}
+
+fn render_expected(e: &Expected) -> String {
+    let mut s = format!("- at: {}\n  rule: {}\n  transport: {}\n  to: [{}]\n", fmt_offset(e.at.value), e.rule, e.transport, e.to.join(", "));
+    if let Some(st) = &e.status {
+        s.push_str(&format!("  status: {st}\n"));
+    }
+    if let Some(t) = &e.title {
+        block(&mut s, "title", t.trim_end());
+    }
+    if let Some(t) = &e.text {
+        block(&mut s, "text", t.trim_end());
+    }
+    s
+}
+
+/// Renders an actual notification, showing the optional fields only where
+/// the expectation at the same position compares them (so a test that
+/// checks only recipients is not failed by text it did not mention).
+fn render_actual(n: &Notification, start: DateTime<Utc>, aligned: Option<&Expected>) -> String {
+    let at = (n.created_at - start).to_std().unwrap_or_default();
+    let to: Vec<&str> = n.recipients.iter().map(|r| r.id.as_str()).collect();
+    let mut s = format!("- at: {}\n  rule: {}\n  transport: {}\n  to: [{}]\n", fmt_offset(at), n.rule, n.transport, to.join(", "));
+    let show_all = aligned.is_none();
+    if show_all || aligned.is_some_and(|e| e.status.is_some()) {
+        s.push_str(&format!("  status: {}\n", n.status));
+    }
+    if show_all || aligned.is_some_and(|e| e.title.is_some()) {
+        block(&mut s, "title", &n.title);
+    }
+    if show_all || aligned.is_some_and(|e| e.text.is_some()) {
+        block(&mut s, "text", &n.text);
+    }
+    s
+}
