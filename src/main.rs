@@ -25,7 +25,7 @@ const EX_CONFIG: u8 = 78;
 #[command(name = "alerter", version, about, long_about = None, propagate_version = true)]
 struct Cli {
     /// Log filter, e.g. `info`, `debug`, `alerter_core=debug` (also ALERTER_LOG).
-    #[arg(long, global = true, env = "ALERTER_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "ALERTER_LOG", default_value = "info,rusqlite_migration=warn")]
     log: String,
     #[command(subcommand)]
     command: Command,

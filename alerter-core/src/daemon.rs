@@ -472,7 +472,9 @@ async fn reload(
             for line in config::diag::render_short(&errs.diagnostics, &errs.sources) {
                 error!("{line}");
             }
-            error!("configuration not reloaded ({} errors); the previous configuration keeps running", errs.error_count());
+            let n = errs.error_count();
+            let errors = if n == 1 { "1 error".to_string() } else { format!("{n} errors") };
+            error!("configuration not reloaded ({errors}); the previous configuration keeps running");
             return Err(errs.error_count());
         }
     };

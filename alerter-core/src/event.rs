@@ -207,9 +207,10 @@ pub mod internal {
     }
 
     pub fn started(host: &str, version: &str, now: DateTime<Utc>) -> Event {
+        // A key per occurrence: every start is news, however soon after the last.
         base(host, Severity::Info, format!("alerter {version} started on {host}"), now)
             .with_label("event", "started")
-            .with_key("started")
+            .with_key(format!("started:{}", now.timestamp_nanos_opt().unwrap_or_default()))
             .oneshot()
     }
 
@@ -221,7 +222,7 @@ pub mod internal {
             now,
         )
         .with_label("event", "reloaded")
-        .with_key("reloaded")
+        .with_key(format!("reloaded:{}", now.timestamp_nanos_opt().unwrap_or_default()))
         .oneshot()
     }
 
@@ -235,7 +236,7 @@ pub mod internal {
             now,
         )
         .with_label("event", "reload_failed")
-        .with_key("reload_failed")
+        .with_key(format!("reload_failed:{}", now.timestamp_nanos_opt().unwrap_or_default()))
         .oneshot()
     }
 }

@@ -621,8 +621,12 @@ impl Router {
         });
         if still_firing {
             if let Some(last) = g.last_flush {
+                // A repeat already due was held back (muted or silenced); the
+                // end of the mute or silence brings it, not a busy retry now.
                 let t = after(last, rule.repeat_interval);
-                next = earliest(next, Some(t));
+                if t > now {
+                    next = earliest(next, Some(t));
+                }
             }
         }
         if g.members.is_empty() {

@@ -1,0 +1,368 @@
+//! Router behaviour on injected time: `for:`, `repeat_interval`,
+//! `send_resolved`, grouping, silences, mute windows, `continue` and
+//! first-match-wins, restore after restart. The router never reads a clock,
+//! so every test states exactly when things happen and checks exactly when
+//! notifications come out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alerter_core::config::types::{parse_time_range, parse_weekday_range};
+use alerter_core::event::{Event, Severity};
+use alerter_core::rules::router::{Dispatch, Output, Router, SuppressReason};
+use alerter_core::rules::{LabelCond, Matcher, Recipient, Rule, Silence, SourcePattern, Target};
+use alerter_core::schedule::{Schedule, Window};
+use chrono::{DateTime, Utc};
+
+fn t0() -> DateTime<Utc> {
+    // A Monday, 12:00 UTC.
+    DateTime::parse_from_rfc3339("2026-01-05T12:00:00Z").unwrap().with_timezone(&Utc)
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::seconds(secs)
+}
+
+const MIN: i64 = 60;
+const HOUR: i64 = 3600;
+
+fn disk(sev: Severity, mount: &str) -> Event {
+    Event::new("disk", "web1", sev, format!("{mount} is full"), t0()).with_label("mount", mount)
+}
+
+fn rule(name: &str) -> Rule {
+    let mut r = Rule::new(name);
+    r.targets = vec![Target { transport: "log".into(), recipients: vec![Recipient::workgroup()] }];
+    r
+}
+
+fn new_router(rules: Vec<Rule>) -> Router {
+    Router::new(rules.into_iter().map(Arc::new).collect(), vec![])
+}
+
+fn notified(out: &[Output]) -> Vec<&Dispatch> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Notify(d) => Some(d),
+            Output::Suppressed(_) => None,
+        })
+        .collect()
+}
+
+fn suppressed(out: &[Output]) -> Vec<&SuppressReason> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Suppressed(s) => Some(&s.reason),
+            Output::Notify(_) => None,
+        })
+        .collect()
+}
+
+/// Runs all timers up to `until`, returning every output with its time.
+fn run_until(r: &mut Router, until: DateTime<Utc>) -> Vec<Output> {
+    let mut out = Vec::new();
+    while let Some(w) = r.next_wakeup() {
+        if w > until {
+            break;
+        }
+        r.tick_into(w, &mut out);
+    }
+    out
+}
+
+#[test]
+fn for_holds_back_then_fires() {
+    let mut r = rule("disk");
+    r.hold_for = Duration::from_secs(5 * 60);
+    let mut router = new_router(vec![r]);
+    assert!(router.handle(disk(Severity::Warning, "/var"), at(0)).is_empty());
+    assert_eq!(router.next_wakeup(), Some(at(5 * MIN)));
+    // Still holding one second before.
+    assert!(router.tick(at(5 * MIN - 1)).is_empty());
+    // Repeated events during the hold do not restart or shorten it.
+    assert!(router.handle(disk(Severity::Warning, "/var"), at(2 * MIN)).is_empty());
+    let out = router.tick(at(5 * MIN));
+    let n = notified(&out);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].at, at(5 * MIN));
+    assert_eq!(n[0].alerts[0].status, "firing");
+}
+
+#[test]
+fn for_never_fires_when_resolved_in_time() {
+    let mut r = rule("disk");
+    r.hold_for = Duration::from_secs(5 * 60);
+    let mut router = new_router(vec![r]);
+    router.handle(disk(Severity::Warning, "/var"), at(0));
+    let out = router.handle(disk(Severity::Resolved, "/var"), at(4 * MIN));
+    assert!(out.is_empty());
+    assert!(run_until(&mut router, at(10 * HOUR)).is_empty(), "nothing fires, nothing resolves");
+}
+
+#[test]
+fn repeat_interval_resends_and_not_sooner() {
+    let mut r = rule("disk");
+    r.repeat_interval = Duration::from_secs(4 * 3600);
+    let mut router = new_router(vec![r]);
+    assert_eq!(notified(&router.handle(disk(Severity::Critical, "/"), at(0))).len(), 1);
+    // The same condition reported again is not news.
+    assert!(router.handle(disk(Severity::Critical, "/"), at(HOUR)).is_empty());
+    assert!(run_until(&mut router, at(4 * HOUR - 1)).is_empty());
+    let out = run_until(&mut router, at(4 * HOUR));
+    let n = notified(&out);
+    assert_eq!(n.len(), 1);
+    assert!(n[0].repeat, "marked as a reminder");
+    assert_eq!(n[0].at, at(4 * HOUR));
+    // And again four hours later, not before.
+    assert!(run_until(&mut router, at(8 * HOUR - 1)).is_empty());
+    assert_eq!(notified(&run_until(&mut router, at(8 * HOUR))).len(), 1);
+}
+
+#[test]
+fn severity_change_is_news() {
+    let mut router = new_router(vec![rule("disk")]);
+    router.handle(disk(Severity::Warning, "/"), at(0));
+    // Within group_interval (1m) of the last notification: wait for it.
+    assert!(router.handle(disk(Severity::Critical, "/"), at(10)).is_empty());
+    let out = run_until(&mut router, at(MIN));
+    let n = notified(&out);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].at, at(MIN));
+    assert_eq!(n[0].alerts[0].event.severity, Severity::Critical);
+    assert!(!n[0].repeat);
+}
+
+#[test]
+fn send_resolved_sends_once_on_recovery() {
+    let mut router = new_router(vec![rule("disk")]);
+    router.handle(disk(Severity::Warning, "/"), at(0));
+    let out = router.handle(disk(Severity::Resolved, "/").clone(), at(2 * MIN));
+    let n = notified(&out);
+    assert_eq!(n.len(), 1, "{out:?}");
+    assert_eq!(n[0].alerts[0].status, "resolved");
+    // Another resolved event, or waiting, sends nothing more.
+    assert!(router.handle(disk(Severity::Resolved, "/"), at(3 * MIN)).is_empty());
+    assert!(run_until(&mut router, at(10 * HOUR)).is_empty());
+}
+
+#[test]
+fn without_send_resolved_recovery_is_silent() {
+    let mut r = rule("disk");
+    r.send_resolved = false;
+    let mut router = new_router(vec![r]);
+    router.handle(disk(Severity::Warning, "/"), at(0));
+    assert!(router.handle(disk(Severity::Resolved, "/"), at(2 * MIN)).is_empty());
+    assert!(run_until(&mut router, at(10 * HOUR)).is_empty(), "and no more repeats either");
+}
+
+#[test]
+fn group_by_and_group_wait_batch() {
+    let mut r = rule("disk");
+    r.group_by = vec!["host".into()];
+    r.group_wait = Duration::from_secs(30);
+    let mut router = new_router(vec![r]);
+    assert!(router.handle(disk(Severity::Warning, "/"), at(0)).is_empty());
+    let web2 = Event::new("disk", "web2", Severity::Critical, "full", t0()).with_label("mount", "/");
+    assert!(router.handle(web2, at(5)).is_empty());
+    assert!(router.handle(disk(Severity::Critical, "/var"), at(10)).is_empty());
+    assert!(run_until(&mut router, at(29)).is_empty());
+    let out = run_until(&mut router, at(30));
+    let n = notified(&out);
+    assert_eq!(n.len(), 1, "web1's group after 30s");
+    assert_eq!(n[0].group_labels.get("host").map(String::as_str), Some("web1"));
+    assert_eq!(n[0].alerts.len(), 2, "both web1 alerts in one notification");
+    let out = run_until(&mut router, at(35));
+    let n = notified(&out);
+    assert_eq!(n.len(), 1, "web2's group 30s after its first alert");
+    assert_eq!(n[0].group_labels.get("host").map(String::as_str), Some("web2"));
+    // A new alert in an already notified group waits for group_interval (1m).
+    assert!(router.handle(disk(Severity::Warning, "/srv"), at(40)).is_empty());
+    let out = run_until(&mut router, at(90));
+    let n = notified(&out);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].at, at(90));
+    assert_eq!(n[0].alerts.len(), 3, "the whole group is shown again");
+}
+
+#[test]
+fn silences_suppress_and_record_why() {
+    let silence = Silence {
+        id: "silence#1".into(),
+        matcher: Matcher::new(None, vec![], vec![("mount".into(), LabelCond::Equals("/boot".into()))]),
+        starts: Some(at(0)),
+        ends: at(HOUR),
+        comment: Some("replacing the disk".into()),
+    };
+    let mut router = Router::new(vec![Arc::new(rule("disk"))], vec![silence]);
+    let out = router.handle(disk(Severity::Critical, "/boot"), at(MIN));
+    assert!(notified(&out).is_empty());
+    let reasons = suppressed(&out);
+    assert_eq!(reasons.len(), 1);
+    assert!(matches!(reasons[0], SuppressReason::Silenced { silence, .. } if silence == "silence#1"));
+    assert!(reasons[0].to_string().contains("replacing the disk"));
+    // Other alerts are not silenced.
+    assert_eq!(notified(&router.handle(disk(Severity::Critical, "/"), at(MIN))).len(), 1);
+    // When the silence ends and the alert still fires, it is notified.
+    let out = run_until(&mut router, at(HOUR));
+    let n = notified(&out);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].at, at(HOUR));
+    assert_eq!(n[0].alerts[0].event.label("mount"), Some("/boot"));
+}
+
+fn night() -> Arc<Schedule> {
+    Arc::new(Schedule {
+        name: "night".into(),
+        tz: chrono_tz::UTC,
+        windows: vec![Window::new(&[], vec![parse_time_range("22:00-06:00").unwrap()])],
+    })
+}
+
+#[test]
+fn mute_during_suppresses_and_sends_when_the_window_ends() {
+    let mut r = rule("disk");
+    r.mute_during = vec![night()];
+    let mut router = new_router(vec![r]);
+    // 23:00 Monday.
+    let out = router.handle(disk(Severity::Warning, "/"), at(11 * HOUR));
+    assert!(notified(&out).is_empty());
+    let reasons = suppressed(&out);
+    assert_eq!(reasons.len(), 1);
+    assert_eq!(reasons[0].to_string(), "muted during schedule `night`");
+    // Tuesday 06:00: the window is over and the alert still fires.
+    let out = run_until(&mut router, at(18 * HOUR));
+    let n = notified(&out);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].at, at(18 * HOUR));
+}
+
+#[test]
+fn active_during_limits_to_the_window() {
+    let business = Arc::new(Schedule {
+        name: "business".into(),
+        tz: chrono_tz::UTC,
+        windows: vec![Window::new(
+            &[parse_weekday_range("mon-fri").unwrap()],
+            vec![parse_time_range("08:00-18:00").unwrap()],
+        )],
+    });
+    let mut r = rule("disk");
+    r.active_during = vec![business];
+    let mut router = new_router(vec![r]);
+    // Monday 12:00 is inside.
+    assert_eq!(notified(&router.handle(disk(Severity::Warning, "/"), at(0))).len(), 1);
+    // Monday 20:00 is outside: recorded, then sent Tuesday 08:00.
+    let out = router.handle(disk(Severity::Warning, "/var"), at(8 * HOUR));
+    assert!(suppressed(&out)[0].to_string().contains("outside active schedule `business`"));
+    let out = run_until(&mut router, at(20 * HOUR - 1));
+    assert!(notified(&out).is_empty(), "nothing during the night: {out:?}");
+    let out = run_until(&mut router, at(20 * HOUR));
+    let n = notified(&out);
+    // The held-back alert, and the reminder for `/` that fell due at night.
+    assert_eq!(n.len(), 2);
+    assert!(n.iter().all(|d| d.at == at(20 * HOUR)));
+    let var = n.iter().find(|d| d.alerts[0].event.label("mount") == Some("/var")).unwrap();
+    assert!(!var.repeat);
+    let root = n.iter().find(|d| d.alerts[0].event.label("mount") == Some("/")).unwrap();
+    assert!(root.repeat);
+}
+
+#[test]
+fn first_match_wins_unless_continue() {
+    let mut specific = rule("var");
+    specific.matcher = Matcher::new(None, vec![], vec![("mount".into(), LabelCond::Equals("/var".into()))]);
+    let catch_all = rule("all");
+    let mut router = new_router(vec![specific.clone(), catch_all.clone()]);
+    let out = router.handle(disk(Severity::Warning, "/var"), at(0));
+    let rules: Vec<&str> = notified(&out).iter().map(|d| d.rule.name.as_str()).collect();
+    assert_eq!(rules, vec!["var"], "first match wins");
+    let out = router.handle(disk(Severity::Warning, "/srv"), at(0));
+    let rules: Vec<&str> = notified(&out).iter().map(|d| d.rule.name.as_str()).collect();
+    assert_eq!(rules, vec!["all"], "falls through to the next rule that matches");
+
+    specific.continue_matching = true;
+    let mut router = new_router(vec![specific, catch_all]);
+    let out = router.handle(disk(Severity::Warning, "/var"), at(0));
+    let rules: Vec<&str> = notified(&out).iter().map(|d| d.rule.name.as_str()).collect();
+    assert_eq!(rules, vec!["var", "all"], "continue fans out");
+}
+
+#[test]
+fn matchers_gate_rules() {
+    let mut r = rule("crit");
+    r.matcher = Matcher::new(Some(Severity::Critical), vec![SourcePattern::new("disk*").unwrap()], vec![]);
+    let mut router = new_router(vec![r]);
+    assert!(router.handle(disk(Severity::Warning, "/"), at(0)).is_empty());
+    let log = Event::new("log", "h", Severity::Critical, "x", t0());
+    assert!(router.handle(log, at(0)).is_empty());
+    assert_eq!(notified(&router.handle(disk(Severity::Critical, "/"), at(0))).len(), 1);
+}
+
+#[test]
+fn oneshots_are_notified_once_and_throttled_by_key() {
+    let mut r = rule("ssh");
+    r.repeat_interval = Duration::from_secs(15 * 60);
+    let mut router = new_router(vec![r]);
+    let line = |ip: &str| Event::new("auth", "h", Severity::Warning, format!("failed login from {ip}"), t0()).with_label("ip", ip).oneshot();
+    assert_eq!(notified(&router.handle(line("192.0.2.1"), at(0))).len(), 1);
+    let out = router.handle(line("192.0.2.1"), at(MIN));
+    assert!(notified(&out).is_empty());
+    assert!(matches!(suppressed(&out)[0], SuppressReason::RepeatInterval { .. }));
+    assert_eq!(notified(&router.handle(line("192.0.2.2"), at(MIN))).len(), 1, "another key is news");
+    // One-shots never repeat or resolve on their own.
+    assert!(notified(&run_until(&mut router, at(10 * HOUR))).is_empty());
+    // After the quiet period the same key is news again.
+    assert_eq!(notified(&router.handle(line("192.0.2.1"), at(16 * MIN))).len(), 1);
+}
+
+#[test]
+fn restored_state_is_not_renotified_within_repeat_interval() {
+    let mut r = rule("disk");
+    r.repeat_interval = Duration::from_secs(4 * 3600);
+    let r = Arc::new(r);
+    let mut before = Router::new(vec![r.clone()], vec![]);
+    assert_eq!(notified(&before.handle(disk(Severity::Critical, "/"), at(0))).len(), 1);
+    let saved: Vec<(String, _)> = before
+        .take_changes()
+        .into_iter()
+        .filter_map(|c| c.alert.map(|a| (c.rule, a)))
+        .collect();
+    assert_eq!(saved.len(), 1);
+
+    // "Restart" an hour later: the source reports the same condition again.
+    let mut after = Router::new(vec![r], vec![]);
+    after.restore(saved, at(HOUR));
+    assert!(after.handle(disk(Severity::Critical, "/"), at(HOUR)).is_empty());
+    assert!(run_until(&mut after, at(4 * HOUR - 1)).is_empty());
+    let out = run_until(&mut after, at(4 * HOUR));
+    assert_eq!(notified(&out).len(), 1, "the repeat is still due on time");
+    // And the forgotten firing alert resolves normally.
+    let out = after.handle(disk(Severity::Resolved, "/"), at(5 * HOUR));
+    assert_eq!(notified(&out)[0].alerts[0].status, "resolved");
+}
+
+#[test]
+fn reconfigure_keeps_state_of_unchanged_rules() {
+    let mut router = new_router(vec![rule("disk"), rule("other")]);
+    router.handle(disk(Severity::Critical, "/"), at(0));
+    let mut changed = rule("disk");
+    changed.group_by = vec!["host".into()];
+    router.reconfigure(vec![Arc::new(changed)], vec![], at(MIN));
+    assert_eq!(router.alerts("disk").len(), 1);
+    // Already notified: the same report is not news after the reload.
+    assert!(router.handle(disk(Severity::Critical, "/"), at(2 * MIN)).is_empty());
+    let changes = router.take_changes();
+    assert!(changes.iter().all(|c| c.rule == "disk"), "{changes:?}");
+}
+
+#[test]
+fn flapping_before_the_resolved_notice_stays_quiet() {
+    let mut r = rule("disk");
+    r.group_interval = Duration::from_secs(5 * 60);
+    let mut router = new_router(vec![r]);
+    assert_eq!(notified(&router.handle(disk(Severity::Warning, "/"), at(0))).len(), 1);
+    // Resolved and back within group_interval: recipients never hear of the blip.
+    assert!(router.handle(disk(Severity::Resolved, "/"), at(MIN)).is_empty());
+    assert!(router.handle(disk(Severity::Warning, "/"), at(2 * MIN)).is_empty());
+    assert!(notified(&run_until(&mut router, at(HOUR))).is_empty());
+}

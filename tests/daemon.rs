@@ -1,0 +1,115 @@
+//! End-to-end: the real `alerter` binary as a daemon on a temporary config
+//! and state directory, driven by real signals.
+
+mod util;
+
+use std::time::Duration;
+
+use util::{Daemon, TempConfig, wait_for};
+
+const RULES_V1: &str = r#"
+alerter:
+  name: E2EHOST
+  state_dir: {state}
+transports:
+  file:
+    type: log
+    path: {out}
+rules:
+  - name: self-v1
+    match: { source: alerter }
+    notify:
+      - workgroup: true
+        via: [file]
+"#;
+
+const RULES_V2: &str = r#"
+alerter:
+  name: E2EHOST
+  state_dir: {state}
+transports:
+  file:
+    type: log
+    path: {out}
+rules:
+  - name: self-v2
+    match: { source: alerter }
+    template:
+      title: "v2: {{ summary }}"
+    notify:
+      - workgroup: true
+        via: [file]
+"#;
+
+#[test]
+fn start_reload_bad_then_good_then_terminate() {
+    let cfg = TempConfig::new(RULES_V1);
+    let mut daemon = Daemon::start(&cfg.path, &[]);
+
+    // The daemon's own "started" event goes through a rule to the log transport.
+    let started = wait_for(Duration::from_secs(20), || {
+        cfg.notifications().into_iter().find(|n| n["title"].as_str().is_some_and(|t| t.contains("started on E2EHOST")))
+    });
+    assert_eq!(started["rule"], "self-v1");
+    assert_eq!(started["recipients"][0]["id"], "*");
+
+    // A broken config: rejected, errors logged, the old rules keep working
+    // (the rejection itself is delivered through rule self-v1).
+    cfg.write("rules:\n  - name: [unclosed\n");
+    daemon.signal("HUP");
+    let failed = wait_for(Duration::from_secs(20), || {
+        cfg.notifications().into_iter().find(|n| n["title"].as_str().is_some_and(|t| t.contains("rejected a new configuration")))
+    });
+    assert_eq!(failed["rule"], "self-v1", "the old configuration is still in charge");
+    let log = daemon.stderr_so_far();
+    assert!(log.contains("YAML syntax error"), "the error is logged with its cause:\n{log}");
+    let at_line = format!("{}:", cfg.path.display());
+    let located = log.lines().any(|l| {
+        l.split_once(&at_line).is_some_and(|(_, rest)| rest.split(':').take(2).all(|n| n.parse::<u32>().is_ok()))
+    });
+    assert!(located, "with file:line:column:\n{log}");
+
+    // A good config with a new rule: accepted, and the new rule is active.
+    cfg.write(RULES_V2);
+    daemon.signal("HUP");
+    let reloaded = wait_for(Duration::from_secs(20), || {
+        cfg.notifications().into_iter().find(|n| n["title"].as_str().is_some_and(|t| t.contains("reloaded its configuration")))
+    });
+    assert_eq!(reloaded["rule"], "self-v2");
+    assert!(reloaded["title"].as_str().unwrap().starts_with("v2: "), "the new template is used");
+
+    // SIGTERM: a clean exit with status 0.
+    daemon.signal("TERM");
+    let status = daemon.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", daemon.stderr_so_far());
+    assert!(daemon.stderr_so_far().contains("stopped"));
+}
+
+#[test]
+fn sigint_also_stops_cleanly_and_bad_config_exits_78() {
+    let cfg = TempConfig::new(RULES_V1);
+    let mut daemon = Daemon::start(&cfg.path, &[]);
+    wait_for(Duration::from_secs(20), || cfg.notifications().into_iter().next());
+    daemon.signal("INT");
+    assert_eq!(daemon.wait(Duration::from_secs(20)).code(), Some(0));
+
+    cfg.write("rules: 5\n");
+    let mut bad = Daemon::start(&cfg.path, &[]);
+    assert_eq!(bad.wait(Duration::from_secs(20)).code(), Some(78));
+    assert!(bad.stderr_so_far().contains("expected a list"), "{}", bad.stderr_so_far());
+}
+
+#[test]
+fn unwritable_state_dir_is_a_clear_error() {
+    let cfg = TempConfig::new(RULES_V1);
+    let blocker = cfg.dir.path().join("blocker");
+    std::fs::write(&blocker, "").unwrap();
+    let text = RULES_V1
+        .replace("{state}", &blocker.join("state").display().to_string())
+        .replace("{out}", &cfg.out.display().to_string());
+    std::fs::write(&cfg.path, text).unwrap();
+    let mut d = Daemon::start(&cfg.path, &[]);
+    assert_eq!(d.wait(Duration::from_secs(20)).code(), Some(1));
+    assert!(d.stderr_so_far().contains("cannot create state directory"), "{}", d.stderr_so_far());
+    assert!(d.stderr_so_far().contains("alerter.state_dir"));
+}

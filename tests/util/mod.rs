@@ -1,0 +1,148 @@
+//! Helpers for end-to-end tests of the `alerter` binary: temporary configs,
+//! a daemon process with captured stderr, and polling with a deadline.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn alerter() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_alerter"))
+}
+
+/// A config file in a temporary directory, with `{state}` and `{out}` in
+/// its text replaced by a state directory and a log transport file there.
+pub struct TempConfig {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub state: PathBuf,
+    pub out: PathBuf,
+}
+
+impl TempConfig {
+    pub fn new(text: &str) -> TempConfig {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("alerter.yaml");
+        let state = dir.path().join("state");
+        let out = dir.path().join("notifications.jsonl");
+        let cfg = TempConfig { dir, path, state, out };
+        cfg.write(text);
+        cfg
+    }
+
+    /// Writes new config text (with the same substitutions).
+    pub fn write(&self, text: &str) {
+        let text = text
+            .replace("{state}", &self.state.display().to_string())
+            .replace("{out}", &self.out.display().to_string());
+        // Write then rename, so the daemon never reads half a file.
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, &self.path).expect("replace config");
+    }
+
+    /// Every notification the log transport has written so far.
+    pub fn notifications(&self) -> Vec<serde_json::Value> {
+        read_jsonl(&self.out)
+    }
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    text.lines()
+        .filter(|l| l.ends_with('}'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// Polls `f` until it returns something, or panics at the deadline.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `alerter run` with its stderr collected in the background.
+pub struct Daemon {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, extra: &[&str]) -> Daemon {
+        let mut child = alerter()
+            .arg("run")
+            .arg("-c")
+            .arg(config)
+            .args(extra)
+            .env("ALERTER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start alerter");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("piped");
+        let sink = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Daemon { child, stderr, reader: Some(reader) }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits for exit, killing the process if it does not exit in time.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // The pipe closes when the process is gone; the reader ends then.
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("alerter did not exit within {timeout:?}; stderr:\n{}", self.stderr_so_far());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
