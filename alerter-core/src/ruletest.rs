@@ -174,11 +174,7 @@ fn parse_typed<T: serde::de::DeserializeOwned + JsonSchema>(
     let value = match src.parse() {
         Ok(v) => v,
         Err((message, pos)) => {
-            let place = match pos {
-                Some((line, column)) => Place::Position { file, line, column },
-                None => Place::File(file),
-            };
-            diags.push(Diagnostic::error(place, format!("YAML syntax error: {message}")));
+            diags.push(config::syntax_error(src, file, &message, pos));
             return None;
         }
     };

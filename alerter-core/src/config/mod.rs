@@ -257,6 +257,49 @@ fn expand_include(base: &Path, pattern: &str, main: usize, at: &YamlPath, diags:
     }
 }
 
+/// A YAML syntax error as a diagnostic. serde_norway reports a duplicate
+/// key at the start of its mapping; this points at the second occurrence
+/// of the key instead, which is the line to fix.
+pub fn syntax_error(src: &SourceFile, file: usize, message: &str, pos: Option<(usize, usize)>) -> Diagnostic {
+    if let Some((context, key)) = message.split_once(": duplicate entry with key ").or_else(|| message.strip_prefix("duplicate entry with key ").map(|k| ("", k))) {
+        let key = key.trim_matches('"');
+        let start = pos.and_then(|(l, c)| src.offset_of(l, c)).unwrap_or(0);
+        let text = &src.text()[start..];
+        let mut seen = 0;
+        let mut offset = None;
+        for (i, line) in text.split_inclusive('\n').scan(0usize, |acc, l| {
+            let at = *acc;
+            *acc += l.len();
+            Some((at, l))
+        }) {
+            let trimmed = line.trim_start().trim_start_matches("- ");
+            let rest = trimmed.strip_prefix(key).or_else(|| trimmed.strip_prefix(&format!("\"{key}\"")));
+            if rest.is_some_and(|r| r.trim_start().starts_with(':')) {
+                seen += 1;
+                if seen == 2 {
+                    offset = Some(start + i + (line.len() - trimmed.len()));
+                    break;
+                }
+            }
+        }
+        let place = match offset {
+            Some(o) => {
+                let (line, column) = src.line_col(o);
+                Place::Position { file, line, column }
+            }
+            None => pos.map_or(Place::File(file), |(line, column)| Place::Position { file, line, column }),
+        };
+        let within = if context.is_empty() { String::new() } else { format!(" in {context}") };
+        return Diagnostic::error(place, format!("duplicate key `{key}`{within}"))
+            .with_note("each key may appear once in a mapping; remove one of them");
+    }
+    let place = match pos {
+        Some((line, column)) => Place::Position { file, line, column },
+        None => Place::File(file),
+    };
+    Diagnostic::error(place, format!("YAML syntax error: {message}"))
+}
+
 /// One file after parsing. Items that failed the structural checks are left
 /// out, but their names are kept in `invalid`, so that the reference checks
 /// still run on everything else without reporting "undefined" for a thing
@@ -308,11 +351,7 @@ fn parse_one(
     let mut value = match src.parse() {
         Ok(v) => v,
         Err((message, pos)) => {
-            let place = match pos {
-                Some((line, column)) => Place::Position { file, line, column },
-                None => Place::File(file),
-            };
-            diags.push(Diagnostic::error(place, format!("YAML syntax error: {message}")));
+            diags.push(syntax_error(src, file, &message, pos));
             return None;
         }
     };

@@ -155,7 +155,7 @@ impl<'a> Validator<'a> {
         }
         let types = schema_types(schema);
         if !types.is_empty() && !types.iter().any(|t| node_matches_type(node, t)) {
-            self.type_error(&types, node, path);
+            self.type_error(&types, schema.get("format").and_then(Json::as_str), node, path);
             return;
         }
         if let Some(c) = schema.get("const") {
@@ -209,7 +209,14 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn type_error(&mut self, types: &[&str], node: &Yaml, path: &YamlPath) {
+    fn type_error(&mut self, types: &[&str], format: Option<&str>, node: &Yaml, path: &YamlPath) {
+        if let (Some("duration"), Yaml::Number(n)) = (format, node) {
+            self.push(
+                Diagnostic::at(self.file, path, format!("`{n}` is not a duration: it has no unit"))
+                    .with_label(format!("write e.g. {n}s or {n}m")),
+            );
+            return;
+        }
         let wanted: Vec<&str> = types.iter().filter(|t| **t != "null").map(|t| type_phrase(t)).collect();
         let wanted = if wanted.is_empty() { "nothing".to_string() } else { wanted.join(" or ") };
         let mut d = Diagnostic::at(self.file, path, format!("expected {wanted}, found {}", describe(node)));
@@ -298,6 +305,13 @@ impl<'a> Validator<'a> {
                 types.iter().any(|t| node_matches_type(node, t))
             })
             .collect();
+        if let (Yaml::Mapping(_), false) = (node, fitting.is_empty()) {
+            let resolved: Vec<&'a Json> = fitting.iter().map(|b| self.resolve(b).0).collect();
+            if discriminator(&resolved).is_some() {
+                self.check_ambiguous(&fitting, node, path, noun);
+                return;
+            }
+        }
         match fitting.as_slice() {
             [] => {
                 let mut types: Vec<&str> = Vec::new();
@@ -312,7 +326,8 @@ impl<'a> Validator<'a> {
                         types.push("string");
                     }
                 }
-                self.type_error(&types, node, path);
+                let format = branches.iter().find_map(|b| self.resolve(b).0.get("format").and_then(Json::as_str));
+                self.type_error(&types, format, node, path);
             }
             [one] => self.check(one, node, path, noun),
             many => self.check_ambiguous(many, node, path, noun),
@@ -356,7 +371,11 @@ impl<'a> Validator<'a> {
             match chosen {
                 Some((_, branch)) => self.check(branch, node, path, noun),
                 None => {
-                    let mut d = Diagnostic::at(self.file, &path.key(tag.clone()), format!("unknown {tag} {}", describe(value)))
+                    let shown = match value {
+                        Yaml::String(s) => format!("`{s}`"),
+                        other => describe(other),
+                    };
+                    let mut d = Diagnostic::at(self.file, &path.key(tag.clone()), format!("unknown {tag} {shown} for {noun}"))
                         .with_note(format!("expected one of: {}", tags.join(", ")));
                     if let Yaml::String(s) = value {
                         d = d.suggest(s, tags.iter().map(String::as_str));
