@@ -150,7 +150,8 @@ fn test(files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    println!("{} tests: {passed} passed, {failed} failed", passed + failed);
+    let total = passed + failed;
+    println!("{total} {}: {passed} passed, {failed} failed", if total == 1 { "test" } else { "tests" });
     if invalid > 0 {
         ExitCode::from(EX_CONFIG)
     } else if failed > 0 {

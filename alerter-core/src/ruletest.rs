@@ -123,6 +123,8 @@ pub enum TestFileError {
     Invalid(ConfigErrors),
 }
 
+const NOT_RUN: &str = "tests not run";
+
 fn default_start() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-01-05T00:00:00Z").expect("valid").with_timezone(&Utc)
 }
@@ -136,13 +138,14 @@ pub fn run_file(path: &Path, catalog: &dyn SourceCatalog) -> Result<FileResult, 
             return Err(TestFileError::Invalid(ConfigErrors {
                 diagnostics: vec![Diagnostic::error(Place::None, format!("cannot read test file {}: {e}", path.display()))],
                 sources,
+                verdict: NOT_RUN,
             }));
         }
     };
     let file = sources.add(SourceFile::new(path.display().to_string(), Some(path.to_path_buf()), text));
     let mut diags = Vec::new();
     let Some(tf) = parse_typed::<TestFile>(&sources, file, &mut diags) else {
-        return Err(TestFileError::Invalid(ConfigErrors { diagnostics: diags, sources }));
+        return Err(TestFileError::Invalid(ConfigErrors { diagnostics: diags, sources, verdict: NOT_RUN }));
     };
     let opts = LoadOptions { catalog, env: Some(tf.env.clone()) };
     let loaded = match &tf.config {

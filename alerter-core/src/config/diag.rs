@@ -157,6 +157,11 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
 
 /// Renders diagnostics like rustc does, followed by a count.
 pub fn render(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
+    render_with(diags, sources, color, "configuration not applied")
+}
+
+/// [`render`] with the verdict that follows the error count.
+pub fn render_with(diags: &[Diagnostic], sources: &SourceMap, color: bool, verdict: &str) -> String {
     let mut files = SimpleFiles::new();
     let ids: Vec<usize> = sources
         .files()
@@ -205,7 +210,7 @@ pub fn render(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String 
     let mut text = String::from_utf8_lossy(buffer.as_slice()).into_owned();
     let errors = diags.iter().filter(|d| d.level == Level::Error).count();
     let warnings = diags.len() - errors;
-    text.push_str(&summary_line(errors, warnings));
+    text.push_str(&summary_line(errors, warnings, verdict));
     text
 }
 
@@ -213,12 +218,12 @@ fn plural(n: usize, word: &str) -> String {
     if n == 1 { format!("{n} {word}") } else { format!("{n} {word}s") }
 }
 
-fn summary_line(errors: usize, warnings: usize) -> String {
+fn summary_line(errors: usize, warnings: usize, verdict: &str) -> String {
     match (errors, warnings) {
         (0, 0) => "configuration is valid\n".to_string(),
         (0, w) => format!("configuration is valid ({})\n", plural(w, "warning")),
-        (e, 0) => format!("{}; configuration not applied\n", plural(e, "error")),
-        (e, w) => format!("{}, {}; configuration not applied\n", plural(e, "error"), plural(w, "warning")),
+        (e, 0) => format!("{}; {verdict}\n", plural(e, "error")),
+        (e, w) => format!("{}, {}; {verdict}\n", plural(e, "error"), plural(w, "warning")),
     }
 }
 
@@ -309,7 +314,7 @@ mod tests {
 
     #[test]
     fn summary_counts() {
-        assert_eq!(summary_line(2, 1), "2 errors, 1 warning; configuration not applied\n");
-        assert_eq!(summary_line(0, 0), "configuration is valid\n");
+        assert_eq!(summary_line(2, 1, "configuration not applied"), "2 errors, 1 warning; configuration not applied\n");
+        assert_eq!(summary_line(0, 0, "x"), "configuration is valid\n");
     }
 }

@@ -126,7 +126,12 @@ pub struct Loaded {
 pub struct ConfigErrors {
     pub diagnostics: Vec<Diagnostic>,
     pub sources: SourceMap,
+    /// What the errors mean for the admin, after the count.
+    pub verdict: &'static str,
 }
+
+/// The verdict of a configuration with errors.
+pub const NOT_APPLIED: &str = "configuration not applied";
 
 impl ConfigErrors {
     pub fn error_count(&self) -> usize {
@@ -135,7 +140,7 @@ impl ConfigErrors {
 
     /// The rustc-style report.
     pub fn render(&self, color: bool) -> String {
-        diag::render(&self.diagnostics, &self.sources, color)
+        diag::render_with(&self.diagnostics, &self.sources, color, self.verdict)
     }
 }
 
@@ -182,6 +187,7 @@ pub fn load(path: Option<&Path>, opts: &LoadOptions<'_>) -> Result<Loaded, Confi
                     )
                     .with_note("pass the right file with -c FILE, or leave -c out to use the embedded default")],
                     sources,
+                    verdict: NOT_APPLIED,
                 });
             }
         },
@@ -230,7 +236,7 @@ fn load_files(mut sources: SourceMap, main: usize, opts: &LoadOptions<'_>) -> Re
     let has_errors = diags.iter().any(|d| d.level == Level::Error);
     match config {
         Some(config) if !has_errors => Ok(Loaded { config, warnings: diags, sources }),
-        _ => Err(ConfigErrors { diagnostics: diags, sources }),
+        _ => Err(ConfigErrors { diagnostics: diags, sources, verdict: NOT_APPLIED }),
     }
 }
 

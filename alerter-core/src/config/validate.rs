@@ -20,7 +20,11 @@ use super::types::{check_format, is_known_format};
 /// Validates `node` against `schema` (whose `$defs` live in `root`).
 pub fn validate(root: &Json, schema: &Json, node: &Yaml, file: usize, path: &YamlPath) -> Vec<Diagnostic> {
     let mut v = Validator { root, file, out: Vec::new() };
-    v.check(schema, node, path, "the configuration");
+    let noun = match schema.get("title").and_then(Json::as_str).map(noun_for) {
+        Some(n) if n != "this mapping" => n,
+        _ => "the configuration",
+    };
+    v.check(schema, node, path, noun);
     v.out
 }
 
@@ -107,6 +111,10 @@ fn noun_for(def: &str) -> &'static str {
         "RecipientsConfig" => "a `notify` entry",
         "SilenceConfig" => "a silence",
         "NoticeConfig" => "a notice",
+        "TestFile" => "the test file",
+        "TestCase" => "a test",
+        "TestEvent" => "a test event",
+        "Expected" => "an expected notification",
         _ => "this mapping",
     }
 }

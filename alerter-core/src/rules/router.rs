@@ -115,7 +115,7 @@ pub struct Dispatch {
     pub group_key: Arc<str>,
     /// The `group_by` labels and their values.
     pub group_labels: BTreeMap<String, String>,
-    /// Firing alerts first, then resolved ones, each in fingerprint order.
+    /// Firing alerts first, then resolved ones, each oldest first.
     pub alerts: Vec<AlertView>,
     /// True when nothing changed and this is a `repeat_interval` reminder.
     pub repeat: bool,
@@ -552,6 +552,10 @@ impl Router {
             // Look again when the silence ends: the alert may still fire.
             next = earliest(next, Some(s.ends));
         }
+        // Oldest first reads naturally in a popup or a mail.
+        let alerts = &self.states[i].alerts;
+        firing.sort_by_key(|fp| (alerts[fp].fired_at.unwrap_or(alerts[fp].since), *fp));
+        resolved.sort_by_key(|fp| (alerts[fp].fired_at.unwrap_or(alerts[fp].since), *fp));
         let send = news || (repeat_due && !firing.is_empty());
         if send {
             if let Some(detail) = rule.muted_by(now) {

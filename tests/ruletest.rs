@@ -1,0 +1,50 @@
+//! `alerter test`: the shipped config's own rule tests pass; a wrong
+//! expectation fails with a readable diff; an invalid test file is reported
+//! like a config error.
+
+mod util;
+
+use std::path::Path;
+
+use util::alerter;
+
+fn run(file: &str) -> (Option<i32>, String) {
+    let out = alerter()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("test")
+        .arg(file)
+        .env_remove("ALERTER_CONFIG")
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn shipped_config_tests_pass() {
+    let file = "config/tests/alerter.test.yaml";
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(file).exists());
+    let (code, out) = run(file);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("4 tests: 4 passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn notices_and_mute_windows_are_testable() {
+    let (code, out) = run("tests/testdata/ruletest/notices.test.yaml");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("2 tests: 2 passed"), "{out}");
+}
+
+#[test]
+fn wrong_expectation_fails_with_a_diff() {
+    let (code, out) = run("tests/testdata/ruletest/wrong-expectation.test.yaml");
+    assert_eq!(code, Some(1), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn invalid_test_file_is_reported_with_positions() {
+    let (code, out) = run("tests/testdata/ruletest/invalid.test.yaml");
+    assert_eq!(code, Some(78), "{out}");
+    insta::assert_snapshot!(out);
+}
