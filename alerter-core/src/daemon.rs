@@ -269,7 +269,7 @@ pub async fn run(
             ctl = control.recv() => match ctl {
                 Some(Control::Reload) => {
                     let now = clock.now();
-                    match reload(&opts, &mut cfg, &mut router, &mut notices, &store, &mut dispatcher, report_tx.clone(), now).await {
+                    match reload(&opts, &mut cfg, &mut router, &mut notices, &store, &mut dispatcher, report_tx.clone(), now) {
                         Ok(()) => router.handle_into(internal::reloaded(&cfg.name, cfg.rules.len(), now), now, &mut out),
                         Err(problems) => router.handle_into(internal::reload_failed(&cfg.name, problems, now), now, &mut out),
                     }
@@ -454,7 +454,7 @@ fn on_report(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn reload(
+fn reload(
     opts: &RunOptions,
     cfg: &mut Config,
     router: &mut Router,

@@ -1,0 +1,156 @@
+//! The daemon across a restart, with its real SQLite store and log
+//! transport, on tokio's paused clock: a firing alert is neither re-notified
+//! within its repeat interval nor forgotten.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alerter_core::config::{self, LoadOptions};
+use alerter_core::daemon::{self, Control, RunOptions, TokioClock};
+use alerter_core::event::{Event, Severity};
+use alerter_core::notify::Notification;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+const CONFIG: &str = r#"
+alerter:
+  name: TESTHOST
+  state_dir: {state}
+transports:
+  file: { type: log, path: {out} }
+rules:
+  - name: marker
+    match: { source: marker }
+    notify: [{ workgroup: true, via: [file] }]
+  - name: disk
+    match: { source: disk }
+    repeat_interval: 4h
+    notify: [{ workgroup: true, via: [file] }]
+"#;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-05T12:00:00Z").unwrap().with_timezone(&Utc)
+}
+
+fn notifications(path: &Path) -> Vec<Notification> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn by_rule<'a>(ns: &'a [Notification], rule: &str) -> Vec<&'a Notification> {
+    ns.iter().filter(|n| n.rule == rule).collect()
+}
+
+/// Waits (in paused time, so instantly) until `f` holds, looking every
+/// `step` of virtual time for up to a virtual day.
+async fn until_every(step: Duration, mut f: impl FnMut() -> bool) {
+    let mut waited = Duration::ZERO;
+    while waited < Duration::from_secs(86_400) {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(step).await;
+        waited += step;
+    }
+    panic!("condition not reached within a virtual day");
+}
+
+async fn until(f: impl FnMut() -> bool) {
+    until_every(Duration::from_millis(10), f).await;
+}
+
+struct Running {
+    events: mpsc::Sender<Event>,
+    control: mpsc::Sender<Control>,
+    task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
+}
+
+fn start(dir: &Path, start: DateTime<Utc>) -> Running {
+    let text = CONFIG
+        .replace("{state}", &dir.join("state").display().to_string())
+        .replace("{out}", &dir.join("out.jsonl").display().to_string());
+    let loaded = config::load_str("alerter.yaml", &text, Some(dir), &LoadOptions::default()).unwrap();
+    let (ctl_tx, ctl_rx) = mpsc::channel(4);
+    let (ev_tx, ev_rx) = mpsc::channel(100);
+    let opts = RunOptions {
+        config_path: None,
+        catalog: Arc::new(config::NoSources),
+        clock: Arc::new(TokioClock::new(start)),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let task = tokio::spawn(daemon::run(loaded.config, opts, ctl_rx, Some((ev_tx.clone(), ev_rx))));
+    Running { events: ev_tx, control: ctl_tx, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.control.send(Control::Shutdown).await.unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn disk_full() -> Event {
+    Event::new("disk", "fileserver", Severity::Critical, "/srv is 99% full", t0()).with_label("mount", "/srv")
+}
+
+fn marker(n: u32) -> Event {
+    Event::new("marker", "x", Severity::Info, format!("marker {n}"), t0()).with_key(n.to_string()).oneshot()
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_neither_resends_nor_forgets_a_firing_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+
+    let first = start(dir.path(), t0());
+    first.events.send(disk_full()).await.unwrap();
+    until(|| by_rule(&notifications(&out), "disk").len() == 1).await;
+    first.stop().await;
+    let notified_at = by_rule(&notifications(&out), "disk")[0].created_at;
+
+    // One hour later the daemon comes back and the source reports the same
+    // condition, as sources do after a restart.
+    let second = start(dir.path(), notified_at + chrono::Duration::hours(1));
+    second.events.send(disk_full()).await.unwrap();
+    second.events.send(marker(1)).await.unwrap();
+    // Events are handled in order: once the marker is out, so is any
+    // notification the disk event caused.
+    until(|| by_rule(&notifications(&out), "marker").len() == 1).await;
+    assert_eq!(by_rule(&notifications(&out), "disk").len(), 1, "not re-sent within the repeat interval");
+
+    // Not forgotten either: the reminder comes four hours after the first
+    // notification, across the restart.
+    until_every(Duration::from_secs(60), || by_rule(&notifications(&out), "disk").len() == 2).await;
+    let all = notifications(&out);
+    let reminder = by_rule(&all, "disk")[1];
+    assert!(reminder.repeat);
+    assert_eq!(reminder.created_at, notified_at + chrono::Duration::hours(4));
+
+    // And it can still be resolved.
+    second.events.send(Event::new("disk", "fileserver", Severity::Resolved, "/srv is 60% full", t0()).with_label("mount", "/srv")).await.unwrap();
+    until(|| by_rule(&notifications(&out), "disk").len() == 3).await;
+    assert_eq!(by_rule(&notifications(&out), "disk")[2].status, "resolved");
+    second.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn suppressions_are_recorded_in_the_audit_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let d = start(dir.path(), t0());
+    let line = || Event::new("marker", "x", Severity::Warning, "same line", t0()).with_key("k").oneshot();
+    d.events.send(line()).await.unwrap();
+    d.events.send(line()).await.unwrap();
+    until(|| by_rule(&notifications(&out), "marker").len() == 1).await;
+    d.stop().await;
+    let store = alerter_core::store::Store::open(&dir.path().join("state")).unwrap();
+    let audit = store.recent_audit(10).unwrap();
+    let suppressed: Vec<_> = audit.iter().filter(|r| r.status == "suppressed").collect();
+    assert_eq!(suppressed.len(), 1, "{audit:?}");
+    assert!(suppressed[0].reason.as_deref().unwrap().starts_with("repeat interval"));
+    assert!(audit.iter().any(|r| r.status == "sent" && r.rule == "marker"));
+}
