@@ -183,7 +183,8 @@ fn run(path: Option<PathBuf>, grace: Duration) -> ExitCode {
 }
 
 fn run_daemon(cfg: config::Config, path: Option<PathBuf>, grace: Duration) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(async move {
         let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(8);
         let signals = tokio::spawn(forward_signals(ctl_tx));

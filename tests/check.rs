@@ -92,7 +92,8 @@ fn embedded_default_is_valid() {
 fn shipped_schema_is_current() {
     let out = alerter().arg("schema").output().unwrap();
     assert!(out.status.success());
-    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/alerter.schema.json")).unwrap();
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/alerter.schema.json")).unwrap();
     assert!(
         String::from_utf8(out.stdout).unwrap() == shipped,
         "config/alerter.schema.json is stale; regenerate it with `cargo run -- schema > config/alerter.schema.json`"

@@ -58,7 +58,9 @@ fn start_reload_bad_then_good_then_terminate() {
     cfg.write("rules:\n  - name: [unclosed\n");
     daemon.signal("HUP");
     let failed = wait_for(Duration::from_secs(20), || {
-        cfg.notifications().into_iter().find(|n| n["title"].as_str().is_some_and(|t| t.contains("rejected a new configuration")))
+        cfg.notifications()
+            .into_iter()
+            .find(|n| n["title"].as_str().is_some_and(|t| t.contains("rejected a new configuration")))
     });
     assert_eq!(failed["rule"], "self-v1", "the old configuration is still in charge");
     let log = daemon.stderr_so_far();
@@ -73,7 +75,9 @@ fn start_reload_bad_then_good_then_terminate() {
     cfg.write(RULES_V2);
     daemon.signal("HUP");
     let reloaded = wait_for(Duration::from_secs(20), || {
-        cfg.notifications().into_iter().find(|n| n["title"].as_str().is_some_and(|t| t.contains("reloaded its configuration")))
+        cfg.notifications()
+            .into_iter()
+            .find(|n| n["title"].as_str().is_some_and(|t| t.contains("reloaded its configuration")))
     });
     assert_eq!(reloaded["rule"], "self-v2");
     assert!(reloaded["title"].as_str().unwrap().starts_with("v2: "), "the new template is used");

@@ -435,7 +435,8 @@ fn on_report(
             *failing.entry(n.transport.clone()).or_default() += 1;
             // Raised unless the failed notification was itself about failing
             // deliveries, which would only loop.
-            let about_delivery = n.alerts.iter().any(|a| a.labels.get("event").map(String::as_str) == Some("delivery_failing"));
+            let about_delivery =
+                n.alerts.iter().any(|a| a.labels.get("event").map(String::as_str) == Some("delivery_failing"));
             if !about_delivery {
                 let e = Event::new(
                     ALERTER_SOURCE,
@@ -483,10 +484,7 @@ fn reload(
     }
     let new = loaded.config;
     if new.state_dir != cfg.state_dir {
-        warn!(
-            "`alerter.state_dir` changed to {}; it takes effect at the next restart",
-            new.state_dir.display()
-        );
+        warn!("`alerter.state_dir` changed to {}; it takes effect at the next restart", new.state_dir.display());
     }
     let built = match build_transports(&new) {
         Ok(b) => b,

@@ -20,9 +20,7 @@ pub const ALERTER_SOURCE: &str = "alerter";
 
 /// How bad an event is. Ordered: `info < warning < critical`; `resolved`
 /// clears an alert and sorts lowest so that "at least warning" never matches it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Resolved,
@@ -32,12 +30,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub const ALL: [Severity; 4] = [
-        Severity::Resolved,
-        Severity::Info,
-        Severity::Warning,
-        Severity::Critical,
-    ];
+    pub const ALL: [Severity; 4] = [Severity::Resolved, Severity::Info, Severity::Warning, Severity::Critical];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -111,9 +104,7 @@ impl From<Fingerprint> for String {
 impl TryFrom<String> for Fingerprint {
     type Error = String;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        u64::from_str_radix(&s, 16)
-            .map(Fingerprint)
-            .map_err(|e| format!("bad fingerprint `{s}`: {e}"))
+        u64::from_str_radix(&s, 16).map(Fingerprint).map_err(|e| format!("bad fingerprint `{s}`: {e}"))
     }
 }
 
@@ -215,15 +206,10 @@ pub mod internal {
     }
 
     pub fn reloaded(host: &str, rules: usize, now: DateTime<Utc>) -> Event {
-        base(
-            host,
-            Severity::Info,
-            format!("alerter on {host} reloaded its configuration ({rules} rules)"),
-            now,
-        )
-        .with_label("event", "reloaded")
-        .with_key(format!("reloaded:{}", now.timestamp_nanos_opt().unwrap_or_default()))
-        .oneshot()
+        base(host, Severity::Info, format!("alerter on {host} reloaded its configuration ({rules} rules)"), now)
+            .with_label("event", "reloaded")
+            .with_key(format!("reloaded:{}", now.timestamp_nanos_opt().unwrap_or_default()))
+            .oneshot()
     }
 
     pub fn reload_failed(host: &str, errors: usize, now: DateTime<Utc>) -> Event {

@@ -136,10 +136,7 @@ impl NoticeScheduler {
     }
 
     pub fn next_wakeup(&self) -> Option<DateTime<Utc>> {
-        self.notices
-            .iter()
-            .flat_map(|n| n.offsets.iter().filter_map(|o| self.next_fire(n, *o).map(|(_, f)| f)))
-            .min()
+        self.notices.iter().flat_map(|n| n.offsets.iter().filter_map(|o| self.next_fire(n, *o).map(|(_, f)| f))).min()
     }
 
     /// Everything due at or before `now`, in time order. Marks them fired.

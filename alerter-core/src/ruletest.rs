@@ -136,7 +136,10 @@ pub fn run_file(path: &Path, catalog: &dyn SourceCatalog) -> Result<FileResult, 
         Ok(t) => t,
         Err(e) => {
             return Err(TestFileError::Invalid(ConfigErrors {
-                diagnostics: vec![Diagnostic::error(Place::None, format!("cannot read test file {}: {e}", path.display()))],
+                diagnostics: vec![Diagnostic::error(
+                    Place::None,
+                    format!("cannot read test file {}: {e}", path.display()),
+                )],
                 sources,
                 verdict: NOT_RUN,
             }));
@@ -207,7 +210,8 @@ fn run_case(cfg: &config::Config, case: &TestCase, start: DateTime<Utc>) -> Opti
         .iter()
         .map(|e| {
             let at = offset(start, e.at.value);
-            let mut ev = Event::new(&e.source, e.host.clone().unwrap_or_else(|| cfg.name.clone()), e.severity, &e.summary, at);
+            let mut ev =
+                Event::new(&e.source, e.host.clone().unwrap_or_else(|| cfg.name.clone()), e.severity, &e.summary, at);
             ev.details = e.details.clone();
             ev.labels = e.labels.clone();
             ev.key = e.key.clone();
@@ -234,14 +238,19 @@ fn run_case(cfg: &config::Config, case: &TestCase, start: DateTime<Utc>) -> Opti
             }
         }
     };
-    let advance_to = |t: DateTime<Utc>, router: &mut Router, notices: &mut NoticeScheduler, outputs: &mut Vec<Output>, sent: &mut Vec<Notification>| {
+    let advance_to = |t: DateTime<Utc>,
+                      router: &mut Router,
+                      notices: &mut NoticeScheduler,
+                      outputs: &mut Vec<Output>,
+                      sent: &mut Vec<Notification>| {
         loop {
             let next = [router.next_wakeup(), notices.next_wakeup()].into_iter().flatten().min();
             match next {
                 Some(w) if w <= t => {
                     router.tick_into(w, outputs);
                     for f in notices.due(w) {
-                        let (message, _) = cfg.templates.render(&[&f.notice.template_name()], "{{ name }}", &f.context());
+                        let (message, _) =
+                            cfg.templates.render(&[&f.notice.template_name()], "{{ name }}", &f.context());
                         let (title, text) = f.title_and_text(&message);
                         sent.extend(notice_notifications(&f.notice.name, &title, &text, &f.notice.targets, f.fire_at));
                     }
@@ -262,11 +271,8 @@ fn run_case(cfg: &config::Config, case: &TestCase, start: DateTime<Utc>) -> Opti
     sent.sort_by(|a, b| (a.created_at, &a.rule, &a.transport).cmp(&(b.created_at, &b.rule, &b.transport)));
 
     let expected: Vec<String> = case.expect.iter().map(|e| render_expected(e)).collect();
-    let actual: Vec<String> = sent
-        .iter()
-        .enumerate()
-        .map(|(i, n)| render_actual(n, start, case.expect.get(i)))
-        .collect();
+    let actual: Vec<String> =
+        sent.iter().enumerate().map(|(i, n)| render_actual(n, start, case.expect.get(i))).collect();
     if expected == actual {
         return None;
     }
@@ -292,7 +298,13 @@ fn block(out: &mut String, key: &str, value: &str) {
 }
 
 fn render_expected(e: &Expected) -> String {
-    let mut s = format!("- at: {}\n  rule: {}\n  transport: {}\n  to: [{}]\n", fmt_offset(e.at.value), e.rule, e.transport, e.to.join(", "));
+    let mut s = format!(
+        "- at: {}\n  rule: {}\n  transport: {}\n  to: [{}]\n",
+        fmt_offset(e.at.value),
+        e.rule,
+        e.transport,
+        e.to.join(", ")
+    );
     if let Some(st) = &e.status {
         s.push_str(&format!("  status: {st}\n"));
     }
@@ -311,7 +323,13 @@ fn render_expected(e: &Expected) -> String {
 fn render_actual(n: &Notification, start: DateTime<Utc>, aligned: Option<&Expected>) -> String {
     let at = (n.created_at - start).to_std().unwrap_or_default();
     let to: Vec<&str> = n.recipients.iter().map(|r| r.id.as_str()).collect();
-    let mut s = format!("- at: {}\n  rule: {}\n  transport: {}\n  to: [{}]\n", fmt_offset(at), n.rule, n.transport, to.join(", "));
+    let mut s = format!(
+        "- at: {}\n  rule: {}\n  transport: {}\n  to: [{}]\n",
+        fmt_offset(at),
+        n.rule,
+        n.transport,
+        to.join(", ")
+    );
     let show_all = aligned.is_none();
     if show_all || aligned.is_some_and(|e| e.status.is_some()) {
         s.push_str(&format!("  status: {}\n", n.status));

@@ -176,9 +176,7 @@ impl Store {
 
     pub fn notice_history(&self) -> Result<HashMap<(String, u64), DateTime<Utc>>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT name, offset_secs, last_fired FROM notices")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
-        })?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))?;
         let mut out = HashMap::new();
         for row in rows {
             let (name, off, t) = row?;

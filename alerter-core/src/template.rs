@@ -17,7 +17,8 @@ pub fn default_template(kind: &str, part: Part) -> &'static str {
     }
 }
 
-const DEFAULT_TITLE: &str = "{% if status == 'resolved' %}RESOLVED{% else %}{{ severity|upper }}{% endif %}: {{ summary }}";
+const DEFAULT_TITLE: &str =
+    "{% if status == 'resolved' %}RESOLVED{% else %}{{ severity|upper }}{% endif %}: {{ summary }}";
 
 const DEFAULT_TEXT: &str = "\
 {% for a in alerts -%}
@@ -101,10 +102,8 @@ impl Templates {
                 }
             }
         }
-        let rendered = self
-            .env
-            .render_str(fallback, &ctx)
-            .unwrap_or_else(|e| format!("(template error: {})", describe_error(&e)));
+        let rendered =
+            self.env.render_str(fallback, &ctx).unwrap_or_else(|e| format!("(template error: {})", describe_error(&e)));
         (rendered.trim_end().to_string(), error)
     }
 }

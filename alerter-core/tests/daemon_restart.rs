@@ -34,11 +34,7 @@ fn t0() -> DateTime<Utc> {
 }
 
 fn notifications(path: &Path) -> Vec<Notification> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn by_rule<'a>(ns: &'a [Notification], rule: &str) -> Vec<&'a Notification> {
@@ -131,7 +127,13 @@ async fn restart_neither_resends_nor_forgets_a_firing_alert() {
     assert_eq!(reminder.created_at, notified_at + chrono::Duration::hours(4));
 
     // And it can still be resolved.
-    second.events.send(Event::new("disk", "fileserver", Severity::Resolved, "/srv is 60% full", t0()).with_label("mount", "/srv")).await.unwrap();
+    second
+        .events
+        .send(
+            Event::new("disk", "fileserver", Severity::Resolved, "/srv is 60% full", t0()).with_label("mount", "/srv"),
+        )
+        .await
+        .unwrap();
     until(|| by_rule(&notifications(&out), "disk").len() == 3).await;
     assert_eq!(by_rule(&notifications(&out), "disk")[2].status, "resolved");
     second.stop().await;

@@ -303,7 +303,11 @@ fn oneshots_are_notified_once_and_throttled_by_key() {
     let mut r = rule("ssh");
     r.repeat_interval = Duration::from_secs(15 * 60);
     let mut router = new_router(vec![r]);
-    let line = |ip: &str| Event::new("auth", "h", Severity::Warning, format!("failed login from {ip}"), t0()).with_label("ip", ip).oneshot();
+    let line = |ip: &str| {
+        Event::new("auth", "h", Severity::Warning, format!("failed login from {ip}"), t0())
+            .with_label("ip", ip)
+            .oneshot()
+    };
     assert_eq!(notified(&router.handle(line("192.0.2.1"), at(0))).len(), 1);
     let out = router.handle(line("192.0.2.1"), at(MIN));
     assert!(notified(&out).is_empty());
@@ -322,11 +326,8 @@ fn restored_state_is_not_renotified_within_repeat_interval() {
     let r = Arc::new(r);
     let mut before = Router::new(vec![r.clone()], vec![]);
     assert_eq!(notified(&before.handle(disk(Severity::Critical, "/"), at(0))).len(), 1);
-    let saved: Vec<(String, _)> = before
-        .take_changes()
-        .into_iter()
-        .filter_map(|c| c.alert.map(|a| (c.rule, a)))
-        .collect();
+    let saved: Vec<(String, _)> =
+        before.take_changes().into_iter().filter_map(|c| c.alert.map(|a| (c.rule, a))).collect();
     assert_eq!(saved.len(), 1);
 
     // "Restart" an hour later: the source reports the same condition again.

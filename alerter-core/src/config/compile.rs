@@ -165,7 +165,11 @@ fn check_matcher(cx: &mut Ctx<'_>, m: &MatcherConfig, file: usize, path: &YamlPa
         let list = src.to_vec();
         for (i, p) in list.iter().enumerate() {
             if let Err(e) = SourcePattern::new(p) {
-                let at = if matches!(src, super::types::OneOrMany::One(_)) { path.key("source") } else { path.key("source").index(i) };
+                let at = if matches!(src, super::types::OneOrMany::One(_)) {
+                    path.key("source")
+                } else {
+                    path.key("source").index(i)
+                };
                 cx.error(file, &at, e);
             }
         }
@@ -184,7 +188,12 @@ fn check_duplicate_names(
     let mut seen: HashMap<String, Origin> = HashMap::new();
     for (file, f) in files {
         let mut names: Vec<(usize, &str)> = valid(f);
-        names.extend(f.partial.iter().filter(|p| p.section == section && !p.name.starts_with('#')).map(|p| (p.index, p.name.as_str())));
+        names.extend(
+            f.partial
+                .iter()
+                .filter(|p| p.section == section && !p.name.starts_with('#'))
+                .map(|p| (p.index, p.name.as_str())),
+        );
         names.sort_by_key(|(i, _)| *i);
         for (i, name) in names {
             let path = YamlPath::root().key(section).index(i).key("name");
@@ -365,7 +374,15 @@ pub fn compile(
     for (id, g) in &groups {
         let o = group_origins[id].clone();
         for (k, m) in g.members.iter().enumerate() {
-            check_ref(&mut cx, "subscriber", m, &known_subscribers, o.file, &o.path.key("members").index(k), &format!("group `{id}`"));
+            check_ref(
+                &mut cx,
+                "subscriber",
+                m,
+                &known_subscribers,
+                o.file,
+                &o.path.key("members").index(k),
+                &format!("group `{id}`"),
+            );
         }
     }
 
@@ -417,7 +434,9 @@ pub fn compile(
         }
     }
 
-    check_duplicate_names(&mut cx, files, "rules", "rule", |f| f.rules.iter().map(|(i, r)| (*i, r.name.as_str())).collect());
+    check_duplicate_names(&mut cx, files, "rules", "rule", |f| {
+        f.rules.iter().map(|(i, r)| (*i, r.name.as_str())).collect()
+    });
     check_duplicate_names(&mut cx, files, "notices", "notice", |f| {
         f.notices.iter().map(|(i, n)| (*i, n.name.as_str())).collect()
     });
@@ -449,7 +468,8 @@ pub fn compile(
                 &known_groups,
                 &known_transports,
             );
-            let mute_during = schedule_refs(&mut cx, &r.mute_during, &known_schedules, *file, &path.key("mute_during"), &used_in);
+            let mute_during =
+                schedule_refs(&mut cx, &r.mute_during, &known_schedules, *file, &path.key("mute_during"), &used_in);
             let active_during =
                 schedule_refs(&mut cx, &r.active_during, &known_schedules, *file, &path.key("active_during"), &used_in);
             let dur = |d: &Option<super::types::Duration>, default: Duration| d.as_ref().map_or(default, |d| d.value);
@@ -575,13 +595,15 @@ pub fn compile(
 
     let transport_info: BTreeMap<String, TransportInfo> =
         transports.iter().map(|(id, t)| (id.clone(), TransportInfo { kind: t.kind() })).collect();
-    let paths: Vec<PathBuf> = files
-        .iter()
-        .map(|(f, _)| sources.files()[*f].path().map(PathBuf::from).unwrap_or_default())
-        .collect();
+    let paths: Vec<PathBuf> =
+        files.iter().map(|(f, _)| sources.files()[*f].path().map(PathBuf::from).unwrap_or_default()).collect();
     if let Some(q) = section.event_queue {
         if q == 0 {
-            cx.error(*main_file, &YamlPath::root().key("alerter").key("event_queue"), "`event_queue` must be at least 1");
+            cx.error(
+                *main_file,
+                &YamlPath::root().key("alerter").key("event_queue"),
+                "`event_queue` must be at least 1",
+            );
         }
     }
     Some(Config {

@@ -101,13 +101,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(place: Place, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            level: Level::Error,
-            place,
-            message: message.into(),
-            label: None,
-            notes: Vec::new(),
-        }
+        Diagnostic { level: Level::Error, place, message: message.into(), label: None, notes: Vec::new() }
     }
 
     pub fn warning(place: Place, message: impl Into<String>) -> Diagnostic {
@@ -163,11 +157,8 @@ pub fn render(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String 
 /// [`render`] with the verdict that follows the error count.
 pub fn render_with(diags: &[Diagnostic], sources: &SourceMap, color: bool, verdict: &str) -> String {
     let mut files = SimpleFiles::new();
-    let ids: Vec<usize> = sources
-        .files()
-        .iter()
-        .map(|f| files.add(f.display_name().to_string(), f.text().to_string()))
-        .collect();
+    let ids: Vec<usize> =
+        sources.files().iter().map(|f| files.add(f.display_name().to_string(), f.text().to_string())).collect();
     let mut out = term::termcolor::Buffer::no_color();
     let mut colored = term::termcolor::Buffer::ansi();
     let buffer = if color { &mut colored } else { &mut out };

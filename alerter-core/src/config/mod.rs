@@ -181,11 +181,10 @@ pub fn load(path: Option<&Path>, opts: &LoadOptions<'_>) -> Result<Loaded, Confi
             Ok(text) => sources.add(SourceFile::new(p.display().to_string(), Some(p.to_path_buf()), text)),
             Err(e) => {
                 return Err(ConfigErrors {
-                    diagnostics: vec![Diagnostic::error(
-                        Place::None,
-                        format!("cannot read config file {}: {e}", p.display()),
-                    )
-                    .with_note("pass the right file with -c FILE, or leave -c out to use the embedded default")],
+                    diagnostics: vec![
+                        Diagnostic::error(Place::None, format!("cannot read config file {}: {e}", p.display()))
+                            .with_note("pass the right file with -c FILE, or leave -c out to use the embedded default"),
+                    ],
                     sources,
                     verdict: NOT_APPLIED,
                 });
@@ -198,7 +197,12 @@ pub fn load(path: Option<&Path>, opts: &LoadOptions<'_>) -> Result<Loaded, Confi
 
 /// Loads config text as if read from a file called `name` (for tests and
 /// `alerter test`); includes are resolved relative to `base_dir`.
-pub fn load_str(name: &str, text: &str, base_dir: Option<&Path>, opts: &LoadOptions<'_>) -> Result<Loaded, ConfigErrors> {
+pub fn load_str(
+    name: &str,
+    text: &str,
+    base_dir: Option<&Path>,
+    opts: &LoadOptions<'_>,
+) -> Result<Loaded, ConfigErrors> {
     let mut sources = SourceMap::default();
     let path = base_dir.map(|d| d.join(name));
     let main = sources.add(SourceFile::new(name, path, text.to_string()));
@@ -226,7 +230,11 @@ fn load_files(mut sources: SourceMap, main: usize, opts: &LoadOptions<'_>) -> Re
                             parsed.push((id, f));
                         }
                     }
-                    Err(e) => diags.push(Diagnostic::at(main, &at, format!("cannot read included file {}: {e}", path.display()))),
+                    Err(e) => diags.push(Diagnostic::at(
+                        main,
+                        &at,
+                        format!("cannot read included file {}: {e}", path.display()),
+                    )),
                 }
             }
         }
@@ -267,7 +275,10 @@ fn expand_include(base: &Path, pattern: &str, main: usize, at: &YamlPath, diags:
 /// key at the start of its mapping; this points at the second occurrence
 /// of the key instead, which is the line to fix.
 pub fn syntax_error(src: &SourceFile, file: usize, message: &str, pos: Option<(usize, usize)>) -> Diagnostic {
-    if let Some((context, key)) = message.split_once(": duplicate entry with key ").or_else(|| message.strip_prefix("duplicate entry with key ").map(|k| ("", k))) {
+    if let Some((context, key)) = message
+        .split_once(": duplicate entry with key ")
+        .or_else(|| message.strip_prefix("duplicate entry with key ").map(|k| ("", k)))
+    {
         let key = key.trim_matches('"');
         let start = pos.and_then(|(l, c)| src.offset_of(l, c)).unwrap_or(0);
         let text = &src.text()[start..];
@@ -397,12 +408,22 @@ fn parse_one(
 
 /// Deserializes each item of each section on its own, skipping items under
 /// any path in `bad`.
-fn deserialize_resilient(value: serde_norway::Value, bad: &[YamlPath], file: usize, diags: &mut Vec<Diagnostic>) -> ParsedFile {
+fn deserialize_resilient(
+    value: serde_norway::Value,
+    bad: &[YamlPath],
+    file: usize,
+    diags: &mut Vec<Diagnostic>,
+) -> ParsedFile {
     use serde_norway::Value;
     let mut out = ParsedFile::default();
     let is_bad = |p: &YamlPath| bad.iter().any(|b| b.0.starts_with(&p.0) || p.0.starts_with(&b.0));
     let Value::Mapping(top) = value else { return out };
-    fn item<T: serde::de::DeserializeOwned>(v: Value, path: &YamlPath, file: usize, diags: &mut Vec<Diagnostic>) -> Option<T> {
+    fn item<T: serde::de::DeserializeOwned>(
+        v: Value,
+        path: &YamlPath,
+        file: usize,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<T> {
         match serde_norway::from_value(v) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -483,7 +504,12 @@ fn partial_item(
     path: &YamlPath,
     is_bad: &dyn Fn(&YamlPath) -> bool,
 ) -> PartialItem {
-    let mut p = PartialItem { section, index, name: name.unwrap_or_else(|| format!("#{}", index + 1)), ..PartialItem::default() };
+    let mut p = PartialItem {
+        section,
+        index,
+        name: name.unwrap_or_else(|| format!("#{}", index + 1)),
+        ..PartialItem::default()
+    };
     let field = |key: &str| value.get(key).filter(|_| !is_bad(&path.key(key))).cloned();
     if let Some(serde_norway::Value::Sequence(entries)) = value.get("notify") {
         for (j, e) in entries.iter().enumerate() {

@@ -17,8 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::types::{
-    Duration, OneOrMany, RegexStr, TemplateStr, TimeRangeStr, Timestamp, TimeZoneName, WeekdayRange,
-    CronExpr,
+    CronExpr, Duration, OneOrMany, RegexStr, TemplateStr, TimeRangeStr, TimeZoneName, Timestamp, WeekdayRange,
 };
 use crate::event::Severity;
 

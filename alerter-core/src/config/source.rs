@@ -25,9 +25,7 @@ pub struct SourceFile {
 
 impl SourceFile {
     pub fn new(name: impl Into<String>, path: Option<PathBuf>, text: String) -> SourceFile {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         SourceFile { name: name.into(), path, text, line_starts }
     }
 
@@ -51,11 +49,7 @@ impl SourceFile {
         let rest = &self.text[start..];
         let line_text = rest.split('\n').next().unwrap_or("");
         let col = column.saturating_sub(1);
-        let within = line_text
-            .char_indices()
-            .nth(col)
-            .map(|(i, _)| i)
-            .unwrap_or(line_text.len());
+        let within = line_text.char_indices().nth(col).map(|(i, _)| i).unwrap_or(line_text.len());
         Some(start + within)
     }
 
@@ -298,11 +292,7 @@ impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
 
 impl KeySeed<'_> {
     fn check<E: de::Error>(&self, key: &str) -> Result<bool, E> {
-        if key == self.want {
-            if self.fail { Err(E::custom(FOUND)) } else { Ok(true) }
-        } else {
-            Ok(false)
-        }
+        if key == self.want { if self.fail { Err(E::custom(FOUND)) } else { Ok(true) } } else { Ok(false) }
     }
 }
 

@@ -33,14 +33,7 @@ pub fn check_format(format: &str, value: &str) -> Result<(), String> {
 pub fn is_known_format(format: &str) -> bool {
     matches!(
         format,
-        "duration"
-            | "regex"
-            | "crontab"
-            | "timezone"
-            | "time-range"
-            | "weekday-range"
-            | "template"
-            | "date-time"
+        "duration" | "regex" | "crontab" | "timezone" | "time-range" | "weekday-range" | "template" | "date-time"
     )
 }
 
@@ -187,9 +180,8 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     if t == "0" {
         return Ok(std::time::Duration::ZERO);
     }
-    humantime::parse_duration(t).map_err(|e| {
-        format!("`{s}` is not a duration ({e}); write a number and a unit, e.g. 30s, 5m, 1h 30m")
-    })
+    humantime::parse_duration(t)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write a number and a unit, e.g. 30s, 5m, 1h 30m"))
 }
 
 fn compile_anchored(s: &str) -> Result<regex::Regex, regex::Error> {
@@ -229,10 +221,7 @@ pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
 
 pub fn parse_tz(s: &str) -> Result<chrono_tz::Tz, String> {
     s.parse::<chrono_tz::Tz>().map_err(|_| {
-        let suggestion = crate::config::diag::did_you_mean(
-            s,
-            chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()),
-        );
+        let suggestion = crate::config::diag::did_you_mean(s, chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()));
         format!(
             "unknown time zone `{s}`; use an IANA name such as Europe/Berlin or UTC{}",
             suggestion.map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default()
@@ -251,9 +240,8 @@ fn parse_hhmm(s: &str) -> Result<u16, String> {
 }
 
 pub fn parse_time_range(s: &str) -> Result<TimeRange, String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or_else(|| format!("`{s}` is not a time range; write HH:MM-HH:MM, e.g. 08:00-18:00"))?;
+    let (a, b) =
+        s.split_once('-').ok_or_else(|| format!("`{s}` is not a time range; write HH:MM-HH:MM, e.g. 08:00-18:00"))?;
     let start = parse_hhmm(a.trim())?;
     let end = parse_hhmm(b.trim())?;
     if start == 1440 {
@@ -305,17 +293,13 @@ fn template_syntax(s: &str) -> Result<(), String> {
 /// Compiles a template once to find syntax errors and unknown filters.
 pub fn check_template(s: &str) -> Result<(), String> {
     let env = crate::template::environment();
-    env.template_from_str(s)
-        .map(drop)
-        .map_err(|e| format!("template error: {}", crate::template::describe_error(&e)))
+    env.template_from_str(s).map(drop).map_err(|e| format!("template error: {}", crate::template::describe_error(&e)))
 }
 
 pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            format!("`{s}` is not an RFC 3339 time ({e}); write e.g. 2026-11-26T20:00:00Z")
-        })
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e}); write e.g. 2026-11-26T20:00:00Z"))
 }
 
 #[cfg(test)]

@@ -330,7 +330,10 @@ impl<'a> Validator<'a> {
                             types.push(t);
                         }
                     }
-                    if schema_types(b).is_empty() && (b.get("enum").is_some() || b.get("const").is_some()) && !types.contains(&"string") {
+                    if schema_types(b).is_empty()
+                        && (b.get("enum").is_some() || b.get("const").is_some())
+                        && !types.contains(&"string")
+                    {
                         types.push("string");
                     }
                 }
@@ -351,7 +354,12 @@ impl<'a> Validator<'a> {
             let options: Vec<Json> = resolved
                 .iter()
                 .flat_map(|b| {
-                    b.get("enum").and_then(Json::as_array).cloned().unwrap_or_default().into_iter().chain(b.get("const").cloned())
+                    b.get("enum")
+                        .and_then(Json::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .chain(b.get("const").cloned())
                 })
                 .collect();
             if !options.is_empty() {
@@ -361,10 +369,8 @@ impl<'a> Validator<'a> {
         };
         // Internally tagged: every branch has a `const` property of the same name.
         if let Some(tag) = discriminator(&resolved) {
-            let tags: Vec<String> = resolved
-                .iter()
-                .filter_map(|b| b["properties"][tag.as_str()].get("const").map(display_json))
-                .collect();
+            let tags: Vec<String> =
+                resolved.iter().filter_map(|b| b["properties"][tag.as_str()].get("const").map(display_json)).collect();
             let value = map.iter().find(|(k, _)| key_string(k).as_deref() == Some(tag.as_str())).map(|(_, v)| v);
             let Some(value) = value else {
                 self.push(
@@ -373,9 +379,10 @@ impl<'a> Validator<'a> {
                 );
                 return;
             };
-            let chosen = resolved.iter().zip(branches).find(|(b, _)| {
-                b["properties"][tag.as_str()].get("const").is_some_and(|c| json_eq_yaml(c, value))
-            });
+            let chosen = resolved
+                .iter()
+                .zip(branches)
+                .find(|(b, _)| b["properties"][tag.as_str()].get("const").is_some_and(|c| json_eq_yaml(c, value)));
             match chosen {
                 Some((_, branch)) => self.check(branch, node, path, noun),
                 None => {
@@ -383,8 +390,9 @@ impl<'a> Validator<'a> {
                         Yaml::String(s) => format!("`{s}`"),
                         other => describe(other),
                     };
-                    let mut d = Diagnostic::at(self.file, &path.key(tag.clone()), format!("unknown {tag} {shown} for {noun}"))
-                        .with_note(format!("expected one of: {}", tags.join(", ")));
+                    let mut d =
+                        Diagnostic::at(self.file, &path.key(tag.clone()), format!("unknown {tag} {shown} for {noun}"))
+                            .with_note(format!("expected one of: {}", tags.join(", ")));
                     if let Yaml::String(s) = value {
                         d = d.suggest(s, tags.iter().map(String::as_str));
                     }

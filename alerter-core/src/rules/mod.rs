@@ -6,6 +6,7 @@
 
 pub mod router;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,29 +24,69 @@ pub struct Matcher {
     pub min_severity: Option<Severity>,
     /// Empty: any source.
     pub sources: Vec<SourcePattern>,
-    pub labels: Vec<(String, LabelCond)>,
+    /// Exact conditions first, regexes last.
+    pub labels: Vec<(LabelKey, LabelCond)>,
+}
+
+/// A label name, with the pseudo-labels resolved once at compile time
+/// instead of by string comparison for every event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LabelKey {
+    Source,
+    Host,
+    Severity,
+    Label(String),
+}
+
+impl LabelKey {
+    pub fn new(name: &str) -> LabelKey {
+        match name {
+            "source" => LabelKey::Source,
+            "host" => LabelKey::Host,
+            "severity" => LabelKey::Severity,
+            other => LabelKey::Label(other.to_string()),
+        }
+    }
+
+    #[inline]
+    fn get<'e>(&self, e: &'e Event) -> Option<&'e str> {
+        match self {
+            LabelKey::Source => Some(&e.source),
+            LabelKey::Host => Some(&e.host),
+            LabelKey::Severity => Some(e.severity.as_str()),
+            LabelKey::Label(name) => e.labels.get(name).map(String::as_str),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub enum SourcePattern {
     Exact(String),
+    /// `disk*`: the common glob, checked without the glob machinery.
+    Prefix(String),
     Glob(globset::GlobMatcher),
 }
 
 impl SourcePattern {
     pub fn new(pattern: &str) -> Result<SourcePattern, String> {
-        if pattern.contains(['*', '?', '[', '{']) {
-            globset::Glob::new(pattern)
-                .map(|g| SourcePattern::Glob(g.compile_matcher()))
-                .map_err(|e| format!("`{pattern}` is not a valid glob: {e}"))
-        } else {
-            Ok(SourcePattern::Exact(pattern.to_string()))
+        let special = |c: char| matches!(c, '*' | '?' | '[' | '{' | '\\');
+        if !pattern.contains(special) {
+            return Ok(SourcePattern::Exact(pattern.to_string()));
         }
+        if let Some(prefix) = pattern.strip_suffix('*') {
+            if !prefix.contains(special) {
+                return Ok(SourcePattern::Prefix(prefix.to_string()));
+            }
+        }
+        globset::Glob::new(pattern)
+            .map(|g| SourcePattern::Glob(g.compile_matcher()))
+            .map_err(|e| format!("`{pattern}` is not a valid glob: {e}"))
     }
 
     fn matches(&self, source: &str) -> bool {
         match self {
             SourcePattern::Exact(s) => s == source,
+            SourcePattern::Prefix(p) => source.starts_with(p.as_str()),
             SourcePattern::Glob(g) => g.is_match(source),
         }
     }
@@ -78,7 +119,12 @@ impl LabelCond {
 }
 
 impl Matcher {
-    pub fn new(min_severity: Option<Severity>, sources: Vec<SourcePattern>, mut labels: Vec<(String, LabelCond)>) -> Matcher {
+    pub fn new(
+        min_severity: Option<Severity>,
+        sources: Vec<SourcePattern>,
+        labels: Vec<(String, LabelCond)>,
+    ) -> Matcher {
+        let mut labels: Vec<(LabelKey, LabelCond)> = labels.into_iter().map(|(k, c)| (LabelKey::new(&k), c)).collect();
         labels.sort_by_key(|(_, c)| c.cost());
         Matcher { min_severity, sources, labels }
     }
@@ -95,10 +141,94 @@ impl Matcher {
                 return false;
             }
         }
+        // Exact label checks are the cheapest way to reject most events, so
+        // they come before source globs and regexes.
+        let split = self.labels.partition_point(|(_, c)| c.cost() == 0);
+        let (exact, regexes) = self.labels.split_at(split);
+        if !exact.iter().all(|(key, cond)| cond.matches(key.get(e))) {
+            return false;
+        }
         if !self.sources.is_empty() && !self.sources.iter().any(|p| p.matches(&e.source)) {
             return false;
         }
-        self.labels.iter().all(|(name, cond)| cond.matches(e.label(name)))
+        regexes.iter().all(|(key, cond)| cond.matches(key.get(e)))
+    }
+}
+
+/// Finds the rules that can possibly match an event without trying them
+/// all.
+///
+/// Most rules require some label to have an exact value (`service: db`,
+/// `source: disk`). Each such rule is filed under one of its exact
+/// conditions; an event then only needs one hash lookup per distinct
+/// indexed label to find its candidates. Rules with no exact condition are
+/// always candidates. Candidates keep rule order, so "first match wins"
+/// is unchanged.
+#[derive(Debug, Clone, Default)]
+pub struct RuleIndex {
+    keys: Vec<(LabelKey, HashMap<String, Vec<usize>>)>,
+    always: Vec<usize>,
+}
+
+impl RuleIndex {
+    pub fn new(rules: &[Arc<Rule>]) -> RuleIndex {
+        // File each rule under the exact condition whose label is the most
+        // common among all rules, so events need few lookups.
+        let mut freq: HashMap<LabelKey, usize> = HashMap::new();
+        let exact = |m: &Matcher| -> Vec<(LabelKey, String)> {
+            let mut v: Vec<(LabelKey, String)> = m
+                .labels
+                .iter()
+                .filter_map(|(k, c)| match c {
+                    LabelCond::Equals(value) => Some((k.clone(), value.clone())),
+                    _ => None,
+                })
+                .collect();
+            if let [SourcePattern::Exact(src)] = m.sources.as_slice() {
+                v.push((LabelKey::Source, src.clone()));
+            }
+            v
+        };
+        for r in rules {
+            for (k, _) in exact(&r.matcher) {
+                *freq.entry(k).or_default() += 1;
+            }
+        }
+        let mut index = RuleIndex::default();
+        for (i, r) in rules.iter().enumerate() {
+            let best = exact(&r.matcher).into_iter().max_by_key(|(k, _)| freq.get(k).copied().unwrap_or(0));
+            match best {
+                Some((key, value)) => {
+                    let slot = match index.keys.iter().position(|(k, _)| *k == key) {
+                        Some(p) => p,
+                        None => {
+                            index.keys.push((key, HashMap::new()));
+                            index.keys.len() - 1
+                        }
+                    };
+                    index.keys[slot].1.entry(value).or_default().push(i);
+                }
+                None => index.always.push(i),
+            }
+        }
+        index
+    }
+
+    /// The indices of rules that may match `e`, in rule order.
+    pub fn candidates(&self, e: &Event, out: &mut smallvec::SmallVec<[usize; 8]>) {
+        out.clear();
+        out.extend_from_slice(&self.always);
+        let mut sources = usize::from(!self.always.is_empty());
+        for (key, values) in &self.keys {
+            if let Some(list) = key.get(e).and_then(|v| values.get(v)) {
+                out.extend_from_slice(list);
+                sources += 1;
+            }
+        }
+        // Lists are each sorted; merging is only needed when several contributed.
+        if sources > 1 {
+            out.sort_unstable();
+        }
     }
 }
 
@@ -241,6 +371,20 @@ mod tests {
         let not = Matcher::new(None, vec![], vec![("env".into(), LabelCond::Not("prod".into()))]);
         assert!(not.matches(&ev("x", Severity::Info)), "a missing label is `not prod`");
         assert!(!not.matches(&ev("x", Severity::Info).with_label("env", "prod")));
+    }
+
+    #[test]
+    fn source_patterns() {
+        assert!(matches!(SourcePattern::new("disk*").unwrap(), SourcePattern::Prefix(_)));
+        assert!(matches!(SourcePattern::new("log-?").unwrap(), SourcePattern::Glob(_)));
+        assert!(SourcePattern::new("disk*").unwrap().matches("disk-usage"));
+        assert!(!SourcePattern::new("disk*").unwrap().matches("log"));
+        assert!(SourcePattern::new("log-?").unwrap().matches("log-1"));
+        assert!(SourcePattern::new("[").is_err());
+        assert!(
+            Matcher::new(None, vec![], vec![("severity".into(), LabelCond::Equals("info".into()))])
+                .matches(&ev("x", Severity::Info))
+        );
     }
 
     #[test]

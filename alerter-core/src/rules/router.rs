@@ -23,7 +23,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Rule, Silence};
+use super::{Rule, RuleIndex, Silence};
 use crate::event::{Event, Fingerprint, Severity};
 
 /// Where an alert is in its life.
@@ -160,6 +160,7 @@ struct RuleState {
 #[derive(Debug, Default)]
 pub struct Router {
     rules: Vec<Arc<Rule>>,
+    index: RuleIndex,
     silences: Vec<Silence>,
     states: Vec<RuleState>,
     timers: BTreeSet<(DateTime<Utc>, u64, Timer)>,
@@ -176,7 +177,8 @@ fn after(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
 impl Router {
     pub fn new(rules: Vec<Arc<Rule>>, silences: Vec<Silence>) -> Router {
         let states = rules.iter().map(|_| RuleState::default()).collect();
-        Router { rules, silences, states, ..Router::default() }
+        let index = RuleIndex::new(&rules);
+        Router { rules, index, silences, states, ..Router::default() }
     }
 
     pub fn rules(&self) -> &[Arc<Rule>] {
@@ -207,6 +209,7 @@ impl Router {
                 st.alerts.into_keys().map(move |fp| AlertChange { rule: name.clone(), fingerprint: fp, alert: None })
             })
             .collect();
+        self.index = RuleIndex::new(&rules);
         self.rules = rules;
         self.silences = silences;
         self.states = states;
@@ -319,15 +322,27 @@ impl Router {
                 }
             }
         } else {
-            for i in 0..self.rules.len() {
-                if !self.rules[i].matcher.matches(&event) {
-                    continue;
+            // Find the matching rules first, so the event can be moved into
+            // the last one instead of cloned for each.
+            // Almost every event matches one rule: no allocation in the common case.
+            let mut matched: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
+            let mut candidates = smallvec::SmallVec::new();
+            self.index.candidates(&event, &mut candidates);
+            for &i in &candidates {
+                let rule = &self.rules[i];
+                if rule.matcher.matches(&event) {
+                    matched.push(i);
+                    if !rule.continue_matching {
+                        break;
+                    }
                 }
+            }
+            if let Some((&last, rest)) = matched.as_slice().split_last() {
                 let f = *fp.get_or_insert_with(|| event.fingerprint());
-                self.accept(i, f, &event, now, out);
-                if !self.rules[i].continue_matching {
-                    break;
+                for &i in rest {
+                    self.accept(i, f, event.clone(), now, out);
                 }
+                self.accept(last, f, event, now, out);
             }
         }
         self.tick_into(now, out);
@@ -377,16 +392,16 @@ impl Router {
         }
     }
 
-    fn accept(&mut self, i: usize, fp: Fingerprint, event: &Event, now: DateTime<Utc>, out: &mut Vec<Output>) {
+    fn accept(&mut self, i: usize, fp: Fingerprint, event: Event, now: DateTime<Utc>, out: &mut Vec<Output>) {
         let rule = self.rules[i].clone();
         let state = &mut self.states[i];
-        self.dirty.insert((i, fp));
         if let Some(a) = state.alerts.get_mut(&fp) {
             match a.status {
                 AlertStatus::Sent if event.oneshot => {
                     let until = after(a.last_notified.unwrap_or(a.since), rule.repeat_interval);
                     if now < until {
                         a.count += 1;
+                        self.dirty.insert((i, fp));
                         out.push(Output::Suppressed(Suppression {
                             at: now,
                             rule: rule.name.clone(),
@@ -397,17 +412,21 @@ impl Router {
                         return;
                     }
                 }
+                // A refresh of a known alert updates it in memory only: the
+                // store need not hear of every repeat of the same condition,
+                // just of changes that decide what is notified.
                 AlertStatus::Pending => {
-                    a.event = event.clone();
+                    a.event = event;
                     a.count += 1;
                     return;
                 }
                 AlertStatus::Firing => {
                     let changed = a.event.severity != event.severity;
-                    a.event = event.clone();
+                    a.event = event;
                     a.count += 1;
                     if changed {
-                        let (key, _) = group_key(&rule, event, fp);
+                        self.dirty.insert((i, fp));
+                        let (key, _) = group_key(&rule, &a.event, fp);
                         self.schedule_flush(i, key, now);
                     }
                     return;
@@ -418,10 +437,11 @@ impl Router {
                     a.status = AlertStatus::Firing;
                     a.resolved_at = None;
                     let changed = a.notified_severity != Some(event.severity);
-                    a.event = event.clone();
+                    a.event = event;
                     a.count += 1;
+                    self.dirty.insert((i, fp));
                     if changed {
-                        let (key, _) = group_key(&rule, event, fp);
+                        let (key, _) = group_key(&rule, &a.event, fp);
                         self.schedule_flush(i, key, now);
                     }
                     return;
@@ -429,9 +449,11 @@ impl Router {
                 AlertStatus::Sent => {}
             }
         }
+        self.dirty.insert((i, fp));
+        let oneshot = event.oneshot;
         let alert = Alert {
             fingerprint: fp,
-            event: event.clone(),
+            event,
             status: AlertStatus::Pending,
             since: now,
             fired_at: None,
@@ -441,7 +463,7 @@ impl Router {
             count: 1,
         };
         state.alerts.insert(fp, alert);
-        if event.oneshot || rule.hold_for.is_zero() {
+        if oneshot || rule.hold_for.is_zero() {
             self.fire(i, fp, now);
         } else {
             self.add_timer(after(now, rule.hold_for), Timer::Promote { rule: i, fp });

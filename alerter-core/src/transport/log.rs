@@ -32,7 +32,10 @@ impl LogTransport {
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
-                TransportError::permanent(format!("cannot create directory {} for the log transport: {e}", parent.display()))
+                TransportError::permanent(format!(
+                    "cannot create directory {} for the log transport: {e}",
+                    parent.display()
+                ))
             })?;
         }
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| {
@@ -59,7 +62,11 @@ impl LogTransport {
             };
             // A full disk may clear up; anything else about a local file will not.
             let message = format!("cannot write to {target}: {e}");
-            if e.raw_os_error() == Some(28) { TransportError::transient(message) } else { TransportError::permanent(message) }
+            if e.raw_os_error() == Some(28) {
+                TransportError::transient(message)
+            } else {
+                TransportError::permanent(message)
+            }
         })
     }
 }
@@ -112,10 +119,7 @@ mod tests {
         t.send(&notification("a")).await.unwrap();
         t.send(&notification("b")).await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let ids: Vec<String> = text
-            .lines()
-            .map(|l| serde_json::from_str::<Notification>(l).unwrap().id)
-            .collect();
+        let ids: Vec<String> = text.lines().map(|l| serde_json::from_str::<Notification>(l).unwrap().id).collect();
         assert_eq!(ids, vec!["a", "b"]);
     }
 
