@@ -133,16 +133,16 @@ impl Dispatcher {
         Dispatcher { queues, workers, cancel }
     }
 
-    /// Queues a notification; returns why not if it cannot be queued.
-    fn enqueue(&self, n: Notification) -> Result<(), (Notification, String)> {
+    /// Queues a notification; gives it back with the reason if it cannot be queued.
+    fn enqueue(&self, n: Notification) -> Result<(), Box<(Notification, String)>> {
         match self.queues.get(&n.transport) {
             Some(q) => q.try_send(n).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(n) => (n, "transport queue is full".to_string()),
-                mpsc::error::TrySendError::Closed(n) => (n, "transport is shutting down".to_string()),
+                mpsc::error::TrySendError::Full(n) => Box::new((n, "transport queue is full".to_string())),
+                mpsc::error::TrySendError::Closed(n) => Box::new((n, "transport is shutting down".to_string())),
             }),
             None => {
                 let why = format!("no transport `{}`", n.transport);
-                Err((n, why))
+                Err(Box::new((n, why)))
             }
         }
     }
@@ -367,7 +367,8 @@ fn process(out: &mut Vec<Output>, cfg: &Config, dispatcher: &Dispatcher, store: 
 
 fn send(dispatcher: &Dispatcher, store: &mut Store, n: Notification) {
     debug!(id = %n.id, transport = %n.transport, rule = %n.rule, "queued");
-    if let Err((n, why)) = dispatcher.enqueue(n) {
+    if let Err(failed) = dispatcher.enqueue(n) {
+        let (n, why) = *failed;
         error!(transport = %n.transport, rule = %n.rule, "cannot queue notification: {why}");
         let rec = AuditRecord {
             time: n.created_at,

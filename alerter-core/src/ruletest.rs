@@ -270,7 +270,7 @@ fn run_case(cfg: &config::Config, case: &TestCase, start: DateTime<Utc>) -> Opti
     sent.retain(|n| n.created_at <= end);
     sent.sort_by(|a, b| (a.created_at, &a.rule, &a.transport).cmp(&(b.created_at, &b.rule, &b.transport)));
 
-    let expected: Vec<String> = case.expect.iter().map(|e| render_expected(e)).collect();
+    let expected: Vec<String> = case.expect.iter().map(render_expected).collect();
     let actual: Vec<String> =
         sent.iter().enumerate().map(|(i, n)| render_actual(n, start, case.expect.get(i))).collect();
     if expected == actual {

@@ -85,10 +85,10 @@ impl Schedule {
                 }
             }
             for m in minutes {
-                if let Some(t) = local_to_utc(&self.tz, date, m) {
-                    if t > now {
-                        candidates.push(t);
-                    }
+                if let Some(t) = local_to_utc(&self.tz, date, m)
+                    && t > now
+                {
+                    candidates.push(t);
                 }
             }
         }

@@ -539,10 +539,10 @@ pub fn compile(
         for (i, s) in &f.silences {
             let path = YamlPath::root().key("silences").index(*i);
             check_matcher(&mut cx, &s.matcher, *file, &path.key("match"));
-            if let Some(starts) = &s.starts {
-                if starts.value >= s.ends.value {
-                    cx.error(*file, &path.key("ends"), "the silence ends before it starts");
-                }
+            if let Some(starts) = &s.starts
+                && starts.value >= s.ends.value
+            {
+                cx.error(*file, &path.key("ends"), "the silence ends before it starts");
             }
             silences.push(Silence {
                 id: format!("silence#{}", silences.len() + 1),
@@ -597,14 +597,10 @@ pub fn compile(
         transports.iter().map(|(id, t)| (id.clone(), TransportInfo { kind: t.kind() })).collect();
     let paths: Vec<PathBuf> =
         files.iter().map(|(f, _)| sources.files()[*f].path().map(PathBuf::from).unwrap_or_default()).collect();
-    if let Some(q) = section.event_queue {
-        if q == 0 {
-            cx.error(
-                *main_file,
-                &YamlPath::root().key("alerter").key("event_queue"),
-                "`event_queue` must be at least 1",
-            );
-        }
+    if let Some(q) = section.event_queue
+        && q == 0
+    {
+        cx.error(*main_file, &YamlPath::root().key("alerter").key("event_queue"), "`event_queue` must be at least 1");
     }
     Some(Config {
         name: section.name.clone().unwrap_or_else(hostname),

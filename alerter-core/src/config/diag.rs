@@ -185,10 +185,10 @@ pub fn render_with(diags: &[Diagnostic], sources: &SourceMap, color: bool, verdi
             _ => {}
         }
         let mut notes = d.notes.clone();
-        if located.is_none() {
-            if let Some(l) = &d.label {
-                notes.insert(0, l.clone());
-            }
+        if located.is_none()
+            && let Some(l) = &d.label
+        {
+            notes.insert(0, l.clone());
         }
         cs = cs.with_message(message).with_notes(notes);
         // Writing into an in-memory buffer cannot fail but for a bug in

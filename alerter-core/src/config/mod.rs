@@ -382,15 +382,13 @@ fn parse_one(
     expand::expand_tree(&mut value, &YamlPath::root(), &lookup, &mut |path, msg| {
         diags.push(Diagnostic::at(file, path, msg));
     });
-    if !is_main {
-        if let serde_norway::Value::Mapping(m) = &mut value {
-            for key in ["alerter", "include"] {
-                if m.remove(key).is_some() {
-                    diags.push(
+    if !is_main && let serde_norway::Value::Mapping(m) = &mut value {
+        for key in ["alerter", "include"] {
+            if m.remove(key).is_some() {
+                diags.push(
                         Diagnostic::at_key(file, &YamlPath::root().key(key), format!("`{key}` is only allowed in the main config file"))
                             .with_note("move it to the main file; included files may hold sources, transports, subscribers, groups, schedules, rules, silences and notices"),
                     );
-                }
             }
         }
     }
@@ -398,9 +396,9 @@ fn parse_one(
     diags.extend(validate::validate(schema, schema, &value, file, &YamlPath::root()));
     let bad: Vec<YamlPath> = diags[before..]
         .iter()
-        .filter_map(|d| match &d.place {
-            Place::Path { path, .. } => Some(path.clone()),
-            _ => Some(YamlPath::root()),
+        .map(|d| match &d.place {
+            Place::Path { path, .. } => path.clone(),
+            _ => YamlPath::root(),
         })
         .collect();
     Some(deserialize_resilient(value, &bad, file, diags))
@@ -513,10 +511,10 @@ fn partial_item(
     let field = |key: &str| value.get(key).filter(|_| !is_bad(&path.key(key))).cloned();
     if let Some(serde_norway::Value::Sequence(entries)) = value.get("notify") {
         for (j, e) in entries.iter().enumerate() {
-            if !is_bad(&path.key("notify").index(j)) {
-                if let Ok(r) = serde_norway::from_value(e.clone()) {
-                    p.notify.push((j, r));
-                }
+            if !is_bad(&path.key("notify").index(j))
+                && let Ok(r) = serde_norway::from_value(e.clone())
+            {
+                p.notify.push((j, r));
             }
         }
     }

@@ -185,24 +185,23 @@ impl<'a> Validator<'a> {
         }
         match node {
             Yaml::String(s) => {
-                if let Some(format) = schema.get("format").and_then(Json::as_str) {
-                    if is_known_format(format) {
-                        if let Err(msg) = check_format(format, s) {
-                            self.push(Diagnostic::at(self.file, path, msg));
-                        }
-                    }
+                if let Some(format) = schema.get("format").and_then(Json::as_str)
+                    && is_known_format(format)
+                    && let Err(msg) = check_format(format, s)
+                {
+                    self.push(Diagnostic::at(self.file, path, msg));
                 }
             }
             Yaml::Number(n) => {
-                if let (Some(min), Some(x)) = (schema.get("minimum").and_then(Json::as_f64), n.as_f64()) {
-                    if x < min {
-                        self.push(Diagnostic::at(self.file, path, format!("must be at least {min}, found {n}")));
-                    }
+                if let (Some(min), Some(x)) = (schema.get("minimum").and_then(Json::as_f64), n.as_f64())
+                    && x < min
+                {
+                    self.push(Diagnostic::at(self.file, path, format!("must be at least {min}, found {n}")));
                 }
-                if let (Some(max), Some(x)) = (schema.get("maximum").and_then(Json::as_f64), n.as_f64()) {
-                    if x > max {
-                        self.push(Diagnostic::at(self.file, path, format!("must be at most {max}, found {n}")));
-                    }
+                if let (Some(max), Some(x)) = (schema.get("maximum").and_then(Json::as_f64), n.as_f64())
+                    && x > max
+                {
+                    self.push(Diagnostic::at(self.file, path, format!("must be at most {max}, found {n}")));
                 }
             }
             Yaml::Sequence(items) => {
@@ -228,14 +227,13 @@ impl<'a> Validator<'a> {
         let wanted: Vec<&str> = types.iter().filter(|t| **t != "null").map(|t| type_phrase(t)).collect();
         let wanted = if wanted.is_empty() { "nothing".to_string() } else { wanted.join(" or ") };
         let mut d = Diagnostic::at(self.file, path, format!("expected {wanted}, found {}", describe(node)));
-        if types.contains(&"boolean") {
-            if let Yaml::String(s) = node {
-                if let Some(b) = yaml11_bool(s) {
-                    d = d.with_label(format!("write `{b}`")).with_note(format!(
-                        "YAML 1.2 reads `{s}` as text, not as a boolean; only true and false are booleans"
-                    ));
-                }
-            }
+        if types.contains(&"boolean")
+            && let Yaml::String(s) = node
+            && let Some(b) = yaml11_bool(s)
+        {
+            d = d
+                .with_label(format!("write `{b}`"))
+                .with_note(format!("YAML 1.2 reads `{s}` as text, not as a boolean; only true and false are booleans"));
         }
         if types.contains(&"string") && matches!(node, Yaml::Number(_) | Yaml::Bool(_)) {
             d = d.with_note("put the value in quotes to make it text");

@@ -73,10 +73,10 @@ impl SourcePattern {
         if !pattern.contains(special) {
             return Ok(SourcePattern::Exact(pattern.to_string()));
         }
-        if let Some(prefix) = pattern.strip_suffix('*') {
-            if !prefix.contains(special) {
-                return Ok(SourcePattern::Prefix(prefix.to_string()));
-            }
+        if let Some(prefix) = pattern.strip_suffix('*')
+            && !prefix.contains(special)
+        {
+            return Ok(SourcePattern::Prefix(prefix.to_string()));
         }
         globset::Glob::new(pattern)
             .map(|g| SourcePattern::Glob(g.compile_matcher()))
@@ -136,10 +136,11 @@ impl Matcher {
     /// Whether the event matches. Severity is compared only for
     /// non-resolved events; `resolved` is routed by alert identity instead.
     pub fn matches(&self, e: &Event) -> bool {
-        if let Some(min) = self.min_severity {
-            if e.severity != Severity::Resolved && e.severity < min {
-                return false;
-            }
+        if let Some(min) = self.min_severity
+            && e.severity != Severity::Resolved
+            && e.severity < min
+        {
+            return false;
         }
         // Exact label checks are the cheapest way to reject most events, so
         // they come before source globs and regexes.

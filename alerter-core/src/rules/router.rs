@@ -364,10 +364,10 @@ impl Router {
             match timer {
                 Timer::Promote { rule, fp } => {
                     let hold = self.rules[rule].hold_for;
-                    let due = match self.states[rule].alerts.get(&fp) {
-                        Some(a) if a.status == AlertStatus::Pending && after(a.since, hold) <= at => true,
-                        _ => false,
-                    };
+                    let due = matches!(
+                        self.states[rule].alerts.get(&fp),
+                        Some(a) if a.status == AlertStatus::Pending && after(a.since, hold) <= at
+                    );
                     if due {
                         self.fire(rule, fp, at);
                     }
@@ -645,14 +645,12 @@ impl Router {
         let still_firing = g.members.iter().any(|fp| {
             state.alerts.get(fp).is_some_and(|a| a.status == AlertStatus::Firing && a.last_notified.is_some())
         });
-        if still_firing {
-            if let Some(last) = g.last_flush {
-                // A repeat already due was held back (muted or silenced); the
-                // end of the mute or silence brings it, not a busy retry now.
-                let t = after(last, rule.repeat_interval);
-                if t > now {
-                    next = earliest(next, Some(t));
-                }
+        if still_firing && let Some(last) = g.last_flush {
+            // A repeat already due was held back (muted or silenced); the
+            // end of the mute or silence brings it, not a busy retry now.
+            let t = after(last, rule.repeat_interval);
+            if t > now {
+                next = earliest(next, Some(t));
             }
         }
         if g.members.is_empty() {
