@@ -156,3 +156,52 @@ async fn suppressions_are_recorded_in_the_audit_trail() {
     assert!(suppressed[0].reason.as_deref().unwrap().starts_with("repeat interval"));
     assert!(audit.iter().any(|r| r.status == "sent" && r.rule == "marker"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn failing_deliveries_raise_an_alerter_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    // /dev/full fails every write with ENOSPC: a transient error, retried,
+    // then given up on and reported.
+    let text = format!(
+        r#"
+alerter:
+  name: TESTHOST
+  state_dir: {state}
+transports:
+  broken: {{ type: log, path: /dev/full }}
+  file: {{ type: log, path: {out} }}
+rules:
+  - name: about-alerter
+    match: {{ source: alerter, labels: {{ event: delivery_failing }} }}
+    notify: [{{ workgroup: true, via: [file] }}]
+  - name: to-broken
+    match: {{ source: marker }}
+    notify: [{{ workgroup: true, via: [broken] }}]
+"#,
+        state = dir.path().join("state").display(),
+        out = out.display()
+    );
+    let loaded = config::load_str("alerter.yaml", &text, Some(dir.path()), &LoadOptions::default()).unwrap();
+    let (ctl_tx, ctl_rx) = mpsc::channel(4);
+    let (ev_tx, ev_rx) = mpsc::channel(100);
+    let opts = RunOptions {
+        config_path: None,
+        catalog: Arc::new(config::NoSources),
+        clock: Arc::new(TokioClock::new(t0())),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let task = tokio::spawn(daemon::run(loaded.config, opts, ctl_rx, Some((ev_tx.clone(), ev_rx))));
+    ev_tx.send(marker(1)).await.unwrap();
+    until_every(Duration::from_secs(1), || !notifications(&out).is_empty()).await;
+    let n = &notifications(&out)[0];
+    assert_eq!(n.rule, "about-alerter");
+    assert!(n.title.contains("deliveries via `broken` are failing"), "{}", n.title);
+    assert!(n.title.contains("No space left on device"), "{}", n.title);
+    ctl_tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap().unwrap();
+    let store = alerter_core::store::Store::open(&dir.path().join("state")).unwrap();
+    let failed: Vec<_> = store.recent_audit(20).unwrap().into_iter().filter(|r| r.status == "failed").collect();
+    assert_eq!(failed.len(), 1, "audited once, after the retries");
+    assert_eq!(failed[0].transport.as_deref(), Some("broken"));
+}

@@ -109,9 +109,12 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Sends a signal by name: `HUP`, `TERM`, `INT`, `KILL`.
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill");
-        assert!(status.success(), "kill -{sig} failed");
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let signal: Signal = format!("SIG{sig}").parse().unwrap_or_else(|_| panic!("no signal {sig}"));
+        kill(Pid::from_raw(self.pid() as i32), signal).unwrap_or_else(|e| panic!("kill -{sig}: {e}"));
     }
 
     pub fn stderr_so_far(&self) -> String {
