@@ -11,8 +11,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alerter_core::config::{self, LoadOptions, NoSources};
+use alerter_core::config::{self, LoadOptions};
 use alerter_core::daemon::{self, Control, RunOptions, SystemClock};
+use alerter_core::plugin::ffi::Descriptor;
+use alerter_core::plugin::supervisor::Backoff;
+use alerter_core::plugin::{PluginRegistry, host};
 use alerter_core::ruletest;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -63,8 +66,46 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// List the source plugins: built-in ones and those in the plugin
+    /// directories, with version, ABI, path and SHA-256, and why any file
+    /// was refused.
+    Plugins {
+        /// Config file whose `alerter.plugin_dirs` to scan; without it, the
+        /// embedded default config.
+        #[arg(short, long, env = "ALERTER_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Scan this directory too (repeatable).
+        #[arg(long = "dir", value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of the config file (for editors).
     Schema,
+    /// Host one plugin in this process, speaking the plugin protocol on
+    /// standard input and output (the daemon runs this; not for people).
+    #[command(hide = true)]
+    PluginHost {
+        /// Host the built-in plugin of this name instead of a file.
+        #[arg(long, value_name = "NAME", conflicts_with = "path")]
+        builtin: Option<String>,
+        /// The `.so` file.
+        #[arg(required_unless_present = "builtin")]
+        path: Option<PathBuf>,
+    },
+}
+
+/// The plugins linked into this binary.
+fn builtin_plugins() -> Vec<Descriptor> {
+    [alerter_plugin_heartbeat::descriptor()]
+        .into_iter()
+        .map(|d| Descriptor::check(d).expect("built-in plugins match this ABI"))
+        .collect()
+}
+
+fn registry() -> PluginRegistry {
+    PluginRegistry::new(builtin_plugins(), std::env::current_exe().ok())
 }
 
 fn init_logging(filter: &str) {
@@ -88,6 +129,8 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => check(config),
         Command::Test { files } => test(&files),
+        Command::Plugins { config, dirs, json } => plugins(config, dirs, json),
+        Command::PluginHost { builtin, path } => plugin_host(builtin, path),
         Command::Schema => {
             print!("{}", config::json_schema_text());
             ExitCode::SUCCESS
@@ -97,7 +140,8 @@ fn main() -> ExitCode {
 
 fn check(path: Option<PathBuf>) -> ExitCode {
     let color = std::io::stdout().is_terminal();
-    match config::load(path.as_deref(), &LoadOptions::default()) {
+    let plugins = registry();
+    match config::load(path.as_deref(), &LoadOptions { plugins: &plugins, env: None }) {
         Ok(loaded) => {
             print!("{}", config::diag::render(&loaded.warnings, &loaded.sources, color));
             let c = &loaded.config;
@@ -126,7 +170,7 @@ fn test(files: &[PathBuf]) -> ExitCode {
     let (mut passed, mut failed, mut invalid) = (0, 0, 0);
     for path in files {
         println!("{}", path.display());
-        match ruletest::run_file(path, &NoSources) {
+        match ruletest::run_file(path, &registry()) {
             Ok(result) => {
                 for case in result.cases {
                     match case.failure {
@@ -162,7 +206,8 @@ fn test(files: &[PathBuf]) -> ExitCode {
 }
 
 fn run(path: Option<PathBuf>, grace: Duration) -> ExitCode {
-    let loaded = match config::load(path.as_deref(), &LoadOptions::default()) {
+    let plugins = registry();
+    let loaded = match config::load(path.as_deref(), &LoadOptions { plugins: &plugins, env: None }) {
         Ok(l) => l,
         Err(errors) => {
             eprint!("{}", errors.render(std::io::stderr().is_terminal()));
@@ -172,7 +217,10 @@ fn run(path: Option<PathBuf>, grace: Duration) -> ExitCode {
     for line in config::diag::render_short(&loaded.warnings, &loaded.sources) {
         tracing::warn!("{line}");
     }
-    match run_daemon(loaded.config, path, grace) {
+    for r in &loaded.config.plugins.refused {
+        tracing::warn!(path = %r.path.display(), "plugin refused: {}", r.reason);
+    }
+    match run_daemon(loaded.config, path, grace, plugins) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -182,7 +230,7 @@ fn run(path: Option<PathBuf>, grace: Duration) -> ExitCode {
     }
 }
 
-fn run_daemon(cfg: config::Config, path: Option<PathBuf>, grace: Duration) -> anyhow::Result<()> {
+fn run_daemon(cfg: config::Config, path: Option<PathBuf>, grace: Duration, plugins: PluginRegistry) -> anyhow::Result<()> {
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(async move {
@@ -190,9 +238,11 @@ fn run_daemon(cfg: config::Config, path: Option<PathBuf>, grace: Duration) -> an
         let signals = tokio::spawn(forward_signals(ctl_tx));
         let opts = RunOptions {
             config_path: path,
-            catalog: Arc::new(NoSources),
+            plugins: Arc::new(plugins),
             clock: Arc::new(SystemClock),
             shutdown_grace: grace,
+            backoff: Backoff::default(),
+            drop_report_every: Duration::from_secs(10),
         };
         let result = daemon::run(cfg, opts, ctl_rx, None).await;
         signals.abort();
@@ -216,4 +266,81 @@ async fn forward_signals(tx: tokio::sync::mpsc::Sender<Control>) -> anyhow::Resu
             return Ok(());
         }
     }
+}
+
+fn plugins(config: Option<PathBuf>, extra: Vec<PathBuf>, json: bool) -> ExitCode {
+    let mut dirs = config::plugin_dirs(config.as_deref());
+    dirs.extend(extra);
+    let set = registry().scan(&dirs);
+    if json {
+        let plugins: Vec<serde_json::Value> = set
+            .plugins
+            .values()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.meta.name,
+                    "version": p.meta.version,
+                    "abi": p.meta.abi,
+                    "kind": p.kind_name(),
+                    "path": p.path(),
+                    "sha256": p.sha256,
+                    "description": p.meta.description,
+                })
+            })
+            .collect();
+        let refused: Vec<serde_json::Value> =
+            set.refused.iter().map(|r| serde_json::json!({"path": r.path, "reason": r.reason})).collect();
+        println!("{}", serde_json::json!({ "plugins": plugins, "refused": refused }));
+        return ExitCode::SUCCESS;
+    }
+    let rows: Vec<[String; 6]> = set
+        .plugins
+        .values()
+        .map(|p| {
+            [
+                p.meta.name.clone(),
+                p.meta.version.clone(),
+                p.meta.abi.clone().unwrap_or_else(|| "-".into()),
+                p.kind_name().to_string(),
+                p.sha256.clone().unwrap_or_else(|| "-".into()),
+                p.path().map_or_else(|| "-".into(), |p| p.display().to_string()),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "VERSION", "ABI", "KIND", "SHA256", "PATH"].map(String::from);
+    let mut widths = [0usize; 6];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    if dirs.is_empty() {
+        println!("\nno plugin directories configured (alerter.plugin_dirs)");
+    }
+    if !set.refused.is_empty() {
+        println!("\nrefused:");
+        for r in &set.refused {
+            println!("  {}: {}", r.path.display(), r.reason);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn plugin_host(builtin: Option<String>, path: Option<PathBuf>) -> ExitCode {
+    let code = match (builtin, path) {
+        (Some(name), _) => match builtin_plugins().into_iter().find(|d| d.name() == name) {
+            Some(d) => host::main(host::Target::Builtin(d)),
+            None => {
+                eprintln!("alerter plugin-host: no built-in plugin `{name}`");
+                3
+            }
+        },
+        (None, Some(path)) => host::main(host::Target::File(&path)),
+        (None, None) => 3,
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -22,7 +22,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{self, Config, LoadOptions, SourceCatalog};
+use crate::config::{self, Config, LoadOptions};
+use crate::plugin::PluginRegistry;
+use crate::plugin::supervisor::{Backoff, Sources, SupervisorEnv};
 use crate::event::{ALERTER_SOURCE, Event, Severity, internal};
 use crate::notices::NoticeScheduler;
 use crate::notify::{Notification, notice_notifications, render_dispatch};
@@ -86,7 +88,12 @@ pub enum DaemonError {
 pub struct RunOptions {
     /// The file to re-read on reload (`None`: the embedded default).
     pub config_path: Option<PathBuf>,
-    pub catalog: Arc<dyn SourceCatalog + Send + Sync>,
+    /// Built-in plugins and how to run the others.
+    pub plugins: Arc<PluginRegistry>,
+    /// How sources that stop on their own are restarted.
+    pub backoff: Backoff,
+    /// How often a source's dropped events are reported.
+    pub drop_report_every: Duration,
     pub clock: Arc<dyn Clock>,
     /// How long shutdown waits for queued deliveries.
     pub shutdown_grace: Duration,
@@ -237,13 +244,26 @@ pub async fn run(
     let mut dispatcher = Dispatcher::start(build_transports(&cfg)?, report_tx.clone(), clock.clone());
     // The engine keeps a sender of its own, so the channel never closes
     // while it runs, whatever sources come and go.
-    let (_event_tx, mut event_rx) = match events {
+    let (event_tx, mut event_rx) = match events {
         Some((tx, rx)) => (tx, rx),
         None => {
             let (tx, rx) = mpsc::channel(cfg.event_queue);
             (tx, rx)
         }
     };
+
+    let supervisor_env = |cfg: &Config| SupervisorEnv {
+        engine: event_tx.clone(),
+        alerter_name: cfg.name.clone(),
+        clock: clock.clone(),
+        plugins: cfg.plugins.clone(),
+        grace: opts.shutdown_grace,
+        backoff: opts.backoff,
+        drop_report_every: opts.drop_report_every,
+    };
+    let specs: Vec<_> = cfg.sources.values().cloned().collect();
+    let mut sources = Sources::default();
+    sources.reconcile(&specs, &supervisor_env(&cfg)).await;
 
     let mut out: Vec<Output> = Vec::new();
     let mut batch: Vec<Event> = Vec::with_capacity(256);
@@ -270,7 +290,11 @@ pub async fn run(
                 Some(Control::Reload) => {
                     let now = clock.now();
                     match reload(&opts, &mut cfg, &mut router, &mut notices, &store, &mut dispatcher, report_tx.clone(), now) {
-                        Ok(()) => router.handle_into(internal::reloaded(&cfg.name, cfg.rules.len(), now), now, &mut out),
+                        Ok(()) => {
+                            let specs: Vec<_> = cfg.sources.values().cloned().collect();
+                            sources.reconcile(&specs, &supervisor_env(&cfg)).await;
+                            router.handle_into(internal::reloaded(&cfg.name, cfg.rules.len(), now), now, &mut out);
+                        }
                         Err(problems) => router.handle_into(internal::reload_failed(&cfg.name, problems, now), now, &mut out),
                     }
                 }
@@ -310,7 +334,12 @@ pub async fn run(
     }
 
     info!("shutting down");
+    // Sources first, so what they send while stopping is still handled.
+    sources.stop_all().await;
     let now = clock.now();
+    while let Ok(e) = event_rx.try_recv() {
+        router.handle_into(e, now, &mut out);
+    }
     process(&mut out, &cfg, &dispatcher, &mut store);
     if let Err(e) = store.apply_alert_changes(&router.take_changes(), now) {
         error!("cannot save alert state: {e}");
@@ -467,7 +496,7 @@ fn reload(
     now: DateTime<Utc>,
 ) -> Result<(), usize> {
     info!(config = ?opts.config_path, "reloading configuration");
-    let load_opts = LoadOptions { catalog: opts.catalog.as_ref(), env: None };
+    let load_opts = LoadOptions { plugins: opts.plugins.as_ref(), env: None };
     let loaded = match config::load(opts.config_path.as_deref(), &load_opts) {
         Ok(l) => l,
         Err(errs) => {

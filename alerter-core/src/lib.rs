@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod event;
 pub mod notices;
 pub mod notify;
+pub mod plugin;
 pub mod rules;
 pub mod ruletest;
 pub mod schedule;

@@ -20,7 +20,8 @@ use serde::Deserialize;
 use crate::config::diag::{Diagnostic, Place, YamlPath};
 use crate::config::source::{SourceFile, SourceMap};
 use crate::config::types::{Duration as DurationStr, Timestamp};
-use crate::config::{self, ConfigErrors, LoadOptions, SourceCatalog, json_schema_for, validate};
+use crate::config::{self, ConfigErrors, LoadOptions, json_schema_for, validate};
+use crate::plugin::PluginRegistry;
 use crate::event::{Event, Severity};
 use crate::notices::NoticeScheduler;
 use crate::notify::{Notification, notice_notifications, render_dispatch};
@@ -130,7 +131,7 @@ fn default_start() -> DateTime<Utc> {
 }
 
 /// Loads and runs one test file.
-pub fn run_file(path: &Path, catalog: &dyn SourceCatalog) -> Result<FileResult, TestFileError> {
+pub fn run_file(path: &Path, plugins: &PluginRegistry) -> Result<FileResult, TestFileError> {
     let mut sources = SourceMap::default();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -150,7 +151,7 @@ pub fn run_file(path: &Path, catalog: &dyn SourceCatalog) -> Result<FileResult, 
     let Some(tf) = parse_typed::<TestFile>(&sources, file, &mut diags) else {
         return Err(TestFileError::Invalid(ConfigErrors { diagnostics: diags, sources, verdict: NOT_RUN }));
     };
-    let opts = LoadOptions { catalog, env: Some(tf.env.clone()) };
+    let opts = LoadOptions { plugins, env: Some(tf.env.clone()) };
     let loaded = match &tf.config {
         Some(rel) => {
             let cfg_path = path.parent().unwrap_or(Path::new(".")).join(rel);

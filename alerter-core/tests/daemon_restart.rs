@@ -74,7 +74,9 @@ fn start(dir: &Path, start: DateTime<Utc>) -> Running {
     let (ev_tx, ev_rx) = mpsc::channel(100);
     let opts = RunOptions {
         config_path: None,
-        catalog: Arc::new(config::NoSources),
+        plugins: Arc::new(alerter_core::plugin::PluginRegistry::empty()),
+        backoff: Default::default(),
+        drop_report_every: Duration::from_secs(10),
         clock: Arc::new(TokioClock::new(start)),
         shutdown_grace: Duration::from_secs(5),
     };
@@ -187,7 +189,9 @@ rules:
     let (ev_tx, ev_rx) = mpsc::channel(100);
     let opts = RunOptions {
         config_path: None,
-        catalog: Arc::new(config::NoSources),
+        plugins: Arc::new(alerter_core::plugin::PluginRegistry::empty()),
+        backoff: Default::default(),
+        drop_report_every: Duration::from_secs(10),
         clock: Arc::new(TokioClock::new(t0())),
         shutdown_grace: Duration::from_secs(5),
     };

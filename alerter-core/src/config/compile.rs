@@ -17,7 +17,8 @@ use indexmap::IndexMap;
 use super::diag::{Diagnostic, Place, Target as DiagTarget, YamlPath};
 use super::model::{self, LabelMatch, LabelOp, MatcherConfig, RecipientsConfig};
 use super::source::SourceMap;
-use super::{Config, ParsedFile, SourceCatalog, default_state_dir, hostname};
+use super::{Config, ParsedFile, default_state_dir, hostname};
+use crate::plugin::{Isolation, PluginKind, PluginRegistry, SourceSpec};
 use crate::event::ALERTER_SOURCE;
 use crate::notices::Notice;
 use crate::notify::TransportInfo;
@@ -323,7 +324,7 @@ fn schedule_refs(
 pub fn compile(
     files: &[(usize, ParsedFile)],
     sources: &SourceMap,
-    catalog: &dyn SourceCatalog,
+    registry: &PluginRegistry,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Config> {
     let (main_file, main) = files.first()?;
@@ -341,8 +342,10 @@ pub fn compile(
     let known_subscribers = Known(&subscribers, &bad_subscribers);
     let known_groups = Known(&groups, &bad_groups);
 
-    // Sources: reserved id, known plugin type, plugin's own validation.
-    let types = catalog.types();
+    // Sources: reserved id, a usable plugin, the pin, the plugin's own validation.
+    let plugin_set = registry.scan(&section.plugin_dirs);
+    let types: Vec<&str> = plugin_set.plugins.keys().map(String::as_str).collect();
+    let mut source_specs: IndexMap<String, SourceSpec> = IndexMap::new();
     for (id, src) in &source_cfgs {
         let o = &source_origins[id];
         if id == ALERTER_SOURCE {
@@ -351,24 +354,75 @@ pub fn compile(
                     .with_note("choose another id"),
             );
         }
-        let type_path = o.path.key("type");
-        if !types.contains(&src.kind) {
-            let mut d = Diagnostic::at(o.file, &type_path, format!("no plugin provides source type `{}`", src.kind))
-                .suggest(&src.kind, types.iter().map(String::as_str));
+        let Some(plugin) = plugin_set.plugins.get(&src.kind) else {
+            let mut d = Diagnostic::at(o.file, &o.path.key("type"), format!("no plugin provides source type `{}`", src.kind))
+                .suggest(&src.kind, types.iter().copied());
             d = if types.is_empty() {
-                d.with_note("no source plugins are installed; see `alerter plugins`")
+                d.with_note("no source plugins are available; see `alerter plugins`")
             } else {
                 d.with_note(format!("available source types: {}", types.join(", ")))
             };
+            if !plugin_set.refused.is_empty() {
+                d = d.with_note(format!(
+                    "{} plugin file(s) were refused; `alerter plugins` says why",
+                    plugin_set.refused.len()
+                ));
+            }
             cx.diags.push(d);
             continue;
+        };
+        if let Some(pin) = &src.sha256 {
+            match &plugin.sha256 {
+                Some(actual) if actual.eq_ignore_ascii_case(pin.trim()) => {}
+                Some(actual) => cx.diags.push(
+                    Diagnostic::at(o.file, &o.path.key("sha256"), format!("plugin `{}` does not match its pin", src.kind))
+                        .with_note(format!("{} has sha256 {actual}", plugin.path().map(|p| p.display().to_string()).unwrap_or_default()))
+                        .with_note("if the new file is the one you want, update the pin"),
+                ),
+                None => cx.diags.push(Diagnostic::at(
+                    o.file,
+                    &o.path.key("sha256"),
+                    format!("`{}` is a built-in plugin; a sha256 pin applies only to plugin files", src.kind),
+                )),
+            }
         }
+        let isolation = match (&plugin.kind, src.isolation) {
+            (PluginKind::Executable(_), Some(Isolation::InProcess)) => {
+                cx.diags.push(Diagnostic::at(
+                    o.file,
+                    &o.path.key("isolation"),
+                    "an executable plugin always runs in its own process",
+                ));
+                Isolation::Process
+            }
+            (_, Some(i)) => i,
+            (PluginKind::Builtin(_), None) => Isolation::InProcess,
+            (_, None) => Isolation::Process,
+        };
         let settings = serde_json::Value::Object(src.settings.clone().into_iter().collect());
-        for (p, msg) in catalog.validate(&src.kind, &settings) {
+        for problem in plugin_set.validate(&src.kind, &settings) {
             let mut path = o.path.clone();
-            path.0.extend(p.0);
-            cx.diags.push(Diagnostic::at(o.file, &path, msg));
+            if let Some(p) = &problem.path {
+                path.0.extend(parse_dotted(p).0);
+            }
+            let mut d = Diagnostic::at(o.file, &path, problem.message.clone());
+            if problem.path.is_none() {
+                d.place = Place::Path { file: o.file, path: o.path.clone(), target: DiagTarget::Key };
+                d.message = format!("source `{id}`: {}", problem.message);
+            }
+            cx.diags.push(d);
         }
+        source_specs.insert(
+            id.clone(),
+            SourceSpec {
+                id: id.clone(),
+                plugin: plugin.clone(),
+                settings,
+                isolation,
+                queue: src.queue.map_or(1000, |q| q.max(1) as usize),
+                enabled: src.enabled,
+            },
+        );
     }
 
     for (id, g) in &groups {
@@ -608,7 +662,8 @@ pub fn compile(
         state_dir: section.state_dir.clone().unwrap_or_else(default_state_dir),
         plugin_dirs: section.plugin_dirs.clone(),
         event_queue: section.event_queue.map_or(10_000, |q| q.max(1) as usize),
-        sources: source_cfgs,
+        sources: source_specs,
+        plugins: Arc::new(plugin_set),
         transports,
         transport_info,
         subscribers,
@@ -620,6 +675,23 @@ pub fn compile(
         templates,
         files: paths,
     })
+}
+
+/// `mounts[1].path` as a YAML path.
+fn parse_dotted(s: &str) -> YamlPath {
+    let mut path = YamlPath::root();
+    for part in s.split('.').filter(|p| !p.is_empty()) {
+        let (name, rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
+        if !name.is_empty() {
+            path = path.key(name);
+        }
+        for idx in rest.split('[') {
+            if let Ok(i) = idx.trim_end_matches(']').parse::<usize>() {
+                path = path.index(i);
+            }
+        }
+    }
+    path
 }
 
 /// A diagnostic that applies to the configuration as a whole.

@@ -27,6 +27,7 @@ use indexmap::IndexMap;
 use self::diag::{Diagnostic, Level, Place, YamlPath};
 use self::source::{SourceFile, SourceMap};
 use crate::notices::Notice;
+use crate::plugin::{PluginRegistry, PluginSet, SourceSpec};
 use crate::notify::{RenderCx, TransportInfo};
 use crate::rules::{Rule, Silence};
 use crate::schedule::Schedule;
@@ -38,38 +39,18 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../../config/alerter.yaml");
 /// Display name of the embedded default in diagnostics.
 pub const EMBEDDED_NAME: &str = "<embedded default config>";
 
-/// Source types known to the loader (plugins), and their validation.
-pub trait SourceCatalog {
-    /// Every source type that can be configured.
-    fn types(&self) -> Vec<String>;
-    /// Checks one source's plugin settings (the keys besides `type` and
-    /// `enabled`); returns each problem with its path inside the settings.
-    fn validate(&self, kind: &str, settings: &serde_json::Value) -> Vec<(YamlPath, String)>;
-}
-
-/// A catalog that knows no source types.
-#[derive(Debug, Default)]
-pub struct NoSources;
-
-impl SourceCatalog for NoSources {
-    fn types(&self) -> Vec<String> {
-        Vec::new()
-    }
-    fn validate(&self, _: &str, _: &serde_json::Value) -> Vec<(YamlPath, String)> {
-        Vec::new()
-    }
-}
-
 /// How to load.
 pub struct LoadOptions<'a> {
-    pub catalog: &'a dyn SourceCatalog,
+    /// Built-in plugins and how to run the others.
+    pub plugins: &'a PluginRegistry,
     /// Environment for `${VAR}`; `None` reads the process environment.
     pub env: Option<HashMap<String, String>>,
 }
 
 impl Default for LoadOptions<'_> {
     fn default() -> Self {
-        LoadOptions { catalog: &NoSources, env: None }
+        static NONE: OnceLock<PluginRegistry> = OnceLock::new();
+        LoadOptions { plugins: NONE.get_or_init(PluginRegistry::empty), env: None }
     }
 }
 
@@ -88,7 +69,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub plugin_dirs: Vec<PathBuf>,
     pub event_queue: usize,
-    pub sources: IndexMap<String, model::SourceConfig>,
+    /// Sources, resolved to their plugins.
+    pub sources: IndexMap<String, SourceSpec>,
+    /// The plugins found for this configuration (and those refused).
+    pub plugins: Arc<PluginSet>,
     pub transports: IndexMap<String, model::TransportConfig>,
     pub transport_info: BTreeMap<String, TransportInfo>,
     pub subscribers: IndexMap<String, model::SubscriberConfig>,
@@ -239,7 +223,7 @@ fn load_files(mut sources: SourceMap, main: usize, opts: &LoadOptions<'_>) -> Re
             }
         }
     }
-    let config = compile::compile(&parsed, &sources, opts.catalog, &mut diags);
+    let config = compile::compile(&parsed, &sources, opts.plugins, &mut diags);
     diags.sort_by_key(|d| d.level);
     let has_errors = diags.iter().any(|d| d.level == Level::Error);
     match config {
@@ -521,6 +505,24 @@ fn partial_item(
     p.mute_during = field("mute_during").and_then(|v| serde_norway::from_value(v).ok());
     p.active_during = field("active_during").and_then(|v| serde_norway::from_value(v).ok());
     p
+}
+
+/// The plugin directories a config file names, read leniently: `alerter
+/// plugins` must be able to list plugins (and say why one was refused) even
+/// when the rest of the configuration does not load.
+pub fn plugin_dirs(path: Option<&Path>) -> Vec<PathBuf> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
+        None => DEFAULT_CONFIG.to_string(),
+    };
+    let Ok(value) = serde_norway::from_str::<serde_norway::Value>(&text) else { return Vec::new() };
+    let dirs = value.get("alerter").and_then(|a| a.get("plugin_dirs")).and_then(|d| d.as_sequence());
+    dirs.into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str())
+        .filter_map(|d| expand::expand_str(d, &|n| std::env::var(n).ok()).ok())
+        .map(PathBuf::from)
+        .collect()
 }
 
 /// This machine's host name, for the default alerter name.

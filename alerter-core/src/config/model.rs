@@ -97,6 +97,18 @@ pub struct SourceConfig {
     /// Set to false to keep the source configured but stopped.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
+    /// `process` (default for plugin files): the plugin runs in a child
+    /// process of its own, so a crash takes down only that. `in_process`:
+    /// on a thread of the daemon (default for built-in plugins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<crate::plugin::Isolation>,
+    /// Refuse the plugin file unless its SHA-256 is this (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// How many of this source's events may wait for the engine before
+    /// more are dropped (and counted). Default: 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<u32>,
     /// The plugin's own settings.
     #[serde(flatten)]
     pub settings: BTreeMap<String, serde_json::Value>,
