@@ -230,7 +230,12 @@ fn run(path: Option<PathBuf>, grace: Duration) -> ExitCode {
     }
 }
 
-fn run_daemon(cfg: config::Config, path: Option<PathBuf>, grace: Duration, plugins: PluginRegistry) -> anyhow::Result<()> {
+fn run_daemon(
+    cfg: config::Config,
+    path: Option<PathBuf>,
+    grace: Duration,
+    plugins: PluginRegistry,
+) -> anyhow::Result<()> {
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(async move {

@@ -23,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{self, Config, LoadOptions};
-use crate::plugin::PluginRegistry;
-use crate::plugin::supervisor::{Backoff, Sources, SupervisorEnv};
 use crate::event::{ALERTER_SOURCE, Event, Severity, internal};
 use crate::notices::NoticeScheduler;
 use crate::notify::{Notification, notice_notifications, render_dispatch};
+use crate::plugin::PluginRegistry;
+use crate::plugin::supervisor::{Backoff, Sources, SupervisorEnv};
 use crate::rules::router::{Output, Router};
 use crate::store::{AuditRecord, Store, StoreError};
 use crate::transport::{self, Transport, TransportError};

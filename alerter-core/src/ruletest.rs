@@ -21,10 +21,10 @@ use crate::config::diag::{Diagnostic, Place, YamlPath};
 use crate::config::source::{SourceFile, SourceMap};
 use crate::config::types::{Duration as DurationStr, Timestamp};
 use crate::config::{self, ConfigErrors, LoadOptions, json_schema_for, validate};
-use crate::plugin::PluginRegistry;
 use crate::event::{Event, Severity};
 use crate::notices::NoticeScheduler;
 use crate::notify::{Notification, notice_notifications, render_dispatch};
+use crate::plugin::PluginRegistry;
 use crate::rules::router::{Output, Router};
 
 /// A test file.

@@ -312,6 +312,8 @@ fn oneshots_are_notified_once_and_throttled_by_key() {
     let out = router.handle(line("192.0.2.1"), at(MIN));
     assert!(notified(&out).is_empty());
     assert!(matches!(suppressed(&out)[0], SuppressReason::RepeatInterval { .. }));
+    // Further repeats in the same quiet period are counted, not recorded again.
+    assert!(router.handle(line("192.0.2.1"), at(2 * MIN)).is_empty());
     assert_eq!(notified(&router.handle(line("192.0.2.2"), at(MIN))).len(), 1, "another key is news");
     // One-shots never repeat or resolve on their own.
     assert!(notified(&run_until(&mut router, at(10 * HOUR))).is_empty());

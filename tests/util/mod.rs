@@ -20,6 +20,8 @@ pub struct TempConfig {
     pub path: PathBuf,
     pub state: PathBuf,
     pub out: PathBuf,
+    /// A plugin directory (`{plugins}` in the text), mode 0755.
+    pub plugins: PathBuf,
 }
 
 impl TempConfig {
@@ -28,7 +30,12 @@ impl TempConfig {
         let path = dir.path().join("alerter.yaml");
         let state = dir.path().join("state");
         let out = dir.path().join("notifications.jsonl");
-        let cfg = TempConfig { dir, path, state, out };
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir(&plugins).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = TempConfig { dir, path, state, out, plugins };
         cfg.write(text);
         cfg
     }
@@ -37,7 +44,9 @@ impl TempConfig {
     pub fn write(&self, text: &str) {
         let text = text
             .replace("{state}", &self.state.display().to_string())
-            .replace("{out}", &self.out.display().to_string());
+            .replace("{out}", &self.out.display().to_string())
+            .replace("{plugins}", &self.plugins.display().to_string())
+            .replace("{dir}", &self.dir.path().display().to_string());
         // Write then rename, so the daemon never reads half a file.
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, text).expect("write config");
@@ -148,4 +157,78 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds a workspace package's cdylib and returns the `.so` path. The build
+/// uses a target directory of its own so that it does not wait for (or
+/// invalidate) the build the tests themselves came from.
+pub fn build_cdylib(package: &str, lib_name: &str) -> PathBuf {
+    let target = repo().join("target/test-plugins");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", package, "--target-dir"])
+        .arg(&target)
+        .current_dir(repo())
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building {package} failed");
+    let so = target.join("debug").join(format!("lib{lib_name}.so"));
+    assert!(so.exists(), "{} missing after the build", so.display());
+    so
+}
+
+/// Compiles a C plugin against the generated header.
+pub fn build_c(source: &Path, out: &Path, defines: &[&str]) {
+    let status = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-I"])
+        .arg(repo().join("plugins/abi/include"))
+        .args(defines.iter().map(|d| format!("-D{d}")))
+        .arg(source)
+        .arg("-o")
+        .arg(out)
+        .status()
+        .expect("run gcc");
+    assert!(status.success(), "gcc failed on {}", source.display());
+}
+
+/// A plugin directory the checks accept: mode 0755, files copied in 0644
+/// (0755 for executables).
+pub fn install_plugin(dir: &Path, file: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dest = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::copy(file, &tmp).unwrap();
+    let exec = std::fs::metadata(file).unwrap().permissions().mode() & 0o111 != 0 && !name.ends_with(".so");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 })).unwrap();
+    std::fs::rename(&tmp, &dest).unwrap();
+    dest
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Pids of processes whose command line contains `needle`.
+pub fn pids_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
 }

@@ -18,10 +18,10 @@ use super::diag::{Diagnostic, Place, Target as DiagTarget, YamlPath};
 use super::model::{self, LabelMatch, LabelOp, MatcherConfig, RecipientsConfig};
 use super::source::SourceMap;
 use super::{Config, ParsedFile, default_state_dir, hostname};
-use crate::plugin::{Isolation, PluginKind, PluginRegistry, SourceSpec};
 use crate::event::ALERTER_SOURCE;
 use crate::notices::Notice;
 use crate::notify::TransportInfo;
+use crate::plugin::{Isolation, PluginKind, PluginRegistry, SourceSpec};
 use crate::rules::{self, LabelCond, Matcher, Recipient, Rule, Silence, SourcePattern, Target};
 use crate::schedule::{Schedule, Window};
 use crate::template::Templates;
@@ -355,8 +355,9 @@ pub fn compile(
             );
         }
         let Some(plugin) = plugin_set.plugins.get(&src.kind) else {
-            let mut d = Diagnostic::at(o.file, &o.path.key("type"), format!("no plugin provides source type `{}`", src.kind))
-                .suggest(&src.kind, types.iter().copied());
+            let mut d =
+                Diagnostic::at(o.file, &o.path.key("type"), format!("no plugin provides source type `{}`", src.kind))
+                    .suggest(&src.kind, types.iter().copied());
             d = if types.is_empty() {
                 d.with_note("no source plugins are available; see `alerter plugins`")
             } else {
@@ -375,9 +376,16 @@ pub fn compile(
             match &plugin.sha256 {
                 Some(actual) if actual.eq_ignore_ascii_case(pin.trim()) => {}
                 Some(actual) => cx.diags.push(
-                    Diagnostic::at(o.file, &o.path.key("sha256"), format!("plugin `{}` does not match its pin", src.kind))
-                        .with_note(format!("{} has sha256 {actual}", plugin.path().map(|p| p.display().to_string()).unwrap_or_default()))
-                        .with_note("if the new file is the one you want, update the pin"),
+                    Diagnostic::at(
+                        o.file,
+                        &o.path.key("sha256"),
+                        format!("plugin `{}` does not match its pin", src.kind),
+                    )
+                    .with_note(format!(
+                        "{} has sha256 {actual}",
+                        plugin.path().map(|p| p.display().to_string()).unwrap_or_default()
+                    ))
+                    .with_note("if the new file is the one you want, update the pin"),
                 ),
                 None => cx.diags.push(Diagnostic::at(
                     o.file,

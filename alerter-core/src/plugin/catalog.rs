@@ -256,7 +256,11 @@ fn probe(cmd: &mut Command, msgs: &[ToPlugin]) -> Result<Vec<FromPlugin>, String
     if replies.is_empty() {
         let how = describe_exit(status);
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-        return Err(if last.is_empty() { format!("no answer; it {how}") } else { format!("no answer; it {how}: {last}") });
+        return Err(if last.is_empty() {
+            format!("no answer; it {how}")
+        } else {
+            format!("no answer; it {how}: {last}")
+        });
     }
     Ok(replies)
 }

@@ -90,7 +90,11 @@ fn classify(path: &Path, meta: &fs::Metadata) -> Result<Option<CandidateKind>, S
     if is_elf {
         // e_type, little- or big-endian per EI_DATA: 3 is ET_DYN (shared
         // object or position-independent executable).
-        let e_type = if head[5] == 2 { u16::from_be_bytes([head[16], head[17]]) } else { u16::from_le_bytes([head[16], head[17]]) };
+        let e_type = if head[5] == 2 {
+            u16::from_be_bytes([head[16], head[17]])
+        } else {
+            u16::from_le_bytes([head[16], head[17]])
+        };
         if named_so {
             if e_type != 3 {
                 return Err("not a shared object (an ELF file, but not ET_DYN)".into());

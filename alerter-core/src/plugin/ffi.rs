@@ -33,7 +33,10 @@ pub enum LoadError {
     WrongAbi { major: u32, minor: u32 },
     #[error("the plugin needs a newer alerter (it refused ABI {}.{})", abi::ABI_MAJOR, abi::ABI_MINOR)]
     Refused,
-    #[error("descriptor too small ({size} bytes, at least {} expected): not built against this ABI", abi::SOURCE_PLUGIN_V1_0_SIZE)]
+    #[error(
+        "descriptor too small ({size} bytes, at least {} expected): not built against this ABI",
+        abi::SOURCE_PLUGIN_V1_0_SIZE
+    )]
     TooSmall { size: usize },
     #[error("bad plugin name {0:?}: use lowercase letters, digits, `_` and `-`")]
     BadName(String),
@@ -217,10 +220,8 @@ extern "C" fn cb_set_error(ctx: *mut c_void, message: Bytes) {
 extern "C" fn cb_wait_for_shutdown(ctx: *mut c_void, timeout_ms: u64) -> bool {
     let h = inner(ctx);
     let stop = h.stop.lock().unwrap_or_else(|p| p.into_inner());
-    let (stop, _) = h
-        .wake
-        .wait_timeout_while(stop, Duration::from_millis(timeout_ms), |s| !*s)
-        .unwrap_or_else(|p| p.into_inner());
+    let (stop, _) =
+        h.wake.wait_timeout_while(stop, Duration::from_millis(timeout_ms), |s| !*s).unwrap_or_else(|p| p.into_inner());
     *stop
 }
 

@@ -47,7 +47,10 @@ struct ProtocolSink {
 impl Sink for ProtocolSink {
     fn emit(&self, json: &str) -> EmitResult {
         let Ok(event) = serde_json::from_str::<serde_json::Value>(json) else {
-            self.out.send(&FromPlugin::Log { level: "error".into(), message: format!("plugin emitted invalid JSON: {json}") });
+            self.out.send(&FromPlugin::Log {
+                level: "error".into(),
+                message: format!("plugin emitted invalid JSON: {json}"),
+            });
             return EmitResult::Ok;
         };
         match self.out.tx.try_send(FromPlugin::Event { event }.line()) {
@@ -144,12 +147,9 @@ fn serve(d: Descriptor, out: &Arc<Out>) -> i32 {
     let ended: Arc<Mutex<Option<RunEnd>>> = Arc::new(Mutex::new(None));
     let mut runner: Option<std::thread::JoinHandle<()>> = None;
     let mut reported_drops = 0u64;
-    loop {
-        let line = match lines.next() {
-            Some(Ok(l)) => l,
-            // The daemon closed our input: it is gone or wants us gone.
-            Some(Err(_)) | None => break,
-        };
+    // Until the daemon closes our input (it is gone, or wants us gone) or
+    // says shutdown.
+    while let Some(Ok(line)) = lines.next() {
         let dropped = out.dropped.load(Ordering::Relaxed);
         if dropped > reported_drops {
             out.send(&FromPlugin::Dropped { count: dropped - reported_drops });

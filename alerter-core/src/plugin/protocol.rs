@@ -245,8 +245,8 @@ mod tests {
         assert!(err.contains("version 2"), "{err}");
         let err = event_from_wire("s", "h", now(), json!({"severity":"info"})).unwrap_err();
         assert!(err.contains("summary"), "{err}");
-        let err = event_from_wire("s", "h", now(), json!({"severity":"info","summary":"x","labels":{"n":1}}))
-            .unwrap_err();
+        let err =
+            event_from_wire("s", "h", now(), json!({"severity":"info","summary":"x","labels":{"n":1}})).unwrap_err();
         assert!(err.contains("bad event"), "{err}");
     }
 

@@ -217,7 +217,13 @@ fn plugin_log(source: &str, level: &str, message: &str) {
     }
 }
 
-fn internal_event(env: &SupervisorEnv, severity: Severity, key: String, summary: String, labels: &[(&str, &str)]) -> Event {
+fn internal_event(
+    env: &SupervisorEnv,
+    severity: Severity,
+    key: String,
+    summary: String,
+    labels: &[(&str, &str)],
+) -> Event {
     let mut e = Event::new(ALERTER_SOURCE, &env.alerter_name, severity, summary, env.clock.now()).with_key(key);
     for (k, v) in labels {
         e = e.with_label(*k, *v);
@@ -538,7 +544,8 @@ impl Sources {
     /// is unchanged keep running undisturbed; changed ones restart; removed
     /// ones stop; new ones start.
     pub async fn reconcile(&mut self, specs: &[SourceSpec], env: &SupervisorEnv) {
-        let wanted: HashMap<&str, &SourceSpec> = specs.iter().filter(|s| s.enabled).map(|s| (s.id.as_str(), s)).collect();
+        let wanted: HashMap<&str, &SourceSpec> =
+            specs.iter().filter(|s| s.enabled).map(|s| (s.id.as_str(), s)).collect();
         let mut stopping = Vec::new();
         let ids: Vec<String> = self.running.keys().cloned().collect();
         for id in ids {

@@ -401,14 +401,19 @@ impl Router {
                     let until = after(a.last_notified.unwrap_or(a.since), rule.repeat_interval);
                     if now < until {
                         a.count += 1;
-                        self.dirty.insert((i, fp));
-                        out.push(Output::Suppressed(Suppression {
-                            at: now,
-                            rule: rule.name.clone(),
-                            fingerprint: fp,
-                            summary: event.summary.clone(),
-                            reason: SuppressReason::RepeatInterval { until },
-                        }));
+                        // Recorded once per quiet period, not once per event:
+                        // a log line repeating a thousand times a second must
+                        // not write a thousand audit records a second.
+                        if a.count == 1 {
+                            self.dirty.insert((i, fp));
+                            out.push(Output::Suppressed(Suppression {
+                                at: now,
+                                rule: rule.name.clone(),
+                                fingerprint: fp,
+                                summary: event.summary.clone(),
+                                reason: SuppressReason::RepeatInterval { until },
+                            }));
+                        }
                         return;
                     }
                 }

@@ -31,8 +31,9 @@ fn default_summary() -> String {
 }
 
 fn interval(cfg: &Config) -> Result<Duration, Error> {
-    let d = humantime::parse_duration(&cfg.interval)
-        .map_err(|e| Error::at("interval", format!("`{}` is not a duration ({e}); write e.g. 30s or 1h", cfg.interval)))?;
+    let d = humantime::parse_duration(&cfg.interval).map_err(|e| {
+        Error::at("interval", format!("`{}` is not a duration ({e}); write e.g. 30s or 1h", cfg.interval))
+    })?;
     if d < Duration::from_secs(1) {
         return Err(Error::at("interval", "must be at least 1s"));
     }
