@@ -20,6 +20,8 @@ use alerter_core::ruletest;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod messenger_cli;
+
 /// sysexits(3) EX_CONFIG: the configuration is wrong.
 const EX_CONFIG: u8 = 78;
 
@@ -81,6 +83,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send a popup, like `net send`: to a machine, a group of the config
+    /// (`@admins`), or the whole workgroup (`*`). Exits 0 when delivered.
+    Send(messenger_cli::SendArgs),
+    /// Receive popups: the Messenger service for this machine. Registers
+    /// the name, answers name queries, and shows each message.
+    Listen(messenger_cli::ListenArgs),
+    /// Make a workgroup key for sealed messages.
+    Keygen(messenger_cli::KeygenArgs),
     /// Print the JSON Schema of the config file (for editors).
     Schema,
     /// Host one plugin in this process, speaking the plugin protocol on
@@ -130,6 +140,16 @@ fn main() -> ExitCode {
         Command::Check { config } => check(config),
         Command::Test { files } => test(&files),
         Command::Plugins { config, dirs, json } => plugins(config, dirs, json),
+        Command::Send(args) => {
+            // A command for people: quiet unless something goes wrong.
+            init_logging(if std::env::var_os("ALERTER_LOG").is_some() { &cli.log } else { "warn" });
+            messenger_cli::send(args)
+        }
+        Command::Listen(args) => {
+            init_logging(&cli.log);
+            messenger_cli::listen(args)
+        }
+        Command::Keygen(args) => messenger_cli::keygen(args),
         Command::PluginHost { builtin, path } => plugin_host(builtin, path),
         Command::Schema => {
             print!("{}", config::json_schema_text());

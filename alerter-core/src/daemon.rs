@@ -210,7 +210,8 @@ async fn worker(
 fn build_transports(cfg: &Config) -> Result<HashMap<String, Arc<dyn Transport>>, DaemonError> {
     let mut out = HashMap::new();
     for (name, t) in &cfg.transports {
-        let built = transport::build(t).map_err(|source| DaemonError::Transport { name: name.clone(), source })?;
+        let cx = transport::BuildCx { alerter_name: &cfg.name, workgroup: &cfg.workgroup };
+        let built = transport::build(t, &cx).map_err(|source| DaemonError::Transport { name: name.clone(), source })?;
         out.insert(name.clone(), built);
     }
     Ok(out)

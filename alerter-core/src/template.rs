@@ -12,10 +12,18 @@ use serde::Serialize;
 /// Built-in defaults, by transport kind.
 pub fn default_template(kind: &str, part: Part) -> &'static str {
     match (kind, part) {
+        ("messenger", Part::Text) => MESSENGER_TEXT,
         (_, Part::Title) => DEFAULT_TITLE,
         (_, Part::Text) => DEFAULT_TEXT,
     }
 }
+
+/// A popup: what and where first, then the alerts; short, since the
+/// protocol carries 652 bytes at most.
+const MESSENGER_TEXT: &str = "\
+{% if status == 'resolved' %}RESOLVED{% else %}{{ severity|upper }}{% endif %}: {{ summary }}
+{% if alerts|length > 1 %}{% for a in alerts %}- {{ a.summary }} ({{ a.host }})
+{% endfor %}{% else %}{{ source }} on {{ host }}{% endif %}";
 
 const DEFAULT_TITLE: &str =
     "{% if status == 'resolved' %}RESOLVED{% else %}{{ severity|upper }}{% endif %}: {{ summary }}";

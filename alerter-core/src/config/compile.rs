@@ -245,6 +245,26 @@ fn compile_entries(
 ) -> Vec<Target> {
     let mut targets: Vec<Target> = Vec::new();
     for (j, entry) in entries.iter().copied() {
+        // Popups go to machines: every subscriber reached by Messenger needs one.
+        for (k, t) in entry.via.iter().enumerate() {
+            let Some(model::TransportConfig::Messenger(_)) = transports.0.get(t) else { continue };
+            let mut people: Vec<&str> = entry.subscribers.iter().map(String::as_str).collect();
+            for g in &entry.groups {
+                if let Some(group) = groups.0.get(g) {
+                    people.extend(group.members.iter().map(String::as_str));
+                }
+            }
+            let missing: Vec<&str> =
+                people.into_iter().filter(|p| subscribers.0.get(*p).is_some_and(|s| s.machine.is_none())).collect();
+            if !missing.is_empty() {
+                cx.error(file, &path.index(j).key("via").index(k), format!("transport `{t}` sends popups, but {} no `machine`", match missing.as_slice() {
+                    [one] => format!("subscriber `{one}` has"),
+                    many => format!("subscribers `{}` have", many.join("`, `")),
+                }))
+                .notes
+                .push("give each a `machine:` (the NetBIOS name of their workstation)".into());
+            }
+        }
         let at = path.index(j);
         let mut people: Vec<Recipient> = Vec::new();
         let mut add = |r: Recipient| {

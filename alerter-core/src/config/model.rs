@@ -17,7 +17,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::types::{
-    CronExpr, Duration, OneOrMany, RegexStr, TemplateStr, TimeRangeStr, TimeZoneName, Timestamp, WeekdayRange,
+    CronExpr, Duration, IpTarget, Ipv4Str, OneOrMany, RegexStr, TemplateStr, TimeRangeStr, TimeZoneName, Timestamp,
+    WeekdayRange,
 };
 use crate::event::Severity;
 
@@ -127,18 +128,81 @@ pub enum TransportConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         template: Option<TemplateConfig>,
     },
+    /// Popups with the Messenger protocol (`net send`, WinPopup): to the
+    /// machines of subscribers, and to the whole workgroup.
+    Messenger(Box<MessengerConfig>),
+}
+
+/// The `messenger` transport.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessengerConfig {
+    /// The sender shown in the popup, at most 15 characters. Default: the alerter's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The OEM code page of the text (437, 850, 852, 866, ...). Default: 850, as Samba.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_page: Option<u16>,
+    /// TCP port of the session form: 139 (with a NetBIOS session request) or 445 (direct). Default: 139.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `session` (default): one TCP connection per recipient, delivery confirmed.
+    /// `datagram`: one UDP datagram (WinPopup), not confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form: Option<MessengerForm>,
+    /// When the session form cannot reach a machine, send a datagram instead. Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datagram_fallback: Option<bool>,
+    /// How long one attempt may take. Default: 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Longest text in bytes (after encoding); longer is cut with ` [...]`.
+    /// Default: 652, the protocol's limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u32>,
+    /// Broadcast address for workgroup messages and name queries. Default: 255.255.255.255.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<Ipv4Str>,
+    /// A WINS server to ask for names before broadcasting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wins: Option<Ipv4Str>,
+    /// Machine names and their addresses (optionally with a port), tried first.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub hosts: IndexMap<String, IpTarget>,
+    /// Also look names up in DNS. Default: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<bool>,
+    /// Seal every message with this workgroup key file (`alerter keygen` makes one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_key_file: Option<PathBuf>,
+    /// With a key: send each message unsealed too, for classic receivers. Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub also_plain: Option<bool>,
+    /// Message templates overriding this transport's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateConfig>,
+}
+
+/// The Messenger wire form for messages to one machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessengerForm {
+    Session,
+    Datagram,
 }
 
 impl TransportConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             TransportConfig::Log { .. } => "log",
+            TransportConfig::Messenger(_) => "messenger",
         }
     }
 
     pub fn template(&self) -> Option<&TemplateConfig> {
         match self {
             TransportConfig::Log { template, .. } => template.as_ref(),
+            TransportConfig::Messenger(m) => m.template.as_ref(),
         }
     }
 }

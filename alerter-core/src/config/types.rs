@@ -25,6 +25,8 @@ pub fn check_format(format: &str, value: &str) -> Result<(), String> {
         "weekday-range" => parse_weekday_range(value).map(drop),
         "template" => check_template(value),
         "date-time" => parse_timestamp(value).map(drop),
+        "ipv4" => parse_ipv4(value).map(drop),
+        "ip-target" => parse_ip_target(value).map(drop),
         _ => Ok(()),
     }
 }
@@ -149,6 +151,35 @@ string_newtype!(
     parse_timestamp,
     "A point in time, RFC 3339: 2026-11-26T20:00:00Z or 2026-11-26T21:00:00+01:00."
 );
+
+string_newtype!(
+    /// An IPv4 address.
+    Ipv4Str(std::net::Ipv4Addr),
+    "ipv4",
+    parse_ipv4,
+    "An IPv4 address, e.g. 192.168.1.255."
+);
+string_newtype!(
+    /// An address with an optional port.
+    IpTarget((std::net::IpAddr, Option<u16>)),
+    "ip-target",
+    parse_ip_target,
+    "An IP address, optionally with a port: 10.0.0.5 or 127.0.0.1:1139."
+);
+
+pub fn parse_ipv4(s: &str) -> Result<std::net::Ipv4Addr, String> {
+    s.trim().parse().map_err(|_| format!("`{s}` is not an IPv4 address"))
+}
+
+pub fn parse_ip_target(s: &str) -> Result<(std::net::IpAddr, Option<u16>), String> {
+    let s = s.trim();
+    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+        return Ok((sa.ip(), Some(sa.port())));
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| (ip, None))
+        .map_err(|_| format!("`{s}` is not an IP address (with an optional :port)"))
+}
 
 /// A value that may be written as one item or as a list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -7,6 +7,7 @@
 //! [`TransportError::Permanent`] (give up and record why).
 
 pub mod log;
+pub mod messenger;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -67,9 +68,21 @@ pub trait Transport: Send + Sync {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<Delivered, TransportError>>;
 }
 
+/// What building a transport needs to know about the alerter.
+#[derive(Debug, Clone)]
+pub struct BuildCx<'a> {
+    pub alerter_name: &'a str,
+    pub workgroup: &'a str,
+}
+
 /// Builds a transport from its config. Opens files but connects nowhere.
-pub fn build(cfg: &TransportConfig) -> Result<Arc<dyn Transport>, TransportError> {
+pub fn build(cfg: &TransportConfig, cx: &BuildCx<'_>) -> Result<Arc<dyn Transport>, TransportError> {
     match cfg {
         TransportConfig::Log { path, .. } => Ok(Arc::new(log::LogTransport::open(path)?)),
+        TransportConfig::Messenger(m) => {
+            let opts = messenger::MessengerOptions::from_config(m, cx.alerter_name, cx.workgroup)
+                .map_err(TransportError::permanent)?;
+            Ok(Arc::new(messenger::MessengerTransport::new(opts)))
+        }
     }
 }

@@ -1,0 +1,280 @@
+//! The `messenger` transport: notifications as popups, with the Messenger
+//! protocol from the messenger-transport crate.
+//!
+//! A subscriber is reached at their machine in the session form (confirmed
+//! delivery), or the datagram form when configured (or as a fallback); the
+//! whole workgroup by one broadcast datagram. With a workgroup key every
+//! message is sealed. A retried notification is not shown twice to the
+//! recipients that already got it: the transport remembers who got which
+//! notification.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use messenger_transport::client::{self, DatagramMessage, SendError, SessionMessage, SessionOptions};
+use messenger_transport::resolve::{Resolver, ResolverConfig, Target};
+use messenger_transport::seal::{self, SealKey, Sealed};
+use messenger_transport::{CodePage, NetbiosName, dgram, oem, smb};
+
+use super::{BoxFuture, Delivered, Transport, TransportError};
+use crate::config::model::{MessengerConfig, MessengerForm};
+use crate::notify::Notification;
+use crate::rules::Recipient;
+
+/// How many recipients are sent to at once.
+const CONCURRENCY: usize = 64;
+/// How many (notification, recipient) deliveries are remembered.
+const REMEMBER: usize = 10_000;
+
+/// Settings resolved from the config.
+#[derive(Debug, Clone)]
+pub struct MessengerOptions {
+    pub from: String,
+    pub workgroup: String,
+    pub code_page: CodePage,
+    pub port: u16,
+    pub form: MessengerForm,
+    pub datagram_fallback: bool,
+    pub timeout: Duration,
+    pub max_length: usize,
+    pub broadcast: Ipv4Addr,
+    pub datagram_port: u16,
+    pub resolver: ResolverConfig,
+    pub seal: Option<SealKey>,
+    pub also_plain: bool,
+}
+
+/// Reads a workgroup key file, refusing one that others can read.
+pub fn read_key_file(path: &Path) -> Result<SealKey, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    if meta.mode() & 0o004 != 0 {
+        return Err(format!(
+            "the key file {} is readable by everyone (mode {:04o}); fix with `chmod 600`",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    SealKey::from_text(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+impl MessengerOptions {
+    /// Builds the options; errors are config problems.
+    pub fn from_config(c: &MessengerConfig, alerter_name: &str, workgroup: &str) -> Result<MessengerOptions, String> {
+        let from = c.from.clone().unwrap_or_else(|| alerter_name.chars().take(15).collect());
+        NetbiosName::new(&from, 0).map_err(|e| format!("`from`: {e}"))?;
+        let code_page = CodePage::new(c.code_page.unwrap_or(850)).map_err(|e| e.to_string())?;
+        let hosts = c
+            .hosts
+            .iter()
+            .map(|(name, t)| (name.to_ascii_uppercase(), Target { ip: t.value.0, port: t.value.1 }))
+            .collect();
+        let broadcast = c.broadcast.as_ref().map_or(Ipv4Addr::BROADCAST, |b| b.value);
+        let timeout = c.timeout.as_ref().map_or(Duration::from_secs(5), |t| t.value);
+        let seal = match &c.seal_key_file {
+            Some(p) => Some(read_key_file(p)?),
+            None => None,
+        };
+        Ok(MessengerOptions {
+            from,
+            workgroup: workgroup.to_string(),
+            code_page,
+            port: c.port.unwrap_or(139),
+            form: c.form.unwrap_or(MessengerForm::Session),
+            datagram_fallback: c.datagram_fallback.unwrap_or(false),
+            timeout,
+            max_length: c.max_length.map_or(652, |m| m as usize),
+            broadcast,
+            datagram_port: 138,
+            resolver: ResolverConfig {
+                hosts,
+                wins: c.wins.as_ref().map(|w| w.value),
+                broadcast: Some(broadcast),
+                dns: c.dns.unwrap_or(true),
+                timeout: Duration::from_millis(500).min(timeout),
+                ..ResolverConfig::default()
+            },
+            seal,
+            also_plain: c.also_plain.unwrap_or(false),
+        })
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct MessengerTransport {
+    opts: MessengerOptions,
+    resolver: Resolver,
+    delivered: Mutex<(HashSet<(String, String)>, VecDeque<(String, String)>)>,
+}
+
+/// Where one recipient's popup goes.
+enum Dest {
+    Machine(String),
+    Workgroup,
+}
+
+impl MessengerTransport {
+    pub fn new(opts: MessengerOptions) -> MessengerTransport {
+        let resolver = Resolver::new(opts.resolver.clone());
+        MessengerTransport { opts, resolver, delivered: Mutex::new((HashSet::new(), VecDeque::new())) }
+    }
+
+    fn already(&self, id: &str, who: &str) -> bool {
+        self.delivered.lock().unwrap_or_else(|p| p.into_inner()).0.contains(&(id.to_string(), who.to_string()))
+    }
+
+    fn remember(&self, id: &str, who: &str) {
+        let mut d = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (id.to_string(), who.to_string());
+        if d.0.insert(key.clone()) {
+            d.1.push_back(key);
+            while d.1.len() > REMEMBER {
+                if let Some(old) = d.1.pop_front() {
+                    d.0.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The popup text: cut to the limit after encoding, with a marker.
+    pub fn shape(&self, text: &str) -> String {
+        let bytes = self.opts.code_page.encode(text.trim_end());
+        let cut = oem::truncate_with_marker(bytes, self.opts.max_length, b" [...]");
+        self.opts.code_page.decode(&cut)
+    }
+
+    async fn target(&self, machine: &str) -> Result<SocketAddr, SendError> {
+        let name: NetbiosName = machine.parse().map_err(|e: messenger_transport::Error| SendError::BadName(e.to_string()))?;
+        let t = self.resolver.resolve(&name).await.ok_or_else(|| SendError::NameNotFound(machine.to_string()))?;
+        Ok(SocketAddr::new(t.ip, t.port.unwrap_or(self.opts.port)))
+    }
+
+    fn session_options(&self, port: u16) -> SessionOptions {
+        SessionOptions { code_page: self.opts.code_page, timeout: self.opts.timeout, session_request: port == 139 }
+    }
+
+    async fn send_plain(&self, dest: &Dest, text: &str) -> Result<(), SendError> {
+        let o = &self.opts;
+        match dest {
+            Dest::Workgroup => {
+                let to = SocketAddr::new(IpAddr::V4(o.broadcast), o.datagram_port);
+                let m = DatagramMessage { from: &o.from, to: &o.workgroup, text, group: true };
+                client::send_datagram(to, &m, o.code_page).await
+            }
+            Dest::Machine(machine) => {
+                let addr = self.target(machine).await?;
+                if o.form == MessengerForm::Datagram {
+                    let m = DatagramMessage { from: &o.from, to: machine, text, group: false };
+                    return client::send_datagram(SocketAddr::new(addr.ip(), o.datagram_port), &m, o.code_page).await;
+                }
+                let m = SessionMessage { from: &o.from, to: machine, text };
+                match client::send_session(addr, &m, &self.session_options(addr.port())).await {
+                    Err(e) if o.datagram_fallback && e.is_transient() => {
+                        tracing::debug!("session to {machine} failed ({e}); sending a datagram instead");
+                        let m = DatagramMessage { from: &o.from, to: machine, text, group: false };
+                        client::send_datagram(SocketAddr::new(addr.ip(), o.datagram_port), &m, o.code_page).await
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    async fn send_sealed(&self, key: &SealKey, dest: &Dest, n: &Notification, text: &str) -> Result<(), SendError> {
+        let o = &self.opts;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let to_name = match dest {
+            Dest::Workgroup => o.workgroup.clone(),
+            Dest::Machine(m) => m.clone(),
+        };
+        let sealed = seal::seal(key, &Sealed::new(&o.from, &to_name, now, n.severity.as_str(), text));
+        let smb = smb::mailslot_write(dgram::ALERTER_SEALED, &sealed, false);
+        let to = NetbiosName::new(&to_name, messenger_transport::name::MESSENGER)
+            .map_err(|e| SendError::BadName(e.to_string()))?;
+        let user_data = smb.encode();
+        let (addr, kind) = match dest {
+            Dest::Workgroup => (SocketAddr::new(IpAddr::V4(o.broadcast), o.datagram_port), dgram::DIRECT_GROUP),
+            Dest::Machine(m) => {
+                let addr = self.target(m).await?;
+                if user_data.len() > dgram::MAX_USER_DATA || o.form == MessengerForm::Session {
+                    return client::send_session_smb(addr, &o.from, m, smb, &self.session_options(addr.port())).await;
+                }
+                (SocketAddr::new(addr.ip(), o.datagram_port), dgram::DIRECT_UNIQUE)
+            }
+        };
+        if user_data.len() > dgram::MAX_USER_DATA {
+            return Err(SendError::Protocol { addr, detail: "the sealed message is too long for a broadcast".into() });
+        }
+        client::send_raw_datagram(addr, kind, &o.from, to, user_data).await
+    }
+
+    async fn deliver_to<'r>(
+        &self,
+        r: &'r Recipient,
+        n: &Notification,
+        text: &str,
+    ) -> Result<&'r Recipient, (String, SendError)> {
+        self.deliver(r, n, text).await.map(|()| r)
+    }
+
+    async fn deliver(&self, r: &Recipient, n: &Notification, text: &str) -> Result<(), (String, SendError)> {
+        let dest = if r.is_workgroup() {
+            Dest::Workgroup
+        } else {
+            match &r.machine {
+                Some(m) => Dest::Machine(m.clone()),
+                None => {
+                    return Err((r.id.clone(), SendError::BadName(format!("subscriber `{}` has no machine", r.id))));
+                }
+            }
+        };
+        if let Some(key) = &self.opts.seal {
+            self.send_sealed(key, &dest, n, text).await.map_err(|e| (r.id.clone(), e))?;
+            if !self.opts.also_plain {
+                return Ok(());
+            }
+        }
+        self.send_plain(&dest, text).await.map_err(|e| (r.id.clone(), e))
+    }
+}
+
+impl Transport for MessengerTransport {
+    fn kind(&self) -> &'static str {
+        "messenger"
+    }
+
+    fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<Delivered, TransportError>> {
+        Box::pin(async move {
+            let text = self.shape(&n.text);
+            let pending: Vec<&Recipient> = n.recipients.iter().filter(|r| !self.already(&n.id, &r.id)).collect();
+            let text = text.as_str();
+            let futures: Vec<_> = pending.into_iter().map(|r| self.deliver_to(r, n, text)).collect();
+            let results: Vec<Result<&Recipient, (String, SendError)>> =
+                futures_util::stream::iter(futures).buffer_unordered(CONCURRENCY).collect().await;
+            let mut failures = Vec::new();
+            let mut delivered = 0;
+            for r in results {
+                match r {
+                    Ok(rec) => {
+                        delivered += 1;
+                        self.remember(&n.id, &rec.id);
+                    }
+                    Err(f) => failures.push(f),
+                }
+            }
+            if failures.is_empty() {
+                return Ok(Delivered { reply: Some(format!("{delivered} popup(s) delivered")) });
+            }
+            let transient = failures.iter().any(|(_, e)| e.is_transient());
+            let detail: Vec<String> = failures.iter().map(|(who, e)| format!("{who}: {e}")).collect();
+            let message = format!("{} of {} recipients failed: {}", failures.len(), n.recipients.len(), detail.join("; "));
+            Err(if transient { TransportError::transient(message) } else { TransportError::permanent(message) })
+        })
+    }
+}

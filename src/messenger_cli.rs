@@ -1,0 +1,413 @@
+//! `alerter send`, `alerter listen` and `alerter keygen`: the Messenger
+//! protocol from the command line, like `net send` and WinPopup.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use alerter_core::config::model::{MessengerConfig, MessengerForm, TransportConfig};
+use alerter_core::config::{self, LoadOptions};
+use alerter_core::event::Severity;
+use alerter_core::notify::Notification;
+use alerter_core::plugin::PluginRegistry;
+use alerter_core::rules::Recipient;
+use alerter_core::transport::Transport;
+use alerter_core::transport::messenger::{MessengerOptions, MessengerTransport, read_key_file};
+use anyhow::{Context, bail};
+use clap::Args;
+use messenger_transport::listener::{Event, Form, Listener, ListenerConfig, SealPolicy};
+use messenger_transport::resolve::Target;
+use messenger_transport::{CodePage, client};
+
+/// `alerter send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Config file: its messenger transport's settings, and its groups for `@group`.
+    #[arg(short, long, env = "ALERTER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Which messenger transport of the config to use (default: the first one).
+    #[arg(long, value_name = "ID")]
+    transport: Option<String>,
+    /// The sender's name (at most 15 characters).
+    #[arg(long, value_name = "NAME")]
+    from: Option<String>,
+    /// Send to this address instead of looking the name up (like `smbclient -I`).
+    #[arg(short = 'I', long, value_name = "ADDRESS")]
+    ip: Option<IpAddr>,
+    /// TCP port: 139 (with a NetBIOS session request), 445, or another.
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Send a datagram (WinPopup) instead of using a session.
+    #[arg(long)]
+    datagram: bool,
+    /// The workgroup `*` means (default: the config's, else WORKGROUP).
+    #[arg(long, value_name = "NAME")]
+    workgroup: Option<String>,
+    /// Where to broadcast (workgroup messages and name queries).
+    #[arg(long, value_name = "ADDRESS")]
+    broadcast: Option<Ipv4Addr>,
+    /// Seal the message with this workgroup key file.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// OEM code page of the text (default: the config's, else 850).
+    #[arg(long, value_name = "NUMBER")]
+    code_page: Option<u16>,
+    /// Longest text in bytes; longer is cut with ` [...]`.
+    #[arg(long, default_value_t = 4095, value_name = "BYTES")]
+    max_length: usize,
+    /// Give up on a recipient after this many seconds.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    timeout: u64,
+    /// Recipient: a machine name, `*` for the whole workgroup, or `@group` from the config.
+    #[arg(value_name = "NAME|*|@GROUP")]
+    to: String,
+    /// The message; read from standard input when left out.
+    #[arg(value_name = "MESSAGE")]
+    message: Vec<String>,
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Option<config::Config>> {
+    let Some(path) = path else { return Ok(None) };
+    let registry = PluginRegistry::empty();
+    match config::load(Some(path), &LoadOptions { plugins: &registry, env: None }) {
+        Ok(l) => Ok(Some(l.config)),
+        Err(e) => bail!("{}", e.render(false)),
+    }
+}
+
+pub fn send(args: SendArgs) -> ExitCode {
+    match send_inner(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alerter send: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn send_inner(a: SendArgs) -> anyhow::Result<()> {
+    let cfg = load_config(a.config.as_deref())?;
+    let (mcfg, name, workgroup) = match &cfg {
+        Some(c) => {
+            let m = c.transports.iter().find_map(|(id, t)| match t {
+                TransportConfig::Messenger(m) if a.transport.as_deref().is_none_or(|want| want == id) => Some((**m).clone()),
+                _ => None,
+            });
+            if a.transport.is_some() && m.is_none() {
+                bail!("the config has no messenger transport `{}`", a.transport.as_deref().unwrap_or_default());
+            }
+            (m.unwrap_or_default(), c.name.clone(), c.workgroup.clone())
+        }
+        None => (MessengerConfig::default(), config::hostname(), "WORKGROUP".to_string()),
+    };
+    let workgroup = a.workgroup.clone().unwrap_or(workgroup);
+    let mut opts = MessengerOptions::from_config(&mcfg, &name, &workgroup).map_err(anyhow::Error::msg)?;
+    if let Some(f) = &a.from {
+        opts.from = f.clone();
+    }
+    if let Some(p) = a.port {
+        opts.port = p;
+    }
+    if a.datagram {
+        opts.form = MessengerForm::Datagram;
+    }
+    if let Some(b) = a.broadcast {
+        opts.broadcast = b;
+        opts.resolver.broadcast = Some(b);
+    }
+    if let Some(cp) = a.code_page {
+        opts.code_page = CodePage::new(cp)?;
+    }
+    if let Some(k) = &a.key_file {
+        opts.seal = Some(read_key_file(k).map_err(anyhow::Error::msg)?);
+    }
+    opts.max_length = a.max_length;
+    opts.timeout = Duration::from_secs(a.timeout);
+
+    let recipients: Vec<Recipient> = if a.to == "*" {
+        vec![Recipient::workgroup()]
+    } else if let Some(group) = a.to.strip_prefix('@') {
+        let Some(c) = &cfg else { bail!("`@{group}` needs a config (-c FILE) that defines the group") };
+        let Some(g) = c.groups.get(group) else { bail!("the config has no group `{group}`") };
+        g.members
+            .iter()
+            .filter_map(|m| c.subscribers.get(m).map(|s| (m, s)))
+            .map(|(id, s)| Recipient { id: id.clone(), name: s.name.clone(), machine: s.machine.clone(), email: None })
+            .collect()
+    } else {
+        if let Some(ip) = a.ip {
+            opts.resolver.hosts.insert(a.to.to_ascii_uppercase(), Target { ip, port: a.port });
+        }
+        vec![Recipient { id: a.to.clone(), name: None, machine: Some(a.to.clone()), email: None }]
+    };
+    if recipients.is_empty() {
+        bail!("nobody to send to");
+    }
+    let text = if a.message.is_empty() {
+        if std::io::stdin().is_terminal() {
+            eprintln!("Type your message, ending it with Ctrl-D");
+        }
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("cannot read the message from standard input")?;
+        s
+    } else {
+        a.message.join(" ")
+    };
+    let n = Notification {
+        id: format!("send-{}", std::process::id()),
+        created_at: chrono::Utc::now(),
+        rule: "alerter send".into(),
+        transport: "messenger".into(),
+        status: "notice".into(),
+        severity: Severity::Info,
+        title: String::new(),
+        text,
+        recipients,
+        alerts: Vec::new(),
+        group: BTreeMap::new(),
+        repeat: false,
+    };
+    let transport = MessengerTransport::new(opts);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(transport.send(&n)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// `alerter listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// The name to receive for (`NAME<03>`); default: this host's name.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Also receive messages to this workgroup.
+    #[arg(long, default_value = "WORKGROUP", value_name = "NAME")]
+    workgroup: String,
+    /// TCP ports for the session form (repeatable): 139, 445, or any.
+    #[arg(short, long = "port", default_values_t = [139u16], value_name = "PORT")]
+    ports: Vec<u16>,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0", value_name = "ADDRESS")]
+    bind: IpAddr,
+    /// UDP port of the datagram form; 0 turns it off.
+    #[arg(long, default_value_t = 138, value_name = "PORT")]
+    datagram_port: u16,
+    /// UDP port of the name service; 0 turns it off (no registration, no answers).
+    #[arg(long, default_value_t = 137, value_name = "PORT")]
+    name_port: u16,
+    /// Broadcast address for registering the name (default: 255.255.255.255).
+    #[arg(long, value_name = "ADDRESS")]
+    broadcast: Option<Ipv4Addr>,
+    /// Do not register the name by broadcast (still answer queries for it).
+    #[arg(long)]
+    no_register: bool,
+    /// Workgroup key for sealed messages.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Refuse unsealed messages (needs --key-file).
+    #[arg(long, requires = "key_file")]
+    require_seal: bool,
+    /// How far a sealed message's time may be from ours, in seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    seal_window: u64,
+    /// OEM code page of received text.
+    #[arg(long, default_value_t = 850, value_name = "NUMBER")]
+    code_page: u16,
+    /// Print one JSON object per message instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Keep the history in this file (JSON lines); default: in the XDG state directory.
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
+    /// Do not show desktop notifications.
+    #[arg(long)]
+    no_desktop: bool,
+}
+
+pub fn listen(a: ListenArgs) -> ExitCode {
+    match listen_inner(a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alerter listen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn history_path(a: &ListenArgs) -> PathBuf {
+    a.history.clone().unwrap_or_else(|| {
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("/var/lib"));
+        base.join("alerter/messages.jsonl")
+    })
+}
+
+fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
+    let name = a.name.clone().unwrap_or_else(|| config::hostname().split('.').next().unwrap_or("ALERTER").chars().take(15).collect());
+    let mut cfg = ListenerConfig::new(&name);
+    cfg.workgroup = Some(a.workgroup.clone());
+    cfg.code_page = CodePage::new(a.code_page)?;
+    cfg.tcp = a.ports.iter().map(|p| SocketAddr::new(a.bind, *p)).collect();
+    if a.datagram_port != 0 {
+        cfg.datagram = Some(SocketAddr::new(a.bind, a.datagram_port));
+    }
+    if let Some(k) = &a.key_file {
+        let key = read_key_file(k).map_err(anyhow::Error::msg)?;
+        cfg.seal = Some(SealPolicy { key, require: a.require_seal, window: Duration::from_secs(a.seal_window) });
+    }
+    let history = history_path(&a);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        if a.name_port != 0 {
+            cfg.name_service = Some(SocketAddr::new(a.bind, a.name_port));
+            if !a.no_register {
+                let bcast = a.broadcast.unwrap_or(Ipv4Addr::BROADCAST);
+                let ip = match client::local_ip_towards(IpAddr::V4(bcast)).await {
+                    Some(IpAddr::V4(ip)) => ip,
+                    _ => Ipv4Addr::UNSPECIFIED,
+                };
+                cfg.register = Some((ip, bcast));
+            }
+        }
+        let (listener, mut rx) = Listener::bind(cfg).await?;
+        tracing::info!(name = %name, tcp = ?listener.tcp, datagram = ?listener.datagram, names = ?listener.name_service, "listening");
+        let mut hist = open_history(&history);
+        let desktop = !a.no_desktop && std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some();
+        loop {
+            tokio::select! {
+                e = rx.recv() => match e {
+                    Some(Event::Message(m)) => {
+                        show(&m, a.json, desktop);
+                        if let Some(h) = hist.as_mut() {
+                            let _ = writeln!(h, "{}", message_json(&m));
+                        }
+                    }
+                    Some(Event::Rejected { peer, from, reason }) => {
+                        tracing::warn!(%peer, from = from.as_deref().unwrap_or("?"), "message rejected: {reason}");
+                        if a.json {
+                            println!("{}", serde_json::json!({"rejected": reason, "peer": peer.to_string(), "from": from}));
+                            let _ = std::io::stdout().flush();
+                        }
+                    }
+                    Some(Event::NameConflict { name, holder }) => {
+                        tracing::error!("the name {name} is already in use by {holder}; messages by name will go there");
+                    }
+                    None => break,
+                },
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate() => break,
+            }
+        }
+        let s = &listener.stats;
+        tracing::info!(
+            messages = s.messages.load(std::sync::atomic::Ordering::Relaxed),
+            rejected = s.rejected.load(std::sync::atomic::Ordering::Relaxed),
+            malformed = s.malformed.load(std::sync::atomic::Ordering::Relaxed),
+            "stopped"
+        );
+        anyhow::Ok(())
+    })
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+fn open_history(path: &Path) -> Option<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!("cannot keep the message history in {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+fn message_json(m: &messenger_transport::listener::Received) -> serde_json::Value {
+    serde_json::json!({
+        "time": chrono::Utc::now().to_rfc3339(),
+        "from": m.from,
+        "to": m.to,
+        "text": m.text,
+        "form": match m.form { Form::Session => "session", Form::Datagram => "datagram" },
+        "group": m.group,
+        "peer": m.peer.to_string(),
+        "sealed": m.sealed.as_ref().map(|s| serde_json::json!({"id": s.id, "severity": s.severity, "time": s.time})),
+    })
+}
+
+fn show(m: &messenger_transport::listener::Received, json: bool, desktop: bool) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(out, "{}", message_json(m));
+    } else {
+        let when = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+        let seal = match &m.sealed {
+            Some(s) => format!(" (sealed, {})", s.severity),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "Message from {} to {} on {when}{seal}", m.from, m.to);
+        for line in m.text.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    let _ = out.flush();
+    if desktop {
+        // A desktop notification where a notification service runs; the
+        // terminal copy above is the record either way.
+        let _ = std::process::Command::new("notify-send")
+            .arg("--app-name=alerter")
+            .arg(format!("Message from {}", m.from))
+            .arg(&m.text)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+}
+
+/// `alerter keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write the key to this file (mode 0600) instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+pub fn keygen(a: KeygenArgs) -> ExitCode {
+    let key = messenger_transport::seal::SealKey::generate_text();
+    match a.output {
+        None => {
+            println!("{key}");
+            ExitCode::SUCCESS
+        }
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let written = std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| writeln!(f, "{key}"));
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("alerter keygen: cannot write {}: {e}", path.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
