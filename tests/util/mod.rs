@@ -2,6 +2,8 @@
 //! a daemon process with captured stderr, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,381 @@
+//! The Messenger protocol against real peers: Samba's smbd, smbclient,
+//! nmbd and nmblookup, with frames checked by tshark, in network
+//! namespaces made (and removed) by each test. Needs root.
+
+mod util;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use util::netns::{Lan, Netns, Proc, Samba, client_conf, until};
+
+const LONG: Duration = Duration::from_secs(20);
+
+fn alerter_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_alerter")
+}
+
+fn captures() -> PathBuf {
+    util::repo().join("messenger-transport/tests/captures")
+}
+
+/// `alerter listen` in a namespace, printing JSON.
+fn listen(ns: &Netns, args: &[&str]) -> Proc {
+    let mut c = ns.cmd(alerter_bin());
+    c.args(["listen", "--json", "--no-desktop", "--history", "/dev/null"]).args(args);
+    Proc::spawn(c)
+}
+
+fn send(ns: &Netns, args: &[&str], stdin: Option<&str>) -> (Option<i32>, String) {
+    let mut c = ns.cmd(alerter_bin());
+    c.arg("send").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn smbclient(ns: &Netns, conf: &Path, args: &[&str], text: &str) -> (Option<i32>, String) {
+    let mut c = ns.cmd("smbclient");
+    c.arg("-s").arg(conf).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), all)
+}
+
+fn messages(p: &Proc) -> Vec<Value> {
+    p.json_lines().into_iter().filter(|v| v.get("text").is_some()).collect()
+}
+
+/// 1,500 characters of German and French: every letter in CP850.
+fn accented_text() -> String {
+    let unit = "Grüße aus Köln, café déjà vu à Noël, ça va? ";
+    unit.chars().cycle().take(1500).collect()
+}
+
+#[test]
+fn alerter_send_delivers_into_samba_over_139_and_445() {
+    let ns = Netns::new("smbd");
+    let samba = Samba::start(&ns, "SAMBASRV", true, None);
+    let text = accented_text();
+    assert_eq!(text.chars().count(), 1500);
+
+    let (code, err) = send(&ns, &["--from", "ALERTER", "-I", "127.0.0.1", "SAMBASRV"], Some(&text));
+    assert_eq!(code, Some(0), "{err}");
+    until(LONG, "the message over 139", || samba.messages().len() == 1);
+    let (name, body) = samba.messages().remove(0);
+    assert_eq!(name, "msg-ALERTER-on-alerter.txt", "sender and calling name");
+    assert_eq!(String::from_utf8(body).unwrap(), text, "1500 accented characters arrive intact");
+
+    let (code, err) = send(&ns, &["--from", "DIRECT", "-I", "127.0.0.1", "-p", "445", "SAMBASRV", "over 445, no session request"], None);
+    assert_eq!(code, Some(0), "{err}");
+    until(LONG, "the message over 445", || samba.messages().len() == 2);
+    let direct = samba.messages().into_iter().find(|(n, _)| n.starts_with("msg-DIRECT")).unwrap();
+    assert_eq!(String::from_utf8(direct.1).unwrap(), "over 445, no session request");
+}
+
+#[test]
+fn samba_without_message_command_is_not_accepting_messages() {
+    let ns = Netns::new("nomsg");
+    let _samba = Samba::start(&ns, "SAMBASRV", false, None);
+    let (code, err) = send(&ns, &["-I", "127.0.0.1", "SAMBASRV", "anyone there?"], None);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("SAMBASRV is not accepting messages"), "{err}");
+}
+
+/// Text for smbclient, which cuts its input into 127-byte pieces before
+/// converting them: no character may straddle a cut, or smbclient itself
+/// garbles it.
+fn smbclient_long_text() -> String {
+    let mut t = String::from("Grüße aus Köln: déjà vu.\n");
+    while t.len() < 127 {
+        t.push('x');
+    }
+    t.push_str("\nçà et là, ");
+    while t.len() < 400 {
+        t.push('y');
+    }
+    t.push('\n');
+    // smbclient turns each \n into \r\n first; check on its bytes.
+    let wire = t.replace('\n', "\r\n");
+    let mut pos = 0;
+    for ch in wire.chars() {
+        let len = ch.len_utf8();
+        assert_eq!(pos / 127, (pos + len - 1) / 127, "the fixture must not split `{ch}` at a 127-byte boundary");
+        pos += len;
+    }
+    t
+}
+
+#[test]
+fn smbclient_delivers_into_alerter_listen_on_139_in_a_namespace() {
+    let ns = Netns::new("lst139");
+    let l = listen(&ns, &["--name", "BOB", "--datagram-port", "0", "--name-port", "0"]);
+    until(LONG, "the listener on 139", || ns.tcp_listening(139));
+    let dir = tempfile::tempdir().unwrap();
+    let conf = client_conf(dir.path(), "ALICEPC", "");
+    let (code, out) = smbclient(&ns, &conf, &["-M", "BOB", "-I", "127.0.0.1", "-U", "alice", "-N"], "hello from alice\n");
+    assert_eq!(code, Some(0), "{out}");
+    let long = smbclient_long_text();
+    let (code, out) = smbclient(&ns, &conf, &["-M", "BOB", "-I", "127.0.0.1", "-U", "alice", "-N"], &long);
+    assert_eq!(code, Some(0), "{out}");
+    until(LONG, "two messages", || messages(&l).len() == 2);
+    let m = messages(&l);
+    assert_eq!(m[0]["from"], "alice");
+    assert_eq!(m[0]["to"], "BOB");
+    assert_eq!(m[0]["text"], "hello from alice\n");
+    assert_eq!(m[1]["text"].as_str().unwrap(), long, "multi-block, accented, CRLF back to LF");
+}
+
+#[test]
+fn smbclient_delivers_into_alerter_listen_on_a_high_loopback_port() {
+    let ns = Netns::new("lsthi");
+    let l = listen(&ns, &["--name", "BOB", "--bind", "127.0.0.1", "-p", "11139", "--datagram-port", "0", "--name-port", "0"]);
+    until(LONG, "the listener on 11139", || ns.tcp_listening(11139));
+    let dir = tempfile::tempdir().unwrap();
+    let conf = client_conf(dir.path(), "ALICEPC", "");
+    let long = smbclient_long_text();
+    let (code, out) = smbclient(&ns, &conf, &["-M", "BOB", "-I", "127.0.0.1", "-p", "11139", "-U", "alice", "-N"], &long);
+    assert_eq!(code, Some(0), "{out}");
+    until(LONG, "the message", || messages(&l).len() == 1);
+    assert_eq!(messages(&l)[0]["text"].as_str().unwrap(), long);
+}
+
+fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<String> {
+    let mut c = Command::new("tshark");
+    c.arg("-r").arg(pcap).args(["-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        c.args(["-e", f]);
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn datagrams_are_dissected_by_tshark_as_netbios_smb_mailslot() {
+    let ns = Netns::new("tshark");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("dgram.pcapng");
+    // tshark writes as root into a directory it owns; give it a path it can write.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let cap = Proc::spawn({
+        let mut c = ns.cmd("tshark");
+        c.args(["-i", "lo", "-f", "udp port 138", "-w"]).arg(&pcap);
+        c
+    });
+    until(LONG, "tshark to start capturing", || cap.stderr().contains("Capture started"));
+    let (code, err) = send(&ns, &["--datagram", "--from", "ALERTER", "-I", "127.0.0.1", "BOB", "Disk /var is 91% full"], None);
+    assert_eq!(code, Some(0), "{err}");
+    until(LONG, "the frame in the capture", || {
+        std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 200)
+            && !tshark_fields(&pcap, &["frame.number"]).is_empty()
+    });
+    drop(cap);
+    let fields = [
+        "nbdgm.type",
+        "nbdgm.source_name",
+        "nbdgm.destination_name",
+        "smb.cmd",
+        "smb.trans_name",
+        "mailslot.opcode",
+        "mailslot.class",
+        "smb.data_offset",
+        "data.data",
+    ];
+    let rows = tshark_fields(&pcap, &fields);
+    let row: Vec<&str> = rows[0].split('|').collect();
+    assert_eq!(row[0], "16", "Direct_unique datagram");
+    assert_eq!(row[1], "ALERTER<00>");
+    assert_eq!(row[2], "BOB<03>");
+    assert_eq!(row[3], "0x25", "SMB Trans");
+    assert_eq!(row[4], "\\MAILSLOT\\MESSNGR");
+    assert_eq!(row[5], "1", "mailslot write");
+    assert_eq!(row[6], "2", "unreliable & broadcast class");
+    assert_eq!(row[7], "87");
+    let body: Vec<u8> = (0..row[8].len()).step_by(2).map(|i| u8::from_str_radix(&row[8][i..i + 2], 16).unwrap()).collect();
+    assert_eq!(body, b"ALERTER\0BOB\0Disk /var is 91% full\0".to_vec());
+    let verbose = Command::new("tshark").arg("-r").arg(&pcap).arg("-V").output().unwrap();
+    let text = String::from_utf8_lossy(&verbose.stdout);
+    assert!(!text.to_lowercase().contains("malformed"), "{text}");
+}
+
+#[test]
+fn nmbd_parses_alerter_datagrams_without_complaint() {
+    let lan = Lan::new(2);
+    let samba = Samba::start(&lan.hosts[1], "NSRV", true, Some("eth0"));
+    // nmbd ignores datagrams to names it has not finished registering.
+    until(Duration::from_secs(40), "nmbd to register NSRV<03>", || {
+        samba.nmbd_log().contains("success in registering name NSRV<03>")
+    });
+    let target = lan.ip(1).to_string();
+    let (code, err) = send(&lan.hosts[0], &["--datagram", "--from", "ALERTER", "-I", &target, "NSRV", "hello nmbd"], None);
+    assert_eq!(code, Some(0), "{err}");
+    until(LONG, "nmbd to log the datagram", || samba.nmbd_log().contains("for \\MAILSLOT\\MESSNGR"));
+    let log = samba.nmbd_log();
+    let line = log.lines().find(|l| l.contains("for \\MAILSLOT\\MESSNGR")).unwrap();
+    assert!(line.contains("datagram from ALERTER<00> to NSRV<03>"), "{line}");
+    assert!(!log.contains("malformed"), "nmbd found it malformed:\n{log}");
+}
+
+#[test]
+fn alerter_listen_decodes_every_reference_capture() {
+    let ns = Netns::new("caps");
+    let l = listen(&ns, &["--name", "PROTOSRV", "--workgroup", "PROTOGRP", "--bind", "127.0.0.1", "-p", "11139", "--datagram-port", "11138", "--name-port", "0"]);
+    until(LONG, "the listener", || ns.tcp_listening(11139) && ns.udp_bound(11138));
+    // The datagrams, as they were captured.
+    let mut py = String::from("import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n");
+    for f in ["dgram-unique-nopad.bin", "dgram-unique-pad.bin", "dgram-group.bin"] {
+        py.push_str(&format!("s.sendto(open({:?},'rb').read(),('127.0.0.1',11138))\n", captures().join(f).display().to_string()));
+    }
+    // The client side of the smbclient sessions, replayed segment by segment.
+    for f in ["smbclient-M-OK.payloads.txt", "smbclient-M-long.payloads.txt"] {
+        let text = std::fs::read_to_string(captures().join(f)).unwrap();
+        // Columns: frame, source port, (a description,) payload in hex.
+        let client: Vec<&str> = text
+            .lines()
+            .filter(|l| l.split('\t').nth(1) != Some("139"))
+            .filter_map(|l| l.split('\t').next_back())
+            .collect();
+        py.push_str("c=socket.create_connection(('127.0.0.1',11139))\n");
+        for hex in client {
+            py.push_str(&format!("c.sendall(bytes.fromhex({hex:?}))\nc.recv(4096)\n"));
+        }
+        py.push_str("c.close()\n");
+    }
+    let out = ns.cmd("python3").arg("-c").arg(&py).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    until(LONG, "five messages", || messages(&l).len() == 5);
+    let m = messages(&l);
+    let texts: Vec<&str> = m.iter().map(|v| v["text"].as_str().unwrap()).collect();
+    assert_eq!(texts[0], "Hello via \\MAILSLOT\\MESSNGR");
+    assert_eq!(texts[1], "Hello via \\MAILSLOT\\MESSNGR", "DataOffset 88, padded");
+    assert_eq!(m[2]["group"], true, "the group datagram");
+    assert_eq!(texts[3], "hello from alice\n");
+    assert!(texts[4].contains('é') && texts[4].contains('ü'), "CP850 decoded: {}", texts[4]);
+    assert!(!l.stderr().contains("malformed"));
+}
+
+#[test]
+fn workgroup_broadcast_reaches_each_host_exactly_once() {
+    let lan = Lan::new(4);
+    let listeners: Vec<Proc> = (0..3)
+        .map(|i| listen(&lan.hosts[i], &["--name", &format!("HOST{i}"), "--workgroup", "TESTWG", "--name-port", "0"]))
+        .collect();
+    for i in 0..3 {
+        until(LONG, "listeners on 138", || lan.hosts[i].udp_bound(138));
+    }
+    let bcast = lan.broadcast().to_string();
+    for text in ["file server down at 18:00", "marker"] {
+        let (code, err) = send(&lan.hosts[3], &["--workgroup", "TESTWG", "--broadcast", &bcast, "--from", "ADMIN", "*", text], None);
+        assert_eq!(code, Some(0), "{err}");
+    }
+    for l in &listeners {
+        until(LONG, "the marker", || messages(l).iter().any(|m| m["text"] == "marker"));
+        let m = messages(l);
+        let got: Vec<&str> = m.iter().map(|v| v["text"].as_str().unwrap()).collect();
+        assert_eq!(got, vec!["file server down at 18:00", "marker"], "exactly once each, in order");
+        assert_eq!(m[0]["group"], true);
+        assert_eq!(m[0]["from"], "ADMIN");
+    }
+}
+
+#[test]
+fn the_name_is_registered_found_by_nmblookup_and_reached_by_smbclient() {
+    let lan = Lan::new(2);
+    let bcast = lan.broadcast().to_string();
+    let l = listen(&lan.hosts[0], &["--name", "ALICE", "--broadcast", &bcast]);
+    until(LONG, "the name service", || lan.hosts[0].udp_bound(137) && lan.hosts[0].tcp_listening(139));
+    let dir = tempfile::tempdir().unwrap();
+    let conf = client_conf(dir.path(), "BOBPC", "interfaces = eth0\n   name resolve order = bcast");
+    let out = lan.hosts[1].cmd("nmblookup").arg("-s").arg(&conf).args(["-B", &bcast, "ALICE#03"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{} ALICE<03>", lan.ip(0))), "nmblookup: {text}{}", String::from_utf8_lossy(&out.stderr));
+    let out = lan.hosts[1].cmd("nmblookup").arg("-s").arg(&conf).args(["-A", &lan.ip(0).to_string()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ALICE") && text.contains("<03>"), "node status: {text}");
+    // smbclient finds ALICE by broadcast, with no -I.
+    let (code, out) = smbclient(&lan.hosts[1], &conf, &["-M", "ALICE", "-U", "bob", "-N"], "found you by name\n");
+    assert_eq!(code, Some(0), "{out}");
+    until(LONG, "the message", || messages(&l).len() == 1);
+    assert_eq!(messages(&l)[0]["text"], "found you by name\n");
+}
+
+#[test]
+fn sealed_messages_are_accepted_and_unsealed_ones_refused_when_required() {
+    let ns = Netns::new("seal");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("workgroup.key");
+    let out = Command::new(alerter_bin()).args(["keygen", "-o"]).arg(&key).output().unwrap();
+    assert!(out.status.success());
+    let key = key.display().to_string();
+    let l = listen(&ns, &["--name", "BOB", "--name-port", "0", "--key-file", &key, "--require-seal"]);
+    until(LONG, "the listener", || ns.tcp_listening(139) && ns.udp_bound(138));
+    let (code, err) = send(&ns, &["--key-file", &key, "--from", "ALERTER", "-I", "127.0.0.1", "BOB", "sealed over a session"], None);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = send(&ns, &["--key-file", &key, "--datagram", "-I", "127.0.0.1", "BOB", "sealed datagram"], None);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _) = send(&ns, &["--from", "MALLORY", "-I", "127.0.0.1", "BOB", "unsealed: click here"], None);
+    assert_eq!(code, Some(0), "a classic sender cannot tell; the receiver refuses");
+    until(LONG, "two messages and a rejection", || {
+        messages(&l).len() == 2 && l.json_lines().iter().any(|v| v.get("rejected").is_some())
+    });
+    let m = messages(&l);
+    assert!(m.iter().all(|v| v["sealed"]["severity"] == "info"));
+    assert_eq!(m[0]["form"], "session");
+    assert_eq!(m[1]["form"], "datagram");
+    let rejected: Vec<Value> = l.json_lines().into_iter().filter(|v| v.get("rejected").is_some()).collect();
+    assert_eq!(rejected[0]["from"], "MALLORY");
+    assert!(rejected[0]["rejected"].as_str().unwrap().starts_with("unsealed message refused"));
+}
+
+#[test]
+fn a_rule_in_a_running_daemon_pops_up_on_alerter_listen() {
+    let ns = Netns::new("daemon");
+    let l = listen(&ns, &["--name", "BOB", "--name-port", "0"]);
+    until(LONG, "the listener", || ns.tcp_listening(139));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("alerter.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "alerter:
+  name: FILESERVER
+  state_dir: {state}
+sources:
+  beat: {{ type: heartbeat, interval: 1s, summary: the alerter is alive }}
+transports:
+  popup:
+    type: messenger
+    hosts: {{ BOB: 127.0.0.1 }}
+    dns: false
+subscribers:
+  bob: {{ machine: BOB }}
+rules:
+  - name: heartbeat-popup
+    match: {{ source: beat }}
+    repeat_interval: 1h
+    notify: [{{ subscribers: [bob], via: [popup] }}]
+",
+            state = dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut d = ns.cmd(alerter_bin());
+    d.args(["run", "-c"]).arg(&cfg);
+    let daemon = Proc::spawn(d);
+    until(LONG, "a popup", || !messages(&l).is_empty());
+    let m = &messages(&l)[0];
+    assert_eq!(m["from"], "FILESERVER");
+    assert_eq!(m["to"], "BOB");
+    assert!(m["text"].as_str().unwrap().starts_with("INFO: the alerter is alive"), "{m}");
+    drop(daemon);
+}
