@@ -93,7 +93,9 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
     let (mcfg, name, workgroup) = match &cfg {
         Some(c) => {
             let m = c.transports.iter().find_map(|(id, t)| match t {
-                TransportConfig::Messenger(m) if a.transport.as_deref().is_none_or(|want| want == id) => Some((**m).clone()),
+                TransportConfig::Messenger(m) if a.transport.as_deref().is_none_or(|want| want == id) => {
+                    Some((**m).clone())
+                }
                 _ => None,
             });
             if a.transport.is_some() && m.is_none() {
@@ -247,7 +249,10 @@ fn history_path(a: &ListenArgs) -> PathBuf {
 }
 
 fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
-    let name = a.name.clone().unwrap_or_else(|| config::hostname().split('.').next().unwrap_or("ALERTER").chars().take(15).collect());
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| config::hostname().split('.').next().unwrap_or("ALERTER").chars().take(15).collect());
     let mut cfg = ListenerConfig::new(&name);
     cfg.workgroup = Some(a.workgroup.clone());
     cfg.code_page = CodePage::new(a.code_page)?;

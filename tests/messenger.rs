@@ -75,7 +75,11 @@ fn alerter_send_delivers_into_samba_over_139_and_445() {
     assert_eq!(name, "msg-ALERTER-on-alerter.txt", "sender and calling name");
     assert_eq!(String::from_utf8(body).unwrap(), text, "1500 accented characters arrive intact");
 
-    let (code, err) = send(&ns, &["--from", "DIRECT", "-I", "127.0.0.1", "-p", "445", "SAMBASRV", "over 445, no session request"], None);
+    let (code, err) = send(
+        &ns,
+        &["--from", "DIRECT", "-I", "127.0.0.1", "-p", "445", "SAMBASRV", "over 445, no session request"],
+        None,
+    );
     assert_eq!(code, Some(0), "{err}");
     until(LONG, "the message over 445", || samba.messages().len() == 2);
     let direct = samba.messages().into_iter().find(|(n, _)| n.starts_with("msg-DIRECT")).unwrap();
@@ -122,7 +126,8 @@ fn smbclient_delivers_into_alerter_listen_on_139_in_a_namespace() {
     until(LONG, "the listener on 139", || ns.tcp_listening(139));
     let dir = tempfile::tempdir().unwrap();
     let conf = client_conf(dir.path(), "ALICEPC", "");
-    let (code, out) = smbclient(&ns, &conf, &["-M", "BOB", "-I", "127.0.0.1", "-U", "alice", "-N"], "hello from alice\n");
+    let (code, out) =
+        smbclient(&ns, &conf, &["-M", "BOB", "-I", "127.0.0.1", "-U", "alice", "-N"], "hello from alice\n");
     assert_eq!(code, Some(0), "{out}");
     let long = smbclient_long_text();
     let (code, out) = smbclient(&ns, &conf, &["-M", "BOB", "-I", "127.0.0.1", "-U", "alice", "-N"], &long);
@@ -138,12 +143,16 @@ fn smbclient_delivers_into_alerter_listen_on_139_in_a_namespace() {
 #[test]
 fn smbclient_delivers_into_alerter_listen_on_a_high_loopback_port() {
     let ns = Netns::new("lsthi");
-    let l = listen(&ns, &["--name", "BOB", "--bind", "127.0.0.1", "-p", "11139", "--datagram-port", "0", "--name-port", "0"]);
+    let l = listen(
+        &ns,
+        &["--name", "BOB", "--bind", "127.0.0.1", "-p", "11139", "--datagram-port", "0", "--name-port", "0"],
+    );
     until(LONG, "the listener on 11139", || ns.tcp_listening(11139));
     let dir = tempfile::tempdir().unwrap();
     let conf = client_conf(dir.path(), "ALICEPC", "");
     let long = smbclient_long_text();
-    let (code, out) = smbclient(&ns, &conf, &["-M", "BOB", "-I", "127.0.0.1", "-p", "11139", "-U", "alice", "-N"], &long);
+    let (code, out) =
+        smbclient(&ns, &conf, &["-M", "BOB", "-I", "127.0.0.1", "-p", "11139", "-U", "alice", "-N"], &long);
     assert_eq!(code, Some(0), "{out}");
     until(LONG, "the message", || messages(&l).len() == 1);
     assert_eq!(messages(&l)[0]["text"].as_str().unwrap(), long);
@@ -173,11 +182,11 @@ fn datagrams_are_dissected_by_tshark_as_netbios_smb_mailslot() {
         c
     });
     until(LONG, "tshark to start capturing", || cap.stderr().contains("Capture started"));
-    let (code, err) = send(&ns, &["--datagram", "--from", "ALERTER", "-I", "127.0.0.1", "BOB", "Disk /var is 91% full"], None);
+    let (code, err) =
+        send(&ns, &["--datagram", "--from", "ALERTER", "-I", "127.0.0.1", "BOB", "Disk /var is 91% full"], None);
     assert_eq!(code, Some(0), "{err}");
     until(LONG, "the frame in the capture", || {
-        std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 200)
-            && !tshark_fields(&pcap, &["frame.number"]).is_empty()
+        std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 200) && !tshark_fields(&pcap, &["frame.number"]).is_empty()
     });
     drop(cap);
     let fields = [
@@ -201,7 +210,8 @@ fn datagrams_are_dissected_by_tshark_as_netbios_smb_mailslot() {
     assert_eq!(row[5], "1", "mailslot write");
     assert_eq!(row[6], "2", "unreliable & broadcast class");
     assert_eq!(row[7], "87");
-    let body: Vec<u8> = (0..row[8].len()).step_by(2).map(|i| u8::from_str_radix(&row[8][i..i + 2], 16).unwrap()).collect();
+    let body: Vec<u8> =
+        (0..row[8].len()).step_by(2).map(|i| u8::from_str_radix(&row[8][i..i + 2], 16).unwrap()).collect();
     assert_eq!(body, b"ALERTER\0BOB\0Disk /var is 91% full\0".to_vec());
     let verbose = Command::new("tshark").arg("-r").arg(&pcap).arg("-V").output().unwrap();
     let text = String::from_utf8_lossy(&verbose.stdout);
@@ -217,7 +227,8 @@ fn nmbd_parses_alerter_datagrams_without_complaint() {
         samba.nmbd_log().contains("success in registering name NSRV<03>")
     });
     let target = lan.ip(1).to_string();
-    let (code, err) = send(&lan.hosts[0], &["--datagram", "--from", "ALERTER", "-I", &target, "NSRV", "hello nmbd"], None);
+    let (code, err) =
+        send(&lan.hosts[0], &["--datagram", "--from", "ALERTER", "-I", &target, "NSRV", "hello nmbd"], None);
     assert_eq!(code, Some(0), "{err}");
     until(LONG, "nmbd to log the datagram", || samba.nmbd_log().contains("for \\MAILSLOT\\MESSNGR"));
     let log = samba.nmbd_log();
@@ -229,12 +240,31 @@ fn nmbd_parses_alerter_datagrams_without_complaint() {
 #[test]
 fn alerter_listen_decodes_every_reference_capture() {
     let ns = Netns::new("caps");
-    let l = listen(&ns, &["--name", "PROTOSRV", "--workgroup", "PROTOGRP", "--bind", "127.0.0.1", "-p", "11139", "--datagram-port", "11138", "--name-port", "0"]);
+    let l = listen(
+        &ns,
+        &[
+            "--name",
+            "PROTOSRV",
+            "--workgroup",
+            "PROTOGRP",
+            "--bind",
+            "127.0.0.1",
+            "-p",
+            "11139",
+            "--datagram-port",
+            "11138",
+            "--name-port",
+            "0",
+        ],
+    );
     until(LONG, "the listener", || ns.tcp_listening(11139) && ns.udp_bound(11138));
     // The datagrams, as they were captured.
     let mut py = String::from("import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n");
     for f in ["dgram-unique-nopad.bin", "dgram-unique-pad.bin", "dgram-group.bin"] {
-        py.push_str(&format!("s.sendto(open({:?},'rb').read(),('127.0.0.1',11138))\n", captures().join(f).display().to_string()));
+        py.push_str(&format!(
+            "s.sendto(open({:?},'rb').read(),('127.0.0.1',11138))\n",
+            captures().join(f).display().to_string()
+        ));
     }
     // The client side of the smbclient sessions, replayed segment by segment.
     for f in ["smbclient-M-OK.payloads.txt", "smbclient-M-long.payloads.txt"] {
@@ -275,7 +305,8 @@ fn workgroup_broadcast_reaches_each_host_exactly_once() {
     }
     let bcast = lan.broadcast().to_string();
     for text in ["file server down at 18:00", "marker"] {
-        let (code, err) = send(&lan.hosts[3], &["--workgroup", "TESTWG", "--broadcast", &bcast, "--from", "ADMIN", "*", text], None);
+        let (code, err) =
+            send(&lan.hosts[3], &["--workgroup", "TESTWG", "--broadcast", &bcast, "--from", "ADMIN", "*", text], None);
         assert_eq!(code, Some(0), "{err}");
     }
     for l in &listeners {
@@ -298,7 +329,11 @@ fn the_name_is_registered_found_by_nmblookup_and_reached_by_smbclient() {
     let conf = client_conf(dir.path(), "BOBPC", "interfaces = eth0\n   name resolve order = bcast");
     let out = lan.hosts[1].cmd("nmblookup").arg("-s").arg(&conf).args(["-B", &bcast, "ALICE#03"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("{} ALICE<03>", lan.ip(0))), "nmblookup: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains(&format!("{} ALICE<03>", lan.ip(0))),
+        "nmblookup: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = lan.hosts[1].cmd("nmblookup").arg("-s").arg(&conf).args(["-A", &lan.ip(0).to_string()]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ALICE") && text.contains("<03>"), "node status: {text}");
@@ -319,7 +354,8 @@ fn sealed_messages_are_accepted_and_unsealed_ones_refused_when_required() {
     let key = key.display().to_string();
     let l = listen(&ns, &["--name", "BOB", "--name-port", "0", "--key-file", &key, "--require-seal"]);
     until(LONG, "the listener", || ns.tcp_listening(139) && ns.udp_bound(138));
-    let (code, err) = send(&ns, &["--key-file", &key, "--from", "ALERTER", "-I", "127.0.0.1", "BOB", "sealed over a session"], None);
+    let (code, err) =
+        send(&ns, &["--key-file", &key, "--from", "ALERTER", "-I", "127.0.0.1", "BOB", "sealed over a session"], None);
     assert_eq!(code, Some(0), "{err}");
     let (code, err) = send(&ns, &["--key-file", &key, "--datagram", "-I", "127.0.0.1", "BOB", "sealed datagram"], None);
     assert_eq!(code, Some(0), "{err}");

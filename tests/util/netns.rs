@@ -43,16 +43,19 @@ impl Netns {
     pub fn tcp_listening(&self, port: u16) -> bool {
         let out = self.cmd("cat").args(["/proc/net/tcp", "/proc/net/tcp6"]).output().expect("read /proc/net/tcp");
         let want = format!(":{port:04X} ");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|l| l.split_whitespace().nth(1).is_some_and(|local| format!("{local} ").ends_with(&want)) && l.split_whitespace().nth(3) == Some("0A"))
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+            l.split_whitespace().nth(1).is_some_and(|local| format!("{local} ").ends_with(&want))
+                && l.split_whitespace().nth(3) == Some("0A")
+        })
     }
 
     /// Whether something has this UDP port open inside the namespace.
     pub fn udp_bound(&self, port: u16) -> bool {
         let out = self.cmd("cat").args(["/proc/net/udp"]).output().expect("read /proc/net/udp");
         let want = format!(":{port:04X}");
-        String::from_utf8_lossy(&out.stdout).lines().any(|l| l.split_whitespace().nth(1).is_some_and(|local| local.ends_with(&want)))
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.split_whitespace().nth(1).is_some_and(|local| local.ends_with(&want)))
     }
 }
 
@@ -223,7 +226,9 @@ impl Samba {
         std::fs::write(&conf_path, conf).unwrap();
         let mut procs = Vec::new();
         let mut smbd = ns.cmd("/usr/sbin/smbd");
-        smbd.args(["--foreground", "--no-process-group", "--debug-stdout", "-s"]).arg(&conf_path).env("TMPDIR", d.join("tmp"));
+        smbd.args(["--foreground", "--no-process-group", "--debug-stdout", "-s"])
+            .arg(&conf_path)
+            .env("TMPDIR", d.join("tmp"));
         procs.push(Proc::spawn(smbd));
         if nmbd.is_some() {
             let mut n = ns.cmd("/usr/sbin/nmbd");

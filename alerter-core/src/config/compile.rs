@@ -257,10 +257,17 @@ fn compile_entries(
             let missing: Vec<&str> =
                 people.into_iter().filter(|p| subscribers.0.get(*p).is_some_and(|s| s.machine.is_none())).collect();
             if !missing.is_empty() {
-                cx.error(file, &path.index(j).key("via").index(k), format!("transport `{t}` sends popups, but {} no `machine`", match missing.as_slice() {
-                    [one] => format!("subscriber `{one}` has"),
-                    many => format!("subscribers `{}` have", many.join("`, `")),
-                }))
+                cx.error(
+                    file,
+                    &path.index(j).key("via").index(k),
+                    format!(
+                        "transport `{t}` sends popups, but {} no `machine`",
+                        match missing.as_slice() {
+                            [one] => format!("subscriber `{one}` has"),
+                            many => format!("subscribers `{}` have", many.join("`, `")),
+                        }
+                    ),
+                )
                 .notes
                 .push("give each a `machine:` (the NetBIOS name of their workstation)".into());
             }

@@ -59,7 +59,8 @@ pub fn read_key_file(path: &Path) -> Result<SealKey, String> {
             meta.mode() & 0o7777
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
     SealKey::from_text(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -150,7 +151,8 @@ impl MessengerTransport {
     }
 
     async fn target(&self, machine: &str) -> Result<SocketAddr, SendError> {
-        let name: NetbiosName = machine.parse().map_err(|e: messenger_transport::Error| SendError::BadName(e.to_string()))?;
+        let name: NetbiosName =
+            machine.parse().map_err(|e: messenger_transport::Error| SendError::BadName(e.to_string()))?;
         let t = self.resolver.resolve(&name).await.ok_or_else(|| SendError::NameNotFound(machine.to_string()))?;
         Ok(SocketAddr::new(t.ip, t.port.unwrap_or(self.opts.port)))
     }
@@ -273,7 +275,8 @@ impl Transport for MessengerTransport {
             }
             let transient = failures.iter().any(|(_, e)| e.is_transient());
             let detail: Vec<String> = failures.iter().map(|(who, e)| format!("{who}: {e}")).collect();
-            let message = format!("{} of {} recipients failed: {}", failures.len(), n.recipients.len(), detail.join("; "));
+            let message =
+                format!("{} of {} recipients failed: {}", failures.len(), n.recipients.len(), detail.join("; "));
             Err(if transient { TransportError::transient(message) } else { TransportError::permanent(message) })
         })
     }
