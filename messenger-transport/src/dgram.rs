@@ -112,9 +112,12 @@ pub fn messenger_body(from: &[u8], to: &[u8], text: &[u8]) -> Vec<u8> {
     b
 }
 
+/// From, To and Text of a Messenger body, still in the OEM code page.
+pub type MessengerBody = (Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// Splits a Messenger body. Tolerates a missing final NUL and trailing
 /// bytes after it, as real senders produce both.
-pub fn parse_messenger_body(data: &[u8]) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), Error> {
+pub fn parse_messenger_body(data: &[u8]) -> Result<MessengerBody, Error> {
     let mut parts = data.splitn(3, |b| *b == 0);
     let from = parts.next().ok_or(Error::Truncated("messenger body"))?;
     let to = parts.next().ok_or(Error::Truncated("messenger body: no recipient"))?;

@@ -448,12 +448,9 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shar
                     return Err(format!("a {announced}-byte packet"));
                 }
             }
-            match Packet::decode(&buf).map_err(|e| e.to_string())? {
-                Some((p, used)) => {
-                    buf.drain(..used);
-                    break p;
-                }
-                None => {}
+            if let Some((p, used)) = Packet::decode(&buf).map_err(|e| e.to_string())? {
+                buf.drain(..used);
+                break p;
             }
             let n = match tokio::time::timeout(shared.cfg.idle_timeout, stream.read(&mut chunk)).await {
                 Ok(Ok(0)) | Err(_) => return Ok(()),
@@ -740,10 +737,10 @@ mod tests {
         .unwrap();
         let mut texts = Vec::new();
         while texts.len() < 2 {
-            if let Event::Message(r) = next(&mut rx).await {
-                if r.text != "a real one" {
-                    texts.push(r.text);
-                }
+            if let Event::Message(r) = next(&mut rx).await
+                && r.text != "a real one"
+            {
+                texts.push(r.text);
             }
         }
         texts.sort();

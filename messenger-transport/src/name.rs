@@ -153,10 +153,10 @@ impl FromStr for NetbiosName {
         if let Some((name, suffix)) = s.split_once('#') {
             return NetbiosName::new(name, parse_hex(suffix)?);
         }
-        if let Some(stripped) = s.strip_suffix('>') {
-            if let Some((name, suffix)) = stripped.rsplit_once('<') {
-                return NetbiosName::new(name, parse_hex(suffix)?);
-            }
+        if let Some(stripped) = s.strip_suffix('>')
+            && let Some((name, suffix)) = stripped.rsplit_once('<')
+        {
+            return NetbiosName::new(name, parse_hex(suffix)?);
         }
         NetbiosName::new(s, MESSENGER)
     }

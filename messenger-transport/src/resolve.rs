@@ -77,19 +77,19 @@ impl Resolver {
         if let Some(t) = self.cfg.hosts.get(&name.name()) {
             return Some(*t);
         }
-        if let Some((t, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
-            if at.elapsed() < self.cfg.cache_ttl {
-                return Some(*t);
-            }
+        if let Some((t, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(name)
+            && at.elapsed() < self.cfg.cache_ttl
+        {
+            return Some(*t);
         }
         let mut found = None;
         if let Some(wins) = self.cfg.wins {
             found = self.query(name, SocketAddr::new(IpAddr::V4(wins), self.cfg.nbns_port), false).await;
         }
-        if found.is_none() {
-            if let Some(b) = self.cfg.broadcast {
-                found = self.query(name, SocketAddr::new(IpAddr::V4(b), self.cfg.nbns_port), true).await;
-            }
+        if found.is_none()
+            && let Some(b) = self.cfg.broadcast
+        {
+            found = self.query(name, SocketAddr::new(IpAddr::V4(b), self.cfg.nbns_port), true).await;
         }
         if found.is_none() && self.cfg.dns {
             found = tokio::net::lookup_host((name.name().to_ascii_lowercase(), 0))

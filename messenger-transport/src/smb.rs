@@ -207,8 +207,11 @@ pub fn send_single(from: &[u8], to: &[u8], text: &[u8]) -> Smb {
     Smb::request(COM_SEND_MESSAGE, Vec::new(), b)
 }
 
+/// From, To and (for 0xD0) the text of a message request, in the OEM code page.
+pub type MessageFields = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
 /// From and To of a 0xD5 or 0xD0 request (and the text of a 0xD0).
-pub fn parse_names(req: &Smb) -> Result<(Vec<u8>, Vec<u8>, Option<Vec<u8>>), Error> {
+pub fn parse_names(req: &Smb) -> Result<MessageFields, Error> {
     let mut pos = 0;
     let from = read_string(&req.bytes, &mut pos)?;
     let to = read_string(&req.bytes, &mut pos)?;
