@@ -106,12 +106,37 @@ impl MessengerOptions {
     }
 }
 
+/// Which recipient got which notification: the newest `REMEMBER` pairs.
+#[derive(Debug, Default)]
+struct DeliveredSet {
+    set: HashSet<(String, String)>,
+    order: VecDeque<(String, String)>,
+}
+
+impl DeliveredSet {
+    fn contains(&self, id: &str, who: &str) -> bool {
+        self.set.contains(&(id.to_string(), who.to_string()))
+    }
+
+    fn insert(&mut self, id: &str, who: &str) {
+        let key = (id.to_string(), who.to_string());
+        if self.set.insert(key.clone()) {
+            self.order.push_back(key);
+            while self.order.len() > REMEMBER {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct MessengerTransport {
     opts: MessengerOptions,
     resolver: Resolver,
-    delivered: Mutex<(HashSet<(String, String)>, VecDeque<(String, String)>)>,
+    delivered: Mutex<DeliveredSet>,
 }
 
 /// Where one recipient's popup goes.
@@ -123,24 +148,15 @@ enum Dest {
 impl MessengerTransport {
     pub fn new(opts: MessengerOptions) -> MessengerTransport {
         let resolver = Resolver::new(opts.resolver.clone());
-        MessengerTransport { opts, resolver, delivered: Mutex::new((HashSet::new(), VecDeque::new())) }
+        MessengerTransport { opts, resolver, delivered: Mutex::new(DeliveredSet::default()) }
     }
 
     fn already(&self, id: &str, who: &str) -> bool {
-        self.delivered.lock().unwrap_or_else(|p| p.into_inner()).0.contains(&(id.to_string(), who.to_string()))
+        self.delivered.lock().unwrap_or_else(|p| p.into_inner()).contains(id, who)
     }
 
     fn remember(&self, id: &str, who: &str) {
-        let mut d = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (id.to_string(), who.to_string());
-        if d.0.insert(key.clone()) {
-            d.1.push_back(key);
-            while d.1.len() > REMEMBER {
-                if let Some(old) = d.1.pop_front() {
-                    d.0.remove(&old);
-                }
-            }
-        }
+        self.delivered.lock().unwrap_or_else(|p| p.into_inner()).insert(id, who);
     }
 
     /// The popup text: cut to the limit after encoding, with a marker.
