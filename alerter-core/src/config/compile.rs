@@ -510,6 +510,29 @@ pub fn compile(
         (*main_file, YamlPath::root())
     };
     for (id, t) in &transports {
+        if let model::TransportConfig::Messenger(m) = t {
+            let (file, path) = transport_file(id);
+            if let Some(cp) = m.code_page
+                && let Err(e) = messenger_transport::CodePage::new(cp)
+            {
+                cx.error(file, &path.key("code_page"), e.to_string());
+            }
+            if let Some(from) = &m.from
+                && let Err(e) = messenger_transport::NetbiosName::new(from, 0)
+            {
+                cx.error(file, &path.key("from"), e.to_string());
+            }
+            if let Some(key) = &m.seal_key_file
+                && let Err(e) = crate::transport::messenger::read_key_file(key)
+            {
+                cx.error(file, &path.key("seal_key_file"), e);
+            }
+            for name in m.hosts.keys() {
+                if let Err(e) = messenger_transport::NetbiosName::new(name, 3) {
+                    cx.error(file, &path.key("hosts").key(name.clone()), e.to_string());
+                }
+            }
+        }
         if let Some(tpl) = t.template() {
             let (file, path) = transport_file(id);
             if let Some(title) = &tpl.title {

@@ -14,9 +14,11 @@ use chrono::{DateTime, NaiveTime, Utc, Weekday};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Checks a string against a named format. `Err` is the message for the admin.
-pub fn check_format(format: &str, value: &str) -> Result<(), String> {
-    match format {
+/// Checks a string against a named format: `None` for formats this
+/// module does not own (schemars' own, like `uint16`), else the verdict,
+/// with the message for the admin.
+pub fn check_format(format: &str, value: &str) -> Option<Result<(), String>> {
+    Some(match format {
         "duration" => parse_duration(value).map(drop),
         "regex" => compile_anchored(value).map(drop).map_err(|e| regex_message(&e)),
         "crontab" => parse_cron(value).map(drop),
@@ -27,16 +29,8 @@ pub fn check_format(format: &str, value: &str) -> Result<(), String> {
         "date-time" => parse_timestamp(value).map(drop),
         "ipv4" => parse_ipv4(value).map(drop),
         "ip-target" => parse_ip_target(value).map(drop),
-        _ => Ok(()),
-    }
-}
-
-/// Formats whose values are plain strings the validator need not check.
-pub fn is_known_format(format: &str) -> bool {
-    matches!(
-        format,
-        "duration" | "regex" | "crontab" | "timezone" | "time-range" | "weekday-range" | "template" | "date-time"
-    )
+        _ => return None,
+    })
 }
 
 macro_rules! string_newtype {
@@ -351,7 +345,7 @@ mod tests {
         let r: RegexStr = "web\\d".parse().unwrap();
         assert!(r.value.is_match("web1"));
         assert!(!r.value.is_match("xweb1"));
-        assert!(check_format("regex", "(").unwrap_err().starts_with("not a valid regex"));
+        assert!(check_format("regex", "(").unwrap().unwrap_err().starts_with("not a valid regex"));
     }
 
     #[test]
@@ -382,10 +376,12 @@ mod tests {
 
     #[test]
     fn templates_and_timestamps() {
-        assert!(check_format("template", "{{ summary }}").is_ok());
-        assert!(check_format("template", "{{ summary ").is_err());
-        assert!(check_format("date-time", "2026-11-26T20:00:00Z").is_ok());
-        assert!(check_format("date-time", "tomorrow").is_err());
-        assert!(check_format("unknown-format", "anything").is_ok());
+        assert_eq!(check_format("template", "{{ summary }}"), Some(Ok(())));
+        assert!(check_format("template", "{{ summary ").unwrap().is_err());
+        assert_eq!(check_format("date-time", "2026-11-26T20:00:00Z"), Some(Ok(())));
+        assert!(check_format("date-time", "tomorrow").unwrap().is_err());
+        assert!(check_format("ipv4", "10.0.0.256").unwrap().is_err());
+        assert_eq!(check_format("ip-target", "127.0.0.1:1139"), Some(Ok(())));
+        assert_eq!(check_format("uint16", "anything"), None);
     }
 }

@@ -15,7 +15,7 @@ use serde_json::Value as Json;
 use serde_norway::Value as Yaml;
 
 use super::diag::{Diagnostic, YamlPath};
-use super::types::{check_format, is_known_format};
+use super::types::check_format;
 
 /// Validates `node` against `schema` (whose `$defs` live in `root`).
 pub fn validate(root: &Json, schema: &Json, node: &Yaml, file: usize, path: &YamlPath) -> Vec<Diagnostic> {
@@ -186,8 +186,7 @@ impl<'a> Validator<'a> {
         match node {
             Yaml::String(s) => {
                 if let Some(format) = schema.get("format").and_then(Json::as_str)
-                    && is_known_format(format)
-                    && let Err(msg) = check_format(format, s)
+                    && let Some(Err(msg)) = check_format(format, s)
                 {
                     self.push(Diagnostic::at(self.file, path, msg));
                 }
