@@ -18,8 +18,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{self, Config, LoadOptions};
@@ -29,6 +27,7 @@ use crate::notify::{Notification, notice_notifications, render_dispatch};
 use crate::plugin::PluginRegistry;
 use crate::plugin::supervisor::{Backoff, Sources, SupervisorEnv};
 use crate::rules::router::{Output, Router};
+use crate::outbox::{Dispatcher, Outcome, Report, RetryPolicy};
 use crate::store::{AuditRecord, Store, StoreError};
 use crate::transport::{self, Transport, TransportError};
 
@@ -105,116 +104,47 @@ impl std::fmt::Debug for RunOptions {
     }
 }
 
-/// A delivery outcome, reported by a transport worker to the engine.
-#[derive(Debug)]
-struct Report {
-    notification: Notification,
-    result: Result<Option<String>, String>,
-    at: DateTime<Utc>,
-}
+type Built = HashMap<String, (Arc<dyn Transport>, RetryPolicy)>;
 
-/// Per-transport queues and their workers.
-struct Dispatcher {
-    queues: HashMap<String, mpsc::Sender<Notification>>,
-    workers: Vec<JoinHandle<()>>,
-    cancel: CancellationToken,
-}
-
-const QUEUE_CAPACITY: usize = 10_000;
-const MAX_ATTEMPTS: u32 = 5;
-
-impl Dispatcher {
-    fn start(
-        built: HashMap<String, Arc<dyn Transport>>,
-        reports: mpsc::UnboundedSender<Report>,
-        clock: Arc<dyn Clock>,
-    ) -> Dispatcher {
-        let cancel = CancellationToken::new();
-        let mut queues = HashMap::new();
-        let mut workers = Vec::new();
-        for (name, t) in built {
-            let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-            queues.insert(name.clone(), tx);
-            workers.push(tokio::spawn(worker(name, t, rx, reports.clone(), clock.clone(), cancel.clone())));
-        }
-        Dispatcher { queues, workers, cancel }
-    }
-
-    /// Queues a notification; gives it back with the reason if it cannot be queued.
-    fn enqueue(&self, n: Notification) -> Result<(), Box<(Notification, String)>> {
-        match self.queues.get(&n.transport) {
-            Some(q) => q.try_send(n).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(n) => Box::new((n, "transport queue is full".to_string())),
-                mpsc::error::TrySendError::Closed(n) => Box::new((n, "transport is shutting down".to_string())),
-            }),
-            None => {
-                let why = format!("no transport `{}`", n.transport);
-                Err(Box::new((n, why)))
-            }
-        }
-    }
-
-    /// Stops taking work, lets workers drain their queues for up to `grace`,
-    /// then cancels what is left.
-    async fn stop(self, grace: Duration) {
-        drop(self.queues);
-        let all = futures_join(self.workers);
-        if tokio::time::timeout(grace, all).await.is_err() {
-            warn!("transports did not finish within {grace:?}; abandoning queued deliveries");
-            self.cancel.cancel();
-        }
-    }
-}
-
-async fn futures_join(handles: Vec<JoinHandle<()>>) {
-    for h in handles {
-        let _ = h.await;
-    }
-}
-
-async fn worker(
-    name: String,
-    t: Arc<dyn Transport>,
-    mut rx: mpsc::Receiver<Notification>,
-    reports: mpsc::UnboundedSender<Report>,
-    clock: Arc<dyn Clock>,
-    cancel: CancellationToken,
-) {
-    while let Some(n) = rx.recv().await {
-        let mut attempt = 0;
-        let result = loop {
-            attempt += 1;
-            let outcome = tokio::select! {
-                r = t.send(&n) => r,
-                _ = cancel.cancelled() => break Err("cancelled at shutdown".to_string()),
-            };
-            match outcome {
-                Ok(d) => break Ok(d.reply),
-                Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
-                    let backoff = Duration::from_secs(1 << (attempt - 1));
-                    debug!(transport = %name, attempt, "transient failure, retrying in {backoff:?}: {e}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = cancel.cancelled() => break Err(format!("{e} (cancelled at shutdown)")),
-                    }
-                }
-                Err(e) => break Err(e.to_string()),
-            }
-        };
-        if reports.send(Report { notification: n, result, at: clock.now() }).is_err() {
-            return;
-        }
-    }
-}
-
-fn build_transports(cfg: &Config) -> Result<HashMap<String, Arc<dyn Transport>>, DaemonError> {
+fn build_transports(cfg: &Config) -> Result<Built, DaemonError> {
     let mut out = HashMap::new();
     for (name, t) in &cfg.transports {
         let cx = transport::BuildCx { alerter_name: &cfg.name, workgroup: &cfg.workgroup };
         let built = transport::build(t, &cx).map_err(|source| DaemonError::Transport { name: name.clone(), source })?;
-        out.insert(name.clone(), built);
+        out.insert(name.clone(), (built, t.retry_policy()));
     }
     Ok(out)
+}
+
+fn start_dispatcher(cfg: &Config, built: Built, reports: &mpsc::UnboundedSender<Report>, clock: &Arc<dyn Clock>) -> Result<Dispatcher, DaemonError> {
+    Ok(Dispatcher::start(built, &cfg.state_dir, reports.clone(), clock.clone())?)
+}
+
+/// What one turn of the engine decided, committed together.
+#[derive(Default)]
+struct Turn {
+    notifications: Vec<Notification>,
+    audit: Vec<AuditRecord>,
+}
+
+impl Turn {
+    /// Writes alert state, new notifications and audit records in one
+    /// transaction, then wakes the transports that have new work.
+    fn commit(&mut self, store: &mut Store, router: &mut Router, dispatcher: &Dispatcher, now: DateTime<Utc>) {
+        let changes = router.take_changes();
+        if let Err(e) = store.commit(&changes, &self.notifications, &self.audit, now) {
+            error!("cannot save state: {e}");
+        }
+        let mut woken: Vec<&str> = Vec::new();
+        for n in &self.notifications {
+            if !woken.contains(&n.transport.as_str()) {
+                woken.push(&n.transport);
+                dispatcher.wake(&n.transport);
+            }
+        }
+        self.notifications.clear();
+        self.audit.clear();
+    }
 }
 
 /// A handle for feeding events into a running daemon.
@@ -242,7 +172,11 @@ pub async fn run(
     let mut notices = NoticeScheduler::new(cfg.notices.clone(), &store.notice_history()?, now);
 
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<Report>();
-    let mut dispatcher = Dispatcher::start(build_transports(&cfg)?, report_tx.clone(), clock.clone());
+    let orphans = store.fail_orphans(&cfg.transports.keys().map(String::as_str).collect::<Vec<_>>(), now)?;
+    if orphans > 0 {
+        warn!(orphans, "notifications for transports no longer configured were marked failed");
+    }
+    let mut dispatcher = start_dispatcher(&cfg, build_transports(&cfg)?, &report_tx, &clock)?;
     // The engine keeps a sender of its own, so the channel never closes
     // while it runs, whatever sources come and go.
     let (event_tx, mut event_rx) = match events {
@@ -267,6 +201,7 @@ pub async fn run(
     sources.reconcile(&specs, &supervisor_env(&cfg)).await;
 
     let mut out: Vec<Output> = Vec::new();
+    let mut turn = Turn::default();
     let mut batch: Vec<Event> = Vec::with_capacity(256);
     let mut failing: HashMap<String, usize> = HashMap::new();
     router.handle_into(internal::started(&cfg.name, env!("CARGO_PKG_VERSION"), now), now, &mut out);
@@ -274,10 +209,8 @@ pub async fn run(
 
     loop {
         let now = clock.now();
-        process(&mut out, &cfg, &dispatcher, &mut store);
-        if let Err(e) = store.apply_alert_changes(&router.take_changes(), now) {
-            error!("cannot save alert state: {e}");
-        }
+        process(&mut out, &cfg, &mut turn);
+        turn.commit(&mut store, &mut router, &dispatcher, now);
         let wake = [router.next_wakeup(), notices.next_wakeup()].into_iter().flatten().min();
         let sleep = async {
             match wake {
@@ -290,7 +223,7 @@ pub async fn run(
             ctl = control.recv() => match ctl {
                 Some(Control::Reload) => {
                     let now = clock.now();
-                    match reload(&opts, &mut cfg, &mut router, &mut notices, &store, &mut dispatcher, report_tx.clone(), now) {
+                    match reload(&opts, &mut cfg, &mut router, &mut notices, &mut store, &mut dispatcher, &report_tx, now) {
                         Ok(()) => {
                             let specs: Vec<_> = cfg.sources.values().cloned().collect();
                             sources.reconcile(&specs, &supervisor_env(&cfg)).await;
@@ -303,7 +236,7 @@ pub async fn run(
             },
             Some(report) = report_rx.recv() => {
                 let now = clock.now();
-                on_report(report, &mut store, &mut failing, &mut router, &cfg, now, &mut out);
+                on_report(report, &mut failing, &mut router, &cfg, now, &mut out);
             }
             _ = event_rx.recv_many(&mut batch, 256) => {
                 let now = clock.now();
@@ -322,9 +255,7 @@ pub async fn run(
                             warn!("notice `{}`: {err}", f.notice.name);
                         }
                         let (title, text) = f.title_and_text(&message);
-                        for n in notice_notifications(&f.notice.name, &title, &text, &f.notice.targets, f.fire_at) {
-                            send(&dispatcher, &mut store, n);
-                        }
+                        turn.notifications.extend(notice_notifications(&f.notice.name, &title, &text, &f.notice.targets, f.fire_at));
                     }
                     if let Err(e) = store.save_notice_history(notices.history()) {
                         error!("cannot save notice history: {e}");
@@ -341,28 +272,20 @@ pub async fn run(
     while let Ok(e) = event_rx.try_recv() {
         router.handle_into(e, now, &mut out);
     }
-    process(&mut out, &cfg, &dispatcher, &mut store);
-    if let Err(e) = store.apply_alert_changes(&router.take_changes(), now) {
-        error!("cannot save alert state: {e}");
-    }
+    process(&mut out, &cfg, &mut turn);
+    turn.commit(&mut store, &mut router, &dispatcher, now);
     dispatcher.stop(opts.shutdown_grace).await;
     drop(report_tx);
     while let Ok(report) = report_rx.try_recv() {
-        on_report(report, &mut store, &mut failing, &mut router, &cfg, now, &mut Vec::new());
+        on_report(report, &mut failing, &mut router, &cfg, now, &mut Vec::new());
     }
-    if let Err(e) = store.apply_alert_changes(&router.take_changes(), now) {
-        error!("cannot save alert state: {e}");
-    }
+    turn.commit(&mut store, &mut router, &Dispatcher::none(), now);
     info!("stopped");
     Ok(())
 }
 
-/// Turns router outputs into queued notifications and audit records.
-fn process(out: &mut Vec<Output>, cfg: &Config, dispatcher: &Dispatcher, store: &mut Store) {
-    if out.is_empty() {
-        return;
-    }
-    let mut audit = Vec::new();
+/// Turns router outputs into notifications and audit records for this turn.
+fn process(out: &mut Vec<Output>, cfg: &Config, turn: &mut Turn) {
     let cx = cfg.render_cx();
     for o in out.drain(..) {
         match o {
@@ -371,13 +294,14 @@ fn process(out: &mut Vec<Output>, cfg: &Config, dispatcher: &Dispatcher, store: 
                 for e in errors {
                     warn!(rule = %d.rule.name, "{e}; used the built-in template");
                 }
-                for n in notifications {
-                    send(dispatcher, store, n);
+                for n in &notifications {
+                    debug!(id = %n.id, transport = %n.transport, rule = %n.rule, "queued");
                 }
+                turn.notifications.extend(notifications);
             }
             Output::Suppressed(s) => {
                 info!(rule = %s.rule, alert = %s.fingerprint, "not notified: {}", s.reason);
-                audit.push(AuditRecord {
+                turn.audit.push(AuditRecord {
                     time: s.at,
                     rule: s.rule,
                     fingerprint: Some(s.fingerprint),
@@ -390,35 +314,16 @@ fn process(out: &mut Vec<Output>, cfg: &Config, dispatcher: &Dispatcher, store: 
             }
         }
     }
-    if let Err(e) = store.audit(&audit) {
-        error!("cannot write audit trail: {e}");
-    }
 }
 
-fn send(dispatcher: &Dispatcher, store: &mut Store, n: Notification) {
-    debug!(id = %n.id, transport = %n.transport, rule = %n.rule, "queued");
-    if let Err(failed) = dispatcher.enqueue(n) {
-        let (n, why) = *failed;
-        error!(transport = %n.transport, rule = %n.rule, "cannot queue notification: {why}");
-        let rec = AuditRecord {
-            time: n.created_at,
-            rule: n.rule.clone(),
-            fingerprint: n.alerts.first().map(|a| a.fingerprint),
-            transport: Some(n.transport.clone()),
-            notification: Some(n.id.clone()),
-            status: "failed".into(),
-            reason: Some(why),
-            summary: Some(n.title.clone()),
-        };
-        if let Err(e) = store.audit(&[rec]) {
-            error!("cannot write audit trail: {e}");
-        }
-    }
-}
-
+/// Raises (and resolves) the `alerter` event about failing deliveries.
+///
+/// A transport is "failing" when a notification failed for good, expired,
+/// or needed a third attempt; the first success clears it. A notification
+/// that is itself about failing deliveries does not raise another, which
+/// would only loop.
 fn on_report(
     r: Report,
-    store: &mut Store,
     failing: &mut HashMap<String, usize>,
     router: &mut Router,
     cfg: &Config,
@@ -426,62 +331,35 @@ fn on_report(
     out: &mut Vec<Output>,
 ) {
     let n = &r.notification;
-    let (status, reason) = match &r.result {
-        Ok(reply) => ("sent", reply.clone()),
-        Err(e) => ("failed", Some(e.clone())),
-    };
-    let rec = AuditRecord {
-        time: r.at,
-        rule: n.rule.clone(),
-        fingerprint: n.alerts.first().map(|a| a.fingerprint),
-        transport: Some(n.transport.clone()),
-        notification: Some(n.id.clone()),
-        status: status.into(),
-        reason,
-        summary: Some(n.title.clone()),
-    };
-    if let Err(e) = store.audit(&[rec]) {
-        error!("cannot write audit trail: {e}");
-    }
     let key = format!("delivery:{}", n.transport);
-    match &r.result {
-        Ok(_) => {
-            debug!(id = %n.id, transport = %n.transport, "delivered");
+    let event = |severity: Severity, summary: String| {
+        Event::new(ALERTER_SOURCE, &cfg.name, severity, summary, now)
+            .with_label("event", "delivery_failing")
+            .with_label("transport", &n.transport)
+            .with_key(key.clone())
+    };
+    let why = match &r.outcome {
+        Outcome::Sent(_) => {
             if failing.remove(&n.transport).is_some() {
-                let e = Event::new(
-                    ALERTER_SOURCE,
-                    &cfg.name,
-                    Severity::Resolved,
-                    format!("deliveries via `{}` work again", n.transport),
-                    now,
-                )
-                .with_label("event", "delivery_failing")
-                .with_label("transport", &n.transport)
-                .with_key(key);
-                router.handle_into(e, now, out);
+                router.handle_into(event(Severity::Resolved, format!("deliveries via `{}` work again", n.transport)), now, out);
             }
+            return;
         }
-        Err(why) => {
-            error!(id = %n.id, transport = %n.transport, rule = %n.rule, "delivery failed: {why}");
-            *failing.entry(n.transport.clone()).or_default() += 1;
-            // Raised unless the failed notification was itself about failing
-            // deliveries, which would only loop.
-            let about_delivery =
-                n.alerts.iter().any(|a| a.labels.get("event").map(String::as_str) == Some("delivery_failing"));
-            if !about_delivery {
-                let e = Event::new(
-                    ALERTER_SOURCE,
-                    &cfg.name,
-                    Severity::Warning,
-                    format!("deliveries via `{}` are failing: {why}", n.transport),
-                    now,
-                )
-                .with_label("event", "delivery_failing")
-                .with_label("transport", &n.transport)
-                .with_key(key);
-                router.handle_into(e, now, out);
-            }
+        Outcome::Retrying { attempts, .. } if *attempts < 3 => return,
+        Outcome::Retrying { error, attempts } => format!("{error} (attempt {attempts}, retrying)"),
+        Outcome::Failed(e) => {
+            error!(id = %n.id, transport = %n.transport, rule = %n.rule, "delivery failed for good: {e}");
+            e.clone()
         }
+        Outcome::Expired(e) => {
+            error!(id = %n.id, transport = %n.transport, rule = %n.rule, "delivery given up: {e}");
+            e.clone()
+        }
+    };
+    *failing.entry(n.transport.clone()).or_default() += 1;
+    let about_delivery = n.alerts.iter().any(|a| a.labels.get("event").map(String::as_str) == Some("delivery_failing"));
+    if !about_delivery {
+        router.handle_into(event(Severity::Warning, format!("deliveries via `{}` are failing: {why}", n.transport)), now, out);
     }
 }
 
@@ -491,9 +369,9 @@ fn reload(
     cfg: &mut Config,
     router: &mut Router,
     notices: &mut NoticeScheduler,
-    store: &Store,
+    store: &mut Store,
     dispatcher: &mut Dispatcher,
-    reports: mpsc::UnboundedSender<Report>,
+    reports: &mpsc::UnboundedSender<Report>,
     now: DateTime<Utc>,
 ) -> Result<(), usize> {
     info!(config = ?opts.config_path, "reloading configuration");
@@ -531,7 +409,19 @@ fn reload(
     };
     router.reconfigure(new.rules.clone(), new.silences.clone(), now);
     *notices = NoticeScheduler::new(new.notices.clone(), &history, now);
-    let old = std::mem::replace(dispatcher, Dispatcher::start(built, reports, opts.clock.clone()));
+    let fresh = match start_dispatcher(cfg, built, reports, &opts.clock) {
+        Ok(d) => d,
+        Err(e) => {
+            error!("configuration not reloaded: {e}; the previous configuration keeps running");
+            return Err(1);
+        }
+    };
+    if let Ok(n) = store.fail_orphans(&new.transports.keys().map(String::as_str).collect::<Vec<_>>(), now)
+        && n > 0
+    {
+        warn!(orphans = n, "notifications for transports removed by the reload were marked failed");
+    }
+    let old = std::mem::replace(dispatcher, fresh);
     tokio::spawn(old.stop(opts.shutdown_grace));
     let state_dir = cfg.state_dir.clone();
     *cfg = new;

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod event;
 pub mod notices;
 pub mod notify;
+pub mod outbox;
 pub mod plugin;
 pub mod rules;
 pub mod ruletest;

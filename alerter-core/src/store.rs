@@ -19,6 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
 use crate::event::Fingerprint;
+use crate::notify::Notification;
 use crate::rules::router::{Alert, AlertChange};
 
 /// File name of the database inside the state directory.
@@ -71,6 +72,24 @@ const MIGRATIONS: &[&str] = &[
              summary TEXT
          );
          CREATE INDEX audit_time ON audit (time);",
+    // 2: the outbox: every notification, written before its first delivery
+    // attempt, with its attempts and final status (the audit trail of what
+    // was sent).
+    "CREATE TABLE outbox (
+         id TEXT PRIMARY KEY,
+         transport TEXT NOT NULL,
+         rule TEXT NOT NULL,
+         created_ms INTEGER NOT NULL,
+         payload TEXT NOT NULL,
+         status TEXT NOT NULL,
+         attempts INTEGER NOT NULL DEFAULT 0,
+         next_attempt_ms INTEGER NOT NULL,
+         last_error TEXT,
+         reply TEXT,
+         updated_ms INTEGER NOT NULL
+     );
+     CREATE INDEX outbox_due ON outbox (transport, status, next_attempt_ms);
+     CREATE INDEX outbox_created ON outbox (created_ms);",
 ];
 
 fn migrations() -> Migrations<'static> {
@@ -89,6 +108,74 @@ pub struct AuditRecord {
     pub status: String,
     pub reason: Option<String>,
     pub summary: Option<String>,
+}
+
+/// Where a notification is in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStatus {
+    /// Waiting for its (next) delivery attempt.
+    Pending,
+    Sent,
+    /// Failed permanently.
+    Failed,
+    /// Not delivered within the transport's maximum age.
+    Expired,
+}
+
+impl OutboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Sent => "sent",
+            OutboxStatus::Failed => "failed",
+            OutboxStatus::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> OutboxStatus {
+        match s {
+            "sent" => OutboxStatus::Sent,
+            "failed" => OutboxStatus::Failed,
+            "expired" => OutboxStatus::Expired,
+            _ => OutboxStatus::Pending,
+        }
+    }
+}
+
+/// One notification in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub notification: Notification,
+    pub status: OutboxStatus,
+    pub attempts: u32,
+    pub next_attempt: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub reply: Option<String>,
+    pub updated: DateTime<Utc>,
+}
+
+/// One line of `alerter history`: a notification and what became of it,
+/// or a suppression and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryItem {
+    pub time: DateTime<Utc>,
+    pub rule: String,
+    pub transport: Option<String>,
+    /// sent, failed, expired, pending, suppressed
+    pub status: String,
+    pub summary: String,
+    pub recipients: Vec<String>,
+    pub attempts: u32,
+    /// The server's reply, the error, or why it was suppressed.
+    pub detail: Option<String>,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
 }
 
 /// The open database.
@@ -135,31 +222,7 @@ impl Store {
 
     /// Applies the router's changes in one transaction.
     pub fn apply_alert_changes(&mut self, changes: &[AlertChange], now: DateTime<Utc>) -> Result<(), StoreError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let tx = self.conn.transaction()?;
-        {
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO alerts (rule, fingerprint, state, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (rule, fingerprint) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            )?;
-            let mut delete = tx.prepare_cached("DELETE FROM alerts WHERE rule = ?1 AND fingerprint = ?2")?;
-            let now = now.to_rfc3339();
-            for c in changes {
-                let fp = c.fingerprint.to_string();
-                match &c.alert {
-                    Some(a) => {
-                        upsert.execute(params![c.rule, fp, serde_json::to_string(a)?, now])?;
-                    }
-                    None => {
-                        delete.execute(params![c.rule, fp])?;
-                    }
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.commit(changes, &[], &[], now)
     }
 
     /// Every stored alert, with its rule name.
@@ -203,30 +266,8 @@ impl Store {
     }
 
     pub fn audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO audit (time, rule, fingerprint, transport, notification, status, reason, summary)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for r in records {
-                stmt.execute(params![
-                    r.time.to_rfc3339(),
-                    r.rule,
-                    r.fingerprint.map(|f| f.to_string()),
-                    r.transport,
-                    r.notification,
-                    r.status,
-                    r.reason,
-                    r.summary,
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        let now = Utc::now();
+        self.commit(&[], &[], records, now)
     }
 
     /// The newest audit records first.
@@ -264,6 +305,163 @@ impl Store {
         Ok(out)
     }
 
+    /// Commits what one turn of the engine decided, in one transaction:
+    /// alert state, new notifications into the outbox, audit records. A
+    /// crash leaves either all of it or none.
+    pub fn commit(
+        &mut self,
+        changes: &[AlertChange],
+        notifications: &[Notification],
+        audit: &[AuditRecord],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() && notifications.is_empty() && audit.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        write_alert_changes(&tx, changes, now)?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO outbox (id, transport, rule, created_ms, payload, status, attempts, next_attempt_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)",
+            )?;
+            for n in notifications {
+                ins.execute(params![n.id, n.transport, n.rule, ms(n.created_at), serde_json::to_string(n)?, ms(now)])?;
+            }
+        }
+        write_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Pending notifications of a transport that are due, oldest first.
+    pub fn due(&self, transport: &str, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox
+             WHERE transport = ?1 AND status = 'pending' AND next_attempt_ms <= ?2
+             ORDER BY created_ms, rowid LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![transport, ms(now), limit as i64], row_to_entry)?;
+        collect_entries(rows)
+    }
+
+    /// When the next pending notification of a transport is due.
+    pub fn next_due(&self, transport: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let v: Option<i64> = self.conn.query_row(
+            "SELECT MIN(next_attempt_ms) FROM outbox WHERE transport = ?1 AND status = 'pending'",
+            [transport],
+            |r| r.get(0),
+        )?;
+        Ok(v.map(from_ms))
+    }
+
+    /// Records an attempt's outcome.
+    pub fn record_attempt(
+        &mut self,
+        id: &str,
+        status: OutboxStatus,
+        attempts: u32,
+        next_attempt: DateTime<Utc>,
+        error: Option<&str>,
+        reply: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE outbox SET status = ?2, attempts = ?3, next_attempt_ms = ?4, last_error = ?5, reply = COALESCE(?6, reply), updated_ms = ?7 WHERE id = ?1",
+            params![id, status.as_str(), attempts, ms(next_attempt), error, reply, ms(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Fails everything pending for transports that no longer exist.
+    pub fn fail_orphans(&mut self, transports: &[&str], now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let pending: Vec<(String, String)> = {
+            let mut stmt = self.conn.prepare("SELECT id, transport FROM outbox WHERE status = 'pending'")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut n = 0;
+        for (id, t) in pending {
+            if !transports.contains(&t.as_str()) {
+                self.conn.execute(
+                    "UPDATE outbox SET status = 'failed', last_error = ?2, updated_ms = ?3 WHERE id = ?1",
+                    params![id, format!("transport `{t}` is no longer configured"), ms(now)],
+                )?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// One outbox entry by notification id.
+    pub fn outbox_entry(&self, id: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox WHERE id = ?1",
+        )?;
+        let rows = stmt.query_map([id], row_to_entry)?;
+        Ok(collect_entries(rows)?.into_iter().next())
+    }
+
+    /// Counts of outbox entries by status.
+    pub fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Recent notifications and suppressions, newest first.
+    pub fn history(&self, limit: usize) -> Result<Vec<HistoryItem>, StoreError> {
+        let mut items = Vec::new();
+        {
+            let mut stmt = self.conn.prepare(
+                "SELECT payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox
+                 ORDER BY created_ms DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], row_to_entry)?;
+            for e in collect_entries(rows)? {
+                let n = &e.notification;
+                items.push(HistoryItem {
+                    time: n.created_at,
+                    rule: n.rule.clone(),
+                    transport: Some(n.transport.clone()),
+                    status: e.status.as_str().to_string(),
+                    summary: n.title.clone(),
+                    recipients: n.recipients.iter().map(|r| r.id.clone()).collect(),
+                    attempts: e.attempts,
+                    detail: match e.status {
+                        OutboxStatus::Sent => e.reply.clone(),
+                        _ => e.last_error.clone(),
+                    },
+                });
+            }
+        }
+        for a in self.recent_audit(limit)? {
+            if a.status != "suppressed" {
+                continue;
+            }
+            items.push(HistoryItem {
+                time: a.time,
+                rule: a.rule,
+                transport: a.transport,
+                status: a.status,
+                summary: a.summary.unwrap_or_default(),
+                recipients: Vec::new(),
+                attempts: 0,
+                detail: a.reason,
+            });
+        }
+        items.sort_by(|a, b| b.time.cmp(&a.time));
+        items.truncate(limit);
+        Ok(items)
+    }
+
+    /// Forgets finished notifications and audit records older than `before`.
+    pub fn prune(&mut self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        let n = self.conn.execute("DELETE FROM outbox WHERE status != 'pending' AND updated_ms < ?1", [ms(before)])?;
+        let m = self.conn.execute("DELETE FROM audit WHERE time < ?1", [before.to_rfc3339()])?;
+        Ok(n + m)
+    }
+
     /// Whether an alert row exists.
     pub fn has_alert(&self, rule: &str, fp: Fingerprint) -> Result<bool, StoreError> {
         Ok(self
@@ -276,6 +474,70 @@ impl Store {
             .optional()?
             .is_some())
     }
+}
+
+fn write_alert_changes(tx: &rusqlite::Transaction<'_>, changes: &[AlertChange], now: DateTime<Utc>) -> Result<(), StoreError> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO alerts (rule, fingerprint, state, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (rule, fingerprint) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+    )?;
+    let mut delete = tx.prepare_cached("DELETE FROM alerts WHERE rule = ?1 AND fingerprint = ?2")?;
+    let now = now.to_rfc3339();
+    for c in changes {
+        let fp = c.fingerprint.to_string();
+        match &c.alert {
+            Some(a) => {
+                upsert.execute(params![c.rule, fp, serde_json::to_string(a)?, now])?;
+            }
+            None => {
+                delete.execute(params![c.rule, fp])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_audit(tx: &rusqlite::Transaction<'_>, records: &[AuditRecord]) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO audit (time, rule, fingerprint, transport, notification, status, reason, summary)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for r in records {
+        stmt.execute(params![
+            r.time.to_rfc3339(),
+            r.rule,
+            r.fingerprint.map(|f| f.to_string()),
+            r.transport,
+            r.notification,
+            r.status,
+            r.reason,
+            r.summary,
+        ])?;
+    }
+    Ok(())
+}
+
+type EntryRow = (String, String, u32, i64, Option<String>, Option<String>, i64);
+
+fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+fn collect_entries(rows: impl Iterator<Item = rusqlite::Result<EntryRow>>) -> Result<Vec<OutboxEntry>, StoreError> {
+    let mut out = Vec::new();
+    for row in rows {
+        let (payload, status, attempts, next, error, reply, updated) = row?;
+        out.push(OutboxEntry {
+            notification: serde_json::from_str(&payload)?,
+            status: OutboxStatus::parse(&status),
+            attempts,
+            next_attempt: from_ms(next),
+            last_error: error,
+            reply,
+            updated: from_ms(updated),
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -311,7 +573,7 @@ mod tests {
             s.apply_alert_changes(&[change], t).unwrap();
         }
         let mut s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 1);
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
         assert_eq!(s.load_alerts().unwrap(), vec![("r".to_string(), a.clone())]);
         let gone = AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: None };
         s.apply_alert_changes(&[gone], t).unwrap();

@@ -152,19 +152,19 @@ async fn suppressions_are_recorded_in_the_audit_trail() {
     until(|| by_rule(&notifications(&out), "marker").len() == 1).await;
     d.stop().await;
     let store = alerter_core::store::Store::open(&dir.path().join("state")).unwrap();
-    let audit = store.recent_audit(10).unwrap();
-    let suppressed: Vec<_> = audit.iter().filter(|r| r.status == "suppressed").collect();
-    assert_eq!(suppressed.len(), 1, "{audit:?}");
-    assert!(suppressed[0].reason.as_deref().unwrap().starts_with("repeat interval"));
-    assert!(audit.iter().any(|r| r.status == "sent" && r.rule == "marker"));
+    let history = store.history(10).unwrap();
+    let suppressed: Vec<_> = history.iter().filter(|r| r.status == "suppressed").collect();
+    assert_eq!(suppressed.len(), 1, "{history:?}");
+    assert!(suppressed[0].detail.as_deref().unwrap().starts_with("repeat interval"));
+    assert!(history.iter().any(|r| r.status == "sent" && r.rule == "marker" && r.attempts == 1));
 }
 
 #[tokio::test(start_paused = true)]
 async fn failing_deliveries_raise_an_alerter_event() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    // /dev/full fails every write with ENOSPC: a transient error, retried,
-    // then given up on and reported.
+    // /dev/full fails every write with ENOSPC: a transient error, retried;
+    // by the third attempt the transport counts as failing.
     let text = format!(
         r#"
 alerter:
@@ -202,10 +202,13 @@ rules:
     assert_eq!(n.rule, "about-alerter");
     assert!(n.title.contains("deliveries via `broken` are failing"), "{}", n.title);
     assert!(n.title.contains("No space left on device"), "{}", n.title);
+    assert!(n.title.contains("attempt 3, retrying"), "{}", n.title);
     ctl_tx.send(Control::Shutdown).await.unwrap();
     task.await.unwrap().unwrap();
     let store = alerter_core::store::Store::open(&dir.path().join("state")).unwrap();
-    let failed: Vec<_> = store.recent_audit(20).unwrap().into_iter().filter(|r| r.status == "failed").collect();
-    assert_eq!(failed.len(), 1, "audited once, after the retries");
-    assert_eq!(failed[0].transport.as_deref(), Some("broken"));
+    let broken: Vec<_> = store.history(20).unwrap().into_iter().filter(|r| r.transport.as_deref() == Some("broken")).collect();
+    assert_eq!(broken.len(), 1, "one notification, retried in place");
+    assert_eq!(broken[0].status, "pending", "still to be retried after a restart");
+    assert!(broken[0].attempts >= 3);
+    assert!(broken[0].detail.as_deref().unwrap().contains("No space left on device"));
 }

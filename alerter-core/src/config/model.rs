@@ -178,9 +178,27 @@ pub struct MessengerConfig {
     /// With a key: send each message unsealed too, for classic receivers. Default: false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub also_plain: Option<bool>,
+    /// Retries of failed popups. Default: from 5s, at most 5m apart, for up to 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
     /// Message templates overriding this transport's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateConfig>,
+}
+
+/// How failed deliveries are retried.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Wait before the first retry; it doubles each time (with jitter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<Duration>,
+    /// Longest wait between retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Duration>,
+    /// Give up on a notification this old, and raise an `alerter` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
 }
 
 /// The Messenger wire form for messages to one machine.
@@ -196,6 +214,25 @@ impl TransportConfig {
         match self {
             TransportConfig::Log { .. } => "log",
             TransportConfig::Messenger(_) => "messenger",
+        }
+    }
+
+    /// How this transport's deliveries are retried.
+    pub fn retry_policy(&self) -> crate::outbox::RetryPolicy {
+        use crate::outbox::RetryPolicy;
+        use std::time::Duration as D;
+        let (retry, defaults) = match self {
+            // A local file either works or needs an admin: retry a little.
+            TransportConfig::Log { .. } => (None, RetryPolicy { initial: D::from_secs(1), max: D::from_secs(60), max_age: D::from_secs(3600), concurrency: 1 }),
+            // A popup hours late is noise: give up after an hour.
+            TransportConfig::Messenger(m) => (m.retry.as_ref(), RetryPolicy { initial: D::from_secs(5), max: D::from_secs(300), max_age: D::from_secs(3600), concurrency: 4 }),
+        };
+        let Some(r) = retry else { return defaults };
+        RetryPolicy {
+            initial: r.initial.as_ref().map_or(defaults.initial, |d| d.value),
+            max: r.max.as_ref().map_or(defaults.max, |d| d.value),
+            max_age: r.max_age.as_ref().map_or(defaults.max_age, |d| d.value),
+            concurrency: defaults.concurrency,
         }
     }
 
