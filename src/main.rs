@@ -89,6 +89,19 @@ enum Command {
     /// Receive popups: the Messenger service for this machine. Registers
     /// the name, answers name queries, and shows each message.
     Listen(messenger_cli::ListenArgs),
+    /// Show recent notifications (sent, failed, pending, expired) and
+    /// suppressions, with the server's reply or the reason.
+    History {
+        /// Config file (for the state directory); without it, the embedded default.
+        #[arg(short, long, env = "ALERTER_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// How many entries.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per entry.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a workgroup key for sealed messages.
     Keygen(messenger_cli::KeygenArgs),
     /// Print the JSON Schema of the config file (for editors).
@@ -150,6 +163,7 @@ fn main() -> ExitCode {
             messenger_cli::listen(args)
         }
         Command::Keygen(args) => messenger_cli::keygen(args),
+        Command::History { config, limit, json } => history(config, limit, json),
         Command::PluginHost { builtin, path } => plugin_host(builtin, path),
         Command::Schema => {
             print!("{}", config::json_schema_text());
@@ -368,4 +382,60 @@ fn plugin_host(builtin: Option<String>, path: Option<PathBuf>) -> ExitCode {
         (None, None) => 3,
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn history(path: Option<PathBuf>, limit: usize, json: bool) -> ExitCode {
+    let plugins = registry();
+    let cfg = match config::load(path.as_deref(), &LoadOptions { plugins: &plugins, env: None }) {
+        Ok(l) => l.config,
+        Err(errors) => {
+            eprint!("{}", errors.render(std::io::stderr().is_terminal()));
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let db = cfg.state_dir.join(alerter_core::store::DB_FILE);
+    if !db.exists() {
+        eprintln!("alerter history: no state in {} yet (the daemon has not run with this config)", cfg.state_dir.display());
+        return ExitCode::FAILURE;
+    }
+    let items = match alerter_core::store::Store::open(&cfg.state_dir).and_then(|s| s.history(limit)) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("alerter history: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for i in items.iter().rev() {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "time": i.time.to_rfc3339(),
+                    "rule": i.rule,
+                    "transport": i.transport,
+                    "status": i.status,
+                    "attempts": i.attempts,
+                    "recipients": i.recipients,
+                    "summary": i.summary,
+                    "detail": i.detail,
+                })
+            );
+            continue;
+        }
+        let time = i.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S");
+        let to = if i.recipients.is_empty() { "-".to_string() } else { i.recipients.join(",") };
+        println!(
+            "{time}  {:<10}  {:<18}  {:<10}  {:<2}  {:<16}  {}",
+            i.status,
+            i.rule,
+            i.transport.as_deref().unwrap_or("-"),
+            i.attempts,
+            to,
+            i.summary
+        );
+        if let Some(d) = &i.detail {
+            println!("{:21}{}", "", d);
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -25,10 +25,14 @@ use messenger_transport::{CodePage, client};
 /// `alerter send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Config file: its messenger transport's settings, and its groups for `@group`.
+    /// How to send: `messenger` (a popup, the default) or `email` (needs a
+    /// config with an email transport).
+    #[arg(long, default_value = "messenger", value_parser = ["messenger", "email"])]
+    via: String,
+    /// Config file: its transport's settings, and its groups for `@group`.
     #[arg(short, long, env = "ALERTER_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Which messenger transport of the config to use (default: the first one).
+    /// Which transport of the config to use (default: the first of its kind).
     #[arg(long, value_name = "ID")]
     transport: Option<String>,
     /// The sender's name (at most 15 characters).
@@ -61,7 +65,8 @@ pub struct SendArgs {
     /// Give up on a recipient after this many seconds.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     timeout: u64,
-    /// Recipient: a machine name, `*` for the whole workgroup, or `@group` from the config.
+    /// Recipient: a machine name, `*` for the whole workgroup, or `@group`
+    /// from the config; with `--via email`, a mail address or `@group`.
     #[arg(value_name = "NAME|*|@GROUP")]
     to: String,
     /// The message; read from standard input when left out.
@@ -90,6 +95,9 @@ pub fn send(args: SendArgs) -> ExitCode {
 
 fn send_inner(a: SendArgs) -> anyhow::Result<()> {
     let cfg = load_config(a.config.as_deref())?;
+    if a.via == "email" {
+        return send_email(&a, cfg);
+    }
     let (mcfg, name, workgroup) = match &cfg {
         Some(c) => {
             let m = c.transports.iter().find_map(|(id, t)| match t {
@@ -167,6 +175,7 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
         severity: Severity::Info,
         title: String::new(),
         text,
+        html: None,
         recipients,
         alerts: Vec::new(),
         group: BTreeMap::new(),
@@ -175,6 +184,69 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
     let transport = MessengerTransport::new(opts);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(transport.send(&n)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn read_message(a: &SendArgs) -> anyhow::Result<String> {
+    if !a.message.is_empty() {
+        return Ok(a.message.join(" "));
+    }
+    if std::io::stdin().is_terminal() {
+        eprintln!("Type your message, ending it with Ctrl-D");
+    }
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).context("cannot read the message from standard input")?;
+    Ok(s)
+}
+
+/// `alerter send --via email`: the first line is the subject.
+fn send_email(a: &SendArgs, cfg: Option<config::Config>) -> anyhow::Result<()> {
+    use alerter_core::transport::email::EmailTransport;
+    let Some(c) = cfg else { bail!("--via email needs a config (-c FILE) with an email transport") };
+    let (id, ecfg) = c
+        .transports
+        .iter()
+        .find_map(|(id, t)| match t {
+            TransportConfig::Email(e) if a.transport.as_deref().is_none_or(|w| w == id) => Some((id.clone(), e)),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow::anyhow!("the config has no email transport{}", a.transport.as_ref().map(|t| format!(" `{t}`")).unwrap_or_default()))?;
+    let recipients: Vec<Recipient> = if let Some(group) = a.to.strip_prefix('@') {
+        let Some(g) = c.groups.get(group) else { bail!("the config has no group `{group}`") };
+        g.members
+            .iter()
+            .filter_map(|m| c.subscribers.get(m).map(|s| (m, s)))
+            .map(|(id, s)| Recipient { id: id.clone(), name: s.name.clone(), machine: None, email: s.email.clone() })
+            .collect()
+    } else if let Some(s) = c.subscribers.get(&a.to) {
+        vec![Recipient { id: a.to.clone(), name: s.name.clone(), machine: None, email: s.email.clone() }]
+    } else {
+        vec![Recipient { id: a.to.clone(), name: None, machine: None, email: Some(a.to.clone()) }]
+    };
+    let text = read_message(a)?;
+    let subject = text.lines().next().unwrap_or_default().to_string();
+    let now = chrono::Utc::now();
+    let n = Notification {
+        id: format!("send-{}-{}", std::process::id(), now.timestamp_nanos_opt().unwrap_or_default()),
+        created_at: now,
+        rule: "alerter send".into(),
+        transport: id,
+        status: "notice".into(),
+        severity: Severity::Info,
+        title: subject,
+        text,
+        html: None,
+        recipients,
+        alerts: Vec::new(),
+        group: BTreeMap::new(),
+        repeat: false,
+    };
+    let transport = EmailTransport::new(ecfg).map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let d = rt.block_on(transport.send(&n)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(reply) = d.reply {
+        eprintln!("{reply}");
+    }
     Ok(())
 }
 

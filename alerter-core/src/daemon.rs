@@ -250,7 +250,7 @@ pub async fn run(
                 let due = notices.due(now);
                 if !due.is_empty() {
                     for f in due {
-                        let (message, err) = cfg.templates.render(&[&f.notice.template_name()], "{{ name }}", &f.context());
+                        let (message, err) = cfg.templates.render(&[&f.notice.template_name()], crate::template::NOTICE_FALLBACK, &f.context());
                         if let Some(err) = err {
                             warn!("notice `{}`: {err}", f.notice.name);
                         }

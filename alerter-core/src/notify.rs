@@ -28,6 +28,9 @@ pub struct Notification {
     pub severity: Severity,
     pub title: String,
     pub text: String,
+    /// An HTML alternative, for transports that want one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
     pub recipients: Vec<Recipient>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<AlertSummary>,
@@ -59,6 +62,8 @@ pub struct AlertSummary {
 #[derive(Debug, Clone)]
 pub struct TransportInfo {
     pub kind: &'static str,
+    /// Render an HTML alternative too.
+    pub html: bool,
 }
 
 /// What rendering needs from the configuration.
@@ -95,6 +100,7 @@ pub fn template_names(rule: &str, has_rule_template: bool, transport: &str, part
     let part = match part {
         Part::Title => "title",
         Part::Text => "text",
+        Part::Html => "html",
     };
     let mut names = Vec::with_capacity(2);
     if has_rule_template {
@@ -185,7 +191,8 @@ pub fn render_dispatch(d: &Dispatch, cx: &RenderCx<'_>) -> (Vec<Notification>, V
     let mut out = Vec::with_capacity(d.rule.targets.len());
     let mut errors = Vec::new();
     for target in &d.rule.targets {
-        let kind = cx.transports.get(&target.transport).map_or("log", |t| t.kind);
+        let info = cx.transports.get(&target.transport);
+        let kind = info.map_or("log", |t| t.kind);
         let mut render = |part: Part, has_rule: bool| {
             let names = template_names(&d.rule.name, has_rule, &target.transport, part);
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -195,6 +202,7 @@ pub fn render_dispatch(d: &Dispatch, cx: &RenderCx<'_>) -> (Vec<Notification>, V
         };
         let title = render(Part::Title, d.rule.has_title);
         let text = render(Part::Text, d.rule.has_text);
+        let html = info.is_some_and(|t| t.html).then(|| render(Part::Html, d.rule.has_html));
         out.push(Notification {
             id: notification_id(&d.rule.name, &d.group_key, &target.transport, d.at),
             created_at: d.at,
@@ -204,6 +212,7 @@ pub fn render_dispatch(d: &Dispatch, cx: &RenderCx<'_>) -> (Vec<Notification>, V
             severity,
             title,
             text,
+            html,
             recipients: target.recipients.clone(),
             alerts: alerts.clone(),
             group: d.group_labels.clone(),
@@ -233,6 +242,7 @@ pub fn notice_notifications(
             severity: Severity::Info,
             title: title.to_string(),
             text: text.to_string(),
+            html: None,
             recipients: t.recipients.clone(),
             alerts: Vec::new(),
             group: BTreeMap::new(),

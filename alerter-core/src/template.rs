@@ -9,14 +9,37 @@ use std::collections::BTreeMap;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
-/// Built-in defaults, by transport kind.
+/// The name of the built-in template for a transport kind and part.
 pub fn default_template(kind: &str, part: Part) -> &'static str {
     match (kind, part) {
-        ("messenger", Part::Text) => MESSENGER_TEXT,
-        (_, Part::Title) => DEFAULT_TITLE,
-        (_, Part::Text) => DEFAULT_TEXT,
+        ("messenger", Part::Text) => "builtin/messenger/text",
+        (_, Part::Html) => "builtin/default/html",
+        (_, Part::Title) => "builtin/default/title",
+        (_, Part::Text) => "builtin/default/text",
     }
 }
+
+/// The message of a notice without a template of its own.
+pub const NOTICE_FALLBACK: &str = "builtin/notice/message";
+
+const BUILTINS: &[(&str, &str)] = &[
+    ("builtin/default/title", DEFAULT_TITLE),
+    ("builtin/default/text", DEFAULT_TEXT),
+    ("builtin/default/html", DEFAULT_HTML),
+    ("builtin/messenger/text", MESSENGER_TEXT),
+    (NOTICE_FALLBACK, "{{ name }}"),
+];
+
+/// Mail's HTML alternative: the alerts as a table.
+const DEFAULT_HTML: &str = "\
+<html><body>
+<h3>{{ summary }}</h3>
+<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">
+<tr><th>status</th><th>severity</th><th>summary</th><th>source</th><th>host</th><th>since</th></tr>
+{% for a in alerts %}<tr><td>{{ a.status }}</td><td>{{ a.severity }}</td><td>{{ a.summary }}</td><td>{{ a.source }}</td><td>{{ a.host }}</td><td>{{ a.since }}</td></tr>
+{% endfor %}</table>
+<p>rule {{ rule }}, from {{ alerter }}</p>
+</body></html>";
 
 /// A popup: what and where first, then the alerts; short, since the
 /// protocol carries 652 bytes at most.
@@ -37,6 +60,8 @@ const DEFAULT_TEXT: &str = "\
 pub enum Part {
     Title,
     Text,
+    /// An HTML alternative (mail); rendered with HTML escaping.
+    Html,
 }
 
 /// A fresh environment with the filters templates may use.
@@ -55,6 +80,10 @@ pub fn environment() -> Environment<'static> {
     );
     // A template loop over a huge list must not stall the router.
     env.set_fuel(Some(1_000_000));
+    // HTML parts escape what they insert; everything else is plain text.
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with("/html") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
+    });
     env
 }
 
@@ -79,7 +108,11 @@ pub struct Templates {
 
 impl Default for Templates {
     fn default() -> Self {
-        Templates { env: environment() }
+        let mut env = environment();
+        for (name, source) in BUILTINS {
+            env.add_template(name, source).expect("built-in templates are valid");
+        }
+        Templates { env }
     }
 }
 
@@ -94,9 +127,10 @@ impl Templates {
         self.env.get_template(name).is_ok()
     }
 
-    /// Renders the named template, or the source given as fallback when the
-    /// named one is missing or fails at run time (an alert is never lost to a
-    /// template bug; the error is returned alongside for logging).
+    /// Renders the first of `names` that exists, falling back to the
+    /// template named `fallback` (a built-in) when none does or one fails
+    /// at run time: an alert is never lost to a template bug; the error is
+    /// returned alongside for logging.
     pub fn render<S: Serialize>(&self, names: &[&str], fallback: &str, ctx: &S) -> (String, Option<String>) {
         let ctx = minijinja::Value::from(minijinja::value::Serde(ctx));
         let mut error = None;
@@ -110,8 +144,10 @@ impl Templates {
                 }
             }
         }
-        let rendered =
-            self.env.render_str(fallback, &ctx).unwrap_or_else(|e| format!("(template error: {})", describe_error(&e)));
+        let rendered = match self.env.get_template(fallback) {
+            Ok(t) => t.render(&ctx).unwrap_or_else(|e| format!("(template error: {})", describe_error(&e))),
+            Err(_) => format!("(no template `{fallback}`)"),
+        };
         (rendered.trim_end().to_string(), error)
     }
 }
@@ -131,11 +167,23 @@ mod tests {
         t.add("bad".into(), "{{ 1 / 0 }}".into()).unwrap();
         t.add("good".into(), "hi {{ name }}".into()).unwrap();
         let ctx = context(&[("name", "bob")]);
-        let (s, err) = t.render(&["bad", "good"], "x", &ctx);
+        let (s, err) = t.render(&["bad", "good"], NOTICE_FALLBACK, &ctx);
         assert_eq!(s, "hi bob");
         assert!(err.unwrap().contains("bad"));
-        let (s, _) = t.render(&["missing"], "fallback {{ name }}", &ctx);
-        assert_eq!(s, "fallback bob");
+        let (s, _) = t.render(&["missing"], NOTICE_FALLBACK, &ctx);
+        assert_eq!(s, "bob");
+    }
+
+    #[test]
+    fn html_escapes_and_text_does_not() {
+        let mut t = Templates::default();
+        t.add("transport/mail/html".into(), "<b>{{ name }}</b>".into()).unwrap();
+        t.add("transport/mail/text".into(), "{{ name }}".into()).unwrap();
+        let ctx = context(&[("name", "<script>")]);
+        assert_eq!(t.render(&["transport/mail/html"], NOTICE_FALLBACK, &ctx).0, "<b>&lt;script&gt;</b>");
+        assert_eq!(t.render(&["transport/mail/text"], NOTICE_FALLBACK, &ctx).0, "<script>");
+        let ctx = serde_json::json!({"summary": "a<b", "alerts": [], "rule": "r", "alerter": "x"});
+        assert!(t.render(&[], default_template("email", Part::Html), &ctx).0.contains("<h3>a&lt;b</h3>"));
     }
 
     #[test]

@@ -245,9 +245,19 @@ fn compile_entries(
 ) -> Vec<Target> {
     let mut targets: Vec<Target> = Vec::new();
     for (j, entry) in entries.iter().copied() {
-        // Popups go to machines: every subscriber reached by Messenger needs one.
+        // Popups go to machines and mail to addresses: every subscriber
+        // reached by a transport needs what it uses.
         for (k, t) in entry.via.iter().enumerate() {
-            let Some(model::TransportConfig::Messenger(_)) = transports.0.get(t) else { continue };
+            let (needs, has): (&str, fn(&model::SubscriberConfig) -> bool) = match transports.0.get(t) {
+                Some(model::TransportConfig::Messenger(_)) => ("machine", |s| s.machine.is_some()),
+                Some(model::TransportConfig::Email(_)) => ("email", |s| s.email.is_some()),
+                _ => continue,
+            };
+            if needs == "email" && entry.workgroup {
+                cx.error(file, &path.index(j).key("via").index(k), format!("transport `{t}` sends mail; `workgroup: true` is for popups"))
+                    .notes
+                    .push("name the groups or subscribers to mail instead".into());
+            }
             let mut people: Vec<&str> = entry.subscribers.iter().map(String::as_str).collect();
             for g in &entry.groups {
                 if let Some(group) = groups.0.get(g) {
@@ -255,21 +265,21 @@ fn compile_entries(
                 }
             }
             let missing: Vec<&str> =
-                people.into_iter().filter(|p| subscribers.0.get(*p).is_some_and(|s| s.machine.is_none())).collect();
+                people.into_iter().filter(|p| subscribers.0.get(*p).is_some_and(|s| !has(s))).collect();
             if !missing.is_empty() {
-                cx.error(
-                    file,
-                    &path.index(j).key("via").index(k),
-                    format!(
-                        "transport `{t}` sends popups, but {} no `machine`",
-                        match missing.as_slice() {
-                            [one] => format!("subscriber `{one}` has"),
-                            many => format!("subscribers `{}` have", many.join("`, `")),
-                        }
-                    ),
-                )
-                .notes
-                .push("give each a `machine:` (the NetBIOS name of their workstation)".into());
+                let who = match missing.as_slice() {
+                    [one] => format!("subscriber `{one}` has"),
+                    many => format!("subscribers `{}` have", many.join("`, `")),
+                };
+                let what = if needs == "machine" { "sends popups" } else { "sends mail" };
+                let hint = if needs == "machine" {
+                    "give each a `machine:` (the NetBIOS name of their workstation)"
+                } else {
+                    "give each an `email:` address"
+                };
+                cx.error(file, &path.index(j).key("via").index(k), format!("transport `{t}` {what}, but {who} no `{needs}`"))
+                    .notes
+                    .push(hint.into());
             }
         }
         let at = path.index(j);
@@ -510,6 +520,12 @@ pub fn compile(
         (*main_file, YamlPath::root())
     };
     for (id, t) in &transports {
+        if let model::TransportConfig::Email(e) = t {
+            let (file, path) = transport_file(id);
+            for (key, problem) in crate::transport::email::check(e) {
+                cx.error(file, &path.key(key), problem);
+            }
+        }
         if let model::TransportConfig::Messenger(m) = t {
             let (file, path) = transport_file(id);
             if let Some(cp) = m.code_page
@@ -542,6 +558,10 @@ pub fn compile(
             if let Some(text) = &tpl.text {
                 let r = templates.add(format!("transport/{id}/text"), text.raw.clone());
                 template_error(&mut cx, file, &path.key("template").key("text"), r);
+            }
+            if let Some(html) = &tpl.html {
+                let r = templates.add(format!("transport/{id}/html"), html.raw.clone());
+                template_error(&mut cx, file, &path.key("template").key("html"), r);
             }
         }
     }
@@ -612,6 +632,11 @@ pub fn compile(
                     rule.has_text = true;
                     let res = templates.add(format!("rule/{}/text", r.name), text.raw.clone());
                     template_error(&mut cx, *file, &path.key("template").key("text"), res);
+                }
+                if let Some(html) = &tpl.html {
+                    rule.has_html = true;
+                    let res = templates.add(format!("rule/{}/html", r.name), html.raw.clone());
+                    template_error(&mut cx, *file, &path.key("template").key("html"), res);
                 }
             }
             if rule.matcher.is_catch_all() && !rule.continue_matching && catch_all.is_none() {
@@ -706,7 +731,16 @@ pub fn compile(
     }
 
     let transport_info: BTreeMap<String, TransportInfo> =
-        transports.iter().map(|(id, t)| (id.clone(), TransportInfo { kind: t.kind() })).collect();
+        transports
+            .iter()
+            .map(|(id, t)| {
+                let html = match t {
+                    model::TransportConfig::Email(e) => e.html.unwrap_or(false) || e.template.as_ref().is_some_and(|t| t.html.is_some()),
+                    _ => false,
+                };
+                (id.clone(), TransportInfo { kind: t.kind(), html })
+            })
+            .collect();
     let paths: Vec<PathBuf> =
         files.iter().map(|(f, _)| sources.files()[*f].path().map(PathBuf::from).unwrap_or_default()).collect();
     if let Some(q) = section.event_queue

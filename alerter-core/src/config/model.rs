@@ -131,6 +131,57 @@ pub enum TransportConfig {
     /// Popups with the Messenger protocol (`net send`, WinPopup): to the
     /// machines of subscribers, and to the whole workgroup.
     Messenger(Box<MessengerConfig>),
+    /// Mail over SMTP, to subscribers' `email` addresses.
+    Email(Box<EmailConfig>),
+}
+
+/// The `email` transport.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The mail relay (SMTP server) host name or address.
+    pub relay: String,
+    /// Default: 587 for `starttls`, 465 for `tls`, 25 for `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` (implicit TLS), or `none` (only to a relay on loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EmailTls>,
+    /// User name for SMTP AUTH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the SMTP password (not readable by everyone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// The sender, e.g. `Alerter <alerter@example.org>`.
+    pub from: String,
+    /// Extra CA certificate(s) to trust (PEM), for a relay with a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// How long one SMTP conversation may take. Default: 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Connections kept open and used at once. Default: 4; 0 opens one per mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<u32>,
+    /// Also send an HTML alternative. Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<bool>,
+    /// Retries of failed mail. Default: from 5s, at most 10m apart, for up to 24h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
+    /// Subject (`title`), body (`text`) and HTML (`html`) templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateConfig>,
+}
+
+/// How the email transport protects the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailTls {
+    Starttls,
+    Tls,
+    None,
 }
 
 /// The `messenger` transport.
@@ -214,6 +265,7 @@ impl TransportConfig {
         match self {
             TransportConfig::Log { .. } => "log",
             TransportConfig::Messenger(_) => "messenger",
+            TransportConfig::Email(_) => "email",
         }
     }
 
@@ -226,6 +278,16 @@ impl TransportConfig {
             TransportConfig::Log { .. } => (None, RetryPolicy { initial: D::from_secs(1), max: D::from_secs(60), max_age: D::from_secs(3600), concurrency: 1 }),
             // A popup hours late is noise: give up after an hour.
             TransportConfig::Messenger(m) => (m.retry.as_ref(), RetryPolicy { initial: D::from_secs(5), max: D::from_secs(300), max_age: D::from_secs(3600), concurrency: 4 }),
+            // Mail keeps: retry for a day. As many in flight as connections.
+            TransportConfig::Email(e) => (
+                e.retry.as_ref(),
+                RetryPolicy {
+                    initial: D::from_secs(5),
+                    max: D::from_secs(600),
+                    max_age: D::from_secs(24 * 3600),
+                    concurrency: e.pool.unwrap_or(4).max(1) as usize,
+                },
+            ),
         };
         let Some(r) = retry else { return defaults };
         RetryPolicy {
@@ -240,6 +302,7 @@ impl TransportConfig {
         match self {
             TransportConfig::Log { template, .. } => template.as_ref(),
             TransportConfig::Messenger(m) => m.template.as_ref(),
+            TransportConfig::Email(e) => e.template.as_ref(),
         }
     }
 }
@@ -254,6 +317,9 @@ pub struct TemplateConfig {
     /// The message text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TemplateStr>,
+    /// An HTML alternative (email only; values are HTML-escaped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<TemplateStr>,
 }
 
 /// A person.

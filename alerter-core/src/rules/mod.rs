@@ -282,6 +282,7 @@ pub struct Rule {
     /// under `rule/<name>/title` and `rule/<name>/text`).
     pub has_title: bool,
     pub has_text: bool,
+    pub has_html: bool,
 }
 
 pub const DEFAULT_GROUP_WAIT: Duration = Duration::ZERO;
@@ -307,6 +308,7 @@ impl Rule {
             active_during: Vec::new(),
             has_title: false,
             has_text: false,
+            has_html: false,
         }
     }
 

@@ -6,6 +6,7 @@
 //! whether an error is [`TransportError::Transient`] (try again later) or
 //! [`TransportError::Permanent`] (give up and record why).
 
+pub mod email;
 pub mod log;
 pub mod messenger;
 
@@ -84,5 +85,6 @@ pub fn build(cfg: &TransportConfig, cx: &BuildCx<'_>) -> Result<Arc<dyn Transpor
                 .map_err(TransportError::permanent)?;
             Ok(Arc::new(messenger::MessengerTransport::new(opts)))
         }
+        TransportConfig::Email(e) => Ok(Arc::new(email::EmailTransport::new(e).map_err(TransportError::permanent)?)),
     }
 }

@@ -1,0 +1,273 @@
+//! The `email` transport: one mail per notification, over SMTP with lettre
+//! (rustls; no OpenSSL), through a pool of connections.
+//!
+//! A notification for several people is one mail to all of them; grouped
+//! alerts are listed in one mail. Message-ID and Date come from the
+//! notification, which the outbox keeps, so a retried delivery is the same
+//! mail to the receiving side, not a new one. SMTP 4xx and connection
+//! problems are transient; 5xx is permanent.
+
+use std::path::Path;
+use std::time::Duration;
+
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, Mailboxes, MultiPart, SinglePart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::{BoxFuture, Delivered, Transport, TransportError};
+use crate::config::model::{EmailConfig, EmailTls};
+use crate::notify::Notification;
+
+/// Whether a relay host is this machine (where unencrypted SMTP is allowed).
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reads a secret from a `*_file`, refusing a file everyone can read.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.mode() & 0o004 != 0 {
+        return Err(format!(
+            "{} is readable by everyone (mode {:04o}); fix with `chmod 600`",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// Checks an email transport's settings; each problem with the key it is about.
+pub fn check(c: &EmailConfig) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    if c.tls == Some(EmailTls::None) && !is_loopback(&c.relay) {
+        problems.push((
+            "tls",
+            format!(
+                "`tls: none` would send alerts and passwords in clear text to {}; it is allowed only to a relay on this machine (localhost, 127.0.0.1, ::1)",
+                c.relay
+            ),
+        ));
+    }
+    if let Err(e) = c.from.parse::<Mailbox>() {
+        problems.push(("from", format!("`{}` is not a mail address ({e}); write e.g. `Alerter <alerter@example.org>`", c.from)));
+    }
+    match (&c.username, &c.password_file) {
+        (Some(_), None) => problems.push(("username", "a `username` needs a `password_file`".into())),
+        (None, Some(_)) => problems.push(("password_file", "a `password_file` needs a `username`".into())),
+        (Some(_), Some(p)) => {
+            if let Err(e) = read_secret_file(p) {
+                problems.push(("password_file", e));
+            }
+        }
+        (None, None) => {}
+    }
+    if let Some(ca) = &c.ca_file {
+        match std::fs::read(ca) {
+            Ok(pem) => {
+                if Certificate::from_pem(&pem).is_err() {
+                    problems.push(("ca_file", format!("{} is not a PEM certificate", ca.display())));
+                }
+            }
+            Err(e) => problems.push(("ca_file", format!("cannot read {}: {e}", ca.display()))),
+        }
+    }
+    problems
+}
+
+/// See the module docs.
+pub struct EmailTransport {
+    mailer: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    /// For Message-IDs: the sender's domain.
+    domain: String,
+}
+
+impl std::fmt::Debug for EmailTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailTransport").field("from", &self.from.to_string()).finish_non_exhaustive()
+    }
+}
+
+impl EmailTransport {
+    pub fn new(c: &EmailConfig) -> Result<EmailTransport, String> {
+        if let Some((_, problem)) = check(c).into_iter().next() {
+            return Err(problem);
+        }
+        let from: Mailbox = c.from.parse().map_err(|e| format!("`from`: {e}"))?;
+        let domain = from.email.domain().to_string();
+        let tls = c.tls.unwrap_or(EmailTls::Starttls);
+        let port = c.port.unwrap_or(match tls {
+            EmailTls::Starttls => 587,
+            EmailTls::Tls => 465,
+            EmailTls::None => 25,
+        });
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(c.relay.clone()).port(port);
+        if tls != EmailTls::None {
+            let mut params = TlsParameters::builder(c.relay.clone());
+            if let Some(ca) = &c.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+                let cert = Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
+                params = params.add_root_certificate(cert);
+            }
+            let params = params.build_rustls().map_err(|e| format!("TLS setup: {e}"))?;
+            builder = builder.tls(match tls {
+                EmailTls::Tls => Tls::Wrapper(params),
+                _ => Tls::Required(params),
+            });
+        }
+        if let (Some(user), Some(pw)) = (&c.username, &c.password_file) {
+            builder = builder.credentials(Credentials::new(user.clone(), read_secret_file(pw)?));
+        }
+        let timeout = c.timeout.as_ref().map_or(Duration::from_secs(30), |t| t.value);
+        builder = builder.timeout(Some(timeout));
+        let pool = c.pool.unwrap_or(4);
+        builder = if pool == 0 {
+            // One connection per mail: lettre's pool of zero idle connections.
+            builder.pool_config(PoolConfig::new().max_size(1).min_idle(0).idle_timeout(Duration::ZERO))
+        } else {
+            builder.pool_config(PoolConfig::new().max_size(pool))
+        };
+        Ok(EmailTransport { mailer: builder.build(), from, domain })
+    }
+
+    /// The mail for a notification (public for tests and the benchmark).
+    pub fn message(&self, n: &Notification) -> Result<Message, TransportError> {
+        let mut to = Mailboxes::new();
+        for r in &n.recipients {
+            let Some(addr) = &r.email else {
+                return Err(TransportError::permanent(format!("recipient `{}` has no email address", r.id)));
+            };
+            let mailbox: Mailbox = match &r.name {
+                Some(name) => format!("{name} <{addr}>").parse(),
+                None => addr.parse(),
+            }
+            .map_err(|e| TransportError::permanent(format!("`{addr}` is not a mail address: {e}")))?;
+            to.push(mailbox);
+        }
+        let mut b = Message::builder()
+            .from(self.from.clone())
+            .subject(n.title.lines().next().unwrap_or_default())
+            .date(n.created_at.into())
+            .message_id(Some(format!("<{}.{}@{}>", n.id, n.created_at.timestamp_millis(), self.domain)))
+            .header(XAlerter(format!("rule={}; severity={}; status={}", n.rule, n.severity, n.status)));
+        for m in to {
+            b = b.to(m);
+        }
+        let text = SinglePart::builder().header(ContentType::TEXT_PLAIN).body(format!("{}\n", n.text.trim_end()));
+        let built = match &n.html {
+            Some(html) => b.multipart(
+                MultiPart::alternative()
+                    .singlepart(text)
+                    .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone())),
+            ),
+            None => b.singlepart(text),
+        };
+        built.map_err(|e| TransportError::permanent(format!("cannot build the mail: {e}")))
+    }
+}
+
+/// `X-Alerter: rule=...; severity=...`, for mail filters.
+#[derive(Debug, Clone)]
+struct XAlerter(String);
+
+impl lettre::message::header::Header for XAlerter {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("X-Alerter")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(XAlerter(s.to_string()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+impl Transport for EmailTransport {
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+
+    fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<Delivered, TransportError>> {
+        Box::pin(async move {
+            let message = self.message(n)?;
+            match self.mailer.send(message).await {
+                Ok(resp) => {
+                    let text: Vec<&str> = resp.message().collect();
+                    Ok(Delivered { reply: Some(format!("{} {}", resp.code(), text.join(" "))) })
+                }
+                Err(e) => {
+                    let code = e.status().map(|c| format!("{c} ")).unwrap_or_default();
+                    let msg = format!("{code}{e}");
+                    if e.is_permanent() {
+                        Err(TransportError::permanent(msg))
+                    } else if e.is_client() {
+                        Err(TransportError::permanent(format!("{msg} (a problem with the mail itself)")))
+                    } else {
+                        Err(TransportError::transient(msg))
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(relay: &str, tls: Option<EmailTls>) -> EmailConfig {
+        EmailConfig {
+            relay: relay.into(),
+            port: None,
+            tls,
+            username: None,
+            password_file: None,
+            from: "Alerter <alerter@example.org>".into(),
+            ca_file: None,
+            timeout: None,
+            pool: None,
+            html: None,
+            retry: None,
+            template: None,
+        }
+    }
+
+    #[test]
+    fn clear_text_only_to_loopback() {
+        assert!(check(&cfg("127.0.0.1", Some(EmailTls::None))).is_empty());
+        assert!(check(&cfg("localhost", Some(EmailTls::None))).is_empty());
+        assert!(check(&cfg("::1", Some(EmailTls::None))).is_empty());
+        let p = check(&cfg("mail.example.org", Some(EmailTls::None)));
+        assert_eq!(p[0].0, "tls");
+        assert!(p[0].1.contains("clear text"));
+        assert!(check(&cfg("mail.example.org", None)).is_empty());
+    }
+
+    #[test]
+    fn credentials_come_in_pairs_from_private_files() {
+        let mut c = cfg("mail.example.org", None);
+        c.username = Some("alerter".into());
+        assert_eq!(check(&c)[0].0, "username");
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "secret\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        c.password_file = Some(pw.clone());
+        assert!(check(&c)[0].1.contains("readable by everyone"));
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(check(&c).is_empty());
+        assert_eq!(read_secret_file(&pw).unwrap(), "secret");
+        c.from = "not an address".into();
+        assert_eq!(check(&c)[0].0, "from");
+    }
+}
