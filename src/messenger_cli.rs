@@ -241,9 +241,12 @@ fn send_email(a: &SendArgs, cfg: Option<config::Config>) -> anyhow::Result<()> {
         group: BTreeMap::new(),
         repeat: false,
     };
-    let transport = EmailTransport::new(ecfg).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let d = rt.block_on(transport.send(&n)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // lettre's connection pool needs a runtime from the start.
+    let d = rt.block_on(async {
+        let transport = EmailTransport::new(ecfg).map_err(anyhow::Error::msg)?;
+        transport.send(&n).await.map_err(|e| anyhow::anyhow!("{e}"))
+    })?;
     if let Some(reply) = d.reply {
         eprintln!("{reply}");
     }

@@ -96,6 +96,7 @@ impl std::fmt::Debug for EmailTransport {
 }
 
 impl EmailTransport {
+    /// Must be called within a tokio runtime (the connection pool starts a task).
     pub fn new(c: &EmailConfig) -> Result<EmailTransport, String> {
         if let Some((_, problem)) = check(c).into_iter().next() {
             return Err(problem);

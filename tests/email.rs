@@ -1,0 +1,395 @@
+//! Email and the durable outbox, end to end, against a real SMTP server
+//! (Debian's aiosmtpd, tests/fixtures/smtp_server.py) on loopback: what the
+//! server received is what the tests check.
+
+mod util;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use util::netns::{Netns, Proc, until};
+use util::{Daemon, TempConfig, alerter, install_plugin, repo};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running aiosmtpd.
+struct Smtp {
+    port: u16,
+    out: PathBuf,
+    proc: Proc,
+}
+
+impl Smtp {
+    fn start(dir: &Path, port: u16, args: &[&str]) -> Smtp {
+        let out = dir.join(format!("mail-{port}.jsonl"));
+        let mut c = Command::new("/usr/bin/python3");
+        c.arg(repo().join("tests/fixtures/smtp_server.py")).args(["--port", &port.to_string(), "--out"]).arg(&out).args(args);
+        let proc = Proc::spawn(c);
+        until(LONG, "the SMTP server", || proc.stdout().contains("READY") || proc.stderr().contains("Error"));
+        assert!(proc.stdout().contains("READY"), "SMTP server did not start: {}", proc.stderr());
+        Smtp { port, out, proc }
+    }
+
+    /// Every mail received so far.
+    fn mails(&self) -> Vec<Value> {
+        util::read_jsonl(&self.out)
+    }
+}
+
+/// A header of a received mail.
+fn header(mail: &Value, name: &str) -> Option<String> {
+    let data = mail["data"].as_str()?;
+    let head = data.split("\n\n").next()?.replace("\r\n", "\n");
+    let prefix = format!("{}: ", name.to_ascii_lowercase());
+    head.lines().find(|l| l.to_ascii_lowercase().starts_with(&prefix)).map(|l| l[prefix.len()..].trim().to_string())
+}
+
+fn body(mail: &Value) -> String {
+    let data = mail["data"].as_str().unwrap_or_default().replace("\r\n", "\n");
+    data.split_once("\n\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+fn secret(dir: &Path, name: &str, content: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+fn history(cfg: &Path) -> Vec<Value> {
+    let out = alerter().args(["history", "--json", "-n", "5000", "-c"]).arg(cfg).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn a_firing_rule_mails_over_starttls_with_auth() {
+    let cfg = TempConfig::new("");
+    let dir = cfg.dir.path();
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let cert = dir.join("cert.pem");
+    std::fs::write(&cert, key.cert.pem()).unwrap();
+    let keyfile = secret(dir, "key.pem", &key.signing_key.serialize_pem());
+    let password = secret(dir, "smtp.password", "s3cret\n");
+    let port = free_port();
+    let smtp = Smtp::start(dir, port, &["--cert", cert.to_str().unwrap(), "--key", keyfile.to_str().unwrap(), "--auth", "alerter:s3cret"]);
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}} }}
+sources:
+  beat: {{ type: heartbeat, interval: 1h, summary: "/var is 91% full" }}
+transports:
+  mail:
+    type: email
+    relay: 127.0.0.1
+    port: {port}
+    tls: starttls
+    username: alerter
+    password_file: {password}
+    ca_file: {cert}
+    from: "Alerter <alerter@example.org>"
+    template:
+      title: "[{{{{ severity|upper }}}}] {{{{ summary }}}} on {{{{ host }}}}"
+subscribers:
+  alice: {{ name: Alice Doe, email: alice@example.org }}
+  bob: {{ email: bob@example.org }}
+groups:
+  admins: {{ members: [alice, bob] }}
+rules:
+  - name: disk-mail
+    match: {{ source: beat }}
+    notify: [{{ groups: [admins], via: [mail] }}]
+"#,
+        password = password.display(),
+        cert = cert.display()
+    ));
+    let mut d = Daemon::start(&cfg.path, &[]);
+    until(LONG, "a mail", || !smtp.mails().is_empty());
+    let mail = &smtp.mails()[0];
+    assert_eq!(mail["tls"], true, "STARTTLS was used");
+    assert_eq!(mail["auth"], true, "AUTH was used");
+    assert_eq!(mail["from"], "alerter@example.org");
+    assert_eq!(mail["to"], serde_json::json!(["alice@example.org", "bob@example.org"]));
+    assert_eq!(header(mail, "From").unwrap(), "Alerter <alerter@example.org>");
+    assert_eq!(header(mail, "To").unwrap(), "\"Alice Doe\" <alice@example.org>, bob@example.org");
+    assert_eq!(header(mail, "Subject").unwrap(), "[INFO] /var is 91% full on FILESERVER");
+    let id = header(mail, "Message-ID").unwrap();
+    assert!(id.starts_with('<') && id.ends_with("@example.org>"), "{id}");
+    assert!(header(mail, "X-Alerter").unwrap().contains("rule=disk-mail"));
+    assert!(body(mail).contains("INFO /var is 91% full (beat on FILESERVER)"), "{}", body(mail));
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG).code(), Some(0));
+    // The history records the server's answer.
+    let h = history(&cfg.path);
+    let sent = h.iter().find(|e| e["transport"] == "mail").unwrap();
+    assert_eq!(sent["status"], "sent");
+    assert!(sent["detail"].as_str().unwrap().starts_with("250 2.0.0 Ok: queued"), "{sent}");
+}
+
+#[test]
+fn clear_text_smtp_is_refused_to_a_remote_relay() {
+    let cfg = TempConfig::new(
+        r#"
+transports:
+  mail: { type: email, relay: mail.example.org, tls: none, from: "Alerter <alerter@example.org>" }
+"#,
+    );
+    let out = alerter().args(["check", "-c"]).arg(&cfg.path).output().unwrap();
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(78), "{report}");
+    assert!(report.contains("`tls: none` would send alerts and passwords in clear text to mail.example.org"), "{report}");
+    assert!(report.contains("alerter.yaml:3:"), "with its position: {report}");
+}
+
+/// A config with the burst test plugin (tests/fixtures/burst_plugin.py).
+fn burst_config(cfg: &TempConfig, count: usize, port: u16, mail_extra: &str) {
+    install_plugin(&cfg.plugins, &repo().join("tests/fixtures/burst_plugin.py"), "burst_plugin.py");
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}}, plugin_dirs: [{{plugins}}] }}
+sources:
+  burst: {{ type: burst, count: {count} }}
+transports:
+  mail:
+    type: email
+    relay: 127.0.0.1
+    port: {port}
+    tls: none
+    from: "Alerter <alerter@example.org>"
+    {mail_extra}
+subscribers:
+  ops: {{ email: ops@example.org }}
+rules:
+  - name: each-event
+    match: {{ source: burst }}
+    notify: [{{ subscribers: [ops], via: [mail] }}]
+"#
+    ));
+}
+
+fn ids(mails: &[Value]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for mail in mails {
+        *m.entry(header(mail, "Message-ID").unwrap()).or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn mail_server_down_when_alerts_fire_then_up_30s_later_every_mail_arrives_once() {
+    let cfg = TempConfig::new("");
+    let port = free_port();
+    burst_config(&cfg, 5, port, "retry: { initial: 1s, max: 4s }");
+    let mut d = Daemon::start(&cfg.path, &[]);
+    // The alerts fire with nobody listening on the port.
+    until(LONG, "five attempts failing", || d.stderr_so_far().matches("delivery failed, retrying").count() >= 5);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let smtp = Smtp::start(cfg.dir.path(), port, &[]);
+    until(LONG, "five mails", || smtp.mails().len() >= 5);
+    // A little longer: a duplicate would arrive now if there were one.
+    std::thread::sleep(Duration::from_secs(6));
+    let counts = ids(&smtp.mails());
+    assert_eq!(counts.len(), 5, "five distinct mails");
+    assert!(counts.values().all(|n| *n == 1), "each once: {counts:?}");
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG).code(), Some(0));
+    let h = history(&cfg.path);
+    assert!(h.iter().filter(|e| e["transport"] == "mail").all(|e| e["status"] == "sent" && e["attempts"].as_u64().unwrap() > 1), "{h:?}");
+}
+
+#[test]
+fn a_thousand_mails_survive_sigkill_mid_delivery_none_twice() {
+    let cfg = TempConfig::new("");
+    let port = free_port();
+    // One connection, so that when the daemon is killed exactly one mail is
+    // in flight: the one the server is holding at RCPT, not yet accepted.
+    let smtp = Smtp::start(cfg.dir.path(), port, &["--stall-at", "300", "--stall-seconds", "4"]);
+    burst_config(&cfg, 1000, port, "pool: 1");
+    let mut d = Daemon::start(&cfg.path, &[]);
+    until(LONG, "the server to stall mid-delivery", || smtp.proc.stdout().contains("STALL"));
+    assert!(smtp.mails().len() >= 299, "delivering when killed");
+    d.signal("KILL");
+    d.wait(LONG);
+    let before = smtp.mails().len();
+    assert!(before < 1000, "killed mid-delivery: {before} delivered");
+
+    let mut again = Daemon::start(&cfg.path, &[]);
+    until(Duration::from_secs(90), "a thousand mails", || smtp.mails().len() >= 1000);
+    std::thread::sleep(Duration::from_secs(5));
+    let counts = ids(&smtp.mails());
+    assert_eq!(counts.len(), 1000, "every notification arrived");
+    assert_eq!(smtp.mails().len(), 1000, "none twice: {:?}", counts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    again.signal("TERM");
+    assert_eq!(again.wait(LONG).code(), Some(0));
+}
+
+#[test]
+fn smtp_4xx_is_retried_and_5xx_is_final_and_the_history_says_so() {
+    let cfg = TempConfig::new("");
+    let port = free_port();
+    let smtp = Smtp::start(cfg.dir.path(), port, &["--fail-first", "2", "--reject", "nobody@"]);
+    install_plugin(&cfg.plugins, &repo().join("tests/fixtures/burst_plugin.py"), "burst_plugin.py");
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}}, plugin_dirs: [{{plugins}}] }}
+sources:
+  one: {{ type: burst, count: 1 }}
+transports:
+  mail:
+    type: email
+    relay: 127.0.0.1
+    port: {port}
+    tls: none
+    from: "Alerter <alerter@example.org>"
+    retry: {{ initial: 1s, max: 2s }}
+subscribers:
+  ops: {{ email: ops@example.org }}
+  ghost: {{ email: nobody@example.org }}
+rules:
+  - name: to-ops
+    match: {{ source: one }}
+    continue: true
+    notify: [{{ subscribers: [ops], via: [mail] }}]
+  - name: to-ghost
+    match: {{ source: one }}
+    notify: [{{ subscribers: [ghost], via: [mail] }}]
+"#
+    ));
+    let mut d = Daemon::start(&cfg.path, &[]);
+    until(LONG, "the mail to ops", || !smtp.mails().is_empty());
+    until(LONG, "the history to record both outcomes", || {
+        let h = history(&cfg.path);
+        h.iter().any(|e| e["rule"] == "to-ops" && e["status"] == "sent") && h.iter().any(|e| e["rule"] == "to-ghost" && e["status"] == "failed")
+    });
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG).code(), Some(0));
+    let h = history(&cfg.path);
+    let ops = h.iter().find(|e| e["rule"] == "to-ops").unwrap();
+    assert_eq!(ops["attempts"], 3, "two 451s, then accepted: {ops}");
+    assert!(ops["detail"].as_str().unwrap().starts_with("250"), "{ops}");
+    let ghost = h.iter().find(|e| e["rule"] == "to-ghost").unwrap();
+    assert_eq!(ghost["attempts"], 1, "5xx is not retried: {ghost}");
+    assert!(ghost["detail"].as_str().unwrap().contains("550"), "{ghost}");
+    assert_eq!(smtp.mails().len(), 1);
+}
+
+#[test]
+fn history_shows_sent_failed_and_suppressed_with_reasons() {
+    let cfg = TempConfig::new("");
+    let port = free_port();
+    let smtp = Smtp::start(cfg.dir.path(), port, &["--reject", "nobody@"]);
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}} }}
+transports:
+  mail: {{ type: email, relay: 127.0.0.1, port: {port}, tls: none, from: "Alerter <alerter@example.org>" }}
+  file: {{ type: log, path: {{out}} }}
+subscribers:
+  ops: {{ email: ops@example.org }}
+  ghost: {{ email: nobody@example.org }}
+silences:
+  - match: {{ labels: {{ event: reloaded }} }}
+    ends: 2099-01-01T00:00:00Z
+    comment: reloads are boring
+rules:
+  - name: started
+    match: {{ source: alerter, labels: {{ event: started }} }}
+    continue: true
+    notify: [{{ subscribers: [ops], via: [mail] }}]
+  - name: ghost
+    match: {{ source: alerter, labels: {{ event: started }} }}
+    notify: [{{ subscribers: [ghost], via: [mail] }}]
+  - name: reloads
+    match: {{ source: alerter, labels: {{ event: reloaded }} }}
+    notify: [{{ workgroup: true, via: [file] }}]
+"#
+    ));
+    let mut d = Daemon::start(&cfg.path, &[]);
+    until(LONG, "the mail", || !smtp.mails().is_empty());
+    d.signal("HUP");
+    until(LONG, "the reload", || d.stderr_so_far().contains("configuration reloaded"));
+    until(LONG, "three entries", || history(&cfg.path).len() >= 3);
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG).code(), Some(0));
+    let out = alerter().args(["history", "-c"]).arg(&cfg.path).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    let line_with = |status: &str| text.lines().position(|l| l.contains(&format!("  {status} "))).unwrap_or_else(|| panic!("no {status} line:\n{text}"));
+    let sent = line_with("sent");
+    assert!(text.lines().nth(sent + 1).unwrap().contains("250 2.0.0 Ok"), "{text}");
+    let failed = line_with("failed");
+    assert!(text.lines().nth(failed + 1).unwrap().contains("550"), "{text}");
+    let suppressed = line_with("suppressed");
+    assert!(text.lines().nth(suppressed + 1).unwrap().contains("silenced by silence#1 (reloads are boring)"), "{text}");
+}
+
+#[test]
+fn a_mail_server_that_never_answers_does_not_delay_popups() {
+    let ns = Netns::new("blackhole");
+    // A "mail server" that accepts connections and says nothing, ever.
+    let _hole = Proc::spawn({
+        let mut c = ns.cmd("python3");
+        c.args([
+            "-c",
+            "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',2525))\ns.listen(100)\nkeep=[]\nwhile True:\n  c,_=s.accept()\n  keep.append(c)",
+        ]);
+        c
+    });
+    let listen = Proc::spawn({
+        let mut c = ns.cmd(env!("CARGO_BIN_EXE_alerter"));
+        c.args(["listen", "--name", "BOB", "--json", "--no-desktop", "--history", "/dev/null", "--name-port", "0"]);
+        c
+    });
+    until(LONG, "the listener and the black hole", || ns.tcp_listening(139) && ns.tcp_listening(2525));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("alerter.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+alerter: {{ name: FILESERVER, state_dir: {} }}
+sources:
+  beat: {{ type: heartbeat, interval: 1s }}
+transports:
+  mail: {{ type: email, relay: 127.0.0.1, port: 2525, tls: none, timeout: 60s, from: "Alerter <alerter@example.org>" }}
+  popup: {{ type: messenger, hosts: {{ BOB: 127.0.0.1 }}, dns: false }}
+subscribers:
+  bob: {{ machine: BOB, email: bob@example.org }}
+rules:
+  - name: both
+    match: {{ source: beat }}
+    template:
+      text: "{{{{ alerts[0].since }}}}"
+    notify: [{{ subscribers: [bob], via: [mail, popup] }}]
+"#,
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let daemon = Proc::spawn({
+        let mut c = ns.cmd(env!("CARGO_BIN_EXE_alerter"));
+        c.arg("run").arg("-c").arg(&cfg);
+        c
+    });
+    let popups = |l: &Proc| l.json_lines().into_iter().filter(|v| v.get("text").is_some()).collect::<Vec<_>>();
+    until(LONG, "five popups", || popups(&listen).len() >= 5);
+    for p in popups(&listen) {
+        let fired = chrono::DateTime::parse_from_rfc3339(p["text"].as_str().unwrap()).unwrap();
+        let shown = chrono::DateTime::parse_from_rfc3339(p["time"].as_str().unwrap()).unwrap();
+        let delay = (shown - fired).to_std().unwrap();
+        assert!(delay < Duration::from_secs(1), "a popup took {delay:?} while mail hangs");
+    }
+    drop(daemon);
+}
