@@ -395,7 +395,10 @@ fn history(path: Option<PathBuf>, limit: usize, json: bool) -> ExitCode {
     };
     let db = cfg.state_dir.join(alerter_core::store::DB_FILE);
     if !db.exists() {
-        eprintln!("alerter history: no state in {} yet (the daemon has not run with this config)", cfg.state_dir.display());
+        eprintln!(
+            "alerter history: no state in {} yet (the daemon has not run with this config)",
+            cfg.state_dir.display()
+        );
         return ExitCode::FAILURE;
     }
     let items = match alerter_core::store::Store::open(&cfg.state_dir).and_then(|s| s.history(limit)) {

@@ -210,7 +210,12 @@ fn send_email(a: &SendArgs, cfg: Option<config::Config>) -> anyhow::Result<()> {
             TransportConfig::Email(e) if a.transport.as_deref().is_none_or(|w| w == id) => Some((id.clone(), e)),
             _ => None,
         })
-        .ok_or_else(|| anyhow::anyhow!("the config has no email transport{}", a.transport.as_ref().map(|t| format!(" `{t}`")).unwrap_or_default()))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the config has no email transport{}",
+                a.transport.as_ref().map(|t| format!(" `{t}`")).unwrap_or_default()
+            )
+        })?;
     let recipients: Vec<Recipient> = if let Some(group) = a.to.strip_prefix('@') {
         let Some(g) = c.groups.get(group) else { bail!("the config has no group `{group}`") };
         g.members
@@ -242,7 +247,6 @@ fn send_email(a: &SendArgs, cfg: Option<config::Config>) -> anyhow::Result<()> {
         repeat: false,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    // lettre's connection pool needs a runtime from the start.
     let d = rt.block_on(async {
         let transport = EmailTransport::new(ecfg).map_err(anyhow::Error::msg)?;
         transport.send(&n).await.map_err(|e| anyhow::anyhow!("{e}"))

@@ -22,7 +22,6 @@ fn free_port() -> u16 {
 
 /// A running aiosmtpd.
 struct Smtp {
-    port: u16,
     out: PathBuf,
     proc: Proc,
 }
@@ -31,11 +30,14 @@ impl Smtp {
     fn start(dir: &Path, port: u16, args: &[&str]) -> Smtp {
         let out = dir.join(format!("mail-{port}.jsonl"));
         let mut c = Command::new("/usr/bin/python3");
-        c.arg(repo().join("tests/fixtures/smtp_server.py")).args(["--port", &port.to_string(), "--out"]).arg(&out).args(args);
+        c.arg(repo().join("tests/fixtures/smtp_server.py"))
+            .args(["--port", &port.to_string(), "--out"])
+            .arg(&out)
+            .args(args);
         let proc = Proc::spawn(c);
         until(LONG, "the SMTP server", || proc.stdout().contains("READY") || proc.stderr().contains("Error"));
         assert!(proc.stdout().contains("READY"), "SMTP server did not start: {}", proc.stderr());
-        Smtp { port, out, proc }
+        Smtp { out, proc }
     }
 
     /// Every mail received so far.
@@ -81,7 +83,11 @@ fn a_firing_rule_mails_over_starttls_with_auth() {
     let keyfile = secret(dir, "key.pem", &key.signing_key.serialize_pem());
     let password = secret(dir, "smtp.password", "s3cret\n");
     let port = free_port();
-    let smtp = Smtp::start(dir, port, &["--cert", cert.to_str().unwrap(), "--key", keyfile.to_str().unwrap(), "--auth", "alerter:s3cret"]);
+    let smtp = Smtp::start(
+        dir,
+        port,
+        &["--cert", cert.to_str().unwrap(), "--key", keyfile.to_str().unwrap(), "--auth", "alerter:s3cret"],
+    );
     cfg.write(&format!(
         r#"
 alerter: {{ name: FILESERVER, state_dir: {{state}} }}
@@ -135,6 +141,77 @@ rules:
     assert!(sent["detail"].as_str().unwrap().starts_with("250 2.0.0 Ok: queued"), "{sent}");
 }
 
+/// Implicit TLS (port 465 style) with AUTH, from `alerter send --via email`.
+#[test]
+fn alerter_send_mails_over_implicit_tls_with_auth() {
+    let cfg = TempConfig::new("");
+    let dir = cfg.dir.path();
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = dir.join("cert.pem");
+    std::fs::write(&cert, key.cert.pem()).unwrap();
+    let keyfile = secret(dir, "key.pem", &key.signing_key.serialize_pem());
+    let password = secret(dir, "smtp.password", "hunter2");
+    let port = free_port();
+    let smtp = Smtp::start(
+        dir,
+        port,
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            keyfile.to_str().unwrap(),
+            "--implicit-tls",
+            "--auth",
+            "ops:hunter2",
+        ],
+    );
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}} }}
+transports:
+  mail:
+    type: email
+    relay: 127.0.0.1
+    port: {port}
+    tls: tls
+    username: ops
+    password_file: {password}
+    ca_file: {cert}
+    from: "Alerter <alerter@example.org>"
+subscribers:
+  alice: {{ email: alice@example.org }}
+groups:
+  admins: {{ members: [alice] }}
+"#,
+        password = password.display(),
+        cert = cert.display()
+    ));
+    let out = alerter()
+        .args(["send", "--via", "email", "-c"])
+        .arg(&cfg.path)
+        .args(["@admins", "Maintenance at 18:00\nThe file server restarts."])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0]["tls"], true, "TLS from the first byte");
+    assert_eq!(mails[0]["auth"], true);
+    assert_eq!(mails[0]["to"], serde_json::json!(["alice@example.org"]));
+    assert_eq!(header(&mails[0], "Subject").unwrap(), "Maintenance at 18:00");
+
+    // A certificate alerter was not told to trust is refused, and said so.
+    let untrusted = cfg.path.with_file_name("untrusted.yaml");
+    let text = std::fs::read_to_string(&cfg.path).unwrap();
+    let without_ca: String = text.lines().filter(|l| !l.contains("ca_file")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&untrusted, without_ca).unwrap();
+    let out = alerter().args(["send", "--via", "email", "-c"]).arg(&untrusted).args(["@admins", "x"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(smtp.mails().len(), 1, "nothing sent without a trusted certificate");
+}
+
 #[test]
 fn clear_text_smtp_is_refused_to_a_remote_relay() {
     let cfg = TempConfig::new(
@@ -146,7 +223,10 @@ transports:
     let out = alerter().args(["check", "-c"]).arg(&cfg.path).output().unwrap();
     let report = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(78), "{report}");
-    assert!(report.contains("`tls: none` would send alerts and passwords in clear text to mail.example.org"), "{report}");
+    assert!(
+        report.contains("`tls: none` would send alerts and passwords in clear text to mail.example.org"),
+        "{report}"
+    );
     assert!(report.contains("alerter.yaml:3:"), "with its position: {report}");
 }
 
@@ -206,7 +286,12 @@ fn mail_server_down_when_alerts_fire_then_up_30s_later_every_mail_arrives_once()
     d.signal("TERM");
     assert_eq!(d.wait(LONG).code(), Some(0));
     let h = history(&cfg.path);
-    assert!(h.iter().filter(|e| e["transport"] == "mail").all(|e| e["status"] == "sent" && e["attempts"].as_u64().unwrap() > 1), "{h:?}");
+    assert!(
+        h.iter()
+            .filter(|e| e["transport"] == "mail")
+            .all(|e| e["status"] == "sent" && e["attempts"].as_u64().unwrap() > 1),
+        "{h:?}"
+    );
 }
 
 #[test]
@@ -230,7 +315,12 @@ fn a_thousand_mails_survive_sigkill_mid_delivery_none_twice() {
     std::thread::sleep(Duration::from_secs(5));
     let counts = ids(&smtp.mails());
     assert_eq!(counts.len(), 1000, "every notification arrived");
-    assert_eq!(smtp.mails().len(), 1000, "none twice: {:?}", counts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    assert_eq!(
+        smtp.mails().len(),
+        1000,
+        "none twice: {:?}",
+        counts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
     again.signal("TERM");
     assert_eq!(again.wait(LONG).code(), Some(0));
 }
@@ -271,7 +361,8 @@ rules:
     until(LONG, "the mail to ops", || !smtp.mails().is_empty());
     until(LONG, "the history to record both outcomes", || {
         let h = history(&cfg.path);
-        h.iter().any(|e| e["rule"] == "to-ops" && e["status"] == "sent") && h.iter().any(|e| e["rule"] == "to-ghost" && e["status"] == "failed")
+        h.iter().any(|e| e["rule"] == "to-ops" && e["status"] == "sent")
+            && h.iter().any(|e| e["rule"] == "to-ghost" && e["status"] == "failed")
     });
     d.signal("TERM");
     assert_eq!(d.wait(LONG).code(), Some(0));
@@ -326,7 +417,11 @@ rules:
     let out = alerter().args(["history", "-c"]).arg(&cfg.path).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success());
-    let line_with = |status: &str| text.lines().position(|l| l.contains(&format!("  {status} "))).unwrap_or_else(|| panic!("no {status} line:\n{text}"));
+    let line_with = |status: &str| {
+        text.lines()
+            .position(|l| l.contains(&format!("  {status} ")))
+            .unwrap_or_else(|| panic!("no {status} line:\n{text}"))
+    };
     let sent = line_with("sent");
     assert!(text.lines().nth(sent + 1).unwrap().contains("250 2.0.0 Ok"), "{text}");
     let failed = line_with("failed");

@@ -24,10 +24,10 @@ use crate::config::{self, Config, LoadOptions};
 use crate::event::{ALERTER_SOURCE, Event, Severity, internal};
 use crate::notices::NoticeScheduler;
 use crate::notify::{Notification, notice_notifications, render_dispatch};
+use crate::outbox::{Dispatcher, Outcome, Report, RetryPolicy};
 use crate::plugin::PluginRegistry;
 use crate::plugin::supervisor::{Backoff, Sources, SupervisorEnv};
 use crate::rules::router::{Output, Router};
-use crate::outbox::{Dispatcher, Outcome, Report, RetryPolicy};
 use crate::store::{AuditRecord, Store, StoreError};
 use crate::transport::{self, Transport, TransportError};
 
@@ -116,7 +116,12 @@ fn build_transports(cfg: &Config) -> Result<Built, DaemonError> {
     Ok(out)
 }
 
-fn start_dispatcher(cfg: &Config, built: Built, reports: &mpsc::UnboundedSender<Report>, clock: &Arc<dyn Clock>) -> Result<Dispatcher, DaemonError> {
+fn start_dispatcher(
+    cfg: &Config,
+    built: Built,
+    reports: &mpsc::UnboundedSender<Report>,
+    clock: &Arc<dyn Clock>,
+) -> Result<Dispatcher, DaemonError> {
     Ok(Dispatcher::start(built, &cfg.state_dir, reports.clone(), clock.clone())?)
 }
 
@@ -341,7 +346,11 @@ fn on_report(
     let why = match &r.outcome {
         Outcome::Sent(_) => {
             if failing.remove(&n.transport).is_some() {
-                router.handle_into(event(Severity::Resolved, format!("deliveries via `{}` work again", n.transport)), now, out);
+                router.handle_into(
+                    event(Severity::Resolved, format!("deliveries via `{}` work again", n.transport)),
+                    now,
+                    out,
+                );
             }
             return;
         }
@@ -359,7 +368,11 @@ fn on_report(
     *failing.entry(n.transport.clone()).or_default() += 1;
     let about_delivery = n.alerts.iter().any(|a| a.labels.get("event").map(String::as_str) == Some("delivery_failing"));
     if !about_delivery {
-        router.handle_into(event(Severity::Warning, format!("deliveries via `{}` are failing: {why}", n.transport)), now, out);
+        router.handle_into(
+            event(Severity::Warning, format!("deliveries via `{}` are failing: {why}", n.transport)),
+            now,
+            out,
+        );
     }
 }
 

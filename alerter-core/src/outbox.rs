@@ -28,7 +28,7 @@ use tracing::{debug, error, warn};
 
 use crate::daemon::Clock;
 use crate::notify::Notification;
-use crate::store::{OutboxEntry, OutboxStatus, Store, StoreError};
+use crate::store::{Attempt, OutboxEntry, OutboxStatus, Store, StoreError};
 use crate::transport::Transport;
 
 /// How a transport's deliveries are retried.
@@ -224,7 +224,11 @@ impl WorkerState {
     }
 
     /// Commits one attempt's outcome at once and reports it.
-    fn record(&mut self, e: OutboxEntry, result: Result<crate::transport::Delivered, crate::transport::TransportError>) {
+    fn record(
+        &mut self,
+        e: OutboxEntry,
+        result: Result<crate::transport::Delivered, crate::transport::TransportError>,
+    ) {
         let now = self.clock.now();
         let attempts = e.attempts + 1;
         let n = &e.notification;
@@ -237,7 +241,8 @@ impl WorkerState {
                 let age = (now - n.created_at).to_std().unwrap_or_default();
                 let msg = err.to_string();
                 if age >= self.policy.max_age {
-                    let why = format!("not delivered within {}: {msg}", humantime::format_duration(self.policy.max_age));
+                    let why =
+                        format!("not delivered within {}: {msg}", humantime::format_duration(self.policy.max_age));
                     (OutboxStatus::Expired, now, Some(why.clone()), None, Outcome::Expired(why))
                 } else {
                     let wait = self.policy.backoff(attempts);
@@ -251,7 +256,9 @@ impl WorkerState {
                 (OutboxStatus::Failed, now, Some(msg.clone()), None, Outcome::Failed(msg))
             }
         };
-        if let Err(err) = self.store.record_attempt(&n.id, status, attempts, next, error.as_deref(), reply.as_deref(), now) {
+        let attempt =
+            Attempt { status, attempts, next_attempt: next, error: error.as_deref(), reply: reply.as_deref() };
+        if let Err(err) = self.store.record_attempt(&n.id, &attempt, now) {
             error!(transport = %self.name, id = %n.id, "cannot record a delivery attempt: {err}");
         }
         let _ = self.reports.send(Report { notification: e.notification, outcome, at: now });

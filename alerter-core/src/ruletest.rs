@@ -250,8 +250,11 @@ fn run_case(cfg: &config::Config, case: &TestCase, start: DateTime<Utc>) -> Opti
                 Some(w) if w <= t => {
                     router.tick_into(w, outputs);
                     for f in notices.due(w) {
-                        let (message, _) =
-                            cfg.templates.render(&[&f.notice.template_name()], crate::template::NOTICE_FALLBACK, &f.context());
+                        let (message, _) = cfg.templates.render(
+                            &[&f.notice.template_name()],
+                            crate::template::NOTICE_FALLBACK,
+                            &f.context(),
+                        );
                         let (title, text) = f.title_and_text(&message);
                         sent.extend(notice_notifications(&f.notice.name, &title, &text, &f.notice.targets, f.fire_at));
                     }

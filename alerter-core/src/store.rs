@@ -185,6 +185,19 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// One delivery attempt's outcome, for [`Store::record_attempt`].
+#[derive(Debug, Clone)]
+pub struct Attempt<'a> {
+    pub status: OutboxStatus,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+    /// When to try again (pending) or now (final).
+    pub next_attempt: DateTime<Utc>,
+    pub error: Option<&'a str>,
+    /// The server's reply, when it accepted.
+    pub reply: Option<&'a str>,
+}
+
 impl Store {
     /// Opens (creating if needed) the database in `dir`, migrating it forward.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -356,19 +369,10 @@ impl Store {
     }
 
     /// Records an attempt's outcome.
-    pub fn record_attempt(
-        &mut self,
-        id: &str,
-        status: OutboxStatus,
-        attempts: u32,
-        next_attempt: DateTime<Utc>,
-        error: Option<&str>,
-        reply: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    pub fn record_attempt(&mut self, id: &str, a: &Attempt<'_>, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE outbox SET status = ?2, attempts = ?3, next_attempt_ms = ?4, last_error = ?5, reply = COALESCE(?6, reply), updated_ms = ?7 WHERE id = ?1",
-            params![id, status.as_str(), attempts, ms(next_attempt), error, reply, ms(now)],
+            params![id, a.status.as_str(), a.attempts, ms(a.next_attempt), a.error, a.reply, ms(now)],
         )?;
         Ok(())
     }
@@ -450,7 +454,7 @@ impl Store {
                 detail: a.reason,
             });
         }
-        items.sort_by(|a, b| b.time.cmp(&a.time));
+        items.sort_by_key(|item| std::cmp::Reverse(item.time));
         items.truncate(limit);
         Ok(items)
     }
@@ -476,7 +480,11 @@ impl Store {
     }
 }
 
-fn write_alert_changes(tx: &rusqlite::Transaction<'_>, changes: &[AlertChange], now: DateTime<Utc>) -> Result<(), StoreError> {
+fn write_alert_changes(
+    tx: &rusqlite::Transaction<'_>,
+    changes: &[AlertChange],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let mut upsert = tx.prepare_cached(
         "INSERT INTO alerts (rule, fingerprint, state, updated_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (rule, fingerprint) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",

@@ -206,7 +206,8 @@ rules:
     ctl_tx.send(Control::Shutdown).await.unwrap();
     task.await.unwrap().unwrap();
     let store = alerter_core::store::Store::open(&dir.path().join("state")).unwrap();
-    let broken: Vec<_> = store.history(20).unwrap().into_iter().filter(|r| r.transport.as_deref() == Some("broken")).collect();
+    let broken: Vec<_> =
+        store.history(20).unwrap().into_iter().filter(|r| r.transport.as_deref() == Some("broken")).collect();
     assert_eq!(broken.len(), 1, "one notification, retried in place");
     assert_eq!(broken[0].status, "pending", "still to be retried after a restart");
     assert!(broken[0].attempts >= 3);

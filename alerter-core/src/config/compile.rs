@@ -254,9 +254,13 @@ fn compile_entries(
                 _ => continue,
             };
             if needs == "email" && entry.workgroup {
-                cx.error(file, &path.index(j).key("via").index(k), format!("transport `{t}` sends mail; `workgroup: true` is for popups"))
-                    .notes
-                    .push("name the groups or subscribers to mail instead".into());
+                cx.error(
+                    file,
+                    &path.index(j).key("via").index(k),
+                    format!("transport `{t}` sends mail; `workgroup: true` is for popups"),
+                )
+                .notes
+                .push("name the groups or subscribers to mail instead".into());
             }
             let mut people: Vec<&str> = entry.subscribers.iter().map(String::as_str).collect();
             for g in &entry.groups {
@@ -277,9 +281,13 @@ fn compile_entries(
                 } else {
                     "give each an `email:` address"
                 };
-                cx.error(file, &path.index(j).key("via").index(k), format!("transport `{t}` {what}, but {who} no `{needs}`"))
-                    .notes
-                    .push(hint.into());
+                cx.error(
+                    file,
+                    &path.index(j).key("via").index(k),
+                    format!("transport `{t}` {what}, but {who} no `{needs}`"),
+                )
+                .notes
+                .push(hint.into());
             }
         }
         let at = path.index(j);
@@ -730,17 +738,18 @@ pub fn compile(
         }
     }
 
-    let transport_info: BTreeMap<String, TransportInfo> =
-        transports
-            .iter()
-            .map(|(id, t)| {
-                let html = match t {
-                    model::TransportConfig::Email(e) => e.html.unwrap_or(false) || e.template.as_ref().is_some_and(|t| t.html.is_some()),
-                    _ => false,
-                };
-                (id.clone(), TransportInfo { kind: t.kind(), html })
-            })
-            .collect();
+    let transport_info: BTreeMap<String, TransportInfo> = transports
+        .iter()
+        .map(|(id, t)| {
+            let html = match t {
+                model::TransportConfig::Email(e) => {
+                    e.html.unwrap_or(false) || e.template.as_ref().is_some_and(|t| t.html.is_some())
+                }
+                _ => false,
+            };
+            (id.clone(), TransportInfo { kind: t.kind(), html })
+        })
+        .collect();
     let paths: Vec<PathBuf> =
         files.iter().map(|(f, _)| sources.files()[*f].path().map(PathBuf::from).unwrap_or_default()).collect();
     if let Some(q) = section.event_queue

@@ -275,9 +275,25 @@ impl TransportConfig {
         use std::time::Duration as D;
         let (retry, defaults) = match self {
             // A local file either works or needs an admin: retry a little.
-            TransportConfig::Log { .. } => (None, RetryPolicy { initial: D::from_secs(1), max: D::from_secs(60), max_age: D::from_secs(3600), concurrency: 1 }),
+            TransportConfig::Log { .. } => (
+                None,
+                RetryPolicy {
+                    initial: D::from_secs(1),
+                    max: D::from_secs(60),
+                    max_age: D::from_secs(3600),
+                    concurrency: 1,
+                },
+            ),
             // A popup hours late is noise: give up after an hour.
-            TransportConfig::Messenger(m) => (m.retry.as_ref(), RetryPolicy { initial: D::from_secs(5), max: D::from_secs(300), max_age: D::from_secs(3600), concurrency: 4 }),
+            TransportConfig::Messenger(m) => (
+                m.retry.as_ref(),
+                RetryPolicy {
+                    initial: D::from_secs(5),
+                    max: D::from_secs(300),
+                    max_age: D::from_secs(3600),
+                    concurrency: 4,
+                },
+            ),
             // Mail keeps: retry for a day. As many in flight as connections.
             TransportConfig::Email(e) => (
                 e.retry.as_ref(),

@@ -6,16 +6,28 @@
 //! notification, which the outbox keeps, so a retried delivery is the same
 //! mail to the receiving side, not a new one. SMTP 4xx and connection
 //! problems are transient; 5xx is permanent.
+//!
+//! The pool is ours, around lettre's `AsyncSmtpConnection`, because
+//! lettre 0.11.23 (the newest release) opens its sockets without
+//! TCP_NODELAY: it writes a mail and its terminating `.` in two writes, so
+//! Nagle's algorithm holds the `.` until the server's delayed ACK, 40 ms
+//! per mail on Linux (docs/benchmarks.md). We open the socket ourselves,
+//! set TCP_NODELAY, and hand it to lettre for the SMTP dialogue. Implicit
+//! TLS (`tls: tls`, port 465) still goes through lettre's own connect,
+//! because lettre does not expose its TLS setup for a socket we opened; it
+//! keeps the 40 ms until lettre releases its fix.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use lettre::Message;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, Mailboxes, MultiPart, SinglePart};
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use tokio::sync::Semaphore;
 
 use super::{BoxFuture, Delivered, Transport, TransportError};
 use crate::config::model::{EmailConfig, EmailTls};
@@ -25,7 +37,11 @@ use crate::notify::Notification;
 pub fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        || host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Reads a secret from a `*_file`, refusing a file everyone can read.
@@ -56,7 +72,10 @@ pub fn check(c: &EmailConfig) -> Vec<(&'static str, String)> {
         ));
     }
     if let Err(e) = c.from.parse::<Mailbox>() {
-        problems.push(("from", format!("`{}` is not a mail address ({e}); write e.g. `Alerter <alerter@example.org>`", c.from)));
+        problems.push((
+            "from",
+            format!("`{}` is not a mail address ({e}); write e.g. `Alerter <alerter@example.org>`", c.from),
+        ));
     }
     match (&c.username, &c.password_file) {
         (Some(_), None) => problems.push(("username", "a `username` needs a `password_file`".into())),
@@ -81,9 +100,129 @@ pub fn check(c: &EmailConfig) -> Vec<(&'static str, String)> {
     problems
 }
 
+/// How to reach the relay; see [`Pool::connect`].
+struct Relay {
+    host: String,
+    port: u16,
+    /// `None` for `tls: none`.
+    tls: Option<(EmailTls, TlsParameters)>,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    /// For connecting and for each whole SMTP transaction.
+    timeout: Duration,
+}
+
+/// Open SMTP connections, reused across mails when `pool` > 0.
+struct Pool {
+    relay: Relay,
+    /// At most this many connections at once (`pool`, or 1 when 0).
+    slots: Semaphore,
+    /// Whether to keep connections open between mails.
+    keep: bool,
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+}
+
+/// Idle connections older than this are closed rather than reused: relays
+/// drop idle clients after a few minutes (Postfix: 300 s).
+const MAX_IDLE: Duration = Duration::from_secs(60);
+/// A connection idle longer than this is checked with NOOP before use, so a
+/// relay that closed it does not cost a failed attempt.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
+
+impl Pool {
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let r = &self.relay;
+        let mut conn = match &r.tls {
+            Some((EmailTls::Tls, params)) => {
+                AsyncSmtpConnection::connect_tokio1(
+                    (r.host.as_str(), r.port),
+                    Some(r.timeout),
+                    &r.hello,
+                    Some(params.clone()),
+                    None,
+                )
+                .await?
+            }
+            _ => {
+                let tcp = tokio::time::timeout(r.timeout, tokio::net::TcpStream::connect((r.host.as_str(), r.port)))
+                    .await
+                    .map_err(|_| SendError::Timeout(r.timeout))?
+                    .map_err(SendError::Connect)?;
+                // The reason this pool exists; see the module docs.
+                tcp.set_nodelay(true).map_err(SendError::Connect)?;
+                let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &r.hello).await?;
+                if let Some((_, params)) = &r.tls {
+                    conn.starttls(params.clone(), &r.hello).await?;
+                }
+                conn
+            }
+        };
+        if let Some(creds) = &r.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], creds).await?;
+        }
+        Ok(conn)
+    }
+
+    /// A pooled connection that still works, if any.
+    async fn checkout(&self) -> Option<AsyncSmtpConnection> {
+        loop {
+            let (mut conn, since) = self.idle.lock().expect("pool lock").pop()?;
+            let idle = since.elapsed();
+            if idle > MAX_IDLE {
+                conn.abort().await;
+                continue;
+            }
+            if idle <= CHECK_AFTER_IDLE || conn.test_connected().await {
+                return Some(conn);
+            }
+            conn.abort().await;
+        }
+    }
+
+    async fn send(
+        &self,
+        envelope: &lettre::address::Envelope,
+        mail: &[u8],
+    ) -> Result<lettre::transport::smtp::response::Response, SendError> {
+        let _slot = self.slots.acquire().await.expect("the pool's semaphore is never closed");
+        let deadline = self.relay.timeout;
+        let attempt = async {
+            let mut conn = match self.checkout().await {
+                Some(c) => c,
+                None => self.connect().await?,
+            };
+            let result = conn.send(envelope, mail).await;
+            if self.keep && !conn.has_broken() {
+                self.idle.lock().expect("pool lock").push((conn, Instant::now()));
+            } else if !conn.has_broken() {
+                let _ = conn.quit().await;
+            }
+            Ok::<_, SendError>(result?)
+        };
+        match tokio::time::timeout(deadline, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Timeout(deadline)),
+        }
+    }
+}
+
+/// Why a mail was not accepted.
+enum SendError {
+    Smtp(lettre::transport::smtp::Error),
+    /// Opening the TCP connection failed (lettre takes the socket from us).
+    Connect(std::io::Error),
+    Timeout(Duration),
+}
+
+impl From<lettre::transport::smtp::Error> for SendError {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        SendError::Smtp(e)
+    }
+}
+
 /// See the module docs.
 pub struct EmailTransport {
-    mailer: AsyncSmtpTransport<Tokio1Executor>,
+    pool: Pool,
     from: Mailbox,
     /// For Message-IDs: the sender's domain.
     domain: String,
@@ -96,7 +235,6 @@ impl std::fmt::Debug for EmailTransport {
 }
 
 impl EmailTransport {
-    /// Must be called within a tokio runtime (the connection pool starts a task).
     pub fn new(c: &EmailConfig) -> Result<EmailTransport, String> {
         if let Some((_, problem)) = check(c).into_iter().next() {
             return Err(problem);
@@ -109,33 +247,34 @@ impl EmailTransport {
             EmailTls::Tls => 465,
             EmailTls::None => 25,
         });
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(c.relay.clone()).port(port);
-        if tls != EmailTls::None {
-            let mut params = TlsParameters::builder(c.relay.clone());
-            if let Some(ca) = &c.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-                let cert = Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
-                params = params.add_root_certificate(cert);
+        let tls = match tls {
+            EmailTls::None => None,
+            mode => {
+                let mut params = TlsParameters::builder(c.relay.clone());
+                if let Some(ca) = &c.ca_file {
+                    let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+                    let cert = Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
+                    params = params.add_root_certificate(cert);
+                }
+                Some((mode, params.build_rustls().map_err(|e| format!("TLS setup: {e}"))?))
             }
-            let params = params.build_rustls().map_err(|e| format!("TLS setup: {e}"))?;
-            builder = builder.tls(match tls {
-                EmailTls::Tls => Tls::Wrapper(params),
-                _ => Tls::Required(params),
-            });
-        }
-        if let (Some(user), Some(pw)) = (&c.username, &c.password_file) {
-            builder = builder.credentials(Credentials::new(user.clone(), read_secret_file(pw)?));
-        }
-        let timeout = c.timeout.as_ref().map_or(Duration::from_secs(30), |t| t.value);
-        builder = builder.timeout(Some(timeout));
-        let pool = c.pool.unwrap_or(4);
-        builder = if pool == 0 {
-            // One connection per mail: lettre's pool of zero idle connections.
-            builder.pool_config(PoolConfig::new().max_size(1).min_idle(0).idle_timeout(Duration::ZERO))
-        } else {
-            builder.pool_config(PoolConfig::new().max_size(pool))
         };
-        Ok(EmailTransport { mailer: builder.build(), from, domain })
+        let credentials = match (&c.username, &c.password_file) {
+            (Some(user), Some(pw)) => Some(Credentials::new(user.clone(), read_secret_file(pw)?)),
+            _ => None,
+        };
+        let pool = c.pool.unwrap_or(4);
+        let relay = Relay {
+            host: c.relay.clone(),
+            port,
+            tls,
+            credentials,
+            hello: ClientId::default(),
+            timeout: c.timeout.as_ref().map_or(Duration::from_secs(30), |t| t.value),
+        };
+        let pool =
+            Pool { relay, slots: Semaphore::new(pool.max(1) as usize), keep: pool > 0, idle: Mutex::new(Vec::new()) };
+        Ok(EmailTransport { pool, from, domain })
     }
 
     /// The mail for a notification (public for tests and the benchmark).
@@ -200,18 +339,30 @@ impl Transport for EmailTransport {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<Delivered, TransportError>> {
         Box::pin(async move {
             let message = self.message(n)?;
-            match self.mailer.send(message).await {
+            let envelope = message.envelope().clone();
+            match self.pool.send(&envelope, &message.formatted()).await {
                 Ok(resp) => {
                     let text: Vec<&str> = resp.message().collect();
                     Ok(Delivered { reply: Some(format!("{} {}", resp.code(), text.join(" "))) })
                 }
-                Err(e) => {
+                Err(SendError::Timeout(t)) => Err(TransportError::transient(format!(
+                    "the mail server did not finish within {}s (`timeout`)",
+                    t.as_secs()
+                ))),
+                Err(SendError::Connect(e)) => Err(TransportError::transient(format!(
+                    "cannot connect to {}:{}: {e}",
+                    self.pool.relay.host, self.pool.relay.port
+                ))),
+                Err(SendError::Smtp(e)) => {
                     let code = e.status().map(|c| format!("{c} ")).unwrap_or_default();
                     let msg = format!("{code}{e}");
                     if e.is_permanent() {
                         Err(TransportError::permanent(msg))
                     } else if e.is_client() {
-                        Err(TransportError::permanent(format!("{msg} (a problem with the mail itself)")))
+                        // What this relay cannot do (no AUTH mechanism in
+                        // common, no STARTTLS, no SMTPUTF8): retrying will
+                        // not change it.
+                        Err(TransportError::permanent(msg))
                     } else {
                         Err(TransportError::transient(msg))
                     }

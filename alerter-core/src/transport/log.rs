@@ -104,6 +104,7 @@ mod tests {
             severity: Severity::Warning,
             title: "t".into(),
             text: "x".into(),
+            html: None,
             recipients: vec![],
             alerts: vec![],
             group: BTreeMap::new(),
