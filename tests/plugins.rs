@@ -78,7 +78,7 @@ fn examples_are_listed_and_their_events_reach_a_rule() {
     assert_eq!(heartbeat["kind"], "built-in");
     let load = by_name("loadavg").expect("the Rust example is listed");
     assert_eq!(load["kind"], "shared object");
-    assert_eq!(load["abi"], "1.0");
+    assert_eq!(load["abi"], "1.1");
     let up = by_name("uptime").expect("the C example is listed");
     assert_eq!(up["version"], "1.0.0");
     let sha = std::process::Command::new("sha256sum").arg(&uptime).output().unwrap();

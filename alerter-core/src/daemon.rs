@@ -21,12 +21,12 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{self, Config, LoadOptions};
-use crate::event::{ALERTER_SOURCE, Event, Severity, internal};
+use crate::event::{ALERTER_SOURCE, Event, Inbound, Severity, internal};
 use crate::notices::NoticeScheduler;
 use crate::notify::{Notification, notice_notifications, render_dispatch};
 use crate::outbox::{Dispatcher, Outcome, Report, RetryPolicy};
 use crate::plugin::PluginRegistry;
-use crate::plugin::supervisor::{Backoff, Sources, SupervisorEnv};
+use crate::plugin::supervisor::{Backoff, SharedStates, Sources, SupervisorEnv};
 use crate::rules::router::{Output, Router};
 use crate::store::{AuditRecord, Store, StoreError};
 use crate::transport::{self, Transport, TransportError};
@@ -130,6 +130,8 @@ fn start_dispatcher(
 struct Turn {
     notifications: Vec<Notification>,
     audit: Vec<AuditRecord>,
+    /// Sources' latest saved states, behind the events handled this turn.
+    states: HashMap<String, String>,
 }
 
 impl Turn {
@@ -137,7 +139,7 @@ impl Turn {
     /// transaction, then wakes the transports that have new work.
     fn commit(&mut self, store: &mut Store, router: &mut Router, dispatcher: &Dispatcher, now: DateTime<Utc>) {
         let changes = router.take_changes();
-        if let Err(e) = store.commit(&changes, &self.notifications, &self.audit, now) {
+        if let Err(e) = store.commit(&changes, &self.notifications, &self.audit, &self.states, now) {
             error!("cannot save state: {e}");
         }
         let mut woken: Vec<&str> = Vec::new();
@@ -149,11 +151,12 @@ impl Turn {
         }
         self.notifications.clear();
         self.audit.clear();
+        self.states.clear();
     }
 }
 
-/// A handle for feeding events into a running daemon.
-pub type EventSender = mpsc::Sender<Event>;
+/// A handle for feeding events (and sources' states) into a running daemon.
+pub type EventSender = mpsc::Sender<Inbound>;
 
 /// Runs the daemon until `Control::Shutdown` (or the control channel closes).
 /// `events` lets the caller (sources, tests) inject events.
@@ -161,7 +164,7 @@ pub async fn run(
     config: Config,
     opts: RunOptions,
     mut control: mpsc::Receiver<Control>,
-    events: Option<(EventSender, mpsc::Receiver<Event>)>,
+    events: Option<(EventSender, mpsc::Receiver<Inbound>)>,
 ) -> Result<(), DaemonError> {
     let mut cfg = config;
     let clock = opts.clock.clone();
@@ -192,8 +195,10 @@ pub async fn run(
         }
     };
 
+    let states: SharedStates = Arc::new(std::sync::Mutex::new(store.source_states()?));
     let supervisor_env = |cfg: &Config| SupervisorEnv {
         engine: event_tx.clone(),
+        states: states.clone(),
         alerter_name: cfg.name.clone(),
         clock: clock.clone(),
         plugins: cfg.plugins.clone(),
@@ -207,7 +212,7 @@ pub async fn run(
 
     let mut out: Vec<Output> = Vec::new();
     let mut turn = Turn::default();
-    let mut batch: Vec<Event> = Vec::with_capacity(256);
+    let mut batch: Vec<Inbound> = Vec::with_capacity(256);
     let mut failing: HashMap<String, usize> = HashMap::new();
     router.handle_into(internal::started(&cfg.name, env!("CARGO_PKG_VERSION"), now), now, &mut out);
     info!(name = %cfg.name, rules = cfg.rules.len(), transports = cfg.transports.len(), "alerter started");
@@ -245,8 +250,8 @@ pub async fn run(
             }
             _ = event_rx.recv_many(&mut batch, 256) => {
                 let now = clock.now();
-                for e in batch.drain(..) {
-                    router.handle_into(e, now, &mut out);
+                for m in batch.drain(..) {
+                    inbound(m, &mut router, &mut turn, now, &mut out);
                 }
             }
             _ = sleep => {
@@ -274,8 +279,8 @@ pub async fn run(
     // Sources first, so what they send while stopping is still handled.
     sources.stop_all().await;
     let now = clock.now();
-    while let Ok(e) = event_rx.try_recv() {
-        router.handle_into(e, now, &mut out);
+    while let Ok(m) = event_rx.try_recv() {
+        inbound(m, &mut router, &mut turn, now, &mut out);
     }
     process(&mut out, &cfg, &mut turn);
     turn.commit(&mut store, &mut router, &dispatcher, now);
@@ -287,6 +292,16 @@ pub async fn run(
     turn.commit(&mut store, &mut router, &Dispatcher::none(), now);
     info!("stopped");
     Ok(())
+}
+
+/// Hands an event to the router, or notes a source's state for this turn's commit.
+fn inbound(m: Inbound, router: &mut Router, turn: &mut Turn, now: DateTime<Utc>, out: &mut Vec<Output>) {
+    match m {
+        Inbound::Event(e) => router.handle_into(e, now, out),
+        Inbound::State { source, state } => {
+            turn.states.insert(source, state);
+        }
+    }
 }
 
 /// Turns router outputs into notifications and audit records for this turn.

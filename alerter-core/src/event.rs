@@ -190,6 +190,22 @@ impl Event {
 }
 
 /// The daemon's own events, raised under source `alerter`.
+/// What sources hand the engine: events, and the progress marks that must
+/// be committed after them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    Event(Event),
+    /// A source's saved state (JSON): committed in the same transaction as
+    /// the effects of every event the source sent before it.
+    State { source: String, state: String },
+}
+
+impl From<Event> for Inbound {
+    fn from(e: Event) -> Inbound {
+        Inbound::Event(e)
+    }
+}
+
 pub mod internal {
     use super::*;
 

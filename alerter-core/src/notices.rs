@@ -16,7 +16,6 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::rules::Target;
-use crate::schedule::cron_next;
 
 /// How late a notice may still go out after a restart.
 pub const GRACE: Duration = Duration::from_secs(60);
@@ -25,7 +24,7 @@ pub const GRACE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct Notice {
     pub name: String,
-    pub cron: croner::Cron,
+    pub cron: alerter_schedule::Cron,
     pub tz: Tz,
     /// Offsets ahead of the event; zero is the event itself.
     pub offsets: Vec<Duration>,
@@ -131,7 +130,7 @@ impl NoticeScheduler {
     fn next_fire(&self, n: &Notice, off: Duration) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         let cursor = *self.cursors.get(&(n.name.clone(), off.as_secs()))?;
         let off = chrono::Duration::from_std(off).ok()?;
-        let event = cron_next(&n.cron, &n.tz, cursor + off)?;
+        let event = n.cron.next_after(&n.tz, cursor + off)?;
         Some((event, event - off))
     }
 

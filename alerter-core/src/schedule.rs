@@ -1,4 +1,5 @@
-//! Time: recurring weekly windows (`schedules:`) and crontab next-fire times.
+//! Time: recurring weekly windows (`schedules:`). Crontab lines are
+//! alerter-schedule's.
 //!
 //! Everything here is pure and takes `now` as a parameter. Local times are
 //! computed in each schedule's own time zone, so "08:00-18:00 Europe/Berlin"
@@ -116,17 +117,10 @@ pub fn local_to_utc(tz: &Tz, date: NaiveDate, minute: u16) -> Option<DateTime<Ut
     }
 }
 
-/// The next time strictly after `after` at which a crontab line fires,
-/// evaluated in `tz`.
-pub fn cron_next(cron: &croner::Cron, tz: &Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let local = after.with_timezone(tz);
-    cron.find_next_occurrence(&local, false).ok().map(|t| t.with_timezone(&Utc))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::types::{parse_cron, parse_time_range, parse_weekday_range};
+    use crate::config::types::{parse_time_range, parse_weekday_range};
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -169,14 +163,5 @@ mod tests {
         assert!(s.is_active(utc("2026-03-29T00:30:00Z")), "01:30 CET");
         assert!(!s.is_active(utc("2026-03-29T01:00:00Z")), "03:00 CEST: the window is over");
         assert_eq!(s.next_change(utc("2026-03-29T00:30:00Z")), Some(utc("2026-03-29T01:00:00Z")));
-    }
-
-    #[test]
-    fn cron_next_in_time_zone() {
-        let c = parse_cron("0 18 * * fri").unwrap();
-        let tz: Tz = "Europe/Berlin".parse().unwrap();
-        assert_eq!(cron_next(&c, &tz, utc("2026-11-26T10:00:00Z")), Some(utc("2026-11-27T17:00:00Z")));
-        // Strictly after: at the firing instant, the next one is a week later.
-        assert_eq!(cron_next(&c, &tz, utc("2026-11-27T17:00:00Z")), Some(utc("2026-12-04T17:00:00Z")));
     }
 }

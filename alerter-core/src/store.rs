@@ -90,6 +90,13 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX outbox_due ON outbox (transport, status, next_attempt_ms);
      CREATE INDEX outbox_created ON outbox (created_ms);",
+    // 3: sources' saved state (log read positions), committed with the
+    // effects of the events before it.
+    "CREATE TABLE source_state (
+         source TEXT PRIMARY KEY,
+         state TEXT NOT NULL,
+         updated_ms INTEGER NOT NULL
+     );",
 ];
 
 fn migrations() -> Migrations<'static> {
@@ -235,7 +242,14 @@ impl Store {
 
     /// Applies the router's changes in one transaction.
     pub fn apply_alert_changes(&mut self, changes: &[AlertChange], now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.commit(changes, &[], &[], now)
+        self.commit(changes, &[], &[], &HashMap::new(), now)
+    }
+
+    /// Every source's saved state.
+    pub fn source_states(&self) -> Result<HashMap<String, String>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT source, state FROM source_state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every stored alert, with its rule name.
@@ -280,7 +294,7 @@ impl Store {
 
     pub fn audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
         let now = Utc::now();
-        self.commit(&[], &[], records, now)
+        self.commit(&[], &[], records, &HashMap::new(), now)
     }
 
     /// The newest audit records first.
@@ -319,16 +333,18 @@ impl Store {
     }
 
     /// Commits what one turn of the engine decided, in one transaction:
-    /// alert state, new notifications into the outbox, audit records. A
+    /// alert state, new notifications into the outbox, audit records, and
+    /// the sources' saved states that cover the events behind all that. A
     /// crash leaves either all of it or none.
     pub fn commit(
         &mut self,
         changes: &[AlertChange],
         notifications: &[Notification],
         audit: &[AuditRecord],
+        states: &HashMap<String, String>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        if changes.is_empty() && notifications.is_empty() && audit.is_empty() {
+        if changes.is_empty() && notifications.is_empty() && audit.is_empty() && states.is_empty() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
@@ -343,6 +359,15 @@ impl Store {
             }
         }
         write_audit(&tx, audit)?;
+        {
+            let mut up = tx.prepare_cached(
+                "INSERT INTO source_state (source, state, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (source) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
+            )?;
+            for (source, state) in states {
+                up.execute(params![source, state, ms(now)])?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }

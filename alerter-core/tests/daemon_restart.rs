@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use alerter_core::config::{self, LoadOptions};
 use alerter_core::daemon::{self, Control, RunOptions, TokioClock};
-use alerter_core::event::{Event, Severity};
+use alerter_core::event::{Event, Inbound, Severity};
 use alerter_core::notify::Notification;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
@@ -60,7 +60,7 @@ async fn until(f: impl FnMut() -> bool) {
 }
 
 struct Running {
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<Inbound>,
     control: mpsc::Sender<Control>,
     task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
 }
@@ -105,7 +105,7 @@ async fn restart_neither_resends_nor_forgets_a_firing_alert() {
     let out = dir.path().join("out.jsonl");
 
     let first = start(dir.path(), t0());
-    first.events.send(disk_full()).await.unwrap();
+    first.events.send(disk_full().into()).await.unwrap();
     until(|| by_rule(&notifications(&out), "disk").len() == 1).await;
     first.stop().await;
     let notified_at = by_rule(&notifications(&out), "disk")[0].created_at;
@@ -113,8 +113,8 @@ async fn restart_neither_resends_nor_forgets_a_firing_alert() {
     // One hour later the daemon comes back and the source reports the same
     // condition, as sources do after a restart.
     let second = start(dir.path(), notified_at + chrono::Duration::hours(1));
-    second.events.send(disk_full()).await.unwrap();
-    second.events.send(marker(1)).await.unwrap();
+    second.events.send(disk_full().into()).await.unwrap();
+    second.events.send(marker(1).into()).await.unwrap();
     // Events are handled in order: once the marker is out, so is any
     // notification the disk event caused.
     until(|| by_rule(&notifications(&out), "marker").len() == 1).await;
@@ -132,7 +132,8 @@ async fn restart_neither_resends_nor_forgets_a_firing_alert() {
     second
         .events
         .send(
-            Event::new("disk", "fileserver", Severity::Resolved, "/srv is 60% full", t0()).with_label("mount", "/srv"),
+            Event::new("disk", "fileserver", Severity::Resolved, "/srv is 60% full", t0()).with_label("mount", "/srv")
+                .into(),
         )
         .await
         .unwrap();
@@ -147,8 +148,8 @@ async fn suppressions_are_recorded_in_the_audit_trail() {
     let out = dir.path().join("out.jsonl");
     let d = start(dir.path(), t0());
     let line = || Event::new("marker", "x", Severity::Warning, "same line", t0()).with_key("k").oneshot();
-    d.events.send(line()).await.unwrap();
-    d.events.send(line()).await.unwrap();
+    d.events.send(line().into()).await.unwrap();
+    d.events.send(line().into()).await.unwrap();
     until(|| by_rule(&notifications(&out), "marker").len() == 1).await;
     d.stop().await;
     let store = alerter_core::store::Store::open(&dir.path().join("state")).unwrap();
@@ -196,7 +197,7 @@ rules:
         shutdown_grace: Duration::from_secs(5),
     };
     let task = tokio::spawn(daemon::run(loaded.config, opts, ctl_rx, Some((ev_tx.clone(), ev_rx))));
-    ev_tx.send(marker(1)).await.unwrap();
+    ev_tx.send(marker(1).into()).await.unwrap();
     until_every(Duration::from_secs(1), || !notifications(&out).is_empty()).await;
     let n = &notifications(&out)[0];
     assert_eq!(n.rule, "about-alerter");

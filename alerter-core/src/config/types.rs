@@ -105,7 +105,7 @@ string_newtype!(
 );
 string_newtype!(
     /// A crontab(5) line.
-    CronExpr(croner::Cron),
+    CronExpr(alerter_schedule::Cron),
     "crontab",
     parse_cron,
     "A crontab(5) schedule: minute hour day-of-month month day-of-week (0 and 7 are Sunday), optionally with seconds first."
@@ -227,21 +227,9 @@ fn regex_from_str(s: &str) -> Result<regex::Regex, String> {
     compile_anchored(s).map_err(|e| regex_message(&e))
 }
 
-/// Parses a crontab line with crontab(5) semantics: 5 fields, or 6 with
-/// seconds first; 0 and 7 are Sunday; when both day-of-month and
-/// day-of-week are restricted, either may match.
-pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
-    use croner::parser::{CronParser, Seconds, Year};
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .year(Year::Disallowed)
-        .build()
-        .parse(s.trim())
-        .map_err(|e| {
-            format!(
-                "`{s}` is not a crontab schedule ({e}); expected 5 fields: minute hour day-of-month month day-of-week, e.g. \"0 18 * * fri\""
-            )
-        })
+/// Parses a crontab line with crontab(5) semantics (see alerter-schedule).
+pub fn parse_cron(s: &str) -> Result<alerter_schedule::Cron, String> {
+    alerter_schedule::Cron::parse(s)
 }
 
 pub fn parse_tz(s: &str) -> Result<chrono_tz::Tz, String> {

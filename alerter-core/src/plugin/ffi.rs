@@ -151,6 +151,9 @@ pub trait Sink: Send + Sync {
     /// One event as wire JSON. Must not block.
     fn emit(&self, json: &str) -> EmitResult;
     fn log(&self, level: u32, message: &str);
+    /// The source's progress (JSON), ordered after the events before it.
+    /// Must not block.
+    fn save_state(&self, json: &str) -> EmitResult;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +171,8 @@ struct HostInner {
     error: Mutex<Option<String>>,
     /// The running instance, for `request_stop`.
     instance: AtomicPtr<c_void>,
+    /// What `HostApi::saved_state` points to.
+    saved: Box<[u8]>,
 }
 
 /// The host side of the ABI for one plugin instance.
@@ -209,6 +214,18 @@ extern "C" fn cb_emit(ctx: *mut c_void, json: Bytes) -> Status {
     }
 }
 
+extern "C" fn cb_save_state(ctx: *mut c_void, json: Bytes) -> Status {
+    let h = inner(ctx);
+    if *h.stop.lock().unwrap_or_else(|p| p.into_inner()) {
+        return abi::STATUS_SHUTTING_DOWN;
+    }
+    match h.sink.save_state(&bytes_to_string(json)) {
+        EmitResult::Ok => abi::STATUS_OK,
+        EmitResult::Backpressure => abi::STATUS_BACKPRESSURE,
+        EmitResult::ShuttingDown => abi::STATUS_SHUTTING_DOWN,
+    }
+}
+
 extern "C" fn cb_log(ctx: *mut c_void, level: u32, message: Bytes) {
     inner(ctx).sink.log(level, &bytes_to_string(message));
 }
@@ -227,12 +244,18 @@ extern "C" fn cb_wait_for_shutdown(ctx: *mut c_void, timeout_ms: u64) -> bool {
 
 impl Host {
     pub fn new(sink: Arc<dyn Sink>) -> Host {
+        Host::with_state(sink, None)
+    }
+
+    /// A host that gives the plugin `saved` as its saved state.
+    pub fn with_state(sink: Arc<dyn Sink>, saved: Option<String>) -> Host {
         let inner = Arc::new(HostInner {
             sink,
             stop: Mutex::new(false),
             wake: Condvar::new(),
             error: Mutex::new(None),
             instance: AtomicPtr::new(std::ptr::null_mut()),
+            saved: saved.unwrap_or_default().into_bytes().into_boxed_slice(),
         });
         let api = Box::new(HostApi {
             struct_size: std::mem::size_of::<HostApi>(),
@@ -242,6 +265,9 @@ impl Host {
             log: cb_log,
             set_error: cb_set_error,
             wait_for_shutdown: cb_wait_for_shutdown,
+            // Points into `inner`, which the Host keeps alive as long as the api.
+            saved_state: Bytes::from_slice(&inner.saved),
+            save_state: cb_save_state,
         });
         Host { inner, api }
     }
@@ -270,6 +296,9 @@ struct NoEmit;
 
 impl Sink for NoEmit {
     fn emit(&self, _: &str) -> EmitResult {
+        EmitResult::ShuttingDown
+    }
+    fn save_state(&self, _: &str) -> EmitResult {
         EmitResult::ShuttingDown
     }
     fn log(&self, _: u32, _: &str) {}

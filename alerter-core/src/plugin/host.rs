@@ -29,7 +29,8 @@ const QUEUE: usize = 1024;
 /// that they are out before the process exits.
 struct Out {
     tx: SyncSender<String>,
-    dropped: AtomicU64,
+    /// Events the queue had no room for; the writer reports them.
+    dropped: Arc<AtomicU64>,
     file: Arc<Mutex<BufWriter<File>>>,
 }
 
@@ -59,6 +60,23 @@ impl Sink for ProtocolSink {
                 self.out.dropped.fetch_add(1, Ordering::Relaxed);
                 EmitResult::Backpressure
             }
+            Err(TrySendError::Disconnected(_)) => EmitResult::ShuttingDown,
+        }
+    }
+
+    fn save_state(&self, json: &str) -> EmitResult {
+        let Ok(state) = serde_json::from_str::<serde_json::Value>(json) else {
+            self.out.send(&FromPlugin::Log {
+                level: "error".into(),
+                message: format!("plugin saved a state that is not JSON: {json}"),
+            });
+            return EmitResult::Ok;
+        };
+        // Through the event queue: a state must not overtake the events
+        // emitted before it.
+        match self.out.tx.try_send(FromPlugin::State { state }.line()) {
+            Ok(()) => EmitResult::Ok,
+            Err(TrySendError::Full(_)) => EmitResult::Backpressure,
             Err(TrySendError::Disconnected(_)) => EmitResult::ShuttingDown,
         }
     }
@@ -104,7 +122,8 @@ pub fn main(target: Target<'_>) -> i32 {
     };
     let (tx, rx) = sync_channel::<String>(QUEUE);
     let file = Arc::new(Mutex::new(BufWriter::new(proto)));
-    let out = Arc::new(Out { tx, dropped: AtomicU64::new(0), file: file.clone() });
+    let dropped = Arc::new(AtomicU64::new(0));
+    let out = Arc::new(Out { tx, dropped: dropped.clone(), file: file.clone() });
     let writer = std::thread::spawn(move || {
         while let Ok(line) = rx.recv() {
             let mut w = file.lock().unwrap_or_else(|p| p.into_inner());
@@ -117,6 +136,13 @@ pub fn main(target: Target<'_>) -> i32 {
                 if w.write_all(line.as_bytes()).is_err() {
                     return;
                 }
+            }
+            // Report drops as they happen: the daemon reads our output only
+            // as fast as it can handle it, so a flooding plugin's excess is
+            // dropped here, in its own process, and counted.
+            let n = dropped.swap(0, Ordering::Relaxed);
+            if n > 0 && w.write_all(FromPlugin::Dropped { count: n }.line().as_bytes()).is_err() {
+                return;
             }
             if w.flush().is_err() {
                 return;
@@ -143,18 +169,12 @@ pub fn main(target: Target<'_>) -> i32 {
 fn serve(d: Descriptor, out: &Arc<Out>) -> i32 {
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
-    let host = Arc::new(Host::new(Arc::new(ProtocolSink { out: out.clone() })));
+    let mut host: Option<Arc<Host>> = None;
     let ended: Arc<Mutex<Option<RunEnd>>> = Arc::new(Mutex::new(None));
     let mut runner: Option<std::thread::JoinHandle<()>> = None;
-    let mut reported_drops = 0u64;
     // Until the daemon closes our input (it is gone, or wants us gone) or
     // says shutdown.
     while let Some(Ok(line)) = lines.next() {
-        let dropped = out.dropped.load(Ordering::Relaxed);
-        if dropped > reported_drops {
-            out.send(&FromPlugin::Dropped { count: dropped - reported_drops });
-            reported_drops = dropped;
-        }
         let msg = match serde_json::from_str::<ToPlugin>(&line) {
             Ok(m) => m,
             Err(e) => {
@@ -176,13 +196,18 @@ fn serve(d: Descriptor, out: &Arc<Out>) -> i32 {
                 let errors = ffi::validate(&d, &config.to_string()).err().unwrap_or_default();
                 out.send(&FromPlugin::Validated { errors });
             }
-            ToPlugin::Start { config, .. } => {
+            ToPlugin::Start { config, state, .. } => {
                 if runner.is_some() {
                     out.send(&FromPlugin::Failed { error: "already started".into() });
                     continue;
                 }
                 out.send(&FromPlugin::Started);
-                let (host, ended, out) = (host.clone(), ended.clone(), out.clone());
+                let h = Arc::new(Host::with_state(
+                    Arc::new(ProtocolSink { out: out.clone() }),
+                    state.map(|s| s.to_string()),
+                ));
+                host = Some(h.clone());
+                let (host, ended, out) = (h, ended.clone(), out.clone());
                 let config = config.to_string();
                 runner = Some(std::thread::spawn(move || {
                     let end = ffi::run(&d, &config, &host);
@@ -199,7 +224,9 @@ fn serve(d: Descriptor, out: &Arc<Out>) -> i32 {
             ToPlugin::Shutdown => break,
         }
     }
-    host.request_stop(&d);
+    if let Some(host) = &host {
+        host.request_stop(&d);
+    }
     match runner {
         // The daemon kills us if the plugin ignores the request for longer
         // than its grace period; until then, wait.

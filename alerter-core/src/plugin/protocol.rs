@@ -9,10 +9,11 @@
 //! plugin → daemon  {"op":"hello","protocol":1,"plugin":{"name":"ups","version":"1.0"}}
 //! daemon → plugin  {"op":"validate","config":{...}}
 //! plugin → daemon  {"op":"validated","errors":[{"path":"device","message":"..."}]}
-//! daemon → plugin  {"op":"start","source":"ups","config":{...}}
+//! daemon → plugin  {"op":"start","source":"ups","config":{...},"state":{...}}
 //! plugin → daemon  {"op":"started"}            (or {"op":"failed","error":"..."})
 //! plugin → daemon  {"op":"event","event":{"v":1,"severity":"warning","summary":"..."}}
 //! plugin → daemon  {"op":"log","level":"info","message":"..."}
+//! plugin → daemon  {"op":"state","state":{...}}  (progress, committed after the events before it)
 //! plugin → daemon  {"op":"dropped","count":12}  (events the plugin itself had to drop)
 //! daemon → plugin  {"op":"shutdown"}
 //! plugin → daemon  {"op":"stopped","status":"ok"}   then it exits
@@ -40,7 +41,13 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub enum ToPlugin {
     Hello { protocol: u32 },
     Validate { config: serde_json::Value },
-    Start { source: String, config: serde_json::Value },
+    Start {
+        source: String,
+        config: serde_json::Value,
+        /// The state the source last saved, when it saved one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<serde_json::Value>,
+    },
     Shutdown,
 }
 
@@ -90,6 +97,11 @@ pub enum FromPlugin {
     Log {
         level: String,
         message: String,
+    },
+    /// The source's progress: committed with the effects of the events
+    /// sent before it, and given back in `start` next time.
+    State {
+        state: serde_json::Value,
     },
     Dropped {
         count: u64,

@@ -34,7 +34,7 @@ use super::catalog::{Plugin, PluginKind, PluginSet, describe_exit};
 use super::ffi::{self, EmitResult, Host, RunEnd, Sink};
 use super::protocol::{FromPlugin, MAX_LINE, PROTOCOL_VERSION, ToPlugin, event_from_wire};
 use crate::daemon::Clock;
-use crate::event::{ALERTER_SOURCE, Event, Severity};
+use crate::event::{ALERTER_SOURCE, Event, Inbound, Severity};
 
 /// Where a source runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -101,10 +101,18 @@ impl Default for Backoff {
     }
 }
 
+/// The latest state each source saved, as handed to the engine (which
+/// commits it after the events before it). A source restarted by its
+/// supervisor or by a reload resumes from here: whatever was handed over
+/// will be handled, so nothing is read twice. After a daemon restart it is
+/// loaded from the store, which has exactly what was committed.
+pub type SharedStates = Arc<std::sync::Mutex<HashMap<String, String>>>;
+
 /// What every supervisor needs from the daemon.
 #[derive(Clone)]
 pub struct SupervisorEnv {
-    pub engine: mpsc::Sender<Event>,
+    pub engine: mpsc::Sender<Inbound>,
+    pub states: SharedStates,
     pub alerter_name: String,
     pub clock: Arc<dyn Clock>,
     pub plugins: Arc<PluginSet>,
@@ -149,16 +157,61 @@ pub fn spawn(spec: SourceSpec, env: SupervisorEnv) -> RunningSource {
 #[derive(Clone)]
 struct Feed {
     id: Arc<str>,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Inbound>,
     dropped: Arc<AtomicU64>,
     bad: Arc<AtomicU64>,
     env: SupervisorEnv,
 }
 
 impl Feed {
+    fn saved_state(&self) -> Option<String> {
+        self.env.states.lock().unwrap_or_else(|p| p.into_inner()).get(&*self.id).cloned()
+    }
+
+    fn state_taken(&self, state: String) {
+        self.env.states.lock().unwrap_or_else(|p| p.into_inner()).insert(self.id.to_string(), state);
+    }
+
+    /// A state from an in-process plugin; never blocks.
+    fn push_state(&self, state: String) -> EmitResult {
+        match self.tx.try_send(Inbound::State { source: self.id.to_string(), state: state.clone() }) {
+            Ok(()) => {
+                self.state_taken(state);
+                EmitResult::Ok
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => EmitResult::Backpressure,
+            Err(mpsc::error::TrySendError::Closed(_)) => EmitResult::ShuttingDown,
+        }
+    }
+
+    /// A state from a plugin process: waits for room, like its events.
+    async fn push_state_wait(&self, state: String) {
+        if self.tx.send(Inbound::State { source: self.id.to_string(), state: state.clone() }).await.is_ok() {
+            self.state_taken(state);
+        }
+    }
+
+    /// An event from a plugin process: waits for room in the queue, which
+    /// holds back reading the process's output, which fills its own queue,
+    /// where its plugin sees backpressure (and its drops are counted). So
+    /// the engine gets a gap-free prefix of what the plugin sent, and a
+    /// saved state never covers an event that was dropped here.
+    async fn push_json_wait(&self, json: serde_json::Value) {
+        match event_from_wire(&self.id, &self.env.alerter_name, self.env.clock.now(), json) {
+            Ok(e) => {
+                let _ = self.tx.send(e.into()).await;
+            }
+            Err(reason) => {
+                if self.bad.fetch_add(1, Ordering::Relaxed) == 0 {
+                    warn!(source = %self.id, "ignored an event from the plugin: {reason}");
+                }
+            }
+        }
+    }
+
     fn push_json(&self, json: serde_json::Value) -> EmitResult {
         match event_from_wire(&self.id, &self.env.alerter_name, self.env.clock.now(), json) {
-            Ok(e) => match self.tx.try_send(e) {
+            Ok(e) => match self.tx.try_send(e.into()) {
                 Ok(()) => EmitResult::Ok,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -197,6 +250,14 @@ impl Sink for FeedSink {
     fn log(&self, level: u32, message: &str) {
         plugin_log(&self.0.id, level_name(level), message);
     }
+
+    fn save_state(&self, json: &str) -> EmitResult {
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(json) {
+            warn!(source = %self.0.id, "ignored a saved state that is not JSON: {e}");
+            return EmitResult::Ok;
+        }
+        self.0.push_state(json.to_string())
+    }
 }
 
 fn level_name(level: u32) -> &'static str {
@@ -232,7 +293,7 @@ fn internal_event(
 }
 
 async fn supervise(spec: SourceSpec, env: SupervisorEnv, stop: CancellationToken) {
-    let (tx, mut rx) = mpsc::channel::<Event>(spec.queue.max(1));
+    let (tx, mut rx) = mpsc::channel::<Inbound>(spec.queue.max(1));
     let engine = env.engine.clone();
     let forwarder = tokio::spawn(async move {
         while let Some(e) = rx.recv().await {
@@ -282,7 +343,7 @@ async fn supervise(spec: SourceSpec, env: SupervisorEnv, stop: CancellationToken
                 format!("source `{}` (plugin `{}`) keeps failing: {end}", spec.id, spec.plugin.meta.name),
                 &[("event", "source_failing"), ("source_id", &spec.id), ("plugin", &spec.plugin.meta.name)],
             );
-            let _ = env.engine.send(e).await;
+            let _ = env.engine.send(e.into()).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(jittered) => {}
@@ -327,7 +388,7 @@ async fn report_drops(feed: Feed, stop: CancellationToken) {
                 ),
                 &[("event", "events_dropped"), ("source_id", &feed.id), ("dropped", &dropped.to_string())],
             );
-            let _ = feed.env.engine.send(e).await;
+            let _ = feed.env.engine.send(e.into()).await;
         } else if raised {
             raised = false;
             let e = internal_event(
@@ -337,7 +398,7 @@ async fn report_drops(feed: Feed, stop: CancellationToken) {
                 format!("source `{}` no longer drops events", feed.id),
                 &[("event", "events_dropped"), ("source_id", &feed.id)],
             );
-            let _ = feed.env.engine.send(e).await;
+            let _ = feed.env.engine.send(e.into()).await;
         }
     }
 }
@@ -353,7 +414,7 @@ async fn healthy(feed: &Feed, spec: &SourceSpec, alerted: &mut bool) {
             format!("source `{}` runs steadily again", spec.id),
             &[("event", "source_failing"), ("source_id", &spec.id)],
         );
-        let _ = feed.env.engine.send(e).await;
+        let _ = feed.env.engine.send(e.into()).await;
     }
 }
 
@@ -366,7 +427,7 @@ async fn run_in_process(spec: &SourceSpec, feed: &Feed, stop: &CancellationToken
         },
         PluginKind::Executable(_) => return "an executable plugin cannot run in-process".into(),
     };
-    let host = Arc::new(Host::new(Arc::new(FeedSink(feed.clone()))));
+    let host = Arc::new(Host::with_state(Arc::new(FeedSink(feed.clone())), feed.saved_state()));
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<RunEnd>();
     let config = spec.settings.to_string();
     let thread_host = host.clone();
@@ -448,7 +509,8 @@ async fn run_child(spec: &SourceSpec, feed: &Feed, stop: &CancellationToken, ale
     });
 
     let hello = ToPlugin::Hello { protocol: PROTOCOL_VERSION }.line();
-    let start = ToPlugin::Start { source: spec.id.clone(), config: spec.settings.clone() }.line();
+    let state = feed.saved_state().and_then(|s| serde_json::from_str(&s).ok());
+    let start = ToPlugin::Start { source: spec.id.clone(), config: spec.settings.clone(), state }.line();
     if let Err(e) = stdin.write_all(format!("{hello}{start}").as_bytes()).await {
         let status = child.wait().await.map(describe_exit).unwrap_or_default();
         relay.abort();
@@ -461,7 +523,7 @@ async fn run_child(spec: &SourceSpec, feed: &Feed, stop: &CancellationToken, ale
     let end = loop {
         tokio::select! {
             line = lines.next() => match line {
-                Some(Ok(l)) => handle_line(spec, feed, &l, &mut stopped_status),
+                Some(Ok(l)) => handle_line(spec, feed, &l, &mut stopped_status).await,
                 Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
                     feed.bad.fetch_add(1, Ordering::Relaxed);
                 }
@@ -484,7 +546,7 @@ async fn run_child(spec: &SourceSpec, feed: &Feed, stop: &CancellationToken, ale
                 let drain = async {
                     while let Some(line) = lines.next().await {
                         if let Ok(l) = line {
-                            handle_line(spec, feed, &l, &mut stopped_status);
+                            handle_line(spec, feed, &l, &mut stopped_status).await;
                         }
                     }
                     child.wait().await
@@ -504,11 +566,10 @@ async fn run_child(spec: &SourceSpec, feed: &Feed, stop: &CancellationToken, ale
     end
 }
 
-fn handle_line(spec: &SourceSpec, feed: &Feed, line: &str, stopped: &mut Option<String>) {
+async fn handle_line(spec: &SourceSpec, feed: &Feed, line: &str, stopped: &mut Option<String>) {
     match serde_json::from_str::<FromPlugin>(line) {
-        Ok(FromPlugin::Event { event }) => {
-            feed.push_json(event);
-        }
+        Ok(FromPlugin::Event { event }) => feed.push_json_wait(event).await,
+        Ok(FromPlugin::State { state }) => feed.push_state_wait(state.to_string()).await,
         Ok(FromPlugin::Log { level, message }) => plugin_log(&spec.id, &level, &message),
         Ok(FromPlugin::Dropped { count }) => {
             feed.dropped.fetch_add(count, Ordering::Relaxed);

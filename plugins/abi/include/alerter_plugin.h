@@ -15,7 +15,8 @@
 #define ALERTER_ABI_MAJOR 1
 
 // The minor version: fields appended to the structs below.
-#define ALERTER_ABI_MINOR 0
+// 1.1 added `saved_state` and `save_state` to [`HostApi`].
+#define ALERTER_ABI_MINOR 1
 
 // `log` levels.
 #define ALERTER_LOG_ERROR 1
@@ -56,6 +57,18 @@ typedef struct AlerterHostApi {
   // Sleeps up to `timeout_ms`, waking early when the host wants the
   // plugin to stop. Returns true when it should stop.
   bool (*wait_for_shutdown)(void *ctx, uint64_t timeout_ms);
+  // The state this source last saved with `save_state` (UTF-8 JSON) as
+  // far as the daemon has handled it, or empty the first time. Valid
+  // until `destroy` returns.
+  struct AlerterBytes saved_state;
+  // Saves the source's progress (UTF-8 JSON, such as file offsets). The
+  // daemon commits it in the same transaction as the effects of every
+  // event emitted before it, so after a crash `saved_state` matches
+  // exactly the events that were handled: resume from it and nothing is
+  // lost or repeated. Never blocks: returns `STATUS_OK`,
+  // `STATUS_BACKPRESSURE` (not taken: save again later) or
+  // `STATUS_SHUTTING_DOWN`.
+  AlerterStatus (*save_state)(void *ctx, struct AlerterBytes state_json);
 } AlerterHostApi;
 
 // The static descriptor a plugin's entry symbol returns.

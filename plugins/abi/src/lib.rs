@@ -32,7 +32,8 @@ use core::ffi::{c_char, c_void};
 /// The major version; a change renames the entry symbol.
 pub const ABI_MAJOR: u32 = 1;
 /// The minor version: fields appended to the structs below.
-pub const ABI_MINOR: u32 = 0;
+/// 1.1 added `saved_state` and `save_state` to [`HostApi`].
+pub const ABI_MINOR: u32 = 1;
 /// The symbol every version-1 plugin exports, a function of type [`EntryFn`].
 pub const ENTRY_SYMBOL: &str = "alerter_source_plugin_v1";
 
@@ -98,7 +99,24 @@ pub struct HostApi {
     /// Sleeps up to `timeout_ms`, waking early when the host wants the
     /// plugin to stop. Returns true when it should stop.
     pub wait_for_shutdown: unsafe extern "C" fn(ctx: *mut c_void, timeout_ms: u64) -> bool,
+    // ABI 1.1: read these only when `abi_minor >= 1`.
+    /// The state this source last saved with `save_state` (UTF-8 JSON) as
+    /// far as the daemon has handled it, or empty the first time. Valid
+    /// until `destroy` returns.
+    pub saved_state: Bytes,
+    /// Saves the source's progress (UTF-8 JSON, such as file offsets). The
+    /// daemon commits it in the same transaction as the effects of every
+    /// event emitted before it, so after a crash `saved_state` matches
+    /// exactly the events that were handled: resume from it and nothing is
+    /// lost or repeated. Never blocks: returns `STATUS_OK`,
+    /// `STATUS_BACKPRESSURE` (not taken: save again later) or
+    /// `STATUS_SHUTTING_DOWN`.
+    pub save_state: unsafe extern "C" fn(ctx: *mut c_void, state_json: Bytes) -> Status,
 }
+
+/// The size of a version 1.0 [`HostApi`]: fields after it exist only when
+/// the host's `abi_minor` says so.
+pub const HOST_API_V1_0_SIZE: usize = core::mem::offset_of!(HostApi, saved_state);
 
 /// The static descriptor a plugin's entry symbol returns.
 #[repr(C)]

@@ -24,6 +24,8 @@ pub enum EmitError {
     ShuttingDown,
     /// The host rejected the event (a bug in the plugin or the host).
     Rejected,
+    /// The host is older than ABI 1.1 and cannot keep state.
+    Unsupported,
 }
 
 /// The host, as seen by a plugin. Cheap to copy into threads the plugin
@@ -70,6 +72,48 @@ impl Context {
         // SAFETY: the callback is valid (see `api`) and the bytes are
         // borrowed only for the duration of the call.
         let status = unsafe { (api.emit)(api.ctx, abi::Bytes::from_slice(json.as_bytes())) };
+        match status {
+            abi::STATUS_OK => Ok(()),
+            abi::STATUS_BACKPRESSURE => Err(EmitError::Backpressure),
+            abi::STATUS_SHUTTING_DOWN => Err(EmitError::ShuttingDown),
+            _ => Err(EmitError::Rejected),
+        }
+    }
+
+    /// Whether the host keeps state for sources (ABI 1.1 and later).
+    fn has_state(&self) -> bool {
+        let api = self.api();
+        api.abi_minor >= 1 && api.struct_size >= std::mem::size_of::<HostApi>()
+    }
+
+    /// The state this source last saved with [`Context::save_state`], as
+    /// far as the daemon has handled the events before it; `None` the first
+    /// time (or with a host that keeps no state).
+    pub fn saved_state(&self) -> Option<String> {
+        if !self.has_state() {
+            return None;
+        }
+        let b = self.api().saved_state;
+        if b.ptr.is_null() || b.len == 0 {
+            return None;
+        }
+        // SAFETY: the host keeps `saved_state` valid until `destroy`, and
+        // the context is used only before then.
+        let slice = unsafe { std::slice::from_raw_parts(b.ptr, b.len) };
+        Some(String::from_utf8_lossy(slice).into_owned())
+    }
+
+    /// Saves the source's progress (JSON). The daemon commits it together
+    /// with the effects of every event emitted before it, so after a crash
+    /// [`Context::saved_state`] matches exactly the events that were
+    /// handled. Never blocks; on `Backpressure`, save again later.
+    pub fn save_state(&self, json: &str) -> Result<(), EmitError> {
+        if !self.has_state() {
+            return Err(EmitError::Unsupported);
+        }
+        let api = self.api();
+        // SAFETY: as in `emit_json`.
+        let status = unsafe { (api.save_state)(api.ctx, abi::Bytes::from_slice(json.as_bytes())) };
         match status {
             abi::STATUS_OK => Ok(()),
             abi::STATUS_BACKPRESSURE => Err(EmitError::Backpressure),

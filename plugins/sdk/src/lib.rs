@@ -21,6 +21,8 @@ pub mod testing;
 use std::ffi::CStr;
 use std::time::Duration;
 
+pub use alerter_schedule as schedule;
+pub use alerter_schedule::Trigger;
 pub use context::{Context, EmitError, Level};
 pub use event::{Event, Severity};
 pub use serde;
@@ -91,8 +93,9 @@ pub trait Source: Sized + Send + 'static {
     fn run(&mut self, cx: &Context) -> Result<(), Error>;
 }
 
-/// A periodic check: the SDK calls [`Check::check`] every
-/// [`Check::interval`] and emits what it returns. Declare it with
+/// A periodic check: the SDK calls [`Check::check`] when its
+/// [`Check::trigger`] says (every [`Check::interval`] unless overridden,
+/// or on a crontab schedule) and emits what it returns. Declare it with
 /// `declare_source!(Periodic<MyCheck>)`.
 pub trait Check: Sized + Send + 'static {
     const NAME: &'static CStr;
@@ -106,8 +109,18 @@ pub trait Check: Sized + Send + 'static {
 
     fn new(config: Self::Config, cx: &Context) -> Result<Self, Error>;
 
-    /// How long to wait between checks.
-    fn interval(&self) -> Duration;
+    /// How long to wait between checks (used by the default [`Check::trigger`]).
+    fn interval(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
+    /// When to check: by default every [`Check::interval`], the first time
+    /// at once. Return a [`Trigger::Cron`] for crontab schedules (see
+    /// [`Trigger::from_settings`] for the usual `interval` / `schedule` /
+    /// `timezone` keys).
+    fn trigger(&self) -> Trigger {
+        Trigger::Every(self.interval())
+    }
 
     /// Looks once. A failure is logged and the next check runs on time.
     fn check(&mut self, cx: &Context) -> Result<Vec<Event>, Error>;
@@ -136,7 +149,27 @@ impl<C: Check> Source for Periodic<C> {
     }
 
     fn run(&mut self, cx: &Context) -> Result<(), Error> {
+        let mut last: Option<chrono::DateTime<chrono::Utc>> = None;
         loop {
+            let trigger = self.0.trigger();
+            let Some(next) = trigger.next_after(last, chrono::Utc::now()) else {
+                // A schedule that never fires again (`0 0 30 2 *`): idle.
+                cx.log(Level::Warn, "the schedule never fires; this source is idle");
+                while !cx.wait_for_shutdown(Duration::from_secs(3600)) {}
+                return Ok(());
+            };
+            // Sleep in steps until the wall clock reaches `next`: the clock
+            // may be set while we sleep, and a crontab time is wall time.
+            loop {
+                let left = (next - chrono::Utc::now()).to_std().unwrap_or_default();
+                if left.is_zero() {
+                    break;
+                }
+                if cx.wait_for_shutdown(left.min(Duration::from_secs(60))) {
+                    return Ok(());
+                }
+            }
+            last = Some(next);
             match self.0.check(cx) {
                 Ok(events) => {
                     for e in &events {
@@ -147,7 +180,7 @@ impl<C: Check> Source for Periodic<C> {
                 }
                 Err(e) => cx.log(Level::Error, &format!("check failed: {e}")),
             }
-            if cx.wait_for_shutdown(self.0.interval()) {
+            if cx.should_stop() {
                 return Ok(());
             }
         }

@@ -30,8 +30,9 @@ pub const fn descriptor<T: Source>(version: &'static [u8]) -> SourcePluginV1 {
     }
 }
 
-/// The entry symbol's body. This SDK needs nothing newer than ABI 1.0, so
-/// every version-1 host is accepted.
+/// The entry symbol's body. Every version-1 host is accepted: on a 1.0
+/// host, [`Context::save_state`] reports `Unsupported` and nothing else
+/// changes.
 pub fn entry(descriptor: &'static SourcePluginV1, _host_abi_minor: u32) -> *const SourcePluginV1 {
     descriptor
 }

@@ -37,10 +37,14 @@ pub struct Outcome {
     pub status: Status,
     /// The last `set_error` message.
     pub error: Option<String>,
+    /// What the source passed to `save_state`, in order.
+    pub states: Vec<String>,
 }
 
 struct State {
     events: Mutex<Vec<serde_json::Value>>,
+    states: Mutex<Vec<String>>,
+    saved: String,
     logs: Mutex<Vec<(u32, String)>>,
     error: Mutex<Option<String>>,
     stop: Mutex<bool>,
@@ -82,6 +86,15 @@ extern "C" fn emit(ctx: *mut c_void, json: Bytes) -> Status {
     abi::STATUS_OK
 }
 
+extern "C" fn save_state(ctx: *mut c_void, json: Bytes) -> Status {
+    let st = state(ctx);
+    if *st.stop.lock().unwrap_or_else(|p| p.into_inner()) {
+        return abi::STATUS_SHUTTING_DOWN;
+    }
+    st.states.lock().unwrap_or_else(|p| p.into_inner()).push(text(json));
+    abi::STATUS_OK
+}
+
 extern "C" fn log(ctx: *mut c_void, level: u32, message: Bytes) {
     state(ctx).logs.lock().unwrap_or_else(|p| p.into_inner()).push((level, text(message)));
 }
@@ -113,12 +126,16 @@ fn host(state: &State) -> HostApi {
         log,
         set_error,
         wait_for_shutdown,
+        saved_state: Bytes::from_slice(state.saved.as_bytes()),
+        save_state,
     }
 }
 
-fn new_state(stop: Option<Stop>) -> State {
+fn new_state(stop: Option<Stop>, saved: Option<&str>) -> State {
     State {
         events: Mutex::new(Vec::new()),
+        states: Mutex::new(Vec::new()),
+        saved: saved.unwrap_or_default().to_string(),
         logs: Mutex::new(Vec::new()),
         error: Mutex::new(None),
         stop: Mutex::new(false),
@@ -143,7 +160,7 @@ pub fn name(d: &SourcePluginV1) -> String {
 /// Calls the plugin's `validate`. `Err` is what it said through `set_error`.
 pub fn validate(d: &SourcePluginV1, config: serde_json::Value) -> Result<(), String> {
     let Some(validate) = d.validate else { return Ok(()) };
-    let st = new_state(None);
+    let st = new_state(None, None);
     let api = host(&st);
     let json = config.to_string();
     // SAFETY: the descriptor's function follows the ABI; the config bytes and
@@ -159,7 +176,13 @@ pub fn validate(d: &SourcePluginV1, config: serde_json::Value) -> Result<(), Str
 /// Creates, runs and destroys one instance. Blocks until `run` returns,
 /// which a well-behaved source does once told to stop.
 pub fn run(d: &SourcePluginV1, config: serde_json::Value, stop: Stop) -> Outcome {
-    let st = new_state(Some(stop));
+    run_with_state(d, config, None, stop)
+}
+
+/// Like [`run`], with the state a previous run saved (see
+/// [`crate::Context::saved_state`]).
+pub fn run_with_state(d: &SourcePluginV1, config: serde_json::Value, saved: Option<&str>, stop: Stop) -> Outcome {
+    let st = new_state(Some(stop), saved);
     let api = host(&st);
     let json = config.to_string();
     // SAFETY: as in `validate`; the HostApi and state outlive `destroy`.
@@ -179,5 +202,6 @@ pub fn run(d: &SourcePluginV1, config: serde_json::Value, stop: Stop) -> Outcome
         logs: st.logs.into_inner().unwrap_or_else(|p| p.into_inner()),
         status,
         error: st.error.into_inner().unwrap_or_else(|p| p.into_inner()),
+        states: st.states.into_inner().unwrap_or_else(|p| p.into_inner()),
     }
 }
