@@ -197,7 +197,10 @@ pub enum Inbound {
     Event(Event),
     /// A source's saved state (JSON): committed in the same transaction as
     /// the effects of every event the source sent before it.
-    State { source: String, state: String },
+    State {
+        source: String,
+        state: String,
+    },
 }
 
 impl From<Event> for Inbound {

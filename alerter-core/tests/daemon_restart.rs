@@ -132,7 +132,8 @@ async fn restart_neither_resends_nor_forgets_a_firing_alert() {
     second
         .events
         .send(
-            Event::new("disk", "fileserver", Severity::Resolved, "/srv is 60% full", t0()).with_label("mount", "/srv")
+            Event::new("disk", "fileserver", Severity::Resolved, "/srv is 60% full", t0())
+                .with_label("mount", "/srv")
                 .into(),
         )
         .await

@@ -92,9 +92,8 @@ impl Trigger {
         }
         match interval {
             Some(text) => {
-                let d = humantime::parse_duration(text).map_err(|e| {
-                    ("interval", format!("`{text}` is not a duration ({e}); write e.g. 30s, 5m or 1h"))
-                })?;
+                let d = humantime::parse_duration(text)
+                    .map_err(|e| ("interval", format!("`{text}` is not a duration ({e}); write e.g. 30s, 5m or 1h")))?;
                 if d < Duration::from_secs(1) {
                     return Err(("interval", "must be at least 1s".into()));
                 }

@@ -39,8 +39,12 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ToPlugin {
-    Hello { protocol: u32 },
-    Validate { config: serde_json::Value },
+    Hello {
+        protocol: u32,
+    },
+    Validate {
+        config: serde_json::Value,
+    },
     Start {
         source: String,
         config: serde_json::Value,
