@@ -136,3 +136,148 @@ rules:
     wait_logged(&d, &checked, seen, 3);
     assert_eq!(notes(&cfg).len(), 3);
 }
+
+/// (status, severity, title) of the notifications of one rule.
+fn notes_of(cfg: &TempConfig, rule: &str) -> Vec<(String, String, String)> {
+    cfg.notifications()
+        .iter()
+        .filter(|n| n["rule"] == rule)
+        .map(|n| {
+            (
+                n["status"].as_str().unwrap_or_default().to_string(),
+                n["severity"].as_str().unwrap_or_default().to_string(),
+                n["title"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A config whose rules each send one source's events to the log transport.
+fn script_config(sources: &str, names: &[&str]) -> String {
+    let mut rules = String::new();
+    for n in names {
+        rules.push_str(&format!(
+            "  - {{ name: {n}, match: {{ source: {n} }}, group_interval: 1s, notify: [{{ subscribers: [ops], via: [out] }}] }}\n"
+        ));
+    }
+    format!(
+        "alerter: {{ name: FILESERVER, state_dir: {{state}} }}\nsources:\n{sources}transports:\n  out: {{ type: log, path: {{out}} }}\nsubscribers:\n  ops: {{ name: Operations }}\nrules:\n{rules}"
+    )
+}
+
+#[test]
+fn monitoring_plugins_drive_warning_critical_unknown_and_resolved() {
+    let cfg = TempConfig::new("");
+    let dir = cfg.dir.path().to_path_buf();
+    let mnt = dir.join("mnt");
+    let fs = Tmpfs::mount(&mnt, "10m");
+    let state = dir.join("state-of-dummy");
+    std::fs::write(&state, "0").unwrap();
+    cfg.write(&script_config(
+        &format!(
+            "  dummy: {{ type: script, shell: \"exec check_dummy $(cat {state}) 'dummy says so'\", interval: 1s }}\n\
+             \x20 procs: {{ type: script, command: [check_procs, -a, \"4242.123\", -w, \"0\", -c, \"5\"], interval: 1s }}\n\
+             \x20 space: {{ type: script, command: [/usr/lib/nagios/plugins/check_disk, -w, \"50%\", -c, \"10%\", -p, \"{mnt}\"], interval: 1s }}\n",
+            state = state.display(),
+            mnt = mnt.display()
+        ),
+        &["dummy", "procs", "space"],
+    ));
+    let d = Daemon::start(&cfg.path, &[]);
+
+    // check_dummy: the exit code is the state.
+    for (code, n, severity, title) in [
+        ("1", 1, "warning", "WARNING: WARNING: dummy says so"),
+        ("2", 2, "critical", "CRITICAL: CRITICAL: dummy says so"),
+        ("3", 3, "warning", "WARNING: UNKNOWN: dummy says so"),
+    ] {
+        std::fs::write(&state, code).unwrap();
+        wait(&d, title, || (notes_of(&cfg, "dummy").len() == n).then_some(()));
+        let last = notes_of(&cfg, "dummy").pop().unwrap();
+        assert_eq!((last.1.as_str(), last.2.as_str()), (severity, title));
+    }
+    std::fs::write(&state, "0").unwrap();
+    wait(&d, "dummy resolved", || (notes_of(&cfg, "dummy").len() == 4).then_some(()));
+    assert_eq!(notes_of(&cfg, "dummy")[3].0, "resolved");
+
+    // check_procs: a process appears, then goes.
+    let mut sleeper = Command::new("sleep").arg("4242.123").spawn().unwrap();
+    wait(&d, "procs warning", || (notes_of(&cfg, "procs").len() == 1).then_some(()));
+    assert!(notes_of(&cfg, "procs")[0].2.contains("PROCS WARNING: 1 process"), "{:?}", notes_of(&cfg, "procs"));
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    wait(&d, "procs resolved", || (notes_of(&cfg, "procs").len() == 2).then_some(()));
+    assert_eq!(notes_of(&cfg, "procs")[1].0, "resolved");
+
+    // check_disk on the test's own filesystem, with its perfdata as labels.
+    fs.fill_to(60.0);
+    wait(&d, "space warning", || (notes_of(&cfg, "space").len() == 1).then_some(()));
+    fs.fill_to(95.0);
+    wait(&d, "space critical", || (notes_of(&cfg, "space").len() == 2).then_some(()));
+    fs.fill_to(0.0);
+    wait(&d, "space resolved", || (notes_of(&cfg, "space").len() == 3).then_some(()));
+    let space = notes_of(&cfg, "space");
+    assert_eq!(
+        space.iter().map(|n| n.1.as_str()).collect::<Vec<_>>(),
+        ["warning", "critical", "resolved"],
+        "{space:?}"
+    );
+    assert!(space[0].2.contains("DISK WARNING"), "{space:?}");
+    let first = cfg.notifications().into_iter().find(|n| n["rule"] == "space").unwrap();
+    // check_disk names its perfdata after the mount point.
+    let labels = &first["alerts"][0]["labels"];
+    let perf: Vec<&String> = labels.as_object().unwrap().keys().filter(|k| k.starts_with("perf_")).collect();
+    assert_eq!(perf.len(), 1, "{labels}");
+    assert!(perf[0].ends_with("_mnt"), "{perf:?}");
+    assert!(labels[perf[0]].as_str().unwrap().ends_with('B'), "a value with its unit: {labels}");
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(needle)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_hanging_script_is_killed_with_its_children_and_a_flood_stays_capped() {
+    let cfg = TempConfig::new("");
+    cfg.write(&script_config(
+        "  hang: { type: script, shell: \"sleep 987654 & sleep 987655; echo never\", timeout: 1s, interval: 2s }\n\
+         \x20 flood: { type: script, shell: \"head -c 100000000 /dev/zero | tr '\\\\0' x; exit 1\", interval: 1s }\n",
+        &["hang", "flood"],
+    ));
+    let d = Daemon::start(&cfg.path, &["--log", "info,alerter_core::plugin::supervisor=debug"]);
+    wait(&d, "the timeout", || (!notes_of(&cfg, "hang").is_empty()).then_some(()));
+    let hang = notes_of(&cfg, "hang");
+    assert!(hang[0].2.contains("did not finish within 1s; killed it and its children"), "{hang:?}");
+    // Killed: neither the shell's child in the background nor the one it waits for survives.
+    wait(&d, "the sleeps to be gone", || processes_with("98765").is_empty().then_some(()));
+
+    // Each flood run prints 100 MB; the daemon keeps 64 KiB of it.
+    let mut peak = 0;
+    let mut runs = 0;
+    while runs < 3 {
+        peak = peak.max(util::rss_kib(d.pid()));
+        runs = d.stderr_so_far().lines().filter(|l| l.contains(" ran in ") && l.contains("source=\"flood\"")).count();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("daemon peak RSS while a script printed 100 MB {runs} times: {peak} KiB");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    let flood = notes_of(&cfg, "flood");
+    assert_eq!(flood.len(), 1, "one warning, not one per run: {flood:?}");
+    assert!(flood[0].2.len() < 2000, "the summary is one line of the output, cut: {}", flood[0].2.len());
+    assert_eq!(notes_of(&cfg, "hang").len(), 1, "still unknown: no news");
+    // Stopping the daemon stops a run in progress, children and all.
+    let mut d = d;
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG).code(), Some(0));
+    assert_eq!(processes_with("98765"), Vec::<u32>::new(), "a script outlived the daemon");
+}
