@@ -21,6 +21,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod messenger_cli;
+mod scan_cli;
 
 /// sysexits(3) EX_CONFIG: the configuration is wrong.
 const EX_CONFIG: u8 = 78;
@@ -106,6 +107,10 @@ enum Command {
     Keygen(messenger_cli::KeygenArgs),
     /// Print the JSON Schema of the config file (for editors).
     Schema,
+    /// Run log patterns over files and count what they match, like
+    /// `grep -c` or `fail2ban-regex`: to try patterns for a `log` source.
+    /// Exits 0 when something matched, 1 when nothing did.
+    Scan(scan_cli::ScanArgs),
     /// Host one plugin in this process, speaking the plugin protocol on
     /// standard input and output (the daemon runs this; not for people).
     #[command(hide = true)]
@@ -169,6 +174,14 @@ fn main() -> ExitCode {
             print!("{}", config::json_schema_text());
             ExitCode::SUCCESS
         }
+        Command::Scan(args) => match scan_cli::scan(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("alerter scan: {e:#}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
