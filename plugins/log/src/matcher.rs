@@ -171,6 +171,45 @@ impl Matcher {
     }
 }
 
+/// Scans everything `r` yields, in large chunks, calling `hit` with each
+/// matching line and its pattern. Returns the bytes read. For whole files
+/// (`alerter scan`, the benchmark); following a growing file is `follow`'s.
+pub fn scan_reader(m: &Matcher, mut r: impl std::io::Read, mut hit: impl FnMut(&[u8], usize)) -> std::io::Result<u64> {
+    const CHUNK: usize = 4 << 20;
+    let mut buf = vec![0u8; CHUNK];
+    let mut filled = 0;
+    let mut total = 0u64;
+    loop {
+        if filled == buf.len() {
+            // One line longer than the buffer: make room.
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = match r.read(&mut buf[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        total += n as u64;
+        filled += n;
+        let whole = if n == 0 {
+            filled
+        } else {
+            match memchr::memrchr(b'\n', &buf[..filled]) {
+                Some(i) => i + 1,
+                None => continue,
+            }
+        };
+        let chunk = &buf[..whole];
+        m.scan(chunk, |h| hit(&chunk[h.start..h.end], h.pattern));
+        buf.copy_within(whole..filled, 0);
+        filled -= whole;
+        if n == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,44 +294,6 @@ mod tests {
                 start += line.len() + 1;
             }
             assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&text));
-        }
-    }
-}
-
-/// Scans everything `r` yields, in large chunks, calling `hit` with each
-/// matching line and its pattern. Returns the bytes read. For whole files
-/// (`alerter scan`, the benchmark); following a growing file is `follow`'s.
-pub fn scan_reader(m: &Matcher, mut r: impl std::io::Read, mut hit: impl FnMut(&[u8], usize)) -> std::io::Result<u64> {
-    const CHUNK: usize = 4 << 20;
-    let mut buf = vec![0u8; CHUNK];
-    let mut filled = 0;
-    let mut total = 0u64;
-    loop {
-        if filled == buf.len() {
-            // One line longer than the buffer: make room.
-            buf.resize(buf.len() * 2, 0);
-        }
-        let n = match r.read(&mut buf[filled..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        total += n as u64;
-        filled += n;
-        let whole = if n == 0 {
-            filled
-        } else {
-            match memchr::memrchr(b'\n', &buf[..filled]) {
-                Some(i) => i + 1,
-                None => continue,
-            }
-        };
-        let chunk = &buf[..whole];
-        m.scan(chunk, |h| hit(&chunk[h.start..h.end], h.pattern));
-        buf.copy_within(whole..filled, 0);
-        filled -= whole;
-        if n == 0 {
-            return Ok(total);
         }
     }
 }
