@@ -126,10 +126,15 @@ enum Command {
 
 /// The plugins linked into this binary.
 fn builtin_plugins() -> Vec<Descriptor> {
-    [alerter_plugin_heartbeat::descriptor(), alerter_plugin_disk::descriptor(), alerter_plugin_script::descriptor()]
-        .into_iter()
-        .map(|d| Descriptor::check(d).expect("built-in plugins match this ABI"))
-        .collect()
+    [
+        alerter_plugin_heartbeat::descriptor(),
+        alerter_plugin_disk::descriptor(),
+        alerter_plugin_script::descriptor(),
+        alerter_plugin_log::descriptor(),
+    ]
+    .into_iter()
+    .map(|d| Descriptor::check(d).expect("built-in plugins match this ABI"))
+    .collect()
 }
 
 fn registry() -> PluginRegistry {

@@ -281,3 +281,126 @@ fn a_hanging_script_is_killed_with_its_children_and_a_flood_stays_capped() {
     assert_eq!(d.wait(LONG).code(), Some(0));
     assert_eq!(processes_with("98765"), Vec::<u32>::new(), "a script outlived the daemon");
 }
+
+/// Lines in a file so far (cheap: no parsing).
+fn line_count(path: &Path) -> usize {
+    std::fs::read(path).map(|b| b.iter().filter(|c| **c == b'\n').count()).unwrap_or(0)
+}
+
+/// Appends numbered lines `from..to`; every tenth is an ERROR. Opens the
+/// file for each batch, as a program that reopens its log after rotation.
+fn write_lines(path: &Path, from: usize, to: usize) {
+    use std::io::Write;
+    let mut at = from;
+    while at < to {
+        let end = (at + 500).min(to);
+        let mut batch = String::new();
+        for i in at..end {
+            if i % 10 == 7 {
+                batch.push_str(&format!("2026-11-26T12:00:00 app[42]: ERROR {i} something failed\n"));
+            } else {
+                batch.push_str(&format!("2026-11-26T12:00:00 app[42]: info {i} all is well\n"));
+            }
+        }
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        f.write_all(batch.as_bytes()).unwrap();
+        at = end;
+    }
+}
+
+fn logrotate(dir: &Path, log: &Path, how: &str) {
+    let conf = dir.join(format!("logrotate-{how}.conf"));
+    std::fs::write(&conf, format!("{} {{\n  rotate 20\n  {how}\n  nocompress\n  missingok\n}}\n", log.display()))
+        .unwrap();
+    let out = Command::new("logrotate")
+        .args(["-f", "-s"])
+        .arg(dir.join("logrotate.state"))
+        .arg(&conf)
+        .output()
+        .expect("logrotate (apt-get install logrotate)");
+    assert!(out.status.success(), "logrotate {how}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn log_lines_arrive_exactly_once_through_rotations_and_a_sigkill() {
+    let cfg = TempConfig::new("");
+    let dir = cfg.dir.path().to_path_buf();
+    let logs = dir.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let log = logs.join("app.log");
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}} }}
+sources:
+  app:
+    type: log
+    paths: [{log}]
+    start_at: beginning
+    patterns:
+      - {{ name: error, regex: 'ERROR (?P<n>[0-9]+)', severity: critical }}
+transports:
+  out: {{ type: log, path: {{out}} }}
+subscribers:
+  ops: {{ name: Operations }}
+rules:
+  - {{ name: app, match: {{ source: app }}, notify: [{{ subscribers: [ops], via: [out] }}] }}
+"#,
+        log = log.display()
+    ));
+    let d = Daemon::start(&cfg.path, &[]);
+    write_lines(&log, 0, 20_000);
+    // Following has begun (a file rotated before alerter ever saw it is
+    // not its to read).
+    wait(&d, "the first notification", || (line_count(&cfg.out) > 0).then_some(()));
+    logrotate(&dir, &log, "create");
+    write_lines(&log, 20_000, 50_000);
+    // Killed in the middle of the work.
+    wait(&d, "some notifications", || (line_count(&cfg.out) >= 3_000).then_some(()));
+    let mut d = d;
+    d.signal("KILL");
+    d.wait(LONG);
+    let before_restart = line_count(&cfg.out);
+    assert!(before_restart < 5_000, "killed midway, not after everything ({before_restart})");
+    // While it is down: more lines, and a copytruncate rotation.
+    write_lines(&log, 50_000, 60_000);
+    logrotate(&dir, &log, "copytruncate");
+    write_lines(&log, 60_000, 70_000);
+    let d = Daemon::start(&cfg.path, &[]);
+    write_lines(&log, 70_000, 85_000);
+    logrotate(&dir, &log, "create");
+    write_lines(&log, 85_000, 100_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while line_count(&cfg.out) < 10_000 {
+        if std::time::Instant::now() >= deadline {
+            let seen: std::collections::BTreeSet<u64> = cfg
+                .notifications()
+                .iter()
+                .map(|n| n["alerts"][0]["labels"]["n"].as_str().unwrap().parse().unwrap())
+                .collect();
+            let missing: Vec<u64> = (0..100_000u64).filter(|i| i % 10 == 7 && !seen.contains(i)).collect();
+            panic!(
+                "only {} of 10,000 ERROR lines ({before_restart} before the restart); missing {} from {:?} to {:?}; daemon log:\n{}",
+                line_count(&cfg.out),
+                missing.len(),
+                missing.first(),
+                missing.last(),
+                d.stderr_so_far()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Stop cleanly, so anything still on its way is out before counting.
+    let mut d = d;
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG).code(), Some(0));
+    let mut seen = std::collections::BTreeMap::<u64, usize>::new();
+    for n in cfg.notifications() {
+        let number: u64 = n["alerts"][0]["labels"]["n"].as_str().unwrap().parse().unwrap();
+        *seen.entry(number).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).map(|(n, _)| *n).collect();
+    let missing: Vec<u64> = (0..100_000u64).filter(|i| i % 10 == 7 && !seen.contains_key(i)).collect();
+    assert!(twice.is_empty(), "{} lines arrived twice, e.g. {:?}", twice.len(), &twice[..twice.len().min(10)]);
+    assert!(missing.is_empty(), "{} lines missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert_eq!(seen.len(), 10_000);
+}

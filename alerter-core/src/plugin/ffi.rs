@@ -215,10 +215,9 @@ extern "C" fn cb_emit(ctx: *mut c_void, json: Bytes) -> Status {
 }
 
 extern "C" fn cb_save_state(ctx: *mut c_void, json: Bytes) -> Status {
+    // Unlike events, states are taken while stopping: they record progress
+    // already made, and a source saves its last one on its way out.
     let h = inner(ctx);
-    if *h.stop.lock().unwrap_or_else(|p| p.into_inner()) {
-        return abi::STATUS_SHUTTING_DOWN;
-    }
     match h.sink.save_state(&bytes_to_string(json)) {
         EmitResult::Ok => abi::STATUS_OK,
         EmitResult::Backpressure => abi::STATUS_BACKPRESSURE,

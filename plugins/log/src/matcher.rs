@@ -209,7 +209,6 @@ pub fn scan_reader(m: &Matcher, mut r: impl std::io::Read, mut hit: impl FnMut(&
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

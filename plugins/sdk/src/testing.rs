@@ -87,10 +87,9 @@ extern "C" fn emit(ctx: *mut c_void, json: Bytes) -> Status {
 }
 
 extern "C" fn save_state(ctx: *mut c_void, json: Bytes) -> Status {
+    // Taken even while stopping, as the daemon does: progress made before
+    // the stop must not be lost.
     let st = state(ctx);
-    if *st.stop.lock().unwrap_or_else(|p| p.into_inner()) {
-        return abi::STATUS_SHUTTING_DOWN;
-    }
     st.states.lock().unwrap_or_else(|p| p.into_inner()).push(text(json));
     abi::STATUS_OK
 }
