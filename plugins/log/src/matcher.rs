@@ -77,9 +77,24 @@ pub fn check(patterns: &[&str]) -> Vec<PatternError> {
             if p.is_empty() {
                 return Some(PatternError { index, message: "an empty pattern matches every line".into() });
             }
-            single(p).err().map(|e| PatternError { index, message: e.to_string() })
+            single(p).err().map(|e| PatternError { index, message: one_line(&e) })
         })
         .collect()
+}
+
+/// The regex crate explains a syntax error over several lines (the
+/// pattern, a caret, the reason); config errors are one line each.
+fn one_line(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let reason = lines.last().map(|l| l.trim().trim_start_matches("error: ")).unwrap_or_default();
+    match lines.iter().find(|l| l.trim() == "^" || l.trim_start().starts_with('^')) {
+        Some(caret) => {
+            let col = caret.find('^').unwrap_or(0).saturating_sub(4) + 1;
+            format!("{reason} (at character {col} of the pattern)")
+        }
+        None => reason.to_string(),
+    }
 }
 
 impl Matcher {
@@ -260,7 +275,7 @@ mod tests {
         let err = Matcher::new(&["ok", "(unclosed", ""], &["[z-a]"]).unwrap_err();
         let idx: Vec<usize> = err.iter().map(|e| e.index).collect();
         assert_eq!(idx, vec![1, 2, 3]);
-        assert!(err[0].message.contains("unclosed"), "{}", err[0].message);
+        assert_eq!(err[0].message, "unclosed group (at character 1 of the pattern)");
         assert!(Matcher::new(&[], &[]).is_err());
     }
 
