@@ -404,3 +404,107 @@ rules:
     assert!(missing.is_empty(), "{} lines missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
     assert_eq!(seen.len(), 10_000);
 }
+
+/// CPU time (user + system) a process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// From a line appended to a followed file to its notification written by
+/// the log transport, one line at a time. Also the benchmark:
+/// `cargo nextest run --release -E 'test(latency)' --no-capture`
+/// (ALERTER_LATENCY_LINES, default 300).
+#[test]
+fn log_latency_from_append_to_notification() {
+    use std::io::Write;
+    let cfg = TempConfig::new("");
+    let log = cfg.dir.path().join("app.log");
+    std::fs::write(&log, "").unwrap();
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}} }}
+sources:
+  app: {{ type: log, paths: [{log}], patterns: ['ALERT (?P<n>[0-9]+)'] }}
+transports:
+  out: {{ type: log, path: {{out}} }}
+subscribers:
+  ops: {{ name: Operations }}
+rules:
+  - {{ name: app, match: {{ source: app }}, notify: [{{ subscribers: [ops], via: [out] }}] }}
+"#,
+        log = log.display()
+    ));
+    let d = Daemon::start(&cfg.path, &[]);
+    wait_logged(&d, "following 1 files", 0, 1);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(f, "ALERT 999999 warm-up").unwrap();
+    wait(&d, "the warm-up line", || (line_count(&cfg.out) == 1).then_some(()));
+    let n: usize = std::env::var("ALERTER_LATENCY_LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let mut took = Vec::with_capacity(n);
+    for i in 0..n {
+        let start = std::time::Instant::now();
+        writeln!(f, "2026-11-26T12:00:00 app[1]: ALERT {i} the disk is on fire").unwrap();
+        // Spin on the output's size: the test's own polling adds at most
+        // a few microseconds.
+        while line_count(&cfg.out) < i + 2 {
+            assert!(start.elapsed() < LONG, "line {i} never arrived");
+            std::thread::yield_now();
+        }
+        took.push(start.elapsed());
+    }
+    took.sort();
+    let median = took[n / 2];
+    let p99 = took[(n * 99 / 100).min(n - 1)];
+    eprintln!(
+        "log line to notification, {n} lines one at a time: median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        median.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        took[n - 1].as_secs_f64() * 1e3
+    );
+    // The target is 20 ms on an idle machine with a release build; a debug
+    // build among parallel tests gets more room.
+    let limit = if cfg!(debug_assertions) { Duration::from_millis(100) } else { Duration::from_millis(20) };
+    assert!(p99 < limit, "p99 {p99:?}");
+}
+
+#[test]
+fn an_idle_daemon_watching_100_files_uses_no_cpu() {
+    use std::io::Write;
+    let cfg = TempConfig::new("");
+    let logs = cfg.dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    for i in 0..100 {
+        std::fs::write(logs.join(format!("app{i:03}.log")), format!("started {i}\n")).unwrap();
+    }
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}} }}
+sources:
+  apps: {{ type: log, paths: ['{logs}/*.log'], patterns: ['ERROR'] }}
+transports:
+  out: {{ type: log, path: {{out}} }}
+subscribers:
+  ops: {{ name: Operations }}
+rules:
+  - {{ name: apps, match: {{ source: apps }}, notify: [{{ subscribers: [ops], via: [out] }}] }}
+"#,
+        logs = logs.display()
+    ));
+    let d = Daemon::start(&cfg.path, &[]);
+    wait_logged(&d, "following 100 files", 0, 1);
+    // Working: an error in the last file arrives.
+    std::fs::OpenOptions::new().append(true).open(logs.join("app099.log")).unwrap().write_all(b"ERROR x\n").unwrap();
+    wait(&d, "the error line", || (line_count(&cfg.out) == 1).then_some(()));
+    let before = cpu_ticks(d.pid());
+    let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap_or(100) as u64;
+    // Measuring idleness takes the time it measures.
+    std::thread::sleep(Duration::from_secs(10));
+    let used = cpu_ticks(d.pid()) - before;
+    eprintln!("CPU used by an idle daemon following 100 files for 10 s: {used} ticks ({} ms)", used * 1000 / ticks_per_s);
+    assert!(used * 1000 / ticks_per_s <= 20, "{used} ticks in 10 s");
+}

@@ -415,6 +415,7 @@ impl Source for Log {
         if !self.poll(cx, &files, self.cfg.start_at, true) {
             return Ok(());
         }
+        cx.log(LogLevel::Info, &format!("following {} files", self.files.len()));
         loop {
             // Sleep until something happens in a watched directory. Wake now
             // and then only to notice a stop request, to retry directories
