@@ -340,3 +340,34 @@ fn a_plugin_dropped_in_starts_on_sighup_without_disturbing_the_others() {
     d.signal("TERM");
     assert_eq!(d.wait(LONG).code(), Some(0));
 }
+
+/// The built-in sources are ordinary plugins: each also builds as a
+/// drop-in `.so` (with the `dylib` feature), which alerter loads, checks,
+/// and here refuses only because the built-in of the same name wins.
+#[test]
+fn builtin_sources_also_build_as_drop_in_shared_objects() {
+    let target = repo().join("target/test-plugins");
+    let cfg = TempConfig::new("transports: { out: { type: log, path: \"-\" } }\n");
+    for (package, lib, name) in [
+        ("alerter-plugin-disk", "alerter_plugin_disk", "disk"),
+        ("alerter-plugin-script", "alerter_plugin_script", "script"),
+        ("alerter-plugin-log", "alerter_plugin_log", "log"),
+    ] {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["rustc", "--quiet", "-p", package, "--features", "dylib", "--crate-type", "cdylib", "--target-dir"])
+            .arg(&target)
+            .current_dir(repo())
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building {package} as a .so failed");
+        let so = target.join("debug").join(format!("lib{lib}.so"));
+        install_plugin(&cfg.plugins, &so, &format!("{name}.so"));
+    }
+    let out = alerter().args(["plugins", "--json", "--dir"]).arg(&cfg.plugins).arg("-c").arg(&cfg.path).output().unwrap();
+    let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for name in ["disk", "script", "log"] {
+        let refused = listing["refused"].as_array().unwrap().iter().find(|r| r["path"].as_str().unwrap().ends_with(&format!("/{name}.so")));
+        let reason = refused.unwrap_or_else(|| panic!("{name}.so not seen: {listing}"))["reason"].as_str().unwrap();
+        assert!(reason.contains(&format!("plugin `{name}` is already provided by the built-in plugin")), "{reason}");
+    }
+}
