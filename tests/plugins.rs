@@ -363,10 +363,15 @@ fn builtin_sources_also_build_as_drop_in_shared_objects() {
         let so = target.join("debug").join(format!("lib{lib}.so"));
         install_plugin(&cfg.plugins, &so, &format!("{name}.so"));
     }
-    let out = alerter().args(["plugins", "--json", "--dir"]).arg(&cfg.plugins).arg("-c").arg(&cfg.path).output().unwrap();
+    let out =
+        alerter().args(["plugins", "--json", "--dir"]).arg(&cfg.plugins).arg("-c").arg(&cfg.path).output().unwrap();
     let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
     for name in ["disk", "script", "log"] {
-        let refused = listing["refused"].as_array().unwrap().iter().find(|r| r["path"].as_str().unwrap().ends_with(&format!("/{name}.so")));
+        let refused = listing["refused"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["path"].as_str().unwrap().ends_with(&format!("/{name}.so")));
         let reason = refused.unwrap_or_else(|| panic!("{name}.so not seen: {listing}"))["reason"].as_str().unwrap();
         assert!(reason.contains(&format!("plugin `{name}` is already provided by the built-in plugin")), "{reason}");
     }

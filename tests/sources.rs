@@ -505,6 +505,9 @@ rules:
     // Measuring idleness takes the time it measures.
     std::thread::sleep(Duration::from_secs(10));
     let used = cpu_ticks(d.pid()) - before;
-    eprintln!("CPU used by an idle daemon following 100 files for 10 s: {used} ticks ({} ms)", used * 1000 / ticks_per_s);
+    eprintln!(
+        "CPU used by an idle daemon following 100 files for 10 s: {used} ticks ({} ms)",
+        used * 1000 / ticks_per_s
+    );
     assert!(used * 1000 / ticks_per_s <= 20, "{used} ticks in 10 s");
 }

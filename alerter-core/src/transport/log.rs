@@ -39,12 +39,13 @@ fn ids_in_tail(path: &Path) -> std::collections::HashSet<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut out = std::collections::HashSet::new();
     let Ok(mut f) = std::fs::File::open(path) else { return out };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    if f.seek(SeekFrom::Start(len.saturating_sub(TAIL))).is_err() {
+    // Only a regular file has a tail: /dev/full or a FIFO would read forever.
+    let Ok(meta) = f.metadata() else { return out };
+    if !meta.is_file() || f.seek(SeekFrom::Start(meta.len().saturating_sub(TAIL))).is_err() {
         return out;
     }
     let mut tail = Vec::new();
-    if f.read_to_end(&mut tail).is_err() {
+    if f.take(TAIL).read_to_end(&mut tail).is_err() {
         return out;
     }
     #[derive(serde::Deserialize)]
