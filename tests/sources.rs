@@ -366,7 +366,10 @@ rules:
     logrotate(&dir, &log, "copytruncate");
     write_lines(&log, 60_000, 70_000);
     let d = Daemon::start(&cfg.path, &[]);
-    write_lines(&log, 70_000, 85_000);
+    write_lines(&log, 70_000, 78_000);
+    // And both kinds again while it runs.
+    logrotate(&dir, &log, "copytruncate");
+    write_lines(&log, 78_000, 85_000);
     logrotate(&dir, &log, "create");
     write_lines(&log, 85_000, 100_000);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

@@ -166,6 +166,18 @@ fn siblings(path: &Path) -> Vec<PathBuf> {
     found.into_iter().map(|(_, p)| p).collect()
 }
 
+/// For ordering rotations with equal times: `name.N` is older the larger N
+/// (so it sorts first as -N); dated names sort by name.
+fn rotation_age(path: &Path, sibling: &Path) -> i64 {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let other = sibling.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    other
+        .strip_prefix(&name)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|n| n.parse::<i64>().ok())
+        .map_or(0, |n| -n)
+}
+
 /// The copy of a truncated file: a sibling (not `except`) that starts with
 /// the same line and is at least `offset` long.
 fn find_copy(path: &Path, pos: &Pos, except: Option<(u64, u64)>) -> Option<Tracked> {
@@ -257,6 +269,12 @@ impl Follower {
             .map(|(k, v)| (k.clone(), *v))
             .collect();
         olds.sort_by_key(|(k, _)| k[prefix.len()..].parse::<usize>().unwrap_or(0));
+        // Files a saved position already covers are read from that position,
+        // never again from the start as "newer" rotations.
+        let mut claimed: std::collections::HashSet<(u64, u64)> = olds.iter().map(|(_, p)| (p.dev, p.ino)).collect();
+        if let Some(pos) = self.pending.get(path) {
+            claimed.insert((pos.dev, pos.ino));
+        }
         for (k, pos) in olds {
             self.pending.remove(&k);
             let found = self.recover(p, path, &pos);
@@ -266,6 +284,16 @@ impl Follower {
         let current = match self.pending.remove(path) {
             Some(pos) => {
                 let mut found = self.recover(p, path, &pos);
+                if found.first().is_some_and(|t| t.id() != id(meta)) {
+                    // Rotated while we were stopped, perhaps more than once:
+                    // the rotations after the one we were reading hold the
+                    // lines between it and the file there now.
+                    claimed.extend(found.iter().map(Tracked::id));
+                    claimed.insert(id(meta));
+                    let newer = self.newer_rotations(p, &found[0], &claimed);
+                    let at = 1.min(found.len());
+                    found.splice(at..at, newer);
+                }
                 let here = found.last().is_some_and(|t| t.id() == id(meta));
                 let current = if here {
                     found.pop().expect("checked")
@@ -286,6 +314,35 @@ impl Follower {
         };
         self.current.insert(path.to_string(), current);
         Ok(())
+    }
+
+    /// Rotated files next to `path` written after `start`, oldest first,
+    /// read from their beginning; files in `claimed` are left alone.
+    fn newer_rotations(
+        &self,
+        path: &Path,
+        start: &Tracked,
+        claimed: &std::collections::HashSet<(u64, u64)>,
+    ) -> Vec<Tracked> {
+        let Ok(since) = start.file.metadata().and_then(|m| m.modified()) else { return Vec::new() };
+        let mut newer: Vec<((std::time::SystemTime, i64, String), Tracked)> = siblings(path)
+            .into_iter()
+            .filter_map(|s| {
+                let f = File::open(&s).ok()?;
+                let m = f.metadata().ok()?;
+                let modified = m.modified().ok()?;
+                if modified <= since || claimed.contains(&id(&m)) {
+                    return None;
+                }
+                let first_line = fingerprint(&f).ok()?;
+                let pos = Pos { dev: m.dev(), ino: m.ino(), offset: 0, first_line, skipping: false };
+                Some(((modified, rotation_age(path, &s), s.display().to_string()), Tracked::new(f, pos, true)))
+            })
+            .collect();
+        // Oldest first: by modification time, and for equal times (coarse
+        // file system clocks) by logrotate's naming: `.2` is older than `.1`.
+        newer.sort_by(|a, b| a.0.cmp(&b.0));
+        newer.into_iter().map(|(_, t)| t).collect()
     }
 
     /// Notices a rotation of a followed path since the last look.

@@ -194,3 +194,40 @@ fn truncated_then_renamed_while_stopped() {
     let mut f = Follower::new(f.saved(), 1000);
     assert_eq!(poll(&mut f, &log, StartAt::End), Vec::<String>::new());
 }
+
+#[test]
+fn several_rotations_while_stopped_are_read_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, "1\n");
+    let mut f = Follower::new(Saved::new(), 1000);
+    assert_eq!(poll(&mut f, &log, StartAt::Beginning), ["1"]);
+    let saved = f.saved();
+    drop(f);
+    let shift = |dir: &Path| {
+        for i in (1..5).rev() {
+            let from = dir.join(format!("app.log.{i}"));
+            if from.exists() {
+                std::fs::rename(&from, dir.join(format!("app.log.{}", i + 1))).unwrap();
+            }
+        }
+    };
+    // Down for three rotations: create, copytruncate, create.
+    append(&log, "2\n");
+    shift(dir.path());
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    append(&log, "3\n");
+    std::thread::sleep(Duration::from_millis(20)); // distinct modification times
+    shift(dir.path());
+    std::fs::copy(&log, dir.path().join("app.log.1")).unwrap();
+    std::fs::OpenOptions::new().write(true).truncate(true).open(&log).unwrap();
+    append(&log, "4\n");
+    std::thread::sleep(Duration::from_millis(20));
+    shift(dir.path());
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    append(&log, "5\n");
+    let mut f = Follower::new(saved, 1000);
+    assert_eq!(poll(&mut f, &log, StartAt::End), ["2", "3", "4", "5"]);
+    let mut f = Follower::new(f.saved(), 1000);
+    assert_eq!(poll(&mut f, &log, StartAt::End), Vec::<String>::new(), "and none again");
+}
