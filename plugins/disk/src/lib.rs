@@ -463,14 +463,20 @@ impl Check for Disk<System> {
     type Config = Config;
 
     fn validate(cfg: &Config) -> Result<(), Error> {
-        trigger(cfg)?;
-        thresholds(cfg)?;
-        for (i, m) in cfg.mounts.iter().enumerate() {
+        let mut problems: Vec<Error> = Vec::new();
+        problems.extend(trigger(cfg).err());
+        problems.extend(thresholds(cfg).err());
+        for (i, m) in cfg.mounts.iter().chain(&cfg.exclude).enumerate() {
             if !m.starts_with('/') {
-                return Err(Error::at(format!("mounts[{i}]"), format!("`{m}` is not an absolute path")));
+                let key = if i < cfg.mounts.len() {
+                    format!("mounts[{i}]")
+                } else {
+                    format!("exclude[{}]", i - cfg.mounts.len())
+                };
+                problems.push(Error::at(key, format!("`{m}` is not an absolute path")));
             }
         }
-        Ok(())
+        Error::all(problems)
     }
 
     fn new(cfg: Config, cx: &Context) -> Result<Self, Error> {

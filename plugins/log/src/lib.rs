@@ -105,34 +105,46 @@ struct Checked {
 }
 
 fn check_config(cfg: &Config) -> Result<Checked, Error> {
+    // Every problem is collected, so `alerter check` shows them all.
+    let mut problems = Vec::new();
     if cfg.paths.is_empty() {
-        return Err(Error::at("paths", "name at least one file or glob to follow"));
+        problems.push(Error::at("paths", "name at least one file or glob to follow"));
     }
     for (i, p) in cfg.paths.iter().enumerate() {
         if !p.starts_with('/') {
-            return Err(Error::at(format!("paths[{i}]"), format!("`{p}` is not an absolute path")));
-        }
-        if let Err(e) = glob::Pattern::new(p) {
-            return Err(Error::at(format!("paths[{i}]"), format!("`{p}` is not a valid glob: {e}")));
+            problems.push(Error::at(format!("paths[{i}]"), format!("`{p}` is not an absolute path")));
+        } else if let Err(e) = glob::Pattern::new(p) {
+            problems.push(Error::at(format!("paths[{i}]"), format!("`{p}` is not a valid glob: {e}")));
         }
     }
     let configs: Vec<PatternConfig> = cfg.patterns.iter().map(PatternOrRegex::config).collect();
     let regexes: Vec<&str> = configs.iter().map(|p| p.regex.as_str()).collect();
     let ignore: Vec<&str> = cfg.ignore.iter().map(String::as_str).collect();
-    let matcher = Matcher::new(&regexes, &ignore).map_err(|errors| {
-        let e = &errors[0];
-        if cfg.patterns.is_empty() {
-            Error::at("patterns", "give at least one pattern")
-        } else if e.index < regexes.len() {
-            let path = match &cfg.patterns[e.index] {
-                PatternOrRegex::Regex(_) => format!("patterns[{}]", e.index),
-                PatternOrRegex::Full(_) => format!("patterns[{}].regex", e.index),
-            };
-            Error::at(path, e.message.clone())
-        } else {
-            Error::at(format!("ignore[{}]", e.index - regexes.len()), e.message.clone())
+    let matcher = if regexes.is_empty() {
+        problems.push(Error::at("patterns", "give at least one pattern"));
+        for e in matcher::check(&ignore) {
+            problems.push(Error::at(format!("ignore[{}]", e.index), e.message));
         }
-    })?;
+        None
+    } else {
+        match Matcher::new(&regexes, &ignore) {
+            Ok(m) => Some(m),
+            Err(errors) => {
+                for e in errors {
+                    if e.index < regexes.len() {
+                        let path = match &cfg.patterns[e.index] {
+                            PatternOrRegex::Regex(_) => format!("patterns[{}]", e.index),
+                            PatternOrRegex::Full(_) => format!("patterns[{}].regex", e.index),
+                        };
+                        problems.push(Error::at(path, e.message));
+                    } else {
+                        problems.push(Error::at(format!("ignore[{}]", e.index - regexes.len()), e.message));
+                    }
+                }
+                None
+            }
+        }
+    };
     let mut patterns = Vec::new();
     for (i, p) in configs.iter().enumerate() {
         let severity = match p.severity.as_deref().unwrap_or("warning") {
@@ -140,10 +152,11 @@ fn check_config(cfg: &Config) -> Result<Checked, Error> {
             "warning" => Severity::Warning,
             "critical" => Severity::Critical,
             other => {
-                return Err(Error::at(
+                problems.push(Error::at(
                     format!("patterns[{i}].severity"),
                     format!("`{other}`: write info, warning or critical"),
                 ));
+                Severity::Warning
             }
         };
         patterns.push(Pattern {
@@ -155,13 +168,16 @@ fn check_config(cfg: &Config) -> Result<Checked, Error> {
     }
     let max_line = match &cfg.max_line {
         None => 16 * 1024,
-        Some(t) => t
-            .parse::<bytesize::ByteSize>()
-            .map_err(|_| Error::at("max_line", format!("`{t}` is not a size; write e.g. \"16 KiB\"")))?
-            .as_u64()
-            .clamp(64, 1 << 20) as usize,
+        Some(t) => match t.parse::<bytesize::ByteSize>() {
+            Ok(b) => b.as_u64().clamp(64, 1 << 20) as usize,
+            Err(_) => {
+                problems.push(Error::at("max_line", format!("`{t}` is not a size; write e.g. \"16 KiB\"")));
+                0
+            }
+        },
     };
-    Ok(Checked { matcher, patterns, max_line })
+    Error::all(problems)?;
+    Ok(Checked { matcher: matcher.expect("no problems"), patterns, max_line })
 }
 
 /// `{name}` replaced by captures (and `line`, `file`); unknown names stay.

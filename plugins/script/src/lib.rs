@@ -105,16 +105,22 @@ struct Checked {
 }
 
 fn check_config(cfg: &Config) -> Result<Checked, Error> {
+    // Every problem is collected, so `alerter check` shows them all.
+    let mut problems = Vec::new();
     let argv = match (&cfg.shell, cfg.command.is_empty()) {
-        (Some(_), false) => return Err(Error::at("shell", "give either `command` or `shell`, not both")),
+        (Some(_), false) => {
+            problems.push(Error::at("shell", "give either `command` or `shell`, not both"));
+            cfg.command.clone()
+        }
         (Some(line), true) => vec!["/bin/sh".to_string(), "-c".to_string(), line.clone()],
         (None, false) => cfg.command.clone(),
         (None, true) => {
-            return Err(Error::msg("missing `command` (a list: program and arguments) or `shell` (a command line)"));
+            problems.push(Error::msg("missing `command` (a list: program and arguments) or `shell` (a command line)"));
+            vec![String::new()]
         }
     };
-    if argv[0].is_empty() {
-        return Err(Error::at("command[0]", "the program is empty"));
+    if argv[0].is_empty() && !cfg.command.is_empty() {
+        problems.push(Error::at("command[0]", "the program is empty"));
     }
     let trigger = Trigger::from_settings(
         cfg.interval.as_deref(),
@@ -122,30 +128,44 @@ fn check_config(cfg: &Config) -> Result<Checked, Error> {
         cfg.timezone.as_deref(),
         Duration::from_secs(60),
     )
-    .map_err(|(key, msg)| Error::at(key, msg))?;
-    let timeout = parse_duration("timeout", cfg.timeout.as_deref(), Duration::from_secs(30))?;
-    if timeout.is_zero() {
-        return Err(Error::at("timeout", "must be more than 0s"));
-    }
+    .map_err(|(key, msg)| problems.push(Error::at(key, msg)))
+    .ok();
+    let timeout = match parse_duration("timeout", cfg.timeout.as_deref(), Duration::from_secs(30)) {
+        Ok(t) if t.is_zero() => {
+            problems.push(Error::at("timeout", "must be more than 0s"));
+            t
+        }
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(e);
+            Duration::ZERO
+        }
+    };
     let max_output = match &cfg.max_output {
         None => 64 * 1024,
-        Some(t) => t
-            .parse::<bytesize::ByteSize>()
-            .map_err(|_| Error::at("max_output", format!("`{t}` is not a size; write e.g. \"64 KiB\"")))?
-            .as_u64()
-            .min(16 * 1024 * 1024) as usize,
+        Some(t) => match t.parse::<bytesize::ByteSize>() {
+            Ok(b) => b.as_u64().min(16 * 1024 * 1024) as usize,
+            Err(_) => {
+                problems.push(Error::at("max_output", format!("`{t}` is not a size; write e.g. \"64 KiB\"")));
+                0
+            }
+        },
     };
     let unknown = match cfg.unknown.as_deref() {
         None | Some("warning") => Severity::Warning,
         Some("critical") => Severity::Critical,
-        Some(other) => return Err(Error::at("unknown", format!("`{other}`: write warning or critical"))),
+        Some(other) => {
+            problems.push(Error::at("unknown", format!("`{other}`: write warning or critical")));
+            Severity::Warning
+        }
     };
     for k in cfg.env.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
-            return Err(Error::at(format!("env.{k}"), "not a valid variable name"));
+            problems.push(Error::at(format!("env.{k}"), "not a valid variable name"));
         }
     }
-    Ok(Checked { argv, trigger, timeout, max_output, unknown })
+    Error::all(problems)?;
+    Ok(Checked { argv, trigger: trigger.expect("no problems"), timeout, max_output, unknown })
 }
 
 fn lookup_user(name: &str) -> Result<(u32, u32, String), Error> {

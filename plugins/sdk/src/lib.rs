@@ -28,31 +28,63 @@ pub use event::{Event, Severity};
 pub use serde;
 pub use serde_json;
 
-/// Why a call failed: a message, optionally pointing at a config key.
+/// Why a call failed: a message, optionally pointing at a config key, and
+/// any further problems found in the same call (so `alerter check` shows
+/// them all at once).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     /// The config key the problem is about (`mounts[1]`), if any.
     pub path: Option<String>,
     pub message: String,
+    more: Vec<Error>,
 }
 
 impl Error {
     pub fn msg(message: impl Into<String>) -> Error {
-        Error { path: None, message: message.into() }
+        Error { path: None, message: message.into(), more: Vec::new() }
     }
 
     /// An error about one config key, e.g. `Error::at("interval", "must be more than 0s")`.
     pub fn at(path: impl Into<String>, message: impl Into<String>) -> Error {
-        Error { path: Some(path.into()), message: message.into() }
+        Error { path: Some(path.into()), message: message.into(), more: Vec::new() }
+    }
+
+    /// All the problems of a list, as one error; `Ok` when there are none.
+    /// For `validate`: collect every problem, then return them together.
+    pub fn all(errors: Vec<Error>) -> Result<(), Error> {
+        let mut flat = errors.into_iter().flat_map(Error::into_list);
+        match flat.next() {
+            None => Ok(()),
+            Some(mut first) => {
+                first.more = flat.collect();
+                Err(first)
+            }
+        }
+    }
+
+    /// This problem and the ones carried with it.
+    pub fn list(&self) -> Vec<&Error> {
+        std::iter::once(self).chain(self.more.iter()).collect()
+    }
+
+    fn into_list(mut self) -> Vec<Error> {
+        let more = std::mem::take(&mut self.more);
+        std::iter::once(self).chain(more).collect()
     }
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.path {
-            Some(p) => write!(f, "{p}: {}", self.message),
-            None => f.write_str(&self.message),
+        for (i, e) in self.list().into_iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            match &e.path {
+                Some(p) => write!(f, "{p}: {}", e.message)?,
+                None => f.write_str(&e.message)?,
+            }
         }
+        Ok(())
     }
 }
 
@@ -221,4 +253,21 @@ macro_rules! declare_builtin_source {
             &__ALERTER_DESCRIPTOR
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn several_problems_travel_together() {
+        assert_eq!(Error::all(Vec::new()), Ok(()));
+        let nested = Error::all(vec![Error::at("b", "two"), Error::msg("three")]).unwrap_err();
+        let e = Error::all(vec![Error::at("a", "one"), nested]).unwrap_err();
+        assert_eq!(e.list().len(), 3);
+        assert_eq!(e.to_string(), "a: one; b: two; three");
+        let json: serde_json::Value = serde_json::from_str(&crate::shims::error_text(&e)).unwrap();
+        assert_eq!(json["errors"][1]["path"], "b");
+        assert_eq!(json["errors"][2].get("path"), None);
+    }
 }

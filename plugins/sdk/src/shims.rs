@@ -56,12 +56,19 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
 
 /// The error text for `set_error`: JSON with a path when there is one.
 pub fn error_text(e: &Error) -> String {
-    let mut entry = serde_json::Map::new();
-    if let Some(p) = &e.path {
-        entry.insert("path".into(), p.clone().into());
-    }
-    entry.insert("message".into(), e.message.clone().into());
-    serde_json::json!({ "errors": [entry] }).to_string()
+    let entries: Vec<serde_json::Value> = e
+        .list()
+        .into_iter()
+        .map(|e| {
+            let mut entry = serde_json::Map::new();
+            if let Some(p) = &e.path {
+                entry.insert("path".into(), p.clone().into());
+            }
+            entry.insert("message".into(), e.message.clone().into());
+            entry.into()
+        })
+        .collect();
+    serde_json::json!({ "errors": entries }).to_string()
 }
 
 /// # Safety
