@@ -18,9 +18,10 @@ use alerter_core::transport::Transport;
 use alerter_core::transport::messenger::{MessengerOptions, MessengerTransport, read_key_file};
 use anyhow::{Context, bail};
 use clap::Args;
+use messenger_transport::CodePage;
+use messenger_transport::iface::{Broadcast, InterfaceSpec};
 use messenger_transport::listener::{Event, Form, Listener, ListenerConfig, SealPolicy};
 use messenger_transport::resolve::Target;
-use messenger_transport::{CodePage, client};
 
 /// `alerter send`.
 #[derive(Debug, Args)]
@@ -50,9 +51,18 @@ pub struct SendArgs {
     /// The workgroup `*` means (default: the config's, else WORKGROUP).
     #[arg(long, value_name = "NAME")]
     workgroup: Option<String>,
-    /// Where to broadcast (workgroup messages and name queries).
+    /// Broadcast workgroup messages and name queries to this address only
+    /// (repeatable), instead of to each interface's own broadcast address.
     #[arg(long, value_name = "ADDRESS")]
-    broadcast: Option<Ipv4Addr>,
+    broadcast: Vec<Ipv4Addr>,
+    /// Broadcast on these interfaces only (repeatable), as Samba's
+    /// `interfaces`: a name (`eth0`, `enp*`), an address of this machine,
+    /// or a network (`10.0.0.0/24`). Default: every interface that is up.
+    #[arg(long, value_name = "IFACE")]
+    interface: Vec<InterfaceSpec>,
+    /// Print nothing when the message went out.
+    #[arg(short, long)]
+    quiet: bool,
     /// Seal the message with this workgroup key file.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
@@ -124,10 +134,12 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
     if a.datagram {
         opts.form = MessengerForm::Datagram;
     }
-    if let Some(b) = a.broadcast {
-        opts.broadcast = b;
-        opts.resolver.broadcast = Some(b);
+    if !a.broadcast.is_empty() {
+        opts.broadcast = Broadcast::Addresses(a.broadcast.clone());
+    } else if !a.interface.is_empty() {
+        opts.broadcast = Broadcast::Interfaces(a.interface.clone());
     }
+    opts.resolver.broadcast = opts.broadcast.clone();
     if let Some(cp) = a.code_page {
         opts.code_page = CodePage::new(cp)?;
     }
@@ -183,7 +195,14 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
     };
     let transport = MessengerTransport::new(opts);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(transport.send(&n)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let done = rt.block_on(transport.send(&n)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Like `net send`, say what became of it: "delivered" only when a peer
+    // accepted a session; a datagram is "sent, unconfirmed".
+    if !a.quiet
+        && let Some(reply) = done.reply
+    {
+        println!("{reply}");
+    }
     Ok(())
 }
 
@@ -278,9 +297,15 @@ pub struct ListenArgs {
     /// UDP port of the name service; 0 turns it off (no registration, no answers).
     #[arg(long, default_value_t = 137, value_name = "PORT")]
     name_port: u16,
-    /// Broadcast address for registering the name (default: 255.255.255.255).
+    /// Register the name by broadcasting to this address only (repeatable),
+    /// instead of to each interface's own broadcast address.
     #[arg(long, value_name = "ADDRESS")]
-    broadcast: Option<Ipv4Addr>,
+    broadcast: Vec<Ipv4Addr>,
+    /// Register the name on these interfaces only (repeatable), as Samba's
+    /// `interfaces`: a name (`eth0`, `enp*`), an address of this machine, or
+    /// a network (`10.0.0.0/24`). Default: every interface that is up.
+    #[arg(long, value_name = "IFACE")]
+    interface: Vec<InterfaceSpec>,
     /// Do not register the name by broadcast (still answer queries for it).
     #[arg(long)]
     no_register: bool,
@@ -348,14 +373,14 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         if a.name_port != 0 {
             cfg.name_service = Some(SocketAddr::new(a.bind, a.name_port));
-            if !a.no_register {
-                let bcast = a.broadcast.unwrap_or(Ipv4Addr::BROADCAST);
-                let ip = match client::local_ip_towards(IpAddr::V4(bcast)).await {
-                    Some(IpAddr::V4(ip)) => ip,
-                    _ => Ipv4Addr::UNSPECIFIED,
-                };
-                cfg.register = Some((ip, bcast));
-            }
+            cfg.register = !a.no_register;
+            cfg.broadcast = if !a.broadcast.is_empty() {
+                Broadcast::Addresses(a.broadcast.clone())
+            } else if !a.interface.is_empty() {
+                Broadcast::Interfaces(a.interface.clone())
+            } else {
+                Broadcast::AllInterfaces
+            };
         }
         let (listener, mut rx) = Listener::bind(cfg).await?;
         tracing::info!(name = %name, tcp = ?listener.tcp, datagram = ?listener.datagram, names = ?listener.name_service, "listening");
@@ -366,8 +391,10 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
                 e = rx.recv() => match e {
                     Some(Event::Message(m)) => {
                         show(&m, a.json, desktop);
-                        if let Some(h) = hist.as_mut() {
-                            let _ = writeln!(h, "{}", message_json(&m));
+                        if let Some(h) = hist.as_mut()
+                            && let Err(e) = append_history(h, &message_json(&m))
+                        {
+                            tracing::warn!("cannot add to the message history {}: {e}", history.display());
                         }
                     }
                     Some(Event::Rejected { peer, from, reason }) => {
@@ -417,6 +444,19 @@ fn open_history(path: &Path) -> Option<std::fs::File> {
             None
         }
     }
+}
+
+/// Appends one JSON line to the history. Several listeners may share the
+/// file (the default path is per user, not per process): each line goes out
+/// in one `write` on an append-mode file, under an exclusive lock, so lines
+/// never interleave. (`writeln!` on a `File` writes piece by piece.)
+fn append_history(f: &mut std::fs::File, entry: &serde_json::Value) -> std::io::Result<()> {
+    let mut line = entry.to_string();
+    line.push('\n');
+    f.lock()?;
+    let written = f.write_all(line.as_bytes());
+    let unlocked = f.unlock();
+    written.and(unlocked)
 }
 
 fn message_json(m: &messenger_transport::listener::Received) -> serde_json::Value {

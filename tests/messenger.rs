@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use util::netns::{Lan, Netns, Proc, Samba, client_conf, until};
+use util::netns::{Lan, Netns, Proc, Samba, Segment, client_conf, until};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -30,6 +30,12 @@ fn listen(ns: &Netns, args: &[&str]) -> Proc {
 }
 
 fn send(ns: &Netns, args: &[&str], stdin: Option<&str>) -> (Option<i32>, String) {
+    let (code, _, err) = send_out(ns, args, stdin);
+    (code, err)
+}
+
+/// `alerter send`: exit code, standard output, standard error.
+fn send_out(ns: &Netns, args: &[&str], stdin: Option<&str>) -> (Option<i32>, String, String) {
     let mut c = ns.cmd(alerter_bin());
     c.arg("send").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
@@ -38,7 +44,11 @@ fn send(ns: &Netns, args: &[&str], stdin: Option<&str>) -> (Option<i32>, String)
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn smbclient(ns: &Netns, conf: &Path, args: &[&str], text: &str) -> (Option<i32>, String) {
@@ -294,9 +304,14 @@ fn alerter_listen_decodes_every_reference_capture() {
     assert!(!l.stderr().contains("malformed"));
 }
 
+/// On a LAN without a default route (where 255.255.255.255 is refused),
+/// `alerter send '*'` broadcasts on the interface's own broadcast address,
+/// by default, with `--interface`, and with `--broadcast`; it says the
+/// message was sent, not delivered.
 #[test]
 fn workgroup_broadcast_reaches_each_host_exactly_once() {
     let lan = Lan::new(4);
+    lan.hosts[3].assert_no_default_route();
     let listeners: Vec<Proc> = (0..3)
         .map(|i| listen(&lan.hosts[i], &["--name", &format!("HOST{i}"), "--workgroup", "TESTWG", "--name-port", "0"]))
         .collect();
@@ -304,26 +319,42 @@ fn workgroup_broadcast_reaches_each_host_exactly_once() {
         until(LONG, "listeners on 138", || lan.hosts[i].udp_bound(138));
     }
     let bcast = lan.broadcast().to_string();
-    for text in ["file server down at 18:00", "marker"] {
-        let (code, err) =
-            send(&lan.hosts[3], &["--workgroup", "TESTWG", "--broadcast", &bcast, "--from", "ADMIN", "*", text], None);
+    let sends: [(&str, &[&str]); 3] = [
+        ("file server down at 18:00", &[]),
+        ("back at 19:00", &["--interface", "eth0"]),
+        ("marker", &["--broadcast", &bcast]),
+    ];
+    for (text, how) in sends {
+        let mut args = vec!["--workgroup", "TESTWG", "--from", "ADMIN"];
+        args.extend_from_slice(how);
+        args.extend(["*", text]);
+        let (code, out, err) = send_out(&lan.hosts[3], &args, None);
         assert_eq!(code, Some(0), "{err}");
+        assert_eq!(
+            out.trim(),
+            "1 sent, unconfirmed: workgroup TESTWG: sent, unconfirmed: broadcast on 1 interface (eth0 (10.77.0.255))",
+            "{how:?}"
+        );
     }
     for l in &listeners {
         until(LONG, "the marker", || messages(l).iter().any(|m| m["text"] == "marker"));
         let m = messages(l);
         let got: Vec<&str> = m.iter().map(|v| v["text"].as_str().unwrap()).collect();
-        assert_eq!(got, vec!["file server down at 18:00", "marker"], "exactly once each, in order");
+        assert_eq!(got, vec!["file server down at 18:00", "back at 19:00", "marker"], "exactly once each, in order");
         assert_eq!(m[0]["group"], true);
         assert_eq!(m[0]["from"], "ADMIN");
     }
 }
 
+/// With no `--broadcast`, on a LAN without a default route: the name is
+/// registered on the interface and answered with the interface's real
+/// address (not 0.0.0.0).
 #[test]
 fn the_name_is_registered_found_by_nmblookup_and_reached_by_smbclient() {
     let lan = Lan::new(2);
+    lan.hosts[0].assert_no_default_route();
     let bcast = lan.broadcast().to_string();
-    let l = listen(&lan.hosts[0], &["--name", "ALICE", "--broadcast", &bcast]);
+    let l = listen(&lan.hosts[0], &["--name", "ALICE"]);
     until(LONG, "the name service", || lan.hosts[0].udp_bound(137) && lan.hosts[0].tcp_listening(139));
     let dir = tempfile::tempdir().unwrap();
     let conf = client_conf(dir.path(), "BOBPC", "interfaces = eth0\n   name resolve order = bcast");
@@ -414,4 +445,281 @@ rules:
     assert_eq!(m["to"], "BOB");
     assert!(m["text"].as_str().unwrap().starts_with("INFO: the alerter is alive"), "{m}");
     drop(daemon);
+}
+
+/// `alerter send NAME` with neither -I nor --broadcast, on a LAN without a
+/// default route: the name is found by a broadcast query that a real nmbd
+/// answers, and the message delivered into smbd.
+#[test]
+fn alerter_send_finds_samba_by_broadcast_on_a_lan_without_a_default_route() {
+    let lan = Lan::new(2);
+    lan.hosts[0].assert_no_default_route();
+    let samba = Samba::start(&lan.hosts[1], "NSRV", true, Some("eth0"));
+    until(Duration::from_secs(40), "nmbd to register NSRV<03>", || {
+        samba.nmbd_log().contains("success in registering name NSRV<03>")
+    });
+    let (code, out, err) = send_out(&lan.hosts[0], &["--from", "ADMIN", "NSRV", "found you by broadcast"], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), format!("1 delivered: NSRV: delivered to NSRV at {}:139", lan.ip(1)));
+    until(LONG, "the message in smbd", || samba.messages().len() == 1);
+    let (name, body) = samba.messages().remove(0);
+    assert!(name.starts_with("msg-ADMIN-on-"), "{name}");
+    assert_eq!(String::from_utf8(body).unwrap(), "found you by broadcast");
+}
+
+/// A send that cannot go out says why and exits non-zero: no interface to
+/// broadcast on, a broadcast the kernel refuses (255.255.255.255 without a
+/// default route), and a name nobody answers for.
+#[test]
+fn sends_that_cannot_go_out_say_why_and_fail() {
+    let lonely = Netns::new("lonely");
+    let (code, err) = send(&lonely, &["--timeout", "1", "NOBODY", "hello?"], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot find `NOBODY` on the network"), "{err}");
+    assert!(err.contains("no network interface to broadcast on") && err.contains("lo 127.0.0.1, loopback"), "{err}");
+    let (code, err) = send(&lonely, &["*", "anyone?"], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no network interface to broadcast on"), "{err}");
+
+    let lan = Lan::new(1);
+    lan.hosts[0].assert_no_default_route();
+    let (code, err) = send(&lan.hosts[0], &["--broadcast", "255.255.255.255", "*", "to all"], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the broadcast went out on no interface") && err.contains("Network is unreachable"), "{err}");
+    let (code, err) = send(&lan.hosts[0], &["--timeout", "1", "GHOST", "boo"], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot find `GHOST` on the network"), "{err}");
+    assert!(err.contains("broadcast name query on eth0 (10.77.0.255): no answer"), "{err}");
+}
+
+/// A host on two segments registers its name on both, each time with the
+/// address of that side, and answers each side's queries with its own
+/// address; senders on both sides reach it by name.
+#[test]
+fn a_host_on_two_segments_answers_each_side_with_its_own_address() {
+    let (a, b) = (Segment::new(77), Segment::new(78));
+    let multi = Netns::new("multi");
+    let (ip_a, ip_b) = (a.attach(&multi, "eth0", 1), b.attach(&multi, "eth1", 1));
+    let peer_a = Netns::new("pa");
+    a.attach(&peer_a, "eth0", 2);
+    let peer_b = Netns::new("pb");
+    b.attach(&peer_b, "eth0", 2);
+    multi.assert_no_default_route();
+    // Watch the registrations on both sides, as tshark decodes them.
+    let dir = tempfile::tempdir().unwrap();
+    let caps: Vec<Proc> = [&peer_a, &peer_b]
+        .into_iter()
+        .map(|ns| {
+            let mut c = ns.cmd("tshark");
+            c.args(["-l", "-i", "eth0", "-f", "udp port 137", "-T", "fields", "-E", "separator=|"]).args([
+                "-e",
+                "nbns.flags.opcode",
+                "-e",
+                "nbns.name",
+                "-e",
+                "nbns.addr",
+            ]);
+            Proc::spawn(c)
+        })
+        .collect();
+    // tshark says "Capture started" before its capture filter is live: a
+    // peer sends probes until its tshark has seen one.
+    for ((cap, ns), seg) in caps.iter().zip([&peer_a, &peer_b]).zip([&a, &b]) {
+        let probe = format!(
+            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.setsockopt(socket.SOL_SOCKET,socket.SO_BROADCAST,1)\n\
+             for _ in range(400):\n    s.sendto(b'probe',('{}',137))\n    time.sleep(0.05)\n",
+            seg.broadcast()
+        );
+        let _prober = Proc::spawn({
+            let mut c = ns.cmd("python3");
+            c.arg("-c").arg(probe);
+            c
+        });
+        until(LONG, "tshark to capture a probe", || !cap.stdout().is_empty());
+    }
+    let l = listen(&multi, &["--name", "MULTI"]);
+    until(LONG, "the listener", || multi.udp_bound(137) && multi.tcp_listening(139));
+    let registrations = |cap: &Proc| -> Vec<String> {
+        cap.stdout().lines().filter(|r| r.starts_with("5|")).map(str::to_string).collect()
+    };
+    for cap in &caps {
+        until(LONG, "three registrations", || registrations(cap).len() >= 3);
+    }
+    for (cap, ip) in caps.iter().zip([ip_a, ip_b]) {
+        for r in registrations(cap) {
+            assert_eq!(
+                r,
+                format!("5|MULTI<03>,MULTI<03> (Messenger service/Main name)|{ip}"),
+                "registered with its own address"
+            );
+        }
+    }
+    drop(caps);
+    for (ns, seg, ip, tag) in [(&peer_a, &a, ip_a, "PA"), (&peer_b, &b, ip_b, "PB")] {
+        let conf = client_conf(dir.path(), tag, "interfaces = eth0\n   name resolve order = bcast");
+        let out = ns
+            .cmd("nmblookup")
+            .arg("-s")
+            .arg(&conf)
+            .args(["-B", &seg.broadcast().to_string(), "MULTI#03"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("{ip} MULTI<03>")),
+            "from {tag}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (code, out, err) = send_out(ns, &["--from", tag, "MULTI", &format!("hello from {tag}")], None);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(out.trim(), format!("1 delivered: MULTI: delivered to MULTI at {ip}:139"));
+    }
+    until(LONG, "both messages", || messages(&l).len() == 2);
+    let texts: Vec<String> = messages(&l).iter().map(|m| m["text"].as_str().unwrap().to_string()).collect();
+    assert_eq!(texts, vec!["hello from PA", "hello from PB"]);
+}
+
+/// `alerter listen --bind IP` still receives that interface's broadcasts:
+/// workgroup datagrams and name queries.
+#[test]
+fn a_listener_bound_to_one_address_still_hears_broadcasts() {
+    let lan = Lan::new(2);
+    let bound = lan.ip(0).to_string();
+    let l = listen(&lan.hosts[0], &["--name", "BOUND", "--workgroup", "TESTWG", "--bind", &bound]);
+    until(LONG, "the listener", || lan.hosts[0].udp_bound(137) && lan.hosts[0].udp_bound(138));
+    let (code, err) = send(&lan.hosts[1], &["--workgroup", "TESTWG", "--from", "ADMIN", "*", "to everyone"], None);
+    assert_eq!(code, Some(0), "{err}");
+    until(LONG, "the workgroup message", || messages(&l).len() == 1);
+    assert_eq!(messages(&l)[0]["group"], true);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = client_conf(dir.path(), "ASKER", "interfaces = eth0\n   name resolve order = bcast");
+    let out = lan.hosts[1]
+        .cmd("nmblookup")
+        .arg("-s")
+        .arg(&conf)
+        .args(["-B", &lan.broadcast().to_string(), "BOUND#03"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{bound} BOUND<03>")), "nmblookup: {text}");
+    let (code, out, err) = send_out(&lan.hosts[1], &["--from", "ADMIN", "BOUND", "by name"], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), format!("1 delivered: BOUND: delivered to BOUND at {bound}:139"));
+}
+
+/// A daemon's notice to the workgroup reaches two listeners on a LAN
+/// without a default route, and its history says the broadcast was sent,
+/// unconfirmed, on one interface, not "delivered".
+#[test]
+fn a_daemon_notice_to_the_workgroup_reaches_two_listeners() {
+    let lan = Lan::new(3);
+    lan.hosts[2].assert_no_default_route();
+    let listeners: Vec<Proc> = (0..2)
+        .map(|i| listen(&lan.hosts[i], &["--name", &format!("WS{i}"), "--workgroup", "TESTWG", "--name-port", "0"]))
+        .collect();
+    for i in 0..2 {
+        until(LONG, "listeners on 138", || lan.hosts[i].udp_bound(138));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("alerter.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "alerter:
+  name: FILESERVER
+  workgroup: TESTWG
+  state_dir: {state}
+transports:
+  popup:
+    type: messenger
+    dns: false
+notices:
+  - name: maintenance
+    cron: \"*/2 * * * * *\"
+    message: \"The file server goes down at {{{{ at }}}}.\"
+    at_time: true
+    notify:
+      - workgroup: true
+        via: [popup]
+",
+            state = dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut d = lan.hosts[2].cmd(alerter_bin());
+    d.args(["run", "-c"]).arg(&cfg);
+    let daemon = Proc::spawn(d);
+    for l in &listeners {
+        until(LONG, "the notice", || !messages(l).is_empty());
+        let m = &messages(l)[0];
+        assert_eq!((m["from"].as_str(), m["group"].as_bool()), (Some("FILESERVER"), Some(true)), "{m}");
+        assert!(m["text"].as_str().unwrap().contains("The file server goes down at"), "{m}");
+    }
+    let history = || {
+        let out = lan.hosts[2].cmd(alerter_bin()).args(["history", "--json", "-c"]).arg(&cfg).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect::<Vec<_>>()
+    };
+    until(LONG, "a history entry for the notice", || {
+        history().iter().any(|h| h["transport"] == "popup" && h["status"] == "sent")
+    });
+    let sent = history().into_iter().find(|h| h["transport"] == "popup" && h["status"] == "sent").unwrap();
+    let detail = format!("{} {}", sent["summary"], sent["detail"]);
+    assert!(detail.contains("sent, unconfirmed: broadcast on 1 interface (eth0 (10.77.0.255))"), "{sent}");
+    assert!(!detail.contains("delivered"), "a broadcast nobody confirmed is not 'delivered': {sent}");
+    drop(daemon);
+}
+
+/// Two listeners appending to one history file never interleave lines:
+/// 300 messages each, at the same time, all 600 lines intact.
+#[test]
+fn two_listeners_share_a_history_file_without_corrupting_it() {
+    let ns = Netns::new("hist");
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("messages.jsonl");
+    let listeners: Vec<Proc> = [11139, 12139]
+        .into_iter()
+        .map(|port| {
+            let mut c = ns.cmd(alerter_bin());
+            c.args(["listen", "--json", "--no-desktop", "--name", "PROTOSRV", "--bind", "127.0.0.1"])
+                .args(["--name-port", "0", "--datagram-port", "0", "-p", &port.to_string(), "--history"])
+                .arg(&history);
+            Proc::spawn(c)
+        })
+        .collect();
+    until(LONG, "both listeners", || ns.tcp_listening(11139) && ns.tcp_listening(12139));
+    // smbclient's side of a real session, replayed 300 times per listener
+    // by two senders at once.
+    let capture = std::fs::read_to_string(captures().join("smbclient-M-OK.payloads.txt")).unwrap();
+    let client: Vec<&str> = capture
+        .lines()
+        .filter(|l| l.split('\t').nth(1) != Some("139"))
+        .filter_map(|l| l.split('\t').next_back())
+        .collect();
+    let senders: Vec<std::process::Child> = [11139, 12139]
+        .into_iter()
+        .map(|port| {
+            let mut py =
+                format!("import socket\nfor _ in range(300):\n    c=socket.create_connection(('127.0.0.1',{port}))\n");
+            for hex in &client {
+                py.push_str(&format!("    c.sendall(bytes.fromhex({hex:?}))\n    c.recv(4096)\n"));
+            }
+            py.push_str("    c.close()\n");
+            ns.cmd("python3").arg("-c").arg(py).spawn().unwrap()
+        })
+        .collect();
+    for mut s in senders {
+        assert!(s.wait().unwrap().success());
+    }
+    until(LONG, "300 messages at each listener", || listeners.iter().all(|l| messages(l).len() == 300));
+    until(LONG, "600 history lines", || std::fs::read_to_string(&history).unwrap().lines().count() >= 600);
+    let text = std::fs::read_to_string(&history).unwrap();
+    assert_eq!(text.lines().count(), 600);
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("a corrupt history line ({e}): {line:?}"));
+        assert_eq!(v["text"], "hello from alice\n");
+    }
 }

@@ -13,16 +13,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::dgram::{self, Datagram};
+use crate::iface::{Interface, NoBroadcast};
 use crate::name::{self, NetbiosName};
 use crate::nbss::{self, Packet};
 use crate::oem::CodePage;
+use crate::resolve::NotFound;
 use crate::smb::{self, Smb};
 
 /// Why a message was not delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("cannot find `{0}` on the network (no name service answer, not in the hosts map, not in DNS)")]
-    NameNotFound(String),
+    #[error("{0}")]
+    NameNotFound(NotFound),
+    #[error("{0}")]
+    NoBroadcast(#[from] NoBroadcast),
+    #[error("the broadcast went out on no interface: {0}")]
+    Broadcast(String),
     #[error("cannot connect to {addr}: {source}")]
     Connect { addr: SocketAddr, source: std::io::Error },
     #[error("{addr} refused the session for {name}: {reason}")]
@@ -44,7 +50,14 @@ impl SendError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            SendError::NameNotFound(_) | SendError::Connect { .. } | SendError::Timeout(_) | SendError::Io { .. }
+            SendError::NameNotFound(_)
+                | SendError::Connect { .. }
+                | SendError::Timeout(_)
+                | SendError::Io { .. }
+                | SendError::Broadcast(_)
+                // An interface may come up (DHCP, a cable); turned off or
+                // misnamed in the config, it will not.
+                | SendError::NoBroadcast(NoBroadcast::NoneUp { .. } | NoBroadcast::Read(_))
         )
     }
 }
@@ -213,6 +226,84 @@ pub fn build_datagram(
     Ok(Datagram::new(kind, id, source_ip, source, dest, dgram::messenger_user_data(dgram::MESSNGR, &body)).encode())
 }
 
+/// Where a broadcast went: a datagram is never confirmed, so this is all
+/// a sender can know.
+#[derive(Debug, Clone, Default)]
+pub struct BroadcastReport {
+    pub sent: Vec<Interface>,
+    /// Interfaces it could not go out on, and why.
+    pub failed: Vec<(Interface, String)>,
+}
+
+impl std::fmt::Display for BroadcastReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.sent.len();
+        let on = self.sent.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        write!(f, "sent, unconfirmed: broadcast on {n} interface{} ({on})", if n == 1 { "" } else { "s" })?;
+        for (i, why) in &self.failed {
+            write!(f, "; not on {i}: {why}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends the bytes `build(source ip)` makes to each interface's broadcast
+/// address, from a socket bound to that interface's address so the
+/// datagram's source (in the IP header and in the NetBIOS header) is the
+/// interface's own. Fails only when it went out nowhere.
+async fn broadcast_bytes(
+    targets: &[Interface],
+    port: u16,
+    build: impl Fn(Ipv4Addr) -> Vec<u8>,
+) -> Result<BroadcastReport, SendError> {
+    let mut report = BroadcastReport::default();
+    for i in targets {
+        let to = SocketAddr::new(IpAddr::V4(i.broadcast), port);
+        let sent = async {
+            let sock = UdpSocket::bind((i.ip, 0)).await?;
+            sock.set_broadcast(true)?;
+            sock.send_to(&build(i.ip), to).await
+        };
+        match sent.await {
+            Ok(_) => report.sent.push(i.clone()),
+            Err(e) => report.failed.push((i.clone(), format!("cannot send to {to}: {e}"))),
+        }
+    }
+    if report.sent.is_empty() {
+        let why: Vec<String> = report.failed.iter().map(|(i, e)| format!("{}: {e}", i.name)).collect();
+        return Err(SendError::Broadcast(why.join("; ")));
+    }
+    Ok(report)
+}
+
+/// Broadcasts one WinPopup datagram on each of `targets` (a workgroup
+/// message, `DIRECT_GROUP` when `m.group`).
+pub async fn broadcast_datagram(
+    targets: &[Interface],
+    port: u16,
+    m: &DatagramMessage<'_>,
+    code_page: CodePage,
+) -> Result<BroadcastReport, SendError> {
+    let id = datagram_id();
+    // Check the names once, before anything is sent.
+    build_datagram(m, Ipv4Addr::UNSPECIFIED, id, code_page)?;
+    broadcast_bytes(targets, port, |ip| build_datagram(m, ip, id, code_page).unwrap_or_default()).await
+}
+
+/// Broadcasts raw datagram user data (a sealed message) on each of `targets`.
+pub async fn broadcast_raw_datagram(
+    targets: &[Interface],
+    port: u16,
+    kind: u8,
+    from: &str,
+    to: NetbiosName,
+    user_data: Vec<u8>,
+) -> Result<BroadcastReport, SendError> {
+    let source = NetbiosName::new(from, name::WORKSTATION).map_err(|e| SendError::BadName(e.to_string()))?;
+    let id = datagram_id();
+    broadcast_bytes(targets, port, |ip| Datagram::new(kind, id, ip, source, to, user_data.clone()).encode()).await
+}
+
 /// Sends one WinPopup datagram to `addr` (a machine, or a broadcast address).
 pub async fn send_datagram(addr: SocketAddr, m: &DatagramMessage<'_>, code_page: CodePage) -> Result<(), SendError> {
     let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.map_err(|source| SendError::Io { addr, source })?;
@@ -311,7 +402,9 @@ mod tests {
 
     #[test]
     fn transient_errors() {
-        assert!(SendError::NameNotFound("X".into()).is_transient());
+        assert!(SendError::NameNotFound(NotFound { name: "X".into(), tried: vec![] }).is_transient());
+        assert!(SendError::NoBroadcast(NoBroadcast::NoneUp { have: "lo".into() }).is_transient());
+        assert!(!SendError::NoBroadcast(NoBroadcast::Off).is_transient());
         assert!(!SendError::NotAccepting("X".into()).is_transient());
         assert!(SendError::Timeout("127.0.0.1:1".parse().unwrap()).is_transient());
     }

@@ -14,10 +14,12 @@
 //! - [`nbss`]: the session service framing (TCP 139, and 445).
 //! - [`smb`]: SMB1 message commands, negotiate, mailslot writes.
 //! - [`seal`]: sealed messages (ChaCha20-Poly1305).
+//! - [`iface`]: the machine's interfaces, and where broadcasts go.
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod dgram;
+pub mod iface;
 pub mod listener;
 pub mod name;
 pub mod nbns;

@@ -2,6 +2,11 @@
 //! datagram form on UDP 138, and the name service on UDP 137 (registering
 //! `NAME<03>`, answering name queries and node status).
 //!
+//! Name answers carry the address of the interface the query came in on
+//! (IP_PKTINFO), registrations go out on every interface (see [`crate::iface`]),
+//! and a listener bound to one address also receives that interface's
+//! broadcasts, as nmbd does with `bind interfaces only`.
+//!
 //! Every input is untrusted: a malformed packet is dropped and counted,
 //! never a crash, and a connection that misbehaves is closed. Limits bound
 //! what one peer can make the listener hold: message size, connection
@@ -20,6 +25,7 @@ use tracing::{debug, warn};
 
 use crate::client::local_ip_towards;
 use crate::dgram::{self, Datagram};
+use crate::iface::{self, Broadcast, Interface};
 use crate::name::{self, NetbiosName};
 use crate::nbns;
 use crate::nbss::{self, Packet};
@@ -50,8 +56,10 @@ pub struct ListenerConfig {
     pub datagram: Option<SocketAddr>,
     /// The name service (UDP 137).
     pub name_service: Option<SocketAddr>,
-    /// Register `NAME<03>` by broadcast: our address and the broadcast address.
-    pub register: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// Register `NAME<03>` by broadcast, on the interfaces of `broadcast`.
+    pub register: bool,
+    /// Where registrations are broadcast: every interface by default.
+    pub broadcast: Broadcast,
     pub code_page: CodePage,
     pub seal: Option<SealPolicy>,
     /// Longest text kept from one message.
@@ -68,7 +76,8 @@ impl ListenerConfig {
             tcp: Vec::new(),
             datagram: None,
             name_service: None,
-            register: None,
+            register: false,
+            broadcast: Broadcast::AllInterfaces,
             code_page: CodePage::CP850,
             seal: None,
             max_text: 64 * 1024,
@@ -277,41 +286,131 @@ impl Listener {
         if let Some(addr) = shared.cfg.datagram {
             let s = UdpSocket::bind(addr).await.map_err(|e| bind_error("UDP", addr, e))?;
             let _ = s.set_broadcast(true);
-            listener.datagram = Some(s.local_addr().unwrap_or(addr));
+            let bound = s.local_addr().unwrap_or(addr);
+            listener.datagram = Some(bound);
             listener.tasks.push(tokio::spawn(serve_datagrams(s, shared.clone())));
+            if let Some(b) = broadcast_socket(bound).await? {
+                listener.tasks.push(tokio::spawn(serve_datagrams(b, shared.clone())));
+            }
         }
         if let Some(addr) = shared.cfg.name_service {
             let s = UdpSocket::bind(addr).await.map_err(|e| bind_error("UDP", addr, e))?;
             let _ = s.set_broadcast(true);
-            listener.name_service = Some(s.local_addr().unwrap_or(addr));
+            let bound = s.local_addr().unwrap_or(addr);
+            listener.name_service = Some(bound);
             let s = Arc::new(s);
-            if let Some((ip, bcast)) = shared.cfg.register {
-                listener.tasks.push(tokio::spawn(register(s.clone(), shared.our_name, ip, bcast)));
+            if shared.cfg.register {
+                listener.tasks.push(tokio::spawn(register(s.clone(), shared.our_name, shared.cfg.broadcast.clone())));
             }
-            listener.tasks.push(tokio::spawn(serve_names(s, shared.clone())));
+            if let Some(b) = broadcast_socket(bound).await? {
+                // Answers leave by the unicast socket: a reply from a
+                // broadcast address would be nonsense.
+                listener.tasks.push(tokio::spawn(serve_names(Arc::new(b), s.clone(), shared.clone())));
+            }
+            listener.tasks.push(tokio::spawn(serve_names(s.clone(), s, shared.clone())));
         }
         Ok((listener, rx))
     }
 }
 
-/// B-node registration: three broadcasts a quarter second apart, as
-/// RFC 1002 describes and nmbd does; objections arrive at the name service
-/// socket and are reported there.
-async fn register(sock: Arc<UdpSocket>, name: NetbiosName, ip: Ipv4Addr, bcast: Ipv4Addr) {
-    let packet = nbns::Packet::registration(0x4e42, name, ip, false).encode();
+/// A socket bound to one unicast address does not see broadcasts. When the
+/// listener is bound to an interface's address, a second socket on the
+/// same port bound to that interface's broadcast address receives them.
+async fn broadcast_socket(bound: SocketAddr) -> Result<Option<UdpSocket>, BindError> {
+    let IpAddr::V4(ip) = bound.ip() else { return Ok(None) };
+    if ip.is_unspecified() || ip.is_loopback() {
+        return Ok(None);
+    }
+    let Some(bcast) = iface::addresses().ok().and_then(|all| all.into_iter().find(|a| a.ip == ip)?.broadcast) else {
+        return Ok(None);
+    };
+    let addr = SocketAddr::new(IpAddr::V4(bcast), bound.port());
+    let s = UdpSocket::bind(addr).await.map_err(|e| bind_error("UDP", addr, e))?;
+    Ok(Some(s))
+}
+
+/// B-node registration: three rounds a quarter second apart, as RFC 1002
+/// describes and nmbd does, each round on every interface with that
+/// interface's own address; objections arrive at the name service socket
+/// and are reported there.
+async fn register(sock: Arc<UdpSocket>, name: NetbiosName, broadcast: Broadcast) {
+    let targets = match broadcast.targets() {
+        Ok(t) => t,
+        Err(e) => {
+            warn!("{name} is not registered by broadcast (name queries are still answered): {e}");
+            return;
+        }
+    };
+    let mut live: Vec<Interface> = targets;
     for _ in 0..3 {
-        if let Err(e) = sock.send_to(&packet, (bcast, 137)).await {
-            warn!("cannot broadcast the registration of {name}: {e}");
+        let mut still = Vec::new();
+        for i in live {
+            let packet = nbns::Packet::registration(0x4e42, name, i.ip, false).encode();
+            match sock.send_to(&packet, (i.broadcast, 137)).await {
+                Ok(_) => still.push(i),
+                Err(e) => warn!("cannot broadcast the registration of {name} on {i}: {e}"),
+            }
+        }
+        live = still;
+        if live.is_empty() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let on: Vec<String> = live.iter().map(|i| format!("{} {}", i.name, i.ip)).collect();
+    debug!("registered {name} on {}", on.join(", "));
 }
 
-async fn serve_names(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
+/// Receives one datagram with the local address it arrived at: for a
+/// broadcast, the address of the interface it came in on (IP_PKTINFO's
+/// `ipi_spec_dst`), so the answer names the address the asker can reach.
+async fn recv_with_local(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr, Option<Ipv4Addr>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg};
+    use std::os::fd::AsRawFd;
+    sock.async_io(tokio::io::Interest::READABLE, || {
+        let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo);
+        let mut iov = [std::io::IoSliceMut::new(buf)];
+        let msg = recvmsg::<SockaddrIn>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+            .map_err(std::io::Error::from)?;
+        let local = msg.cmsgs().ok().and_then(|mut c| {
+            c.find_map(|c| match c {
+                ControlMessageOwned::Ipv4PacketInfo(p) => Some(Ipv4Addr::from(u32::from_be(p.ipi_spec_dst.s_addr))),
+                _ => None,
+            })
+        });
+        let peer = msg
+            .address
+            .map(|a| SocketAddr::from((a.ip(), a.port())))
+            .ok_or_else(|| std::io::Error::other("a datagram without a sender"))?;
+        Ok((msg.bytes, peer, local.filter(|ip| !ip.is_unspecified())))
+    })
+    .await
+}
+
+/// The address to put in an answer to `peer`: the one the query arrived
+/// at, else that of the interface on the peer's network, else what the
+/// routing table would use.
+async fn answer_address(local: Option<Ipv4Addr>, peer: SocketAddr) -> Option<Ipv4Addr> {
+    if let Some(ip) = local {
+        return Some(ip);
+    }
+    if let Some(ip) = iface::addresses().ok().and_then(|all| iface::address_facing(&all, peer.ip())) {
+        return Some(ip);
+    }
+    match local_ip_towards(peer.ip()).await {
+        Some(IpAddr::V4(ip)) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
+}
+
+async fn serve_names(sock: Arc<UdpSocket>, reply_sock: Arc<UdpSocket>, shared: Arc<Shared>) {
+    let pktinfo = nix::sys::socket::setsockopt(&*sock, nix::sys::socket::sockopt::Ipv4PacketInfo, &true);
+    if let Err(e) = pktinfo {
+        debug!("no IP_PKTINFO ({e}); answers name the interface on the asker's network");
+    }
     let mut buf = vec![0u8; 1024];
     loop {
-        let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
+        let Ok((n, peer, local)) = recv_with_local(&sock, &mut buf).await else { continue };
         let p = match nbns::Packet::decode(&buf[..n]) {
             Ok(p) => p,
             Err(e) => {
@@ -319,13 +418,7 @@ async fn serve_names(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let our_ip = match shared.cfg.register {
-            Some((ip, _)) => ip,
-            None => match local_ip_towards(peer.ip()).await {
-                Some(IpAddr::V4(ip)) => ip,
-                _ => continue,
-            },
-        };
+        let Some(our_ip) = answer_address(local, peer).await else { continue };
         let reply = match (p.flags.response, p.flags.opcode, p.questions.first()) {
             (false, nbns::OP_QUERY, Some(q)) if q.qtype == nbns::TYPE_NBSTAT => {
                 Some(nbns::Packet::status_response(&p, &[(shared.our_name, false)]))
@@ -337,8 +430,10 @@ async fn serve_names(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
             (false, nbns::OP_REGISTRATION | nbns::OP_REFRESH, Some(q)) if q.name == shared.our_name => {
                 // Defend the name, unless it is our own broadcast coming back.
                 let theirs = p.additional.iter().flat_map(|r| r.addresses()).next();
+                let ours =
+                    |ip: Ipv4Addr| ip == our_ip || iface::addresses().is_ok_and(|all| all.iter().any(|a| a.ip == ip));
                 match theirs {
-                    Some(ip) if ip != our_ip => Some(nbns::Packet::registration_conflict(&p, shared.our_name, our_ip)),
+                    Some(ip) if !ours(ip) => Some(nbns::Packet::registration_conflict(&p, shared.our_name, our_ip)),
                     _ => None,
                 }
             }
@@ -351,7 +446,7 @@ async fn serve_names(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
             _ => None,
         };
         if let Some(r) = reply {
-            let _ = sock.send_to(&r.encode(), peer).await;
+            let _ = reply_sock.send_to(&r.encode(), peer).await;
         }
     }
 }

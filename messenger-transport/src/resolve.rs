@@ -1,14 +1,21 @@
 //! Finding a machine by its NetBIOS name: a static map from the config,
-//! then a NetBIOS name query (to a WINS server, or broadcast), then DNS,
-//! with answers cached for a while.
+//! then a NetBIOS name query (to a WINS server, then broadcast on each
+//! interface), then DNS, with answers cached for a while.
+//!
+//! When nothing finds the name, the error says what each step did
+//! (no answer, or why a query could not even be sent), so an admin on a
+//! LAN without a default route reads "Network is unreachable" rather than
+//! a bare "not found".
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
+use crate::iface::Broadcast;
 use crate::name::NetbiosName;
 use crate::nbns;
 
@@ -26,8 +33,8 @@ pub struct ResolverConfig {
     pub hosts: HashMap<String, Target>,
     /// A WINS server (UDP 137), asked before broadcasting.
     pub wins: Option<Ipv4Addr>,
-    /// Where to broadcast name queries, e.g. 192.168.1.255; none: no broadcast.
-    pub broadcast: Option<Ipv4Addr>,
+    /// Where to broadcast name queries: every interface by default.
+    pub broadcast: Broadcast,
     /// The port name queries go to (137; tests may use another).
     pub nbns_port: u16,
     /// Try DNS last.
@@ -43,7 +50,7 @@ impl Default for ResolverConfig {
         ResolverConfig {
             hosts: HashMap::new(),
             wins: None,
-            broadcast: Some(Ipv4Addr::BROADCAST),
+            broadcast: Broadcast::AllInterfaces,
             nbns_port: 137,
             dns: true,
             timeout: Duration::from_millis(500),
@@ -51,6 +58,27 @@ impl Default for ResolverConfig {
         }
     }
 }
+
+/// A name nothing could find, with what each way of looking said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotFound {
+    pub name: String,
+    /// One entry per way tried: "broadcast on eth0 (10.0.0.255): no answer".
+    pub tried: Vec<String>,
+}
+
+impl fmt::Display for NotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot find `{}` on the network", self.name)?;
+        if self.tried.is_empty() {
+            f.write_str(" (no way to look it up is configured: give its address in `hosts:` or with -I)")
+        } else {
+            write!(f, " ({})", self.tried.join("; "))
+        }
+    }
+}
+
+impl std::error::Error for NotFound {}
 
 /// A resolver with a cache.
 #[derive(Debug)]
@@ -72,63 +100,104 @@ impl Resolver {
         Resolver { cfg, cache: Mutex::new(HashMap::new()) }
     }
 
-    /// Resolves a name; `None` when nothing knows it.
-    pub async fn resolve(&self, name: &NetbiosName) -> Option<Target> {
+    pub fn config(&self) -> &ResolverConfig {
+        &self.cfg
+    }
+
+    /// Resolves a name, or says what every way of looking found.
+    pub async fn resolve(&self, name: &NetbiosName) -> Result<Target, NotFound> {
         if let Some(t) = self.cfg.hosts.get(&name.name()) {
-            return Some(*t);
+            return Ok(*t);
         }
         if let Some((t, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(name)
             && at.elapsed() < self.cfg.cache_ttl
         {
-            return Some(*t);
+            return Ok(*t);
         }
+        let mut tried = Vec::new();
         let mut found = None;
         if let Some(wins) = self.cfg.wins {
-            found = self.query(name, SocketAddr::new(IpAddr::V4(wins), self.cfg.nbns_port), false).await;
+            let to = SocketAddr::new(IpAddr::V4(wins), self.cfg.nbns_port);
+            match self.query(name, &[to], false).await {
+                Ok(ip) => found = Some(ip),
+                Err(why) => tried.push(format!("WINS server {wins}: {why}")),
+            }
         }
-        if found.is_none()
-            && let Some(b) = self.cfg.broadcast
-        {
-            found = self.query(name, SocketAddr::new(IpAddr::V4(b), self.cfg.nbns_port), true).await;
+        if found.is_none() && self.cfg.broadcast != Broadcast::Off {
+            match self.cfg.broadcast.targets() {
+                Ok(ifaces) => {
+                    let to: Vec<SocketAddr> =
+                        ifaces.iter().map(|i| SocketAddr::new(IpAddr::V4(i.broadcast), self.cfg.nbns_port)).collect();
+                    let on = ifaces.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                    match self.query(name, &to, true).await {
+                        Ok(ip) => found = Some(ip),
+                        Err(why) => tried.push(format!("broadcast name query on {on}: {why}")),
+                    }
+                }
+                Err(e) => tried.push(format!("broadcast name query: {e}")),
+            }
         }
         if found.is_none() && self.cfg.dns {
-            found = tokio::net::lookup_host((name.name().to_ascii_lowercase(), 0))
-                .await
-                .ok()
-                .and_then(|mut addrs| addrs.find(|a| a.is_ipv4()))
-                .map(|a| a.ip());
+            let host = name.name().to_ascii_lowercase();
+            match tokio::net::lookup_host((host.as_str(), 0)).await {
+                Ok(mut addrs) => match addrs.find(|a| a.is_ipv4()) {
+                    Some(a) => found = Some(a.ip()),
+                    None => tried.push(format!("DNS: `{host}` has no IPv4 address")),
+                },
+                Err(e) => tried.push(format!("DNS: `{host}`: {e}")),
+            }
         }
-        let target = found.map(|ip| Target { ip, port: None })?;
+        let Some(ip) = found else { return Err(NotFound { name: name.name(), tried }) };
+        let target = Target { ip, port: None };
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(*name, (target, Instant::now()));
-        Some(target)
+        Ok(target)
     }
 
-    /// One NetBIOS name query, sent up to three times.
-    async fn query(&self, name: &NetbiosName, to: SocketAddr, broadcast: bool) -> Option<IpAddr> {
-        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.ok()?;
+    /// One NetBIOS name query to each of `to`, sent up to three times; the
+    /// first positive answer wins. The error says why none came.
+    async fn query(&self, name: &NetbiosName, to: &[SocketAddr], broadcast: bool) -> Result<IpAddr, String> {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.map_err(|e| format!("no UDP socket: {e}"))?;
         if broadcast {
-            sock.set_broadcast(true).ok()?;
+            sock.set_broadcast(true).map_err(|e| format!("cannot broadcast: {e}"))?;
         }
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let id: u16 = (std::process::id() as u16) ^ (nanos as u16) ^ ((nanos >> 16) as u16);
         let packet = nbns::Packet::name_query(id, *name, broadcast).encode();
         let mut buf = [0u8; 576];
+        let mut negative = None;
+        let mut send_errors: Vec<String> = Vec::new();
         for _ in 0..3 {
-            if sock.send_to(&packet, to).await.is_err() {
-                return None;
+            send_errors.clear();
+            for addr in to {
+                if let Err(e) = sock.send_to(&packet, addr).await {
+                    send_errors.push(format!("cannot send to {addr}: {e}"));
+                }
+            }
+            if send_errors.len() == to.len() {
+                // Nothing left the machine; waiting would only hide why.
+                return Err(send_errors.join(", "));
             }
             let deadline = tokio::time::Instant::now() + self.cfg.timeout;
-            while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+            while let Ok(Ok((n, from))) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
                 let Ok(p) = nbns::Packet::decode(&buf[..n]) else { continue };
-                if p.id != id || !p.flags.response || p.flags.rcode != 0 {
+                if p.id != id || !p.flags.response {
+                    continue;
+                }
+                if p.flags.rcode != 0 {
+                    negative = Some(format!("{from} answered that the name does not exist (rcode {})", p.flags.rcode));
                     continue;
                 }
                 if let Some(ip) = p.answers.iter().filter(|r| r.name == *name).flat_map(|r| r.addresses()).next() {
-                    return Some(IpAddr::V4(ip));
+                    return Ok(IpAddr::V4(ip));
                 }
             }
         }
-        None
+        let waited = self.cfg.timeout * 3;
+        let mut why = negative.unwrap_or_else(|| format!("no answer in {waited:?}"));
+        if !send_errors.is_empty() {
+            why.push_str(&format!(" ({})", send_errors.join(", ")));
+        }
+        Err(why)
     }
 }
 
@@ -145,11 +214,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_static_map_wins_and_unknown_names_fail() {
-        let mut cfg = ResolverConfig { broadcast: None, dns: false, ..ResolverConfig::default() };
+        let mut cfg = ResolverConfig { broadcast: Broadcast::Off, dns: false, ..ResolverConfig::default() };
         cfg.hosts.insert("BOB".into(), parse_target("127.0.0.1:1139").unwrap());
         let r = Resolver::new(cfg);
         assert_eq!(r.resolve(&"bob".parse().unwrap()).await.unwrap().port, Some(1139));
-        assert_eq!(r.resolve(&"nobody".parse().unwrap()).await, None);
+        let e = r.resolve(&"nobody".parse().unwrap()).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot find `NOBODY` on the network (no way to look it up is configured: give its address in `hosts:` or with -I)"
+        );
     }
 
     #[tokio::test]
@@ -166,7 +239,7 @@ mod tests {
         });
         let cfg = ResolverConfig {
             wins: Some(Ipv4Addr::LOCALHOST),
-            broadcast: None,
+            broadcast: Broadcast::Off,
             nbns_port: port,
             dns: false,
             ..ResolverConfig::default()
@@ -175,6 +248,6 @@ mod tests {
         let t = r.resolve(&"ALICE".parse().unwrap()).await.unwrap();
         assert_eq!(t.ip, IpAddr::V4(Ipv4Addr::new(10, 9, 8, 7)));
         // Cached: the server is gone, the answer is still known.
-        assert_eq!(r.resolve(&"ALICE".parse().unwrap()).await, Some(t));
+        assert_eq!(r.resolve(&"ALICE".parse().unwrap()).await, Ok(t));
     }
 }

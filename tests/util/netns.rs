@@ -39,6 +39,14 @@ impl Netns {
         c
     }
 
+    /// Panics if the namespace has a default route: the tests of LANs
+    /// without one must not pass by accident.
+    pub fn assert_no_default_route(&self) {
+        let out = self.cmd("ip").args(["-4", "route", "show", "default"]).output().expect("ip route");
+        let routes = String::from_utf8_lossy(&out.stdout);
+        assert!(routes.trim().is_empty(), "{} has a default route: {routes}", self.name);
+    }
+
     /// Whether something listens on this TCP port inside the namespace.
     pub fn tcp_listening(&self, port: u16) -> bool {
         let out = self.cmd("cat").args(["/proc/net/tcp", "/proc/net/tcp6"]).output().expect("read /proc/net/tcp");
@@ -65,39 +73,84 @@ impl Drop for Netns {
     }
 }
 
-/// Several hosts on one Ethernet segment: a bridge in a namespace of its
-/// own, and a veth from each host to it. Host `i` is 10.77.0.(i+1)/24.
+/// One Ethernet segment, 10.N.0.0/24: a bridge in a namespace of its own,
+/// to which hosts are plugged with veth pairs. No host gets a default
+/// route: a LAN without one is what the tests must work on.
+pub struct Segment {
+    pub net: u8,
+    switch: Netns,
+    ports: AtomicU32,
+}
+
+impl Segment {
+    pub fn new(net: u8) -> Segment {
+        let switch = Netns::new("sw");
+        run(&["-n", &switch.name, "link", "add", "br0", "type", "bridge"]);
+        run(&["-n", &switch.name, "link", "set", "br0", "up"]);
+        Segment { net, switch, ports: AtomicU32::new(0) }
+    }
+
+    /// Plugs `host` in as its interface `ifname`, with address 10.N.0.`octet`.
+    pub fn attach(&self, host: &Netns, ifname: &str, octet: u8) -> Ipv4Addr {
+        let port = format!("p{}", self.ports.fetch_add(1, Ordering::Relaxed));
+        run(&[
+            "-n",
+            &host.name,
+            "link",
+            "add",
+            ifname,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.switch.name,
+        ]);
+        run(&["-n", &self.switch.name, "link", "set", &port, "master", "br0"]);
+        run(&["-n", &self.switch.name, "link", "set", &port, "up"]);
+        let ip = self.ip(octet);
+        let bcast = self.broadcast().to_string();
+        run(&["-n", &host.name, "addr", "add", &format!("{ip}/24"), "broadcast", &bcast, "dev", ifname]);
+        run(&["-n", &host.name, "link", "set", ifname, "up"]);
+        ip
+    }
+
+    pub fn ip(&self, octet: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.net, 0, octet)
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.net, 0, 255)
+    }
+}
+
+/// Several hosts on one Ethernet segment. Host `i` is 10.77.0.(i+1)/24,
+/// interface `eth0`.
 pub struct Lan {
     pub hosts: Vec<Netns>,
-    _switch: Netns,
+    pub segment: Segment,
 }
 
 impl Lan {
     pub fn new(n: usize) -> Lan {
-        let switch = Netns::new("sw");
-        run(&["-n", &switch.name, "link", "add", "br0", "type", "bridge"]);
-        run(&["-n", &switch.name, "link", "set", "br0", "up"]);
-        let mut hosts = Vec::new();
-        for i in 0..n {
-            let h = Netns::new(&format!("h{i}"));
-            let port = format!("p{i}");
-            run(&["-n", &h.name, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &switch.name]);
-            run(&["-n", &switch.name, "link", "set", &port, "master", "br0"]);
-            run(&["-n", &switch.name, "link", "set", &port, "up"]);
-            let addr = format!("10.77.0.{}/24", i + 1);
-            run(&["-n", &h.name, "addr", "add", &addr, "broadcast", "10.77.0.255", "dev", "eth0"]);
-            run(&["-n", &h.name, "link", "set", "eth0", "up"]);
-            hosts.push(h);
-        }
-        Lan { hosts, _switch: switch }
+        let segment = Segment::new(77);
+        let hosts = (0..n)
+            .map(|i| {
+                let h = Netns::new(&format!("h{i}"));
+                segment.attach(&h, "eth0", i as u8 + 1);
+                h
+            })
+            .collect();
+        Lan { hosts, segment }
     }
 
     pub fn ip(&self, i: usize) -> Ipv4Addr {
-        Ipv4Addr::new(10, 77, 0, i as u8 + 1)
+        self.segment.ip(i as u8 + 1)
     }
 
     pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 77, 0, 255)
+        self.segment.broadcast()
     }
 }
 

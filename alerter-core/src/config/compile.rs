@@ -556,6 +556,11 @@ pub fn compile(
                     cx.error(file, &path.key("hosts").key(name.clone()), e.to_string());
                 }
             }
+            for (i, spec) in m.interfaces.iter().enumerate() {
+                if let Err(e) = spec.parse::<messenger_transport::iface::InterfaceSpec>() {
+                    cx.error(file, &path.key("interfaces").index(i), e);
+                }
+            }
         }
         if let Some(tpl) = t.template() {
             let (file, path) = transport_file(id);

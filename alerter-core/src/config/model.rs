@@ -211,9 +211,14 @@ pub struct MessengerConfig {
     /// Default: 652, the protocol's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_length: Option<u32>,
-    /// Broadcast address for workgroup messages and name queries. Default: 255.255.255.255.
+    /// Broadcast address for workgroup messages and name queries. Default: each interface's own
+    /// (see `interfaces`). Set it only to send every broadcast to one address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broadcast: Option<Ipv4Str>,
+    /// Interfaces to broadcast on, as Samba's `interfaces`: names (`eth0`, `enp*`), addresses of
+    /// this machine, or networks (`10.0.0.0/24`). Default: every interface that is up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
     /// A WINS server to ask for names before broadcasting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wins: Option<Ipv4Str>,

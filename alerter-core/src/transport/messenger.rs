@@ -3,19 +3,22 @@
 //!
 //! A subscriber is reached at their machine in the session form (confirmed
 //! delivery), or the datagram form when configured (or as a fallback); the
-//! whole workgroup by one broadcast datagram. With a workgroup key every
+//! whole workgroup by a broadcast datagram on each interface. Only a
+//! session the peer accepted counts as delivered: a datagram is reported as
+//! "sent, unconfirmed", with where it went. With a workgroup key every
 //! message is sealed. A retried notification is not shown twice to the
 //! recipients that already got it: the transport remembers who got which
 //! notification.
 
 use std::collections::{HashSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use messenger_transport::client::{self, DatagramMessage, SendError, SessionMessage, SessionOptions};
+use messenger_transport::client::{self, BroadcastReport, DatagramMessage, SendError, SessionMessage, SessionOptions};
+use messenger_transport::iface::{Broadcast, InterfaceSpec};
 use messenger_transport::resolve::{Resolver, ResolverConfig, Target};
 use messenger_transport::seal::{self, SealKey, Sealed};
 use messenger_transport::{CodePage, NetbiosName, dgram, oem, smb};
@@ -41,7 +44,8 @@ pub struct MessengerOptions {
     pub datagram_fallback: bool,
     pub timeout: Duration,
     pub max_length: usize,
-    pub broadcast: Ipv4Addr,
+    /// Where workgroup messages and name queries are broadcast.
+    pub broadcast: Broadcast,
     pub datagram_port: u16,
     pub resolver: ResolverConfig,
     pub seal: Option<SealKey>,
@@ -75,7 +79,18 @@ impl MessengerOptions {
             .iter()
             .map(|(name, t)| (name.to_ascii_uppercase(), Target { ip: t.value.0, port: t.value.1 }))
             .collect();
-        let broadcast = c.broadcast.as_ref().map_or(Ipv4Addr::BROADCAST, |b| b.value);
+        // A broadcast address given by hand wins; else the interfaces named;
+        // else every up interface, each to its own broadcast address.
+        let broadcast = match (&c.broadcast, c.interfaces.is_empty()) {
+            (Some(b), _) => Broadcast::Addresses(vec![b.value]),
+            (None, false) => Broadcast::Interfaces(
+                c.interfaces
+                    .iter()
+                    .map(|i| i.parse::<InterfaceSpec>().map_err(|e| format!("`interfaces`: {e}")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            (None, true) => Broadcast::AllInterfaces,
+        };
         let timeout = c.timeout.as_ref().map_or(Duration::from_secs(5), |t| t.value);
         let seal = match &c.seal_key_file {
             Some(p) => Some(read_key_file(p)?),
@@ -90,12 +105,12 @@ impl MessengerOptions {
             datagram_fallback: c.datagram_fallback.unwrap_or(false),
             timeout,
             max_length: c.max_length.map_or(652, |m| m as usize),
-            broadcast,
+            broadcast: broadcast.clone(),
             datagram_port: 138,
             resolver: ResolverConfig {
                 hosts,
                 wins: c.wins.as_ref().map(|w| w.value),
-                broadcast: Some(broadcast),
+                broadcast,
                 dns: c.dns.unwrap_or(true),
                 timeout: Duration::from_millis(500).min(timeout),
                 ..ResolverConfig::default()
@@ -145,6 +160,31 @@ enum Dest {
     Workgroup,
 }
 
+/// One recipient's outcome, or who failed and why.
+type RecipientResult<'r> = Result<(&'r Recipient, Outcome), (String, SendError)>;
+
+/// What became of one recipient's popup.
+enum Outcome {
+    /// A session the peer accepted: the only confirmed delivery.
+    Delivered { machine: String, addr: SocketAddr },
+    /// A datagram to one machine: it left, nobody confirms it arrived.
+    Unconfirmed { machine: String, addr: SocketAddr },
+    /// A workgroup datagram, and the interfaces it went out on.
+    Broadcast { workgroup: String, report: BroadcastReport },
+}
+
+impl Outcome {
+    fn describe(&self, who: &str) -> String {
+        match self {
+            Outcome::Delivered { machine, addr } => format!("{who}: delivered to {machine} at {addr}"),
+            Outcome::Unconfirmed { machine, addr } => {
+                format!("{who}: sent, unconfirmed (a datagram to {machine} at {addr})")
+            }
+            Outcome::Broadcast { workgroup, report } => format!("workgroup {workgroup}: {report}"),
+        }
+    }
+}
+
 impl MessengerTransport {
     pub fn new(opts: MessengerOptions) -> MessengerTransport {
         let resolver = Resolver::new(opts.resolver.clone());
@@ -169,7 +209,7 @@ impl MessengerTransport {
     async fn target(&self, machine: &str) -> Result<SocketAddr, SendError> {
         let name: NetbiosName =
             machine.parse().map_err(|e: messenger_transport::Error| SendError::BadName(e.to_string()))?;
-        let t = self.resolver.resolve(&name).await.ok_or_else(|| SendError::NameNotFound(machine.to_string()))?;
+        let t = self.resolver.resolve(&name).await.map_err(SendError::NameNotFound)?;
         Ok(SocketAddr::new(t.ip, t.port.unwrap_or(self.opts.port)))
     }
 
@@ -177,34 +217,46 @@ impl MessengerTransport {
         SessionOptions { code_page: self.opts.code_page, timeout: self.opts.timeout, session_request: port == 139 }
     }
 
-    async fn send_plain(&self, dest: &Dest, text: &str) -> Result<(), SendError> {
+    async fn send_plain(&self, dest: &Dest, text: &str) -> Result<Outcome, SendError> {
         let o = &self.opts;
         match dest {
             Dest::Workgroup => {
-                let to = SocketAddr::new(IpAddr::V4(o.broadcast), o.datagram_port);
+                let targets = o.broadcast.targets()?;
                 let m = DatagramMessage { from: &o.from, to: &o.workgroup, text, group: true };
-                client::send_datagram(to, &m, o.code_page).await
+                let report = client::broadcast_datagram(&targets, o.datagram_port, &m, o.code_page).await?;
+                Ok(Outcome::Broadcast { workgroup: o.workgroup.clone(), report })
             }
             Dest::Machine(machine) => {
                 let addr = self.target(machine).await?;
-                if o.form == MessengerForm::Datagram {
+                let datagram = |addr: SocketAddr| async move {
+                    let to = SocketAddr::new(addr.ip(), o.datagram_port);
                     let m = DatagramMessage { from: &o.from, to: machine, text, group: false };
-                    return client::send_datagram(SocketAddr::new(addr.ip(), o.datagram_port), &m, o.code_page).await;
+                    client::send_datagram(to, &m, o.code_page).await?;
+                    Ok(Outcome::Unconfirmed { machine: machine.clone(), addr: to })
+                };
+                if o.form == MessengerForm::Datagram {
+                    return datagram(addr).await;
                 }
                 let m = SessionMessage { from: &o.from, to: machine, text };
                 match client::send_session(addr, &m, &self.session_options(addr.port())).await {
+                    Ok(()) => Ok(Outcome::Delivered { machine: machine.clone(), addr }),
                     Err(e) if o.datagram_fallback && e.is_transient() => {
                         tracing::debug!("session to {machine} failed ({e}); sending a datagram instead");
-                        let m = DatagramMessage { from: &o.from, to: machine, text, group: false };
-                        client::send_datagram(SocketAddr::new(addr.ip(), o.datagram_port), &m, o.code_page).await
+                        datagram(addr).await
                     }
-                    other => other,
+                    Err(e) => Err(e),
                 }
             }
         }
     }
 
-    async fn send_sealed(&self, key: &SealKey, dest: &Dest, n: &Notification, text: &str) -> Result<(), SendError> {
+    async fn send_sealed(
+        &self,
+        key: &SealKey,
+        dest: &Dest,
+        n: &Notification,
+        text: &str,
+    ) -> Result<Outcome, SendError> {
         let o = &self.opts;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let to_name = match dest {
@@ -216,32 +268,45 @@ impl MessengerTransport {
         let to = NetbiosName::new(&to_name, messenger_transport::name::MESSENGER)
             .map_err(|e| SendError::BadName(e.to_string()))?;
         let user_data = smb.encode();
-        let (addr, kind) = match dest {
-            Dest::Workgroup => (SocketAddr::new(IpAddr::V4(o.broadcast), o.datagram_port), dgram::DIRECT_GROUP),
+        match dest {
+            Dest::Workgroup => {
+                let targets = o.broadcast.targets()?;
+                if user_data.len() > dgram::MAX_USER_DATA {
+                    let addr = SocketAddr::new(targets[0].broadcast.into(), o.datagram_port);
+                    return Err(SendError::Protocol {
+                        addr,
+                        detail: "the sealed message is too long for a broadcast".into(),
+                    });
+                }
+                let report = client::broadcast_raw_datagram(
+                    &targets,
+                    o.datagram_port,
+                    dgram::DIRECT_GROUP,
+                    &o.from,
+                    to,
+                    user_data,
+                )
+                .await?;
+                Ok(Outcome::Broadcast { workgroup: o.workgroup.clone(), report })
+            }
             Dest::Machine(m) => {
                 let addr = self.target(m).await?;
                 if user_data.len() > dgram::MAX_USER_DATA || o.form == MessengerForm::Session {
-                    return client::send_session_smb(addr, &o.from, m, smb, &self.session_options(addr.port())).await;
+                    client::send_session_smb(addr, &o.from, m, smb, &self.session_options(addr.port())).await?;
+                    return Ok(Outcome::Delivered { machine: m.clone(), addr });
                 }
-                (SocketAddr::new(addr.ip(), o.datagram_port), dgram::DIRECT_UNIQUE)
+                let to_addr = SocketAddr::new(addr.ip(), o.datagram_port);
+                client::send_raw_datagram(to_addr, dgram::DIRECT_UNIQUE, &o.from, to, user_data).await?;
+                Ok(Outcome::Unconfirmed { machine: m.clone(), addr: to_addr })
             }
-        };
-        if user_data.len() > dgram::MAX_USER_DATA {
-            return Err(SendError::Protocol { addr, detail: "the sealed message is too long for a broadcast".into() });
         }
-        client::send_raw_datagram(addr, kind, &o.from, to, user_data).await
     }
 
-    async fn deliver_to<'r>(
-        &self,
-        r: &'r Recipient,
-        n: &Notification,
-        text: &str,
-    ) -> Result<&'r Recipient, (String, SendError)> {
-        self.deliver(r, n, text).await.map(|()| r)
+    async fn deliver_to<'r>(&self, r: &'r Recipient, n: &Notification, text: &str) -> RecipientResult<'r> {
+        self.deliver(r, n, text).await.map(|o| (r, o))
     }
 
-    async fn deliver(&self, r: &Recipient, n: &Notification, text: &str) -> Result<(), (String, SendError)> {
+    async fn deliver(&self, r: &Recipient, n: &Notification, text: &str) -> Result<Outcome, (String, SendError)> {
         let dest = if r.is_workgroup() {
             Dest::Workgroup
         } else {
@@ -253,9 +318,9 @@ impl MessengerTransport {
             }
         };
         if let Some(key) = &self.opts.seal {
-            self.send_sealed(key, &dest, n, text).await.map_err(|e| (r.id.clone(), e))?;
+            let sealed = self.send_sealed(key, &dest, n, text).await.map_err(|e| (r.id.clone(), e))?;
             if !self.opts.also_plain {
-                return Ok(());
+                return Ok(sealed);
             }
         }
         self.send_plain(&dest, text).await.map_err(|e| (r.id.clone(), e))
@@ -273,21 +338,21 @@ impl Transport for MessengerTransport {
             let pending: Vec<&Recipient> = n.recipients.iter().filter(|r| !self.already(&n.id, &r.id)).collect();
             let text = text.as_str();
             let futures: Vec<_> = pending.into_iter().map(|r| self.deliver_to(r, n, text)).collect();
-            let results: Vec<Result<&Recipient, (String, SendError)>> =
+            let results: Vec<RecipientResult<'_>> =
                 futures_util::stream::iter(futures).buffer_unordered(CONCURRENCY).collect().await;
             let mut failures = Vec::new();
-            let mut delivered = 0;
+            let mut done = Vec::new();
             for r in results {
                 match r {
-                    Ok(rec) => {
-                        delivered += 1;
+                    Ok((rec, outcome)) => {
                         self.remember(&n.id, &rec.id);
+                        done.push((rec.id.clone(), outcome));
                     }
                     Err(f) => failures.push(f),
                 }
             }
             if failures.is_empty() {
-                return Ok(Delivered { reply: Some(format!("{delivered} popup(s) delivered")) });
+                return Ok(Delivered { reply: Some(summary(&done)) });
             }
             let transient = failures.iter().any(|(_, e)| e.is_transient());
             let detail: Vec<String> = failures.iter().map(|(who, e)| format!("{who}: {e}")).collect();
@@ -296,4 +361,24 @@ impl Transport for MessengerTransport {
             Err(if transient { TransportError::transient(message) } else { TransportError::permanent(message) })
         })
     }
+}
+
+/// The audit line for a notification: how many popups were confirmed, how
+/// many only sent, and each recipient's outcome.
+fn summary(done: &[(String, Outcome)]) -> String {
+    let confirmed = done.iter().filter(|(_, o)| matches!(o, Outcome::Delivered { .. })).count();
+    let unconfirmed = done.len() - confirmed;
+    let mut head = Vec::new();
+    if confirmed > 0 {
+        head.push(format!("{confirmed} delivered"));
+    }
+    if unconfirmed > 0 {
+        head.push(format!("{unconfirmed} sent, unconfirmed"));
+    }
+    if head.is_empty() {
+        // Everyone had it from an earlier attempt.
+        return "nothing left to send: every recipient had it already".into();
+    }
+    let each: Vec<String> = done.iter().map(|(who, o)| o.describe(who)).collect();
+    format!("{}: {}", head.join(", "), each.join("; "))
 }
