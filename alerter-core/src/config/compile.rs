@@ -8,7 +8,7 @@
 //! still let the rest compile so their own checks run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 use super::diag::{Diagnostic, Place, Target as DiagTarget, YamlPath};
 use super::model::{self, LabelMatch, LabelOp, MatcherConfig, RecipientsConfig};
 use super::source::SourceMap;
-use super::{Config, ParsedFile, default_state_dir, hostname};
+use super::{Config, ParsedFile, default_state_dir, hostname, relative_to};
 use crate::event::ALERTER_SOURCE;
 use crate::notices::Notice;
 use crate::notify::TransportInfo;
@@ -42,6 +42,12 @@ impl Ctx<'_> {
     fn error(&mut self, file: usize, path: &YamlPath, msg: impl Into<String>) -> &mut Diagnostic {
         self.diags.push(Diagnostic::at(file, path, msg));
         self.diags.last_mut().expect("just pushed")
+    }
+
+    fn warn(&mut self, file: usize, path: &YamlPath, msg: impl Into<String>) -> &mut Diagnostic {
+        let d = self.error(file, path, msg);
+        d.level = super::diag::Level::Warning;
+        d
     }
 
     fn describe(&self, o: &Origin) -> String {
@@ -137,6 +143,34 @@ fn merge_section<T: Clone>(
         }
     }
     (out, origins, invalid)
+}
+
+/// Warns about plugin directories that cannot be scanned. The scan skips
+/// them (a packaged default may not exist yet), so without this a typo in
+/// the path only shows as plugins that are never found. Returns how many.
+fn check_plugin_dirs(cx: &mut Ctx<'_>, file: usize, written: &[PathBuf], resolved: &[PathBuf]) -> usize {
+    let mut unusable = 0;
+    for (i, (raw, dir)) in written.iter().zip(resolved).enumerate() {
+        let (problem, fix) = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => ("is not a directory".to_string(), "correct the path"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                ("does not exist".to_string(), "create it, or correct the path")
+            }
+            Err(e) => (format!("cannot be read ({e})"), "correct the path or its permissions"),
+        };
+        unusable += 1;
+        let at = YamlPath::root().key("alerter").key("plugin_dirs").index(i);
+        let d = cx.warn(file, &at, format!("plugin directory {} {problem}", dir.display()));
+        d.notes.push(format!("no plugin in it can be used: {fix}"));
+        if raw.is_relative() {
+            d.notes.push(format!(
+                "`{}` is relative, so it is taken from the directory of the config file that names it",
+                raw.display()
+            ));
+        }
+    }
+    unusable
 }
 
 fn compile_matcher(m: &MatcherConfig) -> Matcher {
@@ -387,8 +421,14 @@ pub fn compile(
     let known_subscribers = Known(&subscribers, &bad_subscribers);
     let known_groups = Known(&groups, &bad_groups);
 
+    // Only the main file may have an `alerter` section, so its directory is
+    // the one relative plugin directories belong to (as for `include`).
+    let base = sources.files()[*main_file].path().and_then(Path::parent);
+    let plugin_dirs: Vec<PathBuf> = section.plugin_dirs.iter().map(|d| relative_to(base, d)).collect();
+    let unusable_dirs = check_plugin_dirs(&mut cx, *main_file, &section.plugin_dirs, &plugin_dirs);
+
     // Sources: reserved id, a usable plugin, the pin, the plugin's own validation.
-    let plugin_set = registry.scan(&section.plugin_dirs);
+    let plugin_set = registry.scan(&plugin_dirs);
     let types: Vec<&str> = plugin_set.plugins.keys().map(String::as_str).collect();
     let mut source_specs: IndexMap<String, SourceSpec> = IndexMap::new();
     for (id, src) in &source_cfgs {
@@ -408,6 +448,10 @@ pub fn compile(
             } else {
                 d.with_note(format!("available source types: {}", types.join(", ")))
             };
+            if unusable_dirs > 0 {
+                let dirs = if unusable_dirs == 1 { "directory" } else { "directories" };
+                d = d.with_note(format!("{unusable_dirs} plugin {dirs} could not be scanned; see the warnings"));
+            }
             if !plugin_set.refused.is_empty() {
                 d = d.with_note(format!(
                     "{} plugin file(s) were refused; `alerter plugins` says why",
@@ -761,7 +805,7 @@ pub fn compile(
         name: section.name.clone().unwrap_or_else(hostname),
         workgroup: section.workgroup.clone().unwrap_or_else(|| "WORKGROUP".to_string()),
         state_dir: section.state_dir.clone().unwrap_or_else(default_state_dir),
-        plugin_dirs: section.plugin_dirs.clone(),
+        plugin_dirs,
         event_queue: section.event_queue.map_or(10_000, |q| q.max(1) as usize),
         sources: source_specs,
         plugins: Arc::new(plugin_set),
@@ -798,4 +842,22 @@ fn parse_dotted(s: &str) -> YamlPath {
 /// A diagnostic that applies to the configuration as a whole.
 pub fn general(message: impl Into<String>) -> Diagnostic {
     Diagnostic::error(Place::None, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{LoadOptions, load_str};
+    use super::*;
+
+    #[test]
+    fn relative_plugin_dirs_belong_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        let text = "alerter: { plugin_dirs: [plugins, /abs/plugins] }\n";
+        let loaded = load_str("a.yaml", text, Some(dir.path()), &LoadOptions::default()).unwrap();
+        assert_eq!(loaded.config.plugin_dirs, [dir.path().join("plugins"), PathBuf::from("/abs/plugins")]);
+        // Only the absolute one is missing; the relative one was found next to the file.
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].message.contains("/abs/plugins does not exist"));
+    }
 }

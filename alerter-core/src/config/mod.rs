@@ -67,6 +67,7 @@ pub struct Config {
     pub name: String,
     pub workgroup: String,
     pub state_dir: PathBuf,
+    /// Resolved: relative ones against the main config file's directory.
     pub plugin_dirs: Vec<PathBuf>,
     pub event_queue: usize,
     /// Sources, resolved to their plugins.
@@ -507,9 +508,20 @@ fn partial_item(
     p
 }
 
+/// `path` as named in a config file whose directory is `base`: relative
+/// paths belong to the file that names them, not to the working directory
+/// (which is `/` under systemd and means nothing to whoever wrote the file).
+pub fn relative_to(base: Option<&Path>, path: &Path) -> PathBuf {
+    match base {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// The plugin directories a config file names, read leniently: `alerter
 /// plugins` must be able to list plugins (and say why one was refused) even
-/// when the rest of the configuration does not load.
+/// when the rest of the configuration does not load. Relative ones are
+/// resolved against the file's directory, as the loader does.
 pub fn plugin_dirs(path: Option<&Path>) -> Vec<PathBuf> {
     let text = match path {
         Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
@@ -521,7 +533,7 @@ pub fn plugin_dirs(path: Option<&Path>) -> Vec<PathBuf> {
         .flatten()
         .filter_map(|d| d.as_str())
         .filter_map(|d| expand::expand_str(d, &|n| std::env::var(n).ok()).ok())
-        .map(PathBuf::from)
+        .map(|d| relative_to(path.and_then(Path::parent), Path::new(&d)))
         .collect()
 }
 
