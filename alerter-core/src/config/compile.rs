@@ -173,6 +173,52 @@ fn check_plugin_dirs(cx: &mut Ctx<'_>, file: usize, written: &[PathBuf], resolve
     unusable
 }
 
+/// Warns about the sources a rule names that are not configured: events
+/// come only from configured sources and from the daemon itself
+/// (`alerter`), so such a rule, or that part of it, can never fire. A
+/// warning, not an error: the config still does what it says, and a source
+/// may be added later.
+fn check_rule_sources(cx: &mut Ctx<'_>, rule: &str, m: &MatcherConfig, file: usize, path: &YamlPath, known: &[&str]) {
+    let mut named: Vec<(YamlPath, &str)> = Vec::new();
+    if let Some(src) = &m.source {
+        let one = matches!(src, super::types::OneOrMany::One(_));
+        for (i, p) in src.to_vec().into_iter().enumerate() {
+            let at = if one { path.key("source") } else { path.key("source").index(i) };
+            named.push((at, p.as_str()));
+        }
+    }
+    if let Some(LabelMatch::Equals(s)) = m.labels.get("source") {
+        named.push((path.key("labels").key("source"), s.as_str()));
+    }
+    for (at, pattern) in named {
+        // A bad glob is reported by `check_matcher`.
+        let Ok(p) = SourcePattern::new(pattern) else { continue };
+        if known.iter().any(|k| p.matches(k)) {
+            continue;
+        }
+        let message = if matches!(p, SourcePattern::Exact(_)) {
+            format!("rule `{rule}` matches source `{pattern}`, which is not configured")
+        } else {
+            format!("rule `{rule}` matches sources `{pattern}`, but no configured source does")
+        };
+        let mut d = Diagnostic::at(file, &at, message);
+        d.level = super::diag::Level::Warning;
+        if matches!(p, SourcePattern::Exact(_)) {
+            d = d.suggest(pattern, known.iter().copied());
+        }
+        let names: Vec<&str> = known.iter().copied().filter(|k| *k != ALERTER_SOURCE).collect();
+        d = d.with_note(if names.is_empty() {
+            format!("no sources are configured; there is only `{ALERTER_SOURCE}`, the daemon's own")
+        } else {
+            format!("configured sources: `{}`; and `{ALERTER_SOURCE}`, the daemon's own", names.join("`, `"))
+        });
+        d = d.with_note(
+            "events come from configured sources only, so this never matches; correct the name or define the source",
+        );
+        cx.diags.push(d);
+    }
+}
+
 fn compile_matcher(m: &MatcherConfig) -> Matcher {
     let sources = m
         .source
@@ -410,7 +456,7 @@ pub fn compile(
     let mut cx = Ctx { sources, diags };
     let section = main.alerter.clone().unwrap_or_default();
 
-    let (source_cfgs, source_origins, _) = merge_section(&mut cx, files, "sources", "source", |f| &f.sources);
+    let (source_cfgs, source_origins, bad_sources) = merge_section(&mut cx, files, "sources", "source", |f| &f.sources);
     let (transports, _, bad_transports) = merge_section(&mut cx, files, "transports", "transport", |f| &f.transports);
     let (subscribers, _, bad_subscribers) =
         merge_section(&mut cx, files, "subscribers", "subscriber", |f| &f.subscribers);
@@ -629,6 +675,14 @@ pub fn compile(
     let mut rules: Vec<Arc<Rule>> = Vec::new();
     let mut catch_all: Option<String> = None;
     let known_schedules = Known(&schedules, &bad_schedules);
+    // Sources defined with errors count as configured: they are reported
+    // where they are defined, not again at every rule.
+    let mut configured: Vec<&str> = std::iter::once(ALERTER_SOURCE)
+        .chain(source_cfgs.keys().map(String::as_str))
+        .chain(bad_sources.iter().map(String::as_str))
+        .collect();
+    configured.sort_unstable();
+    configured.dedup();
     for (file, f) in files {
         for (i, r) in &f.rules {
             let i = *i;
@@ -642,6 +696,7 @@ pub fn compile(
                 cx.diags.last_mut().expect("pushed").level = super::diag::Level::Warning;
             }
             check_matcher(&mut cx, &r.matcher, *file, &path.key("match"));
+            check_rule_sources(&mut cx, &r.name, &r.matcher, *file, &path.key("match"), &configured);
             let targets = compile_targets(
                 &mut cx,
                 &r.notify,

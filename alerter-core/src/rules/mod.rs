@@ -83,7 +83,7 @@ impl SourcePattern {
             .map_err(|e| format!("`{pattern}` is not a valid glob: {e}"))
     }
 
-    fn matches(&self, source: &str) -> bool {
+    pub fn matches(&self, source: &str) -> bool {
         match self {
             SourcePattern::Exact(s) => s == source,
             SourcePattern::Prefix(p) => source.starts_with(p.as_str()),
