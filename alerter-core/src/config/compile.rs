@@ -312,6 +312,13 @@ fn compile_targets(
 }
 
 /// [`compile_targets`] for entries that keep their index in the file.
+///
+/// Each transport of an entry gets those of its recipients it can reach:
+/// popups go to machines (and the workgroup), mail to addresses. Groups
+/// mix people who have a workstation, a mail address or both, so someone
+/// a transport cannot reach is left out of that transport only, with a
+/// warning; an entry that reaches nobody through any of its transports is
+/// an error, since it was certainly meant to tell someone.
 #[allow(clippy::too_many_arguments)]
 fn compile_entries(
     cx: &mut Ctx<'_>,
@@ -325,78 +332,42 @@ fn compile_entries(
 ) -> Vec<Target> {
     let mut targets: Vec<Target> = Vec::new();
     for (j, entry) in entries.iter().copied() {
-        // Popups go to machines and mail to addresses: every subscriber
-        // reached by a transport needs what it uses.
-        for (k, t) in entry.via.iter().enumerate() {
-            let (needs, has): (&str, fn(&model::SubscriberConfig) -> bool) = match transports.0.get(t) {
-                Some(model::TransportConfig::Messenger(_)) => ("machine", |s| s.machine.is_some()),
-                Some(model::TransportConfig::Email(_)) => ("email", |s| s.email.is_some()),
-                _ => continue,
-            };
-            if needs == "email" && entry.workgroup {
-                cx.error(
-                    file,
-                    &path.index(j).key("via").index(k),
-                    format!("transport `{t}` sends mail; `workgroup: true` is for popups"),
-                )
-                .notes
-                .push("name the groups or subscribers to mail instead".into());
-            }
-            let mut people: Vec<&str> = entry.subscribers.iter().map(String::as_str).collect();
-            for g in &entry.groups {
-                if let Some(group) = groups.0.get(g) {
-                    people.extend(group.members.iter().map(String::as_str));
-                }
-            }
-            let missing: Vec<&str> =
-                people.into_iter().filter(|p| subscribers.0.get(*p).is_some_and(|s| !has(s))).collect();
-            if !missing.is_empty() {
-                let who = match missing.as_slice() {
-                    [one] => format!("subscriber `{one}` has"),
-                    many => format!("subscribers `{}` have", many.join("`, `")),
-                };
-                let what = if needs == "machine" { "sends popups" } else { "sends mail" };
-                let hint = if needs == "machine" {
-                    "give each a `machine:` (the NetBIOS name of their workstation)"
-                } else {
-                    "give each an `email:` address"
-                };
-                cx.error(
-                    file,
-                    &path.index(j).key("via").index(k),
-                    format!("transport `{t}` {what}, but {who} no `{needs}`"),
-                )
-                .notes
-                .push(hint.into());
+        let at = path.index(j);
+        // Everyone the entry names, with the group they were named through
+        // (`None`: directly, or the workgroup), for the messages below.
+        let mut people: Vec<(Recipient, Option<&str>)> = Vec::new();
+        fn add<'a>(people: &mut Vec<(Recipient, Option<&'a str>)>, r: Recipient, group: Option<&'a str>) {
+            if !people.iter().any(|(p, _)| *p == r) {
+                people.push((r, group));
             }
         }
-        let at = path.index(j);
-        let mut people: Vec<Recipient> = Vec::new();
-        let mut add = |r: Recipient| {
-            if !people.contains(&r) {
-                people.push(r);
-            }
-        };
         let subscriber = |id: &str| {
             let s = &subscribers.0[id];
             Recipient { id: id.to_string(), name: s.name.clone(), machine: s.machine.clone(), email: s.email.clone() }
         };
         for (k, g) in entry.groups.iter().enumerate() {
             if check_ref(cx, "group", g, groups, file, &at.key("groups").index(k), used_in) {
+                if groups.0[g].members.is_empty() {
+                    // Perhaps to be filled later, so not an error; but
+                    // nobody hears of what is sent to it meanwhile.
+                    cx.warn(file, &at.key("groups").index(k), format!("{used_in}: group `{g}` has no members"))
+                        .notes
+                        .push("nothing sent to it reaches anyone; add members, or notify someone else".into());
+                }
                 for m in &groups.0[g].members {
                     if subscribers.0.contains_key(m) {
-                        add(subscriber(m));
+                        add(&mut people, subscriber(m), Some(g.as_str()));
                     }
                 }
             }
         }
         for (k, s) in entry.subscribers.iter().enumerate() {
             if check_ref(cx, "subscriber", s, subscribers, file, &at.key("subscribers").index(k), used_in) {
-                add(subscriber(s));
+                add(&mut people, subscriber(s), None);
             }
         }
         if entry.workgroup {
-            add(Recipient::workgroup());
+            add(&mut people, Recipient::workgroup(), None);
         }
         if entry.groups.is_empty() && entry.subscribers.is_empty() && !entry.workgroup {
             cx.error(file, &at, "this notify entry names no recipients")
@@ -406,25 +377,116 @@ fn compile_entries(
         if entry.via.is_empty() {
             cx.error(file, &at.key("via"), "`via` is empty").notes.push("name at least one transport".into());
         }
+        // Per transport: whom it reaches (into its target) and whom not.
+        let mut gaps: Vec<Gap<'_>> = Vec::new();
+        let mut reached: HashSet<&str> = HashSet::new();
+        let mut usable = false;
         for (k, t) in entry.via.iter().enumerate() {
             if !check_ref(cx, "transport", t, transports, file, &at.key("via").index(k), used_in) {
                 continue;
             }
-            let target = match targets.iter_mut().find(|x| &x.transport == t) {
-                Some(x) => x,
-                None => {
-                    targets.push(Target { transport: t.clone(), recipients: Vec::new() });
-                    targets.last_mut().expect("just pushed")
-                }
-            };
-            for p in &people {
-                if !target.recipients.contains(p) {
-                    target.recipients.push(p.clone());
+            usable = true;
+            let kind = transports.0[t].kind();
+            let (reach, missing): (Vec<_>, Vec<_>) = people.iter().partition(|(r, _)| r.reachable_by(kind));
+            if !reach.is_empty() {
+                let target = match targets.iter_mut().find(|x| &x.transport == t) {
+                    Some(x) => x,
+                    None => {
+                        targets.push(Target { transport: t.clone(), recipients: Vec::new() });
+                        targets.last_mut().expect("just pushed")
+                    }
+                };
+                for (r, _) in reach {
+                    reached.insert(&r.id);
+                    if !target.recipients.contains(r) {
+                        target.recipients.push(r.clone());
+                    }
                 }
             }
+            if !missing.is_empty() {
+                gaps.push(Gap { via: k, transport: t, kind, missing });
+            }
+        }
+        if usable && !people.is_empty() && reached.is_empty() {
+            let d = cx.error(file, &at, format!("{used_in} reaches nobody through this notify entry"));
+            for g in &gaps {
+                let ids: Vec<&str> = g.missing.iter().map(|(r, _)| r.id.as_str()).collect();
+                d.notes.push(g.needs_note(&ids));
+                if g.kind == "email" && entry.workgroup {
+                    d.notes.push("`workgroup: true` is reached by popups only".into());
+                }
+            }
+            d.notes.push("give them what a transport needs, or add a transport that can reach them".into());
+            continue;
+        }
+        for g in gaps {
+            g.warn(cx, file, &at, used_in, &reached);
         }
     }
     targets
+}
+
+/// Recipients of a notify entry that one of its transports cannot reach.
+struct Gap<'a> {
+    /// Index in `via`.
+    via: usize,
+    transport: &'a str,
+    kind: &'static str,
+    missing: Vec<&'a (Recipient, Option<&'a str>)>,
+}
+
+impl Gap<'_> {
+    /// What the transport needs, and the `ids` that lack it.
+    fn needs_note(&self, ids: &[&str]) -> String {
+        let need = if self.kind == "messenger" { "a `machine`" } else { "an `email`" };
+        let list: Vec<String> =
+            ids.iter().map(|id| if *id == "*" { "`workgroup: true`".to_string() } else { format!("`{id}`") }).collect();
+        let have = if ids.len() == 1 { "has" } else { "have" };
+        format!("transport `{}` needs {need}; {} {have} none", self.transport, list.join(", "))
+    }
+
+    /// One warning per group (and one for those named directly), so that
+    /// each names who to fix and where they come from.
+    fn warn(&self, cx: &mut Ctx<'_>, file: usize, entry: &YamlPath, used_in: &str, reached: &HashSet<&str>) {
+        let at = entry.key("via").index(self.via);
+        let t = self.transport;
+        let mut buckets: Vec<(Option<&str>, Vec<&str>)> = Vec::new();
+        for (r, group) in &self.missing {
+            if r.is_workgroup() {
+                cx.warn(
+                    file,
+                    &at,
+                    format!("{used_in}: transport `{t}` sends mail, which cannot reach `workgroup: true`"),
+                )
+                .notes
+                .push("the workgroup is reached by popups; to mail people, name their groups or subscribers".into());
+                continue;
+            }
+            match buckets.iter_mut().find(|(g, _)| g == group) {
+                Some((_, ids)) => ids.push(&r.id),
+                None => buckets.push((*group, vec![&r.id])),
+            }
+        }
+        let (field, hint) = if self.kind == "messenger" {
+            ("machine", "a `machine:` (the NetBIOS name of their workstation)")
+        } else {
+            ("email", "an `email:` address")
+        };
+        for (group, ids) in buckets {
+            let who = match (group, ids.as_slice()) {
+                (Some(g), [one]) => format!("member `{one}` of group `{g}` has"),
+                (Some(g), many) => format!("members `{}` of group `{g}` have", many.join("`, `")),
+                (None, [one]) => format!("subscriber `{one}` has"),
+                (None, many) => format!("subscribers `{}` have", many.join("`, `")),
+            };
+            let d = cx.warn(file, &at, format!("{used_in}: {who} no `{field}`, so transport `{t}` cannot reach them"));
+            let nobody: Vec<&str> = ids.iter().copied().filter(|id| !reached.contains(id)).collect();
+            if !nobody.is_empty() {
+                d.notes.push(format!("no transport of this entry reaches `{}`", nobody.join("`, `")));
+            }
+            d.notes.push(format!("give each {hint} for `{t}` to reach them"));
+        }
+    }
 }
 
 fn schedule_refs(
@@ -903,6 +965,56 @@ pub fn general(message: impl Into<String>) -> Diagnostic {
 mod tests {
     use super::super::{LoadOptions, load_str};
     use super::*;
+
+    const GROUP: &str = r#"
+transports:
+  popup: { type: messenger }
+  mail: { type: email, relay: localhost, tls: none, from: "Alerter <alerter@example.org>" }
+  file: { type: log, path: "-" }
+subscribers:
+  alice: { machine: ALICE-PC }
+  bob: { email: bob@example.org }
+groups:
+  admins: { members: [alice, bob] }
+rules:
+  - name: r
+    notify: [{ groups: [admins], workgroup: true, via: [popup, mail, file] }]
+"#;
+
+    fn ids(t: &Target) -> Vec<&str> {
+        t.recipients.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    #[test]
+    fn each_transport_gets_the_recipients_it_can_reach() {
+        let loaded = load_str("a.yaml", GROUP, None, &LoadOptions::default()).unwrap();
+        let targets = &loaded.config.rules[0].targets;
+        let by = |t: &str| targets.iter().find(|x| x.transport == t).unwrap();
+        assert_eq!(ids(by("popup")), ["alice", "*"], "machines and the workgroup");
+        assert_eq!(ids(by("mail")), ["bob"], "addresses only");
+        assert_eq!(ids(by("file")), ["alice", "bob", "*"], "a log records everyone");
+        let warned: Vec<&str> = loaded.warnings.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(warned.len(), 3, "{warned:?}");
+    }
+
+    #[test]
+    fn a_transport_that_reaches_nobody_of_an_entry_gets_no_target() {
+        let text = GROUP.replace(
+            "groups: [admins], workgroup: true, via: [popup, mail, file]",
+            "subscribers: [alice], via: [popup, mail]",
+        );
+        let loaded = load_str("a.yaml", &text, None, &LoadOptions::default()).unwrap();
+        let targets = &loaded.config.rules[0].targets;
+        assert_eq!(targets.len(), 1, "{targets:?}");
+        assert_eq!(targets[0].transport, "popup");
+        let nobody = GROUP.replace(
+            "groups: [admins], workgroup: true, via: [popup, mail, file]",
+            "subscribers: [alice], via: [mail]",
+        );
+        let errors = load_str("a.yaml", &nobody, None, &LoadOptions::default()).unwrap_err();
+        assert_eq!(errors.error_count(), 1, "{errors}");
+        assert!(errors.diagnostics[0].message.contains("reaches nobody"), "{errors}");
+    }
 
     #[test]
     fn relative_plugin_dirs_belong_to_the_config_file() {
