@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 use super::diag::{Diagnostic, Place, Target as DiagTarget, YamlPath};
 use super::model::{self, LabelMatch, LabelOp, MatcherConfig, RecipientsConfig};
 use super::source::SourceMap;
-use super::{Config, ParsedFile, default_state_dir, hostname, relative_to};
+use super::{Config, ParsedFile, SourceCheck, default_state_dir, hostname, relative_to};
 use crate::event::ALERTER_SOURCE;
 use crate::notices::Notice;
 use crate::notify::TransportInfo;
@@ -512,6 +512,7 @@ pub fn compile(
     files: &[(usize, ParsedFile)],
     sources: &SourceMap,
     registry: &PluginRegistry,
+    check: SourceCheck,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Config> {
     let (main_file, main) = files.first()?;
@@ -536,7 +537,10 @@ pub fn compile(
     let unusable_dirs = check_plugin_dirs(&mut cx, *main_file, &section.plugin_dirs, &plugin_dirs);
 
     // Sources: reserved id, a usable plugin, the pin, the plugin's own validation.
-    let plugin_set = registry.scan(&plugin_dirs);
+    let plugin_set = match check {
+        SourceCheck::Full => registry.scan(&plugin_dirs),
+        SourceCheck::BuiltinOnly => registry.scan(&[]),
+    };
     let types: Vec<&str> = plugin_set.plugins.keys().map(String::as_str).collect();
     let mut source_specs: IndexMap<String, SourceSpec> = IndexMap::new();
     for (id, src) in &source_cfgs {
@@ -548,6 +552,10 @@ pub fn compile(
             );
         }
         let Some(plugin) = plugin_set.plugins.get(&src.kind) else {
+            if check == SourceCheck::BuiltinOnly && !plugin_dirs.is_empty() {
+                // A plugin in a directory not scanned may provide it.
+                continue;
+            }
             let mut d =
                 Diagnostic::at(o.file, &o.path.key("type"), format!("no plugin provides source type `{}`", src.kind))
                     .suggest(&src.kind, types.iter().copied());
@@ -963,7 +971,7 @@ pub fn general(message: impl Into<String>) -> Diagnostic {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{LoadOptions, load_str};
+    use super::super::{LoadOptions, load_for_delivery, load_str};
     use super::*;
 
     const GROUP: &str = r#"
@@ -1026,5 +1034,19 @@ rules:
         // Only the absolute one is missing; the relative one was found next to the file.
         assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
         assert!(loaded.warnings[0].message.contains("/abs/plugins does not exist"));
+    }
+
+    #[test]
+    fn delivery_loading_reads_no_plugin_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.yaml");
+        let with_dirs = "alerter: { plugin_dirs: [/nonexistent] }\nsources:\n  ups: { type: ups }\n";
+        std::fs::write(&path, with_dirs).unwrap();
+        let loaded = load_for_delivery(Some(&path), &LoadOptions::default()).unwrap();
+        assert!(loaded.config.sources.is_empty(), "an unchecked source is not one to run");
+        assert!(super::super::load(Some(&path), &LoadOptions::default()).is_err(), "a full load looks for it");
+        // Without plugin directories nothing could provide it.
+        std::fs::write(&path, "sources:\n  ups: { type: ups }\n").unwrap();
+        assert!(load_for_delivery(Some(&path), &LoadOptions::default()).is_err());
     }
 }
