@@ -12,7 +12,6 @@ use alerter_core::config::model::{MessengerConfig, MessengerForm, TransportConfi
 use alerter_core::config::{self, LoadOptions};
 use alerter_core::event::Severity;
 use alerter_core::notify::Notification;
-use alerter_core::plugin::PluginRegistry;
 use alerter_core::rules::Recipient;
 use alerter_core::transport::Transport;
 use alerter_core::transport::messenger::{MessengerOptions, MessengerTransport, read_key_file};
@@ -27,8 +26,8 @@ use messenger_transport::resolve::Target;
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// How to send: `messenger` (a popup, the default) or `email` (needs a
-    /// config with an email transport).
-    #[arg(long, default_value = "messenger", value_parser = ["messenger", "email"])]
+    /// config with an email transport; `mail` works too).
+    #[arg(long, default_value = "messenger", value_parser = via_parser())]
     via: String,
     /// Config file: its transport's settings, and its groups for `@group`.
     #[arg(short, long, env = "ALERTER_CONFIG", value_name = "FILE")]
@@ -84,13 +83,49 @@ pub struct SendArgs {
     message: Vec<String>,
 }
 
+/// `--via`: `mail` is accepted for `email`, since that is what admins call
+/// it (and what the example configs name the transport); it is normalised
+/// here so the rest compares with `email` only.
+fn via_parser() -> impl clap::builder::TypedValueParser<Value = String> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([PossibleValue::new("messenger"), PossibleValue::new("email").alias("mail")])
+        .map(|v| if v == "mail" { "email".to_string() } else { v })
+}
+
+/// The config for its transports and groups. Sending needs no source, so
+/// no plugin directory is read and no plugin started: a message about a
+/// broken plugin must still go out. Built-in sources are checked as
+/// `alerter check` does, so a valid config is one that `send` accepts.
 fn load_config(path: Option<&Path>) -> anyhow::Result<Option<config::Config>> {
     let Some(path) = path else { return Ok(None) };
-    let registry = PluginRegistry::empty();
-    match config::load(Some(path), &LoadOptions { plugins: &registry, env: None }) {
+    let registry = crate::registry();
+    match config::load_for_delivery(Some(path), &LoadOptions { plugins: &registry, env: None }) {
         Ok(l) => Ok(Some(l.config)),
         Err(e) => bail!("{}", e.render(false)),
     }
+}
+
+/// The members of `@group` that a transport of `kind` can reach, as the
+/// daemon sends to them: a member without a machine gets no popup, one
+/// without an address no mail (each is named on standard error).
+fn group_recipients(c: &config::Config, group: &str, kind: &str) -> anyhow::Result<Vec<Recipient>> {
+    let Some(g) = c.groups.get(group) else { bail!("the config has no group `{group}`") };
+    let (field, what) = if kind == "email" { ("email", "mail") } else { ("machine", "popup") };
+    let mut out = Vec::new();
+    for (id, s) in g.members.iter().filter_map(|m| c.subscribers.get(m).map(|s| (m, s))) {
+        let machine = if kind == "email" { None } else { s.machine.clone() };
+        let email = if kind == "email" { s.email.clone() } else { None };
+        let r = Recipient { id: id.clone(), name: s.name.clone(), machine, email };
+        if r.reachable_by(kind) {
+            out.push(r);
+        } else {
+            eprintln!("alerter send: `{id}` of @{group} has no `{field}`; no {what} for them");
+        }
+    }
+    if out.is_empty() {
+        bail!("nobody in @{group} has a `{field}` to send a {what} to");
+    }
+    Ok(out)
 }
 
 pub fn send(args: SendArgs) -> ExitCode {
@@ -153,12 +188,7 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
         vec![Recipient::workgroup()]
     } else if let Some(group) = a.to.strip_prefix('@') {
         let Some(c) = &cfg else { bail!("`@{group}` needs a config (-c FILE) that defines the group") };
-        let Some(g) = c.groups.get(group) else { bail!("the config has no group `{group}`") };
-        g.members
-            .iter()
-            .filter_map(|m| c.subscribers.get(m).map(|s| (m, s)))
-            .map(|(id, s)| Recipient { id: id.clone(), name: s.name.clone(), machine: s.machine.clone(), email: None })
-            .collect()
+        group_recipients(c, group, "messenger")?
     } else {
         if let Some(ip) = a.ip {
             opts.resolver.hosts.insert(a.to.to_ascii_uppercase(), Target { ip, port: a.port });
@@ -236,12 +266,7 @@ fn send_email(a: &SendArgs, cfg: Option<config::Config>) -> anyhow::Result<()> {
             )
         })?;
     let recipients: Vec<Recipient> = if let Some(group) = a.to.strip_prefix('@') {
-        let Some(g) = c.groups.get(group) else { bail!("the config has no group `{group}`") };
-        g.members
-            .iter()
-            .filter_map(|m| c.subscribers.get(m).map(|s| (m, s)))
-            .map(|(id, s)| Recipient { id: id.clone(), name: s.name.clone(), machine: None, email: s.email.clone() })
-            .collect()
+        group_recipients(&c, group, "email")?
     } else if let Some(s) = c.subscribers.get(&a.to) {
         vec![Recipient { id: a.to.clone(), name: s.name.clone(), machine: None, email: s.email.clone() }]
     } else {

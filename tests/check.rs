@@ -1,7 +1,8 @@
 //! `alerter check` on broken and valid configs. Every broken config in
 //! config/testdata/bad must exit 78 and report each problem with
-//! file:line:column; the whole report is snapshot-tested, so a change in
-//! wording or position shows up in review.
+//! file:line:column; every config in config/testdata/warn must exit 0 and
+//! report each warning the same way; the whole report is snapshot-tested,
+//! so a change in wording or position shows up in review.
 
 mod util;
 
@@ -58,16 +59,39 @@ fn broken_configs_report_every_problem_and_exit_78() {
         let (code, report) = check(&path);
         assert_eq!(code, Some(78), "{name} should fail with 78:\n{report}");
         let errors = report.lines().filter(|l| l.starts_with("error")).count();
-        let located = report.lines().filter(|l| l.trim_start().starts_with("┌─ ")).count();
         assert!(errors > 0, "{name}: no error reported:\n{report}");
-        assert_eq!(errors, located, "{name}: every error needs file:line:column:\n{report}");
-        for loc in report.lines().filter_map(|l| l.trim_start().strip_prefix("┌─ ")) {
-            let mut parts = loc.rsplitn(3, ':');
-            let col = parts.next().unwrap();
-            let line = parts.next().unwrap();
-            assert!(col.parse::<u32>().is_ok() && line.parse::<u32>().is_ok(), "{name}: bad location {loc}");
-        }
+        assert_every_problem_located(&name, &report);
         insta::assert_snapshot!(name.replace('/', "__"), report);
+    }
+}
+
+/// Every error and warning of a report points at file:line:column.
+fn assert_every_problem_located(name: &str, report: &str) {
+    let problems = report.lines().filter(|l| l.starts_with("error") || l.starts_with("warning")).count();
+    let located = report.lines().filter(|l| l.trim_start().starts_with("┌─ ")).count();
+    assert_eq!(problems, located, "{name}: every problem needs file:line:column:\n{report}");
+    for loc in report.lines().filter_map(|l| l.trim_start().strip_prefix("┌─ ")) {
+        let mut parts = loc.rsplitn(3, ':');
+        let col = parts.next().unwrap();
+        let line = parts.next().unwrap();
+        assert!(col.parse::<u32>().is_ok() && line.parse::<u32>().is_ok(), "{name}: bad location {loc}");
+    }
+}
+
+/// Warnings are reported like errors but do not change the exit status:
+/// the configuration is applied as it is.
+#[test]
+fn configs_with_warnings_are_valid_and_report_each_warning() {
+    let cases = cases("warn");
+    assert!(!cases.is_empty(), "no configs in config/testdata/warn");
+    for path in cases {
+        let name = path.strip_prefix(testdata("warn")).unwrap().display().to_string();
+        let (code, report) = check(&path);
+        assert_eq!(code, Some(0), "{name} has only warnings, so it is valid:\n{report}");
+        assert!(!report.lines().any(|l| l.starts_with("error")), "{name}:\n{report}");
+        assert!(report.lines().any(|l| l.starts_with("warning")), "{name}: no warning reported:\n{report}");
+        assert_every_problem_located(&name, &report);
+        insta::assert_snapshot!(format!("warn__{}", name.replace('/', "__")), report);
     }
 }
 
@@ -78,7 +102,7 @@ fn valid_configs_pass() {
     for path in cases {
         let (code, report) = check(&path);
         assert_eq!(code, Some(0), "{} should be valid:\n{report}", path.display());
-        assert!(report.contains("configuration is valid"), "{report}");
+        assert!(report.starts_with("configuration is valid\n"), "and without warnings:\n{report}");
     }
 }
 

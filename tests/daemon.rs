@@ -117,3 +117,30 @@ fn unwritable_state_dir_is_a_clear_error() {
     assert!(d.stderr_so_far().contains("cannot create state directory"), "{}", d.stderr_so_far());
     assert!(d.stderr_so_far().contains("alerter.state_dir"));
 }
+
+/// A plugin directory that does not exist is skipped by the scan; the
+/// daemon says so at start and at each reload, with the place in the config.
+#[test]
+fn a_missing_plugin_directory_is_warned_about_at_start_and_reload() {
+    let with_dir = |dir: &str| {
+        RULES_V1.replace("  state_dir: {state}\n", &format!("  state_dir: {{state}}\n  plugin_dirs: [{dir}]\n"))
+    };
+    let cfg = TempConfig::new(&with_dir("no-such-plugins"));
+    let mut daemon = Daemon::start(&cfg.path, &[]);
+    let expect = |dir: &str| {
+        format!(
+            "{}:5:17: warning: plugin directory {} does not exist",
+            cfg.path.display(),
+            cfg.dir.path().join(dir).display()
+        )
+    };
+    let at_start = expect("no-such-plugins");
+    wait_for(Duration::from_secs(20), || daemon.stderr_so_far().contains(&at_start).then_some(()));
+
+    cfg.write(&with_dir("still-missing"));
+    daemon.signal("HUP");
+    let at_reload = expect("still-missing");
+    wait_for(Duration::from_secs(20), || daemon.stderr_so_far().contains(&at_reload).then_some(()));
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(20)).code(), Some(0), "{}", daemon.stderr_so_far());
+}

@@ -488,3 +488,228 @@ rules:
     }
     drop(daemon);
 }
+
+/// Splits a documented command line into arguments: words, and "double
+/// quoted" words (all the docs use).
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let (mut quoted, mut started) = (false, false);
+    for c in line.chars() {
+        match c {
+            '"' => (quoted, started) = (!quoted, true),
+            ' ' if !quoted => {
+                if started {
+                    out.push(std::mem::take(&mut word));
+                }
+                started = false;
+            }
+            c => (word, started) = (word + &c.to_string(), true),
+        }
+    }
+    if started {
+        out.push(word);
+    }
+    out
+}
+
+/// A plugin directory holding an executable that leaves a trace when it is
+/// run (and is no plugin): it shows whether a command scanned the directory.
+fn tattle_plugin(cfg: &TempConfig) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let trace = cfg.dir.path().join("plugin-ran");
+    let script = cfg.dir.path().join("tattle");
+    std::fs::write(&script, format!("#!/bin/sh\necho ran >> {}\n", trace.display())).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    install_plugin(&cfg.plugins, &script, "tattle");
+    trace
+}
+
+/// `alerter send -c` takes the config the daemon runs: with the built-in
+/// sources (checked as `alerter check` does) and third-party ones, whose
+/// plugins it neither scans for nor starts.
+#[test]
+fn alerter_send_c_mails_a_group_with_the_daemons_own_config() {
+    let cfg = TempConfig::new("");
+    let trace = tattle_plugin(&cfg);
+    let port = free_port();
+    let smtp = Smtp::start(cfg.dir.path(), port, &[]);
+    let text = |extra_source: &str| {
+        format!(
+            r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}}, plugin_dirs: [{{plugins}}] }}
+sources:
+  disks: {{ type: disk, warning: {{ used: 85% }}, critical: {{ used: 95% }} }}
+  auth:
+    type: log
+    paths: ["{{dir}}/auth.log"]
+    patterns: [{{ regex: 'Failed password for (?P<user>\S+)' }}]
+  backup: {{ type: script, command: [/bin/true], schedule: "0 3 * * *" }}
+{extra_source}
+transports:
+  mail: {{ type: email, relay: 127.0.0.1, port: {port}, tls: none, from: "Alerter <alerter@example.org>" }}
+subscribers:
+  alice: {{ name: Alice Doe, machine: ALICE-PC, email: alice@example.org }}
+  bob: {{ machine: BOB-PC }}
+  carol: {{ email: carol@example.org }}
+groups:
+  admins: {{ members: [alice, bob, carol] }}
+"#
+        )
+    };
+    let send = |via: &str, message: &str| {
+        alerter().args(["send", "--via", via, "-c"]).arg(&cfg.path).args(["@admins", message]).output().unwrap()
+    };
+
+    // Built-in sources: a valid config, and `send` accepts it.
+    cfg.write(&text(""));
+    let out = send("email", "Maintenance at 18:00\nThe file server restarts.");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`bob` of @admins has no `email`"), "the member left out is named: {err}");
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0]["to"], serde_json::json!(["alice@example.org", "carol@example.org"]));
+    assert_eq!(header(&mails[0], "Subject").unwrap(), "Maintenance at 18:00");
+
+    // A third-party source, and `--via mail` for `--via email`.
+    cfg.write(&text("  ups: { type: ups, battery: 20% }"));
+    let out = send("mail", "Power cut at 19:00");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    until(LONG, "the second mail", || smtp.mails().len() == 2);
+    assert_eq!(header(&smtp.mails()[1], "Subject").unwrap(), "Power cut at 19:00");
+    assert!(!trace.exists(), "`send` ran a program from the plugin directory");
+
+    // The trace is real: `check` scans the directory (running what is in
+    // it) and reports the source no plugin provides.
+    let out = alerter().args(["check", "-c"]).arg(&cfg.path).output().unwrap();
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(78), "{report}");
+    assert!(report.contains("no plugin provides source type `ups`"), "{report}");
+    assert!(trace.exists(), "`check` runs the plugins it finds");
+}
+
+/// The relay example of docs/email.md, run as written (with the config
+/// path in it replaced).
+#[test]
+fn the_relay_example_in_docs_email_md_works_as_written() {
+    let docs = std::fs::read_to_string(repo().join("docs/email.md")).unwrap();
+    let line = docs.lines().find(|l| l.starts_with("alerter send -c ")).expect("docs/email.md has the example");
+    let cfg = TempConfig::new("");
+    let port = free_port();
+    let smtp = Smtp::start(cfg.dir.path(), port, &[]);
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}} }}
+sources:
+  disks: {{ type: disk }}
+transports:
+  mail: {{ type: email, relay: 127.0.0.1, port: {port}, tls: none, from: "Alerter <alerter@example.org>" }}
+subscribers:
+  alice: {{ email: alice@example.org }}
+groups:
+  admins: {{ members: [alice] }}
+"#
+    ));
+    let args = words(line);
+    assert_eq!(args[0], "alerter");
+    let args: Vec<String> = args[1..]
+        .iter()
+        .map(|a| if a == "/etc/alerter/alerter.yaml" { cfg.path.display().to_string() } else { a.clone() })
+        .collect();
+    assert!(args.contains(&cfg.path.display().to_string()), "the example names /etc/alerter/alerter.yaml: {line}");
+    let out = alerter().args(&args).output().unwrap();
+    assert!(out.status.success(), "`{line}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0]["to"], serde_json::json!(["alice@example.org"]));
+    let message = args.last().unwrap();
+    assert_eq!(header(&mails[0], "Subject").unwrap(), *message);
+}
+
+/// A group of one popup-only and one mail-only member, notified `via:
+/// [popup, mail]`: each gets what they can receive, from the daemon and
+/// from `alerter send`, and `alerter check` says who misses what.
+#[test]
+fn a_group_with_popup_only_and_mail_only_members_gets_both_each_their_own() {
+    let cfg = TempConfig::new("");
+    let (sport, lport) = (free_port(), free_port());
+    let smtp = Smtp::start(cfg.dir.path(), sport, &[]);
+    let listen = Proc::spawn({
+        let mut c = Command::new(env!("CARGO_BIN_EXE_alerter"));
+        c.args(["listen", "--name", "ALICE-PC", "--bind", "127.0.0.1", "-p", &lport.to_string()])
+            .args(["--datagram-port", "0", "--name-port", "0", "--json", "--no-desktop", "--history", "/dev/null"])
+            .env("ALERTER_LOG", "info");
+        c
+    });
+    until(LONG, "the listener", || listen.stderr().contains("listening"));
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}} }}
+sources:
+  beat: {{ type: heartbeat, interval: 1h, summary: "/var is 91% full" }}
+transports:
+  popup: {{ type: messenger, hosts: {{ ALICE-PC: "127.0.0.1:{lport}" }}, dns: false }}
+  mail: {{ type: email, relay: 127.0.0.1, port: {sport}, tls: none, from: "Alerter <alerter@example.org>" }}
+subscribers:
+  alice: {{ machine: ALICE-PC }}
+  bob: {{ email: bob@example.org }}
+groups:
+  admins: {{ members: [alice, bob] }}
+rules:
+  - name: disk-full
+    match: {{ source: beat }}
+    notify: [{{ groups: [admins], via: [popup, mail] }}]
+"#
+    ));
+    let out = alerter().args(["check", "-c"]).arg(&cfg.path).output().unwrap();
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "warnings only:\n{report}");
+    assert!(
+        report.contains(
+            "warning: rule `disk-full`: member `bob` of group `admins` has no `machine`, so transport `popup` cannot reach them"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "warning: rule `disk-full`: member `alice` of group `admins` has no `email`, so transport `mail` cannot reach them"
+        ),
+        "{report}"
+    );
+
+    let popups = |l: &Proc| l.json_lines().into_iter().filter(|v| v.get("text").is_some()).collect::<Vec<_>>();
+    let mut d = Daemon::start(&cfg.path, &[]);
+    until(LONG, "the popup and the mail", || !popups(&listen).is_empty() && !smtp.mails().is_empty());
+    let popup = &popups(&listen)[0];
+    assert_eq!(popup["to"], "ALICE-PC");
+    assert!(popup["text"].as_str().unwrap().contains("/var is 91% full"), "{popup}");
+    let mail = &smtp.mails()[0];
+    assert_eq!(mail["to"], serde_json::json!(["bob@example.org"]), "only bob is mailed");
+    until(LONG, "both deliveries in the history", || {
+        history(&cfg.path).iter().filter(|e| e["rule"] == "disk-full" && e["status"] == "sent").count() == 2
+    });
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG).code(), Some(0), "{}", d.stderr_so_far());
+    let h = history(&cfg.path);
+    let sent = |transport: &str| h.iter().find(|e| e["transport"] == transport).unwrap_or_else(|| panic!("{h:?}"));
+    assert_eq!(sent("popup")["recipients"], serde_json::json!(["alice"]));
+    assert_eq!(sent("mail")["recipients"], serde_json::json!(["bob"]));
+
+    // `alerter send @admins` (docs/messenger.md) does the same by hand.
+    let out = alerter().args(["send", "-c"]).arg(&cfg.path).args(["@admins", "Lunch is served"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`bob` of @admins has no `machine`"));
+    until(LONG, "the second popup", || popups(&listen).len() == 2);
+    assert_eq!(popups(&listen)[1]["text"], "Lunch is served");
+    let out = alerter()
+        .args(["send", "--via", "email", "-c"])
+        .arg(&cfg.path)
+        .args(["@admins", "Lunch is served"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(smtp.mails().len(), 2);
+    assert_eq!(smtp.mails()[1]["to"], serde_json::json!(["bob@example.org"]));
+    assert_eq!(popups(&listen).len(), 2, "mail to the group pops nothing up");
+}

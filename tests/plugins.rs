@@ -376,3 +376,48 @@ fn builtin_sources_also_build_as_drop_in_shared_objects() {
         assert!(reason.contains(&format!("plugin `{name}` is already provided by the built-in plugin")), "{reason}");
     }
 }
+
+/// `plugin_dirs: [plugins]` means the directory next to the config file,
+/// as `include` does, whatever the working directory (`/` under systemd):
+/// for `alerter check`, `alerter plugins` and the daemon alike.
+#[test]
+fn a_relative_plugin_dir_is_found_next_to_the_config_from_any_working_directory() {
+    let cfg = TempConfig::new("");
+    install_plugin(&cfg.plugins, &repo().join("examples/python-plugin/pyfile.py"), "pyfile.py");
+    let relative = config("  flag: { type: pyfile, path: \"{dir}/missing\", interval: 60 }\n")
+        .replace("plugin_dirs: [{plugins}]", "plugin_dirs: [plugins]");
+    assert!(relative.contains("plugin_dirs: [plugins]\n"), "{relative}");
+    cfg.write(&relative);
+
+    let out = alerter().current_dir("/").args(["check", "-c"]).arg(&cfg.path).output().unwrap();
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(report.starts_with("configuration is valid\n"), "no warning either:\n{report}");
+
+    let out = alerter().current_dir("/").args(["plugins", "--json", "-c"]).arg(&cfg.path).output().unwrap();
+    let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pyfile = listing["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "pyfile").cloned();
+    let path = pyfile.unwrap_or_else(|| panic!("pyfile not listed: {listing}"))["path"].as_str().unwrap().to_string();
+    assert_eq!(Path::new(&path), cfg.plugins.join("pyfile.py"));
+
+    // The daemon, started from `/` as systemd does, runs the plugin.
+    let mut child = alerter()
+        .current_dir("/")
+        .args(["run", "-c"])
+        .arg(&cfg.path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let guard = Kill(&mut child);
+    let flag = wait_for(LONG, || from_source(&cfg, "flag").into_iter().next());
+    assert!(flag["title"].as_str().unwrap().contains("missing"), "{flag}");
+    drop(guard);
+}

@@ -8,7 +8,7 @@
 //! still let the rest compile so their own checks run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 use super::diag::{Diagnostic, Place, Target as DiagTarget, YamlPath};
 use super::model::{self, LabelMatch, LabelOp, MatcherConfig, RecipientsConfig};
 use super::source::SourceMap;
-use super::{Config, ParsedFile, default_state_dir, hostname};
+use super::{Config, ParsedFile, SourceCheck, default_state_dir, hostname, relative_to};
 use crate::event::ALERTER_SOURCE;
 use crate::notices::Notice;
 use crate::notify::TransportInfo;
@@ -42,6 +42,12 @@ impl Ctx<'_> {
     fn error(&mut self, file: usize, path: &YamlPath, msg: impl Into<String>) -> &mut Diagnostic {
         self.diags.push(Diagnostic::at(file, path, msg));
         self.diags.last_mut().expect("just pushed")
+    }
+
+    fn warn(&mut self, file: usize, path: &YamlPath, msg: impl Into<String>) -> &mut Diagnostic {
+        let d = self.error(file, path, msg);
+        d.level = super::diag::Level::Warning;
+        d
     }
 
     fn describe(&self, o: &Origin) -> String {
@@ -139,6 +145,80 @@ fn merge_section<T: Clone>(
     (out, origins, invalid)
 }
 
+/// Warns about plugin directories that cannot be scanned. The scan skips
+/// them (a packaged default may not exist yet), so without this a typo in
+/// the path only shows as plugins that are never found. Returns how many.
+fn check_plugin_dirs(cx: &mut Ctx<'_>, file: usize, written: &[PathBuf], resolved: &[PathBuf]) -> usize {
+    let mut unusable = 0;
+    for (i, (raw, dir)) in written.iter().zip(resolved).enumerate() {
+        let (problem, fix) = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => ("is not a directory".to_string(), "correct the path"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                ("does not exist".to_string(), "create it, or correct the path")
+            }
+            Err(e) => (format!("cannot be read ({e})"), "correct the path or its permissions"),
+        };
+        unusable += 1;
+        let at = YamlPath::root().key("alerter").key("plugin_dirs").index(i);
+        let d = cx.warn(file, &at, format!("plugin directory {} {problem}", dir.display()));
+        d.notes.push(format!("no plugin in it can be used: {fix}"));
+        if raw.is_relative() {
+            d.notes.push(format!(
+                "`{}` is relative, so it is taken from the directory of the config file that names it",
+                raw.display()
+            ));
+        }
+    }
+    unusable
+}
+
+/// Warns about the sources a rule names that are not configured: events
+/// come only from configured sources and from the daemon itself
+/// (`alerter`), so such a rule, or that part of it, can never fire. A
+/// warning, not an error: the config still does what it says, and a source
+/// may be added later.
+fn check_rule_sources(cx: &mut Ctx<'_>, rule: &str, m: &MatcherConfig, file: usize, path: &YamlPath, known: &[&str]) {
+    let mut named: Vec<(YamlPath, &str)> = Vec::new();
+    if let Some(src) = &m.source {
+        let one = matches!(src, super::types::OneOrMany::One(_));
+        for (i, p) in src.to_vec().into_iter().enumerate() {
+            let at = if one { path.key("source") } else { path.key("source").index(i) };
+            named.push((at, p.as_str()));
+        }
+    }
+    if let Some(LabelMatch::Equals(s)) = m.labels.get("source") {
+        named.push((path.key("labels").key("source"), s.as_str()));
+    }
+    for (at, pattern) in named {
+        // A bad glob is reported by `check_matcher`.
+        let Ok(p) = SourcePattern::new(pattern) else { continue };
+        if known.iter().any(|k| p.matches(k)) {
+            continue;
+        }
+        let message = if matches!(p, SourcePattern::Exact(_)) {
+            format!("rule `{rule}` matches source `{pattern}`, which is not configured")
+        } else {
+            format!("rule `{rule}` matches sources `{pattern}`, but no configured source does")
+        };
+        let mut d = Diagnostic::at(file, &at, message);
+        d.level = super::diag::Level::Warning;
+        if matches!(p, SourcePattern::Exact(_)) {
+            d = d.suggest(pattern, known.iter().copied());
+        }
+        let names: Vec<&str> = known.iter().copied().filter(|k| *k != ALERTER_SOURCE).collect();
+        d = d.with_note(if names.is_empty() {
+            format!("no sources are configured; there is only `{ALERTER_SOURCE}`, the daemon's own")
+        } else {
+            format!("configured sources: `{}`; and `{ALERTER_SOURCE}`, the daemon's own", names.join("`, `"))
+        });
+        d = d.with_note(
+            "events come from configured sources only, so this never matches; correct the name or define the source",
+        );
+        cx.diags.push(d);
+    }
+}
+
 fn compile_matcher(m: &MatcherConfig) -> Matcher {
     let sources = m
         .source
@@ -232,6 +312,13 @@ fn compile_targets(
 }
 
 /// [`compile_targets`] for entries that keep their index in the file.
+///
+/// Each transport of an entry gets those of its recipients it can reach:
+/// popups go to machines (and the workgroup), mail to addresses. Groups
+/// mix people who have a workstation, a mail address or both, so someone
+/// a transport cannot reach is left out of that transport only, with a
+/// warning; an entry that reaches nobody through any of its transports is
+/// an error, since it was certainly meant to tell someone.
 #[allow(clippy::too_many_arguments)]
 fn compile_entries(
     cx: &mut Ctx<'_>,
@@ -245,78 +332,42 @@ fn compile_entries(
 ) -> Vec<Target> {
     let mut targets: Vec<Target> = Vec::new();
     for (j, entry) in entries.iter().copied() {
-        // Popups go to machines and mail to addresses: every subscriber
-        // reached by a transport needs what it uses.
-        for (k, t) in entry.via.iter().enumerate() {
-            let (needs, has): (&str, fn(&model::SubscriberConfig) -> bool) = match transports.0.get(t) {
-                Some(model::TransportConfig::Messenger(_)) => ("machine", |s| s.machine.is_some()),
-                Some(model::TransportConfig::Email(_)) => ("email", |s| s.email.is_some()),
-                _ => continue,
-            };
-            if needs == "email" && entry.workgroup {
-                cx.error(
-                    file,
-                    &path.index(j).key("via").index(k),
-                    format!("transport `{t}` sends mail; `workgroup: true` is for popups"),
-                )
-                .notes
-                .push("name the groups or subscribers to mail instead".into());
-            }
-            let mut people: Vec<&str> = entry.subscribers.iter().map(String::as_str).collect();
-            for g in &entry.groups {
-                if let Some(group) = groups.0.get(g) {
-                    people.extend(group.members.iter().map(String::as_str));
-                }
-            }
-            let missing: Vec<&str> =
-                people.into_iter().filter(|p| subscribers.0.get(*p).is_some_and(|s| !has(s))).collect();
-            if !missing.is_empty() {
-                let who = match missing.as_slice() {
-                    [one] => format!("subscriber `{one}` has"),
-                    many => format!("subscribers `{}` have", many.join("`, `")),
-                };
-                let what = if needs == "machine" { "sends popups" } else { "sends mail" };
-                let hint = if needs == "machine" {
-                    "give each a `machine:` (the NetBIOS name of their workstation)"
-                } else {
-                    "give each an `email:` address"
-                };
-                cx.error(
-                    file,
-                    &path.index(j).key("via").index(k),
-                    format!("transport `{t}` {what}, but {who} no `{needs}`"),
-                )
-                .notes
-                .push(hint.into());
+        let at = path.index(j);
+        // Everyone the entry names, with the group they were named through
+        // (`None`: directly, or the workgroup), for the messages below.
+        let mut people: Vec<(Recipient, Option<&str>)> = Vec::new();
+        fn add<'a>(people: &mut Vec<(Recipient, Option<&'a str>)>, r: Recipient, group: Option<&'a str>) {
+            if !people.iter().any(|(p, _)| *p == r) {
+                people.push((r, group));
             }
         }
-        let at = path.index(j);
-        let mut people: Vec<Recipient> = Vec::new();
-        let mut add = |r: Recipient| {
-            if !people.contains(&r) {
-                people.push(r);
-            }
-        };
         let subscriber = |id: &str| {
             let s = &subscribers.0[id];
             Recipient { id: id.to_string(), name: s.name.clone(), machine: s.machine.clone(), email: s.email.clone() }
         };
         for (k, g) in entry.groups.iter().enumerate() {
             if check_ref(cx, "group", g, groups, file, &at.key("groups").index(k), used_in) {
+                if groups.0[g].members.is_empty() {
+                    // Perhaps to be filled later, so not an error; but
+                    // nobody hears of what is sent to it meanwhile.
+                    cx.warn(file, &at.key("groups").index(k), format!("{used_in}: group `{g}` has no members"))
+                        .notes
+                        .push("nothing sent to it reaches anyone; add members, or notify someone else".into());
+                }
                 for m in &groups.0[g].members {
                     if subscribers.0.contains_key(m) {
-                        add(subscriber(m));
+                        add(&mut people, subscriber(m), Some(g.as_str()));
                     }
                 }
             }
         }
         for (k, s) in entry.subscribers.iter().enumerate() {
             if check_ref(cx, "subscriber", s, subscribers, file, &at.key("subscribers").index(k), used_in) {
-                add(subscriber(s));
+                add(&mut people, subscriber(s), None);
             }
         }
         if entry.workgroup {
-            add(Recipient::workgroup());
+            add(&mut people, Recipient::workgroup(), None);
         }
         if entry.groups.is_empty() && entry.subscribers.is_empty() && !entry.workgroup {
             cx.error(file, &at, "this notify entry names no recipients")
@@ -326,25 +377,116 @@ fn compile_entries(
         if entry.via.is_empty() {
             cx.error(file, &at.key("via"), "`via` is empty").notes.push("name at least one transport".into());
         }
+        // Per transport: whom it reaches (into its target) and whom not.
+        let mut gaps: Vec<Gap<'_>> = Vec::new();
+        let mut reached: HashSet<&str> = HashSet::new();
+        let mut usable = false;
         for (k, t) in entry.via.iter().enumerate() {
             if !check_ref(cx, "transport", t, transports, file, &at.key("via").index(k), used_in) {
                 continue;
             }
-            let target = match targets.iter_mut().find(|x| &x.transport == t) {
-                Some(x) => x,
-                None => {
-                    targets.push(Target { transport: t.clone(), recipients: Vec::new() });
-                    targets.last_mut().expect("just pushed")
-                }
-            };
-            for p in &people {
-                if !target.recipients.contains(p) {
-                    target.recipients.push(p.clone());
+            usable = true;
+            let kind = transports.0[t].kind();
+            let (reach, missing): (Vec<_>, Vec<_>) = people.iter().partition(|(r, _)| r.reachable_by(kind));
+            if !reach.is_empty() {
+                let target = match targets.iter_mut().find(|x| &x.transport == t) {
+                    Some(x) => x,
+                    None => {
+                        targets.push(Target { transport: t.clone(), recipients: Vec::new() });
+                        targets.last_mut().expect("just pushed")
+                    }
+                };
+                for (r, _) in reach {
+                    reached.insert(&r.id);
+                    if !target.recipients.contains(r) {
+                        target.recipients.push(r.clone());
+                    }
                 }
             }
+            if !missing.is_empty() {
+                gaps.push(Gap { via: k, transport: t, kind, missing });
+            }
+        }
+        if usable && !people.is_empty() && reached.is_empty() {
+            let d = cx.error(file, &at, format!("{used_in} reaches nobody through this notify entry"));
+            for g in &gaps {
+                let ids: Vec<&str> = g.missing.iter().map(|(r, _)| r.id.as_str()).collect();
+                d.notes.push(g.needs_note(&ids));
+                if g.kind == "email" && entry.workgroup {
+                    d.notes.push("`workgroup: true` is reached by popups only".into());
+                }
+            }
+            d.notes.push("give them what a transport needs, or add a transport that can reach them".into());
+            continue;
+        }
+        for g in gaps {
+            g.warn(cx, file, &at, used_in, &reached);
         }
     }
     targets
+}
+
+/// Recipients of a notify entry that one of its transports cannot reach.
+struct Gap<'a> {
+    /// Index in `via`.
+    via: usize,
+    transport: &'a str,
+    kind: &'static str,
+    missing: Vec<&'a (Recipient, Option<&'a str>)>,
+}
+
+impl Gap<'_> {
+    /// What the transport needs, and the `ids` that lack it.
+    fn needs_note(&self, ids: &[&str]) -> String {
+        let need = if self.kind == "messenger" { "a `machine`" } else { "an `email`" };
+        let list: Vec<String> =
+            ids.iter().map(|id| if *id == "*" { "`workgroup: true`".to_string() } else { format!("`{id}`") }).collect();
+        let have = if ids.len() == 1 { "has" } else { "have" };
+        format!("transport `{}` needs {need}; {} {have} none", self.transport, list.join(", "))
+    }
+
+    /// One warning per group (and one for those named directly), so that
+    /// each names who to fix and where they come from.
+    fn warn(&self, cx: &mut Ctx<'_>, file: usize, entry: &YamlPath, used_in: &str, reached: &HashSet<&str>) {
+        let at = entry.key("via").index(self.via);
+        let t = self.transport;
+        let mut buckets: Vec<(Option<&str>, Vec<&str>)> = Vec::new();
+        for (r, group) in &self.missing {
+            if r.is_workgroup() {
+                cx.warn(
+                    file,
+                    &at,
+                    format!("{used_in}: transport `{t}` sends mail, which cannot reach `workgroup: true`"),
+                )
+                .notes
+                .push("the workgroup is reached by popups; to mail people, name their groups or subscribers".into());
+                continue;
+            }
+            match buckets.iter_mut().find(|(g, _)| g == group) {
+                Some((_, ids)) => ids.push(&r.id),
+                None => buckets.push((*group, vec![&r.id])),
+            }
+        }
+        let (field, hint) = if self.kind == "messenger" {
+            ("machine", "a `machine:` (the NetBIOS name of their workstation)")
+        } else {
+            ("email", "an `email:` address")
+        };
+        for (group, ids) in buckets {
+            let who = match (group, ids.as_slice()) {
+                (Some(g), [one]) => format!("member `{one}` of group `{g}` has"),
+                (Some(g), many) => format!("members `{}` of group `{g}` have", many.join("`, `")),
+                (None, [one]) => format!("subscriber `{one}` has"),
+                (None, many) => format!("subscribers `{}` have", many.join("`, `")),
+            };
+            let d = cx.warn(file, &at, format!("{used_in}: {who} no `{field}`, so transport `{t}` cannot reach them"));
+            let nobody: Vec<&str> = ids.iter().copied().filter(|id| !reached.contains(id)).collect();
+            if !nobody.is_empty() {
+                d.notes.push(format!("no transport of this entry reaches `{}`", nobody.join("`, `")));
+            }
+            d.notes.push(format!("give each {hint} for `{t}` to reach them"));
+        }
+    }
 }
 
 fn schedule_refs(
@@ -370,13 +512,14 @@ pub fn compile(
     files: &[(usize, ParsedFile)],
     sources: &SourceMap,
     registry: &PluginRegistry,
+    check: SourceCheck,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Config> {
     let (main_file, main) = files.first()?;
     let mut cx = Ctx { sources, diags };
     let section = main.alerter.clone().unwrap_or_default();
 
-    let (source_cfgs, source_origins, _) = merge_section(&mut cx, files, "sources", "source", |f| &f.sources);
+    let (source_cfgs, source_origins, bad_sources) = merge_section(&mut cx, files, "sources", "source", |f| &f.sources);
     let (transports, _, bad_transports) = merge_section(&mut cx, files, "transports", "transport", |f| &f.transports);
     let (subscribers, _, bad_subscribers) =
         merge_section(&mut cx, files, "subscribers", "subscriber", |f| &f.subscribers);
@@ -387,8 +530,17 @@ pub fn compile(
     let known_subscribers = Known(&subscribers, &bad_subscribers);
     let known_groups = Known(&groups, &bad_groups);
 
+    // Only the main file may have an `alerter` section, so its directory is
+    // the one relative plugin directories belong to (as for `include`).
+    let base = sources.files()[*main_file].path().and_then(Path::parent);
+    let plugin_dirs: Vec<PathBuf> = section.plugin_dirs.iter().map(|d| relative_to(base, d)).collect();
+    let unusable_dirs = check_plugin_dirs(&mut cx, *main_file, &section.plugin_dirs, &plugin_dirs);
+
     // Sources: reserved id, a usable plugin, the pin, the plugin's own validation.
-    let plugin_set = registry.scan(&section.plugin_dirs);
+    let plugin_set = match check {
+        SourceCheck::Full => registry.scan(&plugin_dirs),
+        SourceCheck::BuiltinOnly => registry.scan(&[]),
+    };
     let types: Vec<&str> = plugin_set.plugins.keys().map(String::as_str).collect();
     let mut source_specs: IndexMap<String, SourceSpec> = IndexMap::new();
     for (id, src) in &source_cfgs {
@@ -400,6 +552,10 @@ pub fn compile(
             );
         }
         let Some(plugin) = plugin_set.plugins.get(&src.kind) else {
+            if check == SourceCheck::BuiltinOnly && !plugin_dirs.is_empty() {
+                // A plugin in a directory not scanned may provide it.
+                continue;
+            }
             let mut d =
                 Diagnostic::at(o.file, &o.path.key("type"), format!("no plugin provides source type `{}`", src.kind))
                     .suggest(&src.kind, types.iter().copied());
@@ -408,6 +564,10 @@ pub fn compile(
             } else {
                 d.with_note(format!("available source types: {}", types.join(", ")))
             };
+            if unusable_dirs > 0 {
+                let dirs = if unusable_dirs == 1 { "directory" } else { "directories" };
+                d = d.with_note(format!("{unusable_dirs} plugin {dirs} could not be scanned; see the warnings"));
+            }
             if !plugin_set.refused.is_empty() {
                 d = d.with_note(format!(
                     "{} plugin file(s) were refused; `alerter plugins` says why",
@@ -590,6 +750,14 @@ pub fn compile(
     let mut rules: Vec<Arc<Rule>> = Vec::new();
     let mut catch_all: Option<String> = None;
     let known_schedules = Known(&schedules, &bad_schedules);
+    // Sources defined with errors count as configured: they are reported
+    // where they are defined, not again at every rule.
+    let mut configured: Vec<&str> = std::iter::once(ALERTER_SOURCE)
+        .chain(source_cfgs.keys().map(String::as_str))
+        .chain(bad_sources.iter().map(String::as_str))
+        .collect();
+    configured.sort_unstable();
+    configured.dedup();
     for (file, f) in files {
         for (i, r) in &f.rules {
             let i = *i;
@@ -603,6 +771,7 @@ pub fn compile(
                 cx.diags.last_mut().expect("pushed").level = super::diag::Level::Warning;
             }
             check_matcher(&mut cx, &r.matcher, *file, &path.key("match"));
+            check_rule_sources(&mut cx, &r.name, &r.matcher, *file, &path.key("match"), &configured);
             let targets = compile_targets(
                 &mut cx,
                 &r.notify,
@@ -766,7 +935,7 @@ pub fn compile(
         name: section.name.clone().unwrap_or_else(hostname),
         workgroup: section.workgroup.clone().unwrap_or_else(|| "WORKGROUP".to_string()),
         state_dir: section.state_dir.clone().unwrap_or_else(default_state_dir),
-        plugin_dirs: section.plugin_dirs.clone(),
+        plugin_dirs,
         event_queue: section.event_queue.map_or(10_000, |q| q.max(1) as usize),
         sources: source_specs,
         plugins: Arc::new(plugin_set),
@@ -803,4 +972,86 @@ fn parse_dotted(s: &str) -> YamlPath {
 /// A diagnostic that applies to the configuration as a whole.
 pub fn general(message: impl Into<String>) -> Diagnostic {
     Diagnostic::error(Place::None, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{LoadOptions, load_for_delivery, load_str};
+    use super::*;
+
+    const GROUP: &str = r#"
+transports:
+  popup: { type: messenger }
+  mail: { type: email, relay: localhost, tls: none, from: "Alerter <alerter@example.org>" }
+  file: { type: log, path: "-" }
+subscribers:
+  alice: { machine: ALICE-PC }
+  bob: { email: bob@example.org }
+groups:
+  admins: { members: [alice, bob] }
+rules:
+  - name: r
+    notify: [{ groups: [admins], workgroup: true, via: [popup, mail, file] }]
+"#;
+
+    fn ids(t: &Target) -> Vec<&str> {
+        t.recipients.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    #[test]
+    fn each_transport_gets_the_recipients_it_can_reach() {
+        let loaded = load_str("a.yaml", GROUP, None, &LoadOptions::default()).unwrap();
+        let targets = &loaded.config.rules[0].targets;
+        let by = |t: &str| targets.iter().find(|x| x.transport == t).unwrap();
+        assert_eq!(ids(by("popup")), ["alice", "*"], "machines and the workgroup");
+        assert_eq!(ids(by("mail")), ["bob"], "addresses only");
+        assert_eq!(ids(by("file")), ["alice", "bob", "*"], "a log records everyone");
+        let warned: Vec<&str> = loaded.warnings.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(warned.len(), 3, "{warned:?}");
+    }
+
+    #[test]
+    fn a_transport_that_reaches_nobody_of_an_entry_gets_no_target() {
+        let text = GROUP.replace(
+            "groups: [admins], workgroup: true, via: [popup, mail, file]",
+            "subscribers: [alice], via: [popup, mail]",
+        );
+        let loaded = load_str("a.yaml", &text, None, &LoadOptions::default()).unwrap();
+        let targets = &loaded.config.rules[0].targets;
+        assert_eq!(targets.len(), 1, "{targets:?}");
+        assert_eq!(targets[0].transport, "popup");
+        let nobody = GROUP.replace(
+            "groups: [admins], workgroup: true, via: [popup, mail, file]",
+            "subscribers: [alice], via: [mail]",
+        );
+        let errors = load_str("a.yaml", &nobody, None, &LoadOptions::default()).unwrap_err();
+        assert_eq!(errors.error_count(), 1, "{errors}");
+        assert!(errors.diagnostics[0].message.contains("reaches nobody"), "{errors}");
+    }
+
+    #[test]
+    fn relative_plugin_dirs_belong_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        let text = "alerter: { plugin_dirs: [plugins, /abs/plugins] }\n";
+        let loaded = load_str("a.yaml", text, Some(dir.path()), &LoadOptions::default()).unwrap();
+        assert_eq!(loaded.config.plugin_dirs, [dir.path().join("plugins"), PathBuf::from("/abs/plugins")]);
+        // Only the absolute one is missing; the relative one was found next to the file.
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].message.contains("/abs/plugins does not exist"));
+    }
+
+    #[test]
+    fn delivery_loading_reads_no_plugin_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.yaml");
+        let with_dirs = "alerter: { plugin_dirs: [/nonexistent] }\nsources:\n  ups: { type: ups }\n";
+        std::fs::write(&path, with_dirs).unwrap();
+        let loaded = load_for_delivery(Some(&path), &LoadOptions::default()).unwrap();
+        assert!(loaded.config.sources.is_empty(), "an unchecked source is not one to run");
+        assert!(super::super::load(Some(&path), &LoadOptions::default()).is_err(), "a full load looks for it");
+        // Without plugin directories nothing could provide it.
+        std::fs::write(&path, "sources:\n  ups: { type: ups }\n").unwrap();
+        assert!(load_for_delivery(Some(&path), &LoadOptions::default()).is_err());
+    }
 }

@@ -60,6 +60,24 @@ impl std::fmt::Debug for LoadOptions<'_> {
     }
 }
 
+/// What loading does with the `sources` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceCheck {
+    /// Scan the plugin directories, resolve every source to its plugin and
+    /// have the plugin check its settings (third-party plugins in a child
+    /// process). For everything that runs or validates sources: `run`,
+    /// `check`, reloads, `alerter test`.
+    Full,
+    /// Built-in plugins only: no plugin directory is read and no plugin
+    /// process is started. Sources of built-in types are checked as usual;
+    /// a source of another type is accepted unchecked when plugin
+    /// directories are configured (a plugin there may provide it) and is
+    /// left out of [`Config::sources`]. For commands that use only the
+    /// delivery side of a config (`alerter send`), which must work while a
+    /// third-party plugin is broken or its directory is missing.
+    BuiltinOnly,
+}
+
 /// A validated, compiled configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -67,6 +85,7 @@ pub struct Config {
     pub name: String,
     pub workgroup: String,
     pub state_dir: PathBuf,
+    /// Resolved: relative ones against the main config file's directory.
     pub plugin_dirs: Vec<PathBuf>,
     pub event_queue: usize,
     /// Sources, resolved to their plugins.
@@ -159,6 +178,16 @@ pub fn json_schema_text() -> String {
 
 /// Loads the config at `path`, or the embedded default when `None`.
 pub fn load(path: Option<&Path>, opts: &LoadOptions<'_>) -> Result<Loaded, ConfigErrors> {
+    load_with(path, opts, SourceCheck::Full)
+}
+
+/// [`load`] for commands that only deliver (`alerter send`): see
+/// [`SourceCheck::BuiltinOnly`]. The result must not be used to run sources.
+pub fn load_for_delivery(path: Option<&Path>, opts: &LoadOptions<'_>) -> Result<Loaded, ConfigErrors> {
+    load_with(path, opts, SourceCheck::BuiltinOnly)
+}
+
+fn load_with(path: Option<&Path>, opts: &LoadOptions<'_>, check: SourceCheck) -> Result<Loaded, ConfigErrors> {
     let mut sources = SourceMap::default();
     let main = match path {
         Some(p) => match std::fs::read_to_string(p) {
@@ -176,7 +205,7 @@ pub fn load(path: Option<&Path>, opts: &LoadOptions<'_>) -> Result<Loaded, Confi
         },
         None => sources.add(SourceFile::new(EMBEDDED_NAME, None, DEFAULT_CONFIG.to_string())),
     };
-    load_files(sources, main, opts)
+    load_files(sources, main, opts, check)
 }
 
 /// Loads config text as if read from a file called `name` (for tests and
@@ -190,10 +219,15 @@ pub fn load_str(
     let mut sources = SourceMap::default();
     let path = base_dir.map(|d| d.join(name));
     let main = sources.add(SourceFile::new(name, path, text.to_string()));
-    load_files(sources, main, opts)
+    load_files(sources, main, opts, SourceCheck::Full)
 }
 
-fn load_files(mut sources: SourceMap, main: usize, opts: &LoadOptions<'_>) -> Result<Loaded, ConfigErrors> {
+fn load_files(
+    mut sources: SourceMap,
+    main: usize,
+    opts: &LoadOptions<'_>,
+    check: SourceCheck,
+) -> Result<Loaded, ConfigErrors> {
     let mut diags = Vec::new();
     let mut parsed: Vec<(usize, ParsedFile)> = Vec::new();
     if let Some(file) = parse_one(&sources, main, true, opts, &mut diags) {
@@ -223,7 +257,7 @@ fn load_files(mut sources: SourceMap, main: usize, opts: &LoadOptions<'_>) -> Re
             }
         }
     }
-    let config = compile::compile(&parsed, &sources, opts.plugins, &mut diags);
+    let config = compile::compile(&parsed, &sources, opts.plugins, check, &mut diags);
     diags.sort_by_key(|d| d.level);
     let has_errors = diags.iter().any(|d| d.level == Level::Error);
     match config {
@@ -507,9 +541,20 @@ fn partial_item(
     p
 }
 
+/// `path` as named in a config file whose directory is `base`: relative
+/// paths belong to the file that names them, not to the working directory
+/// (which is `/` under systemd and means nothing to whoever wrote the file).
+pub fn relative_to(base: Option<&Path>, path: &Path) -> PathBuf {
+    match base {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// The plugin directories a config file names, read leniently: `alerter
 /// plugins` must be able to list plugins (and say why one was refused) even
-/// when the rest of the configuration does not load.
+/// when the rest of the configuration does not load. Relative ones are
+/// resolved against the file's directory, as the loader does.
 pub fn plugin_dirs(path: Option<&Path>) -> Vec<PathBuf> {
     let text = match path {
         Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
@@ -521,7 +566,7 @@ pub fn plugin_dirs(path: Option<&Path>) -> Vec<PathBuf> {
         .flatten()
         .filter_map(|d| d.as_str())
         .filter_map(|d| expand::expand_str(d, &|n| std::env::var(n).ok()).ok())
-        .map(PathBuf::from)
+        .map(|d| relative_to(path.and_then(Path::parent), Path::new(&d)))
         .collect()
 }
 

@@ -80,7 +80,8 @@ pub struct AlerterSection {
     /// `$XDG_STATE_HOME/alerter` (or ~/.local/state/alerter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
-    /// Directories searched for third-party source plugins.
+    /// Directories searched for third-party source plugins. A relative one
+    /// is relative to the directory of this config file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugin_dirs: Vec<PathBuf>,
     /// How many events may wait for the rules engine before sources are

@@ -83,7 +83,7 @@ impl SourcePattern {
             .map_err(|e| format!("`{pattern}` is not a valid glob: {e}"))
     }
 
-    fn matches(&self, source: &str) -> bool {
+    pub fn matches(&self, source: &str) -> bool {
         match self {
             SourcePattern::Exact(s) => s == source,
             SourcePattern::Prefix(p) => source.starts_with(p.as_str()),
@@ -253,6 +253,18 @@ impl Recipient {
 
     pub fn is_workgroup(&self) -> bool {
         self.id == "*"
+    }
+
+    /// Whether a transport of this kind (as `TransportConfig::kind` names
+    /// it) can deliver to this recipient: a popup needs a machine (or is the
+    /// workgroup broadcast), a mail an address; a log records anyone. The
+    /// config gives each transport only the recipients it can reach.
+    pub fn reachable_by(&self, kind: &str) -> bool {
+        match kind {
+            "messenger" => self.machine.is_some() || self.is_workgroup(),
+            "email" => self.email.is_some(),
+            _ => true,
+        }
     }
 }
 
