@@ -361,6 +361,7 @@ fn reconfigure_keeps_state_of_unchanged_rules() {
 #[test]
 fn flapping_before_the_resolved_notice_stays_quiet() {
     let mut r = rule("disk");
+    r.group_by = vec!["host".into()];
     r.group_interval = Duration::from_secs(5 * 60);
     let mut router = new_router(vec![r]);
     assert_eq!(notified(&router.handle(disk(Severity::Warning, "/"), at(0))).len(), 1);
@@ -368,4 +369,62 @@ fn flapping_before_the_resolved_notice_stays_quiet() {
     assert!(router.handle(disk(Severity::Resolved, "/"), at(MIN)).is_empty());
     assert!(router.handle(disk(Severity::Warning, "/"), at(2 * MIN)).is_empty());
     assert!(notified(&run_until(&mut router, at(HOUR))).is_empty());
+}
+
+/// Every dispatch as (time, statuses of its alerts, repeat).
+fn dispatches(out: &[Output]) -> Vec<(DateTime<Utc>, Vec<&'static str>, bool)> {
+    notified(out).iter().map(|d| (d.at, d.alerts.iter().map(|a| a.status).collect(), d.repeat)).collect()
+}
+
+#[test]
+fn without_group_by_a_resolution_is_notified_at_once() {
+    // Default timing: group_wait 0s, group_interval 1m.
+    let mut router = new_router(vec![rule("disk")]);
+    assert_eq!(dispatches(&router.handle(disk(Severity::Warning, "/"), at(0))), vec![(at(0), vec!["firing"], false)]);
+    // Ten seconds later it clears: nothing to batch it with, so no waiting
+    // for the rest of group_interval.
+    assert_eq!(
+        dispatches(&router.handle(disk(Severity::Resolved, "/"), at(10))),
+        vec![(at(10), vec!["resolved"], false)]
+    );
+    assert!(run_until(&mut router, at(10 * HOUR)).is_empty());
+}
+
+#[test]
+fn without_group_by_a_resolution_waits_group_wait_and_a_return_within_it_stays_quiet() {
+    let mut r = rule("disk");
+    r.group_wait = Duration::from_secs(2 * 60);
+    r.group_interval = Duration::from_secs(60);
+    let mut router = new_router(vec![r.clone()]);
+    router.handle(disk(Severity::Warning, "/"), at(0));
+    assert_eq!(dispatches(&run_until(&mut router, at(2 * MIN))), vec![(at(2 * MIN), vec!["firing"], false)]);
+    // Resolved at 3m (a whole group_interval after the last notification,
+    // so the old rule would have sent it at once): due at 3m + group_wait.
+    assert!(router.handle(disk(Severity::Resolved, "/"), at(3 * MIN)).is_empty());
+    assert_eq!(router.next_wakeup(), Some(at(5 * MIN)));
+    assert!(run_until(&mut router, at(5 * MIN - 1)).is_empty());
+    assert_eq!(dispatches(&run_until(&mut router, at(5 * MIN))), vec![(at(5 * MIN), vec!["resolved"], false)]);
+
+    // Back within group_wait of the resolution: it never stopped.
+    let mut router = new_router(vec![r]);
+    router.handle(disk(Severity::Warning, "/"), at(0));
+    assert_eq!(notified(&run_until(&mut router, at(2 * MIN))).len(), 1);
+    assert!(router.handle(disk(Severity::Resolved, "/"), at(3 * MIN)).is_empty());
+    assert!(router.handle(disk(Severity::Warning, "/"), at(4 * MIN)).is_empty());
+    let out = run_until(&mut router, at(4 * HOUR + 2 * MIN));
+    // Only the reminder that it still fires, four hours after the first notification.
+    assert_eq!(dispatches(&out), vec![(at(4 * HOUR + 2 * MIN), vec!["firing"], true)]);
+}
+
+#[test]
+fn with_group_by_a_resolution_waits_for_group_interval() {
+    let mut r = rule("disk");
+    r.group_by = vec!["host".into()];
+    let mut router = new_router(vec![r]);
+    router.handle(disk(Severity::Warning, "/"), at(0));
+    router.handle(disk(Severity::Warning, "/var"), at(0));
+    // Batched with whatever else changes in the group within group_interval (1m).
+    assert!(router.handle(disk(Severity::Resolved, "/"), at(10)).is_empty());
+    assert!(run_until(&mut router, at(MIN - 1)).is_empty());
+    assert_eq!(dispatches(&run_until(&mut router, at(MIN))), vec![(at(MIN), vec!["firing", "resolved"], false)]);
 }

@@ -11,7 +11,9 @@
 //! notified `group_wait` after its first alert fires, then about changes at
 //! most every `group_interval`, and re-notified every `repeat_interval`
 //! while anything in it still fires. One-shot events are notified once and
-//! then throttled per dedup key for `repeat_interval`.
+//! then throttled per dedup key for `repeat_interval`. A rule without
+//! `group_by` has nothing to batch, so an alert's resolution is notified
+//! `group_wait` after it happens, without waiting for `group_interval`.
 //!
 //! Timers live in one ordered set and are checked lazily: a timer whose
 //! alert or group has moved on is skipped when it comes due, which is cheaper
@@ -262,16 +264,23 @@ impl Router {
                 let members = g.members.iter().filter_map(|fp| alerts.get(fp));
                 let mut needs_news = false;
                 let mut first_fired: Option<DateTime<Utc>> = None;
+                let mut resolved_at: Option<DateTime<Utc>> = None;
                 let mut any_firing = false;
                 for a in members {
                     any_firing |= a.status == AlertStatus::Firing;
                     needs_news |= is_news(a);
                     first_fired = earliest(first_fired, a.fired_at);
+                    if a.status == AlertStatus::Resolved {
+                        resolved_at = earliest(resolved_at, Some(a.resolved_at.unwrap_or(now)));
+                    }
                 }
                 let due = if needs_news {
-                    Some(match g.last_flush {
-                        None => after(first_fired.unwrap_or(now), rule.group_wait),
-                        Some(last) => after(last, rule.group_interval),
+                    Some(match (g.last_flush, resolved_at) {
+                        // A group of one (no `group_by`) tells its resolution
+                        // `group_wait` after it happened, as `resolve` does.
+                        (_, Some(resolved)) if rule.group_by.is_empty() => after(resolved, rule.group_wait),
+                        (None, _) => after(first_fired.unwrap_or(now), rule.group_wait),
+                        (Some(last), _) => after(last, rule.group_interval),
                     })
                 } else if any_firing {
                     g.last_flush.map(|last| after(last, rule.repeat_interval))
@@ -500,7 +509,23 @@ impl Router {
                     a.event.summary = event.summary.clone();
                 }
                 let (key, _) = group_key(&rule, &a.event, fp);
-                self.schedule_flush(i, key, now);
+                if rule.group_by.is_empty() {
+                    // A group of one has no other alerts to batch the
+                    // resolution with, so `group_interval` has nothing to
+                    // wait for: the resolved notice is due `group_wait`
+                    // after the resolution (at once by default). This
+                    // replaces any earlier flush still pending for the
+                    // alert (a severity change, a repeat): both are moot
+                    // now, and `group_wait` is the time a flapping
+                    // condition gets to come back quietly.
+                    let due = after(now, rule.group_wait);
+                    if let Some(g) = state.groups.get_mut(&key) {
+                        g.next_flush = Some(due);
+                        self.add_timer(due, Timer::Flush { rule: i, group: key });
+                    }
+                } else {
+                    self.schedule_flush(i, key, now);
+                }
             }
             AlertStatus::Pending | AlertStatus::Firing => {
                 // Never told, or not to be told: forget it quietly.
@@ -540,7 +565,8 @@ impl Router {
 
     fn flush(&mut self, i: usize, key: Arc<str>, now: DateTime<Utc>, out: &mut Vec<Output>) {
         let rule = self.rules[i].clone();
-        let Some(g) = self.states[i].groups.get_mut(&key) else { return };
+        let state = &mut self.states[i];
+        let Some(g) = state.groups.get_mut(&key) else { return };
         g.next_flush = None;
         let members: Vec<Fingerprint> = g.members.iter().copied().collect();
         let repeat_due = g.last_flush.is_some_and(|l| now >= after(l, rule.repeat_interval));
