@@ -428,3 +428,123 @@ fn with_group_by_a_resolution_waits_for_group_interval() {
     assert!(run_until(&mut router, at(MIN - 1)).is_empty());
     assert_eq!(dispatches(&run_until(&mut router, at(MIN))), vec![(at(MIN), vec!["firing", "resolved"], false)]);
 }
+
+/// What `router` would have in the store: its alerts, by rule.
+fn saved(router: &mut Router) -> Vec<(String, alerter_core::rules::router::Alert)> {
+    router.take_changes().into_iter().filter_map(|c| c.alert.map(|a| (c.rule, a))).collect()
+}
+
+/// The two shapes of rule in which a resolved notice can still be due at
+/// a shutdown: grouped (waiting for group_interval), or with a group_wait.
+fn rules_with_a_pending_resolution() -> Vec<Rule> {
+    let mut grouped = rule("disk");
+    grouped.group_by = vec!["host".into()];
+    grouped.group_interval = Duration::from_secs(5 * 60);
+    let mut waiting = rule("disk");
+    waiting.group_wait = Duration::from_secs(5 * 60);
+    vec![grouped, waiting]
+}
+
+/// Fires `/` at 0, resolves it a minute after it was told, and returns the
+/// stored state (the resolved notice still due) and when it was told.
+fn resolved_but_not_yet_told(r: &Arc<Rule>) -> (Vec<(String, alerter_core::rules::router::Alert)>, DateTime<Utc>) {
+    let mut before = Router::new(vec![r.clone()], vec![]);
+    let mut out = before.handle(disk(Severity::Warning, "/"), at(0));
+    out.extend(run_until(&mut before, at(5 * MIN)));
+    let told = notified(&out).iter().map(|d| d.at).collect::<Vec<_>>();
+    assert_eq!(told.len(), 1);
+    let resolved = told[0] + chrono::Duration::minutes(1);
+    assert!(before.handle(disk(Severity::Resolved, "/"), resolved).is_empty());
+    assert!(before.next_wakeup().is_some_and(|t| t > resolved), "the resolved notice is still due");
+    (saved(&mut before), told[0])
+}
+
+#[test]
+fn after_a_restart_a_condition_failing_again_gets_no_stale_resolved_notice() {
+    for r in rules_with_a_pending_resolution() {
+        let r = Arc::new(r);
+        let (stored, told) = resolved_but_not_yet_told(&r);
+        // The daemon was down until 20m; its resolved notice fell due meanwhile.
+        let restart = at(20 * MIN);
+        let mut after = Router::new(vec![r.clone()], vec![]);
+        after.restore(stored, restart);
+        // The daemon's first step after a restart runs the timers due then.
+        assert!(after.tick(restart).is_empty(), "nothing before the sources had their say");
+        assert_eq!(after.next_wakeup(), Some(restart + chrono::Duration::seconds(60)));
+        // The source's first check after the restart finds the disk full again.
+        assert!(after.handle(disk(Severity::Warning, "/"), restart + chrono::Duration::seconds(2)).is_empty());
+        // Back before the resolved notice went out: it never stopped. The
+        // only notification is the reminder that it still fires, four hours
+        // after it was first told.
+        let out = run_until(&mut after, at(10 * HOUR));
+        let ds = dispatches(&out);
+        assert!(!ds.is_empty());
+        assert!(ds.iter().all(|(_, statuses, repeat)| *repeat && statuses == &vec!["firing"]), "{ds:?}");
+        assert_eq!(ds[0].0, told + chrono::Duration::hours(4));
+    }
+}
+
+#[test]
+fn after_a_restart_a_resolution_that_holds_is_told_once_the_sources_had_their_say() {
+    for r in rules_with_a_pending_resolution() {
+        let r = Arc::new(r);
+        let (stored, _) = resolved_but_not_yet_told(&r);
+        let restart = at(20 * MIN);
+        let mut after = Router::new(vec![r.clone()], vec![]);
+        after.restore(stored, restart);
+        assert!(run_until(&mut after, restart + chrono::Duration::seconds(59)).is_empty());
+        let settled = restart + chrono::Duration::seconds(60);
+        assert_eq!(dispatches(&run_until(&mut after, at(10 * HOUR))), vec![(settled, vec!["resolved"], false)]);
+    }
+}
+
+#[test]
+fn after_a_restart_a_firing_alert_that_cleared_while_down_is_not_announced() {
+    let mut r = rule("disk");
+    r.group_wait = Duration::from_secs(5 * 60);
+    let r = Arc::new(r);
+    let mut before = Router::new(vec![r.clone()], vec![]);
+    // Fires at 0; its first notification is due at 5m, but the daemon
+    // stops at 1m.
+    assert!(before.handle(disk(Severity::Warning, "/"), at(0)).is_empty());
+    let stored = saved(&mut before);
+    let restart = at(30 * MIN);
+    let mut after = Router::new(vec![r], vec![]);
+    after.restore(stored, restart);
+    assert!(after.tick(restart).is_empty());
+    // The source's first report after the restart: the disk is fine.
+    assert!(after.handle(disk(Severity::Resolved, "/"), restart + chrono::Duration::seconds(1)).is_empty());
+    assert!(run_until(&mut after, at(10 * HOUR)).is_empty(), "never told, nothing to tell");
+}
+
+#[test]
+fn after_a_restart_a_restored_alert_is_not_notified_with_a_past_time() {
+    let mut r = rule("disk");
+    r.hold_for = Duration::from_secs(5 * 60);
+    let r = Arc::new(r);
+    let mut before = Router::new(vec![r.clone()], vec![]);
+    assert!(before.handle(disk(Severity::Warning, "/"), at(0)).is_empty());
+    let stored = saved(&mut before);
+    // Down from 1m to 30m: `for:` passed while down and nobody said otherwise.
+    let restart = at(30 * MIN);
+    let mut after = Router::new(vec![r], vec![]);
+    after.restore(stored, restart);
+    // Promoted at once (its `for:` is over), told once the sources had
+    // their say, and dated then, not when `for:` ran out during the stop.
+    let out = run_until(&mut after, restart + chrono::Duration::seconds(60));
+    assert_eq!(dispatches(&out), vec![(restart + chrono::Duration::seconds(60), vec!["firing"], false)]);
+}
+
+#[test]
+fn after_a_restart_new_alerts_are_not_held() {
+    let r = Arc::new(rule("disk"));
+    let mut before = Router::new(vec![r.clone()], vec![]);
+    assert_eq!(notified(&before.handle(disk(Severity::Warning, "/"), at(0))).len(), 1);
+    let stored = saved(&mut before);
+    let restart = at(30 * MIN);
+    let mut after = Router::new(vec![r], vec![]);
+    after.restore(stored, restart);
+    let out = after.handle(disk(Severity::Critical, "/var"), restart + chrono::Duration::seconds(1));
+    assert_eq!(dispatches(&out), vec![(restart + chrono::Duration::seconds(1), vec!["firing"], false)]);
+    assert_eq!(notified(&out)[0].alerts[0].event.label("mount"), Some("/var"));
+}

@@ -15,6 +15,12 @@
 //! `group_by` has nothing to batch, so an alert's resolution is notified
 //! `group_wait` after it happens, without waiting for `group_interval`.
 //!
+//! After a restart, restored alerts are older than anything their sources
+//! say next. Notifications about them are held for [`RESTORE_SETTLE`], so
+//! the sources' first reports decide what is still true: a condition
+//! reported failing again before its resolved notice went out never
+//! stopped, and a firing alert reported resolved is not announced.
+//!
 //! Timers live in one ordered set and are checked lazily: a timer whose
 //! alert or group has moved on is skipped when it comes due, which is cheaper
 //! than finding and removing it on every change.
@@ -170,7 +176,17 @@ pub struct Router {
     dirty: HashSet<(usize, Fingerprint)>,
     /// Alerts of removed rules, to be deleted from the store.
     pending_deletes: Vec<AlertChange>,
+    /// When [`Router::restore`] loaded stored alerts: alerts seen before
+    /// this instant are restored ones, whose notifications wait for
+    /// [`RESTORE_SETTLE`] after it.
+    restored_at: Option<DateTime<Utc>>,
 }
+
+/// How long after a restart notifications about restored alerts are held.
+/// Sources check at once when they start, so within this time a source
+/// reports a condition that came back (or went away) while the daemon was
+/// down, and that report, not the stored state, decides what is sent.
+pub const RESTORE_SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn after(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
     t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
@@ -220,8 +236,12 @@ impl Router {
     }
 
     /// Loads persisted alerts (from the store, after a restart). Alerts of
-    /// rules that no longer exist are ignored.
+    /// rules that no longer exist are ignored. Notifications about the
+    /// restored alerts are held until [`RESTORE_SETTLE`] after `now`: the
+    /// stored state is older than whatever the sources report first after
+    /// the restart, and must not be announced before they had the chance.
     pub fn restore(&mut self, alerts: Vec<(String, Alert)>, now: DateTime<Utc>) {
+        self.restored_at = Some(now);
         let index: HashMap<&str, usize> = self.rules.iter().enumerate().map(|(i, r)| (r.name.as_str(), i)).collect();
         for (rule, alert) in alerts {
             if let Some(&i) = index.get(rule.as_str()) {
@@ -288,7 +308,8 @@ impl Router {
                     None
                 };
                 if let Some(due) = due {
-                    let due = due.max(now);
+                    let held = held_until(self.restored_at, g, alerts, now);
+                    let due = due.max(now).max(held.unwrap_or(now));
                     g.next_flush = Some(due);
                     timers.push((due, Timer::Flush { rule: i, group: key.clone() }));
                 }
@@ -567,6 +588,12 @@ impl Router {
         let rule = self.rules[i].clone();
         let state = &mut self.states[i];
         let Some(g) = state.groups.get_mut(&key) else { return };
+        if let Some(until) = held_until(self.restored_at, g, &state.alerts, now) {
+            // Restored alerts wait for their sources' first reports.
+            g.next_flush = Some(until);
+            self.add_timer(until, Timer::Flush { rule: i, group: key });
+            return;
+        }
         g.next_flush = None;
         let members: Vec<Fingerprint> = g.members.iter().copied().collect();
         let repeat_due = g.last_flush.is_some_and(|l| now >= after(l, rule.repeat_interval));
@@ -726,6 +753,23 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// Until when a group must not be notified because it holds alerts
+/// restored at `restored_at` and [`RESTORE_SETTLE`] has not passed yet.
+/// An alert is a restored one when it was first seen before the restart;
+/// deriving this from `since` keeps it true across a reload, which
+/// rebuilds every group.
+fn held_until(
+    restored_at: Option<DateTime<Utc>>,
+    g: &Group,
+    alerts: &HashMap<Fingerprint, Alert>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let restored_at = restored_at?;
+    let until = after(restored_at, RESTORE_SETTLE);
+    let restored = g.members.iter().any(|fp| alerts.get(fp).is_some_and(|a| a.since < restored_at));
+    (now < until && restored).then_some(until)
 }
 
 /// Whether recipients have not yet heard of this alert's current state.
