@@ -536,7 +536,7 @@ fn after_a_restart_a_restored_alert_is_not_notified_with_a_past_time() {
 }
 
 #[test]
-fn after_a_restart_new_alerts_are_not_held() {
+fn after_a_restart_new_alerts_are_not_held_unless_they_join_a_restored_group() {
     let r = Arc::new(rule("disk"));
     let mut before = Router::new(vec![r.clone()], vec![]);
     assert_eq!(notified(&before.handle(disk(Severity::Warning, "/"), at(0))).len(), 1);
@@ -547,4 +547,18 @@ fn after_a_restart_new_alerts_are_not_held() {
     let out = after.handle(disk(Severity::Critical, "/var"), restart + chrono::Duration::seconds(1));
     assert_eq!(dispatches(&out), vec![(restart + chrono::Duration::seconds(1), vec!["firing"], false)]);
     assert_eq!(notified(&out)[0].alerts[0].event.label("mount"), Some("/var"));
+
+    // Unless it joins a group holding a restored alert: then it is told
+    // with that group, once the minute is over.
+    let mut grouped = rule("disk");
+    grouped.group_by = vec!["host".into()];
+    let grouped = Arc::new(grouped);
+    let mut before = Router::new(vec![grouped.clone()], vec![]);
+    assert_eq!(notified(&before.handle(disk(Severity::Warning, "/"), at(0))).len(), 1);
+    let stored = saved(&mut before);
+    let mut after = Router::new(vec![grouped], vec![]);
+    after.restore(stored, restart);
+    assert!(after.handle(disk(Severity::Critical, "/var"), restart + chrono::Duration::seconds(1)).is_empty());
+    let settled = restart + chrono::Duration::seconds(60);
+    assert_eq!(dispatches(&run_until(&mut after, settled)), vec![(settled, vec!["firing", "firing"], false)]);
 }
