@@ -36,6 +36,13 @@ fn notices_and_mute_windows_are_testable() {
 }
 
 #[test]
+fn resolutions_are_told_without_waiting_for_group_interval_when_alone() {
+    let (code, out) = run("tests/testdata/ruletest/resolved.test.yaml");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("3 tests: 3 passed, 0 failed"), "{out}");
+}
+
+#[test]
 fn wrong_expectation_fails_with_a_diff() {
     let (code, out) = run("tests/testdata/ruletest/wrong-expectation.test.yaml");
     assert_eq!(code, Some(1), "{out}");

@@ -178,6 +178,9 @@ pub async fn run(
     }
     router.restore(stored, now);
     let mut notices = NoticeScheduler::new(cfg.notices.clone(), &store.notice_history()?, now);
+    // Stored at once, not only when something fires: a notice first known
+    // now must count as known at the next restart (see `notices`).
+    store.save_notice_history(notices.history())?;
 
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<Report>();
     let orphans = store.fail_orphans(&cfg.transports.keys().map(String::as_str).collect::<Vec<_>>(), now)?;
@@ -437,6 +440,9 @@ fn reload(
     };
     router.reconfigure(new.rules.clone(), new.silences.clone(), now);
     *notices = NoticeScheduler::new(new.notices.clone(), &history, now);
+    if let Err(e) = store.save_notice_history(notices.history()) {
+        error!("cannot save notice history: {e}");
+    }
     let fresh = match start_dispatcher(cfg, built, reports, &opts.clock) {
         Ok(d) => d,
         Err(e) => {

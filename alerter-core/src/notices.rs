@@ -2,10 +2,25 @@
 //!
 //! A notice announces something that happens at the times of a crontab line
 //! ("0 18 * * fri": the file server goes down). Each reminder offset (1h,
-//! 5m) and the event time itself is tracked separately by the time it last
-//! fired, which the store keeps, so a restart neither repeats a reminder nor
-//! sends a burst of stale ones: anything missed by more than [`GRACE`] while
-//! the daemon was down is skipped. Pure: `now` is always a parameter.
+//! 5m) and the event time itself is tracked separately by a cursor: every
+//! firing at or before it has been dealt with (sent or skipped). The store
+//! keeps the cursors, so a restart neither repeats a reminder nor sends a
+//! burst of stale ones.
+//!
+//! The rules:
+//! - A notice (or reminder offset) never seen before starts from the moment
+//!   it is first known: a brand-new notice, or a daemon started for the
+//!   first time, fires nothing whose time has already passed. Its cursor is
+//!   stored at once, which is what makes it "known" to a later restart.
+//! - For a known one, firings missed by more than [`GRACE`] while the daemon
+//!   was down are skipped; those missed by less go out late.
+//! - A reminder never announces an occurrence that has begun (its time is
+//!   at or before now): "In 10 seconds: ..." for something already under way
+//!   would be false.
+//! - At most one firing per occurrence and offset: the cursor only moves
+//!   forward, and offsets are whole seconds, one cursor each.
+//!
+//! Pure: `now` is always a parameter.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -105,26 +120,43 @@ pub fn human_duration(d: Duration) -> String {
 
 type Key = (String, u64);
 
-/// Tracks when each notice offset last fired.
+/// Tracks, per notice and offset, up to when firings have been dealt with.
 #[derive(Debug, Default)]
 pub struct NoticeScheduler {
-    notices: Vec<Arc<Notice>>,
+    /// Each notice with its offsets in whole seconds, longest first, without
+    /// duplicates: the store keys cursors by whole seconds, and two offsets
+    /// sharing a cursor would each fire for the same occurrence.
+    notices: Vec<(Arc<Notice>, Vec<Duration>)>,
     cursors: HashMap<Key, DateTime<Utc>>,
 }
 
 impl NoticeScheduler {
-    /// `history` maps (notice name, offset in seconds) to when it last fired.
+    /// `history` maps (notice name, offset in seconds) to its stored cursor
+    /// (see [`NoticeScheduler::history`]). A (notice, offset) missing from
+    /// it is new and starts at `now`: firings at `now` or later only.
     pub fn new(notices: Vec<Arc<Notice>>, history: &HashMap<Key, DateTime<Utc>>, now: DateTime<Utc>) -> Self {
         let floor = now - chrono::Duration::from_std(GRACE).expect("small");
+        // Cursors are inclusive ("everything at or before it is done"), so a
+        // new one sits just before `now`: a firing exactly at `now` is not
+        // from before the notice was known.
+        let first_known = now - chrono::Duration::nanoseconds(1);
         let mut cursors = HashMap::new();
-        for n in &notices {
-            for off in &n.offsets {
+        let mut entries = Vec::with_capacity(notices.len());
+        for n in notices {
+            let mut offsets: Vec<Duration> = n.offsets.iter().map(|o| Duration::from_secs(o.as_secs())).collect();
+            offsets.sort_by(|a, b| b.cmp(a));
+            offsets.dedup();
+            for off in &offsets {
                 let key = (n.name.clone(), off.as_secs());
-                let last = history.get(&key).copied().unwrap_or(floor).max(floor);
-                cursors.insert(key, last);
+                let cursor = match history.get(&key) {
+                    Some(&last) => last.max(floor),
+                    None => first_known,
+                };
+                cursors.insert(key, cursor);
             }
+            entries.push((n, offsets));
         }
-        NoticeScheduler { notices, cursors }
+        NoticeScheduler { notices: entries, cursors }
     }
 
     fn next_fire(&self, n: &Notice, off: Duration) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
@@ -135,20 +167,31 @@ impl NoticeScheduler {
     }
 
     pub fn next_wakeup(&self) -> Option<DateTime<Utc>> {
-        self.notices.iter().flat_map(|n| n.offsets.iter().filter_map(|o| self.next_fire(n, *o).map(|(_, f)| f))).min()
+        self.notices
+            .iter()
+            .flat_map(|(n, offsets)| offsets.iter().filter_map(|o| self.next_fire(n, *o).map(|(_, f)| f)))
+            .min()
     }
 
-    /// Everything due at or before `now`, in time order. Marks them fired.
+    /// Everything due at or before `now`, in time order. Moves the cursors
+    /// past them, and past reminders skipped because their occurrence has
+    /// begun.
     pub fn due(&mut self, now: DateTime<Utc>) -> Vec<NoticeFiring> {
         let mut out = Vec::new();
-        for n in self.notices.clone() {
-            for off in &n.offsets {
-                while let Some((event_at, fire_at)) = self.next_fire(&n, *off) {
+        for (n, offsets) in self.notices.clone() {
+            for off in offsets {
+                while let Some((event_at, fire_at)) = self.next_fire(&n, off) {
                     if fire_at > now {
                         break;
                     }
                     self.cursors.insert((n.name.clone(), off.as_secs()), fire_at);
-                    out.push(NoticeFiring { notice: n.clone(), event_at, ahead: *off, fire_at });
+                    // Late (after a restart, or a wake-up delayed by a busy
+                    // or suspended machine): a reminder for something that
+                    // has already begun would announce the past.
+                    if !off.is_zero() && event_at <= now {
+                        continue;
+                    }
+                    out.push(NoticeFiring { notice: n.clone(), event_at, ahead: off, fire_at });
                 }
             }
         }
@@ -156,7 +199,11 @@ impl NoticeScheduler {
         out
     }
 
-    /// When each (notice, offset) last fired, for the store.
+    /// Each (notice, offset in seconds)'s cursor, for the store: everything
+    /// due at or before it has been sent or skipped. Stored from the moment
+    /// a notice is first known, not only once it has fired, so that a
+    /// restart tells a known notice (missed firings within [`GRACE`] go out
+    /// late) from a new one (starts from now).
     pub fn history(&self) -> &HashMap<Key, DateTime<Utc>> {
         &self.cursors
     }
@@ -193,10 +240,13 @@ mod tests {
         assert_eq!(due[0].title_and_text("Server down at 18:00").1, "In 1 hour: Server down at 18:00");
         assert_eq!(due[0].context().at, "18:00");
         assert_eq!(s.next_wakeup(), Some(utc("2026-11-27T16:55:00Z")));
-        let rest = s.due(utc("2026-11-27T17:00:00Z"));
-        let aheads: Vec<u64> = rest.iter().map(|f| f.ahead.as_secs()).collect();
-        assert_eq!(aheads, vec![300, 0]);
-        assert_eq!(rest[1].title_and_text("x").0, "Notice: backup");
+        let five = s.due(utc("2026-11-27T16:55:00Z"));
+        let aheads: Vec<u64> = five.iter().map(|f| f.ahead.as_secs()).collect();
+        assert_eq!(aheads, vec![300]);
+        let at = s.due(utc("2026-11-27T17:00:00Z"));
+        let aheads: Vec<u64> = at.iter().map(|f| f.ahead.as_secs()).collect();
+        assert_eq!(aheads, vec![0]);
+        assert_eq!(at[0].title_and_text("x").0, "Notice: backup");
         // Next week's reminder is next.
         assert_eq!(s.next_wakeup(), Some(utc("2026-12-04T16:00:00Z")));
     }
@@ -212,6 +262,146 @@ mod tests {
         // Down over the whole event: nothing stale is sent after coming back.
         let mut s3 = NoticeScheduler::new(vec![notice()], s.history(), utc("2026-11-27T19:00:00Z"));
         assert!(s3.due(utc("2026-11-27T19:00:00Z")).is_empty());
+    }
+
+    /// Every 30 seconds, reminded 10 seconds ahead, as in the report.
+    fn every_30s() -> Arc<Notice> {
+        Arc::new(Notice {
+            name: "drill".into(),
+            cron: parse_cron("*/30 * * * * *").unwrap(),
+            tz: "UTC".parse().unwrap(),
+            offsets: vec![Duration::from_secs(10), Duration::ZERO],
+            targets: vec![],
+        })
+    }
+
+    /// (fire time, event time, offset in seconds, text) of each firing.
+    fn fired(fs: &[NoticeFiring]) -> Vec<(DateTime<Utc>, DateTime<Utc>, u64, String)> {
+        fs.iter()
+            .map(|f| {
+                (f.fire_at, f.event_at, f.ahead.as_secs(), f.title_and_text(&format!("drill at {}", f.context().at)).1)
+            })
+            .collect()
+    }
+
+    /// Steps through every wake-up up to `until`, collecting what fires.
+    fn run(s: &mut NoticeScheduler, until: DateTime<Utc>) -> Vec<NoticeFiring> {
+        let mut out = Vec::new();
+        while let Some(w) = s.next_wakeup().filter(|w| *w <= until) {
+            out.extend(s.due(w));
+        }
+        out
+    }
+
+    #[test]
+    fn first_start_fires_nothing_from_before_it() {
+        // First started at 07:02:27, knowing nothing: the 07:01:30 and
+        // 07:02:00 notices and the reminders for 07:02:00 (due 07:01:50) and
+        // 07:02:30 (due 07:02:20) all fell before the notice was known.
+        let start = utc("2026-01-05T07:02:27Z");
+        let mut s = NoticeScheduler::new(vec![every_30s()], &HashMap::new(), start);
+        assert!(s.due(start).is_empty());
+        assert_eq!(s.next_wakeup(), Some(utc("2026-01-05T07:02:30Z")));
+        let out = run(&mut s, utc("2026-01-05T07:03:30Z"));
+        assert_eq!(
+            fired(&out),
+            vec![
+                (utc("2026-01-05T07:02:30Z"), utc("2026-01-05T07:02:30Z"), 0, "drill at 07:02".to_string()),
+                (
+                    utc("2026-01-05T07:02:50Z"),
+                    utc("2026-01-05T07:03:00Z"),
+                    10,
+                    "In 10 seconds: drill at 07:03".to_string()
+                ),
+                (utc("2026-01-05T07:03:00Z"), utc("2026-01-05T07:03:00Z"), 0, "drill at 07:03".to_string()),
+                (
+                    utc("2026-01-05T07:03:20Z"),
+                    utc("2026-01-05T07:03:30Z"),
+                    10,
+                    "In 10 seconds: drill at 07:03".to_string()
+                ),
+                (utc("2026-01-05T07:03:30Z"), utc("2026-01-05T07:03:30Z"), 0, "drill at 07:03".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_notice_starts_at_the_instant_it_is_known() {
+        // Known exactly at an occurrence: that one is not from before it.
+        let start = utc("2026-01-05T07:02:30Z");
+        let mut s = NoticeScheduler::new(vec![every_30s()], &HashMap::new(), start);
+        assert_eq!(fired(&s.due(start)), vec![(start, start, 0, "drill at 07:02".to_string())]);
+        // A notice added by a reload next to a known one starts from the
+        // reload, while the known one keeps its history.
+        let mut known = HashMap::new();
+        known.insert(("backup".to_string(), 3600), utc("2026-11-20T16:00:00Z"));
+        known.insert(("backup".to_string(), 300), utc("2026-11-20T16:55:00Z"));
+        known.insert(("backup".to_string(), 0), utc("2026-11-20T17:00:00Z"));
+        let reload = utc("2026-11-27T16:00:31Z");
+        let mut s = NoticeScheduler::new(vec![notice(), every_30s()], &known, reload);
+        let out = s.due(reload);
+        assert_eq!(out.len(), 1, "only the known notice's reminder, 31 s late: {:?}", fired(&out));
+        assert_eq!((out[0].notice.name.as_str(), out[0].ahead.as_secs()), ("backup", 3600));
+        assert_eq!(s.next_wakeup(), Some(utc("2026-11-27T16:00:50Z")), "the new one's first reminder, for 16:01:00");
+    }
+
+    #[test]
+    fn a_reminder_never_announces_an_occurrence_that_has_begun() {
+        // Known since 07:00, stopped after the 07:03:00 notice, back at
+        // 07:03:40: within the grace minute, so the 07:03:30 notice still
+        // goes out late, but its reminder (due 07:03:20) would say "In 10
+        // seconds" about something that began ten seconds ago.
+        let mut s = NoticeScheduler::new(vec![every_30s()], &HashMap::new(), utc("2026-01-05T07:00:00Z"));
+        run(&mut s, utc("2026-01-05T07:03:05Z"));
+        let restart = utc("2026-01-05T07:03:40Z");
+        let mut s2 = NoticeScheduler::new(vec![every_30s()], s.history(), restart);
+        assert_eq!(
+            fired(&s2.due(restart)),
+            vec![(utc("2026-01-05T07:03:30Z"), utc("2026-01-05T07:03:30Z"), 0, "drill at 07:03".to_string())]
+        );
+        assert_eq!(s2.next_wakeup(), Some(utc("2026-01-05T07:03:50Z")), "the reminder for 07:04:00");
+        // The same holds without a restart when a wake-up comes late: at
+        // 07:00:35 the 07:00:30 reminder (due 07:00:20) is dropped, the
+        // notices themselves go out.
+        let mut s = NoticeScheduler::new(vec![every_30s()], &HashMap::new(), utc("2026-01-05T07:00:00Z"));
+        assert_eq!(
+            fired(&s.due(utc("2026-01-05T07:00:35Z"))),
+            vec![
+                (utc("2026-01-05T07:00:00Z"), utc("2026-01-05T07:00:00Z"), 0, "drill at 07:00".to_string()),
+                (utc("2026-01-05T07:00:30Z"), utc("2026-01-05T07:00:30Z"), 0, "drill at 07:00".to_string()),
+            ]
+        );
+        assert_eq!(s.next_wakeup(), Some(utc("2026-01-05T07:00:50Z")));
+    }
+
+    #[test]
+    fn at_most_one_firing_per_occurrence_and_offset() {
+        // Offsets that are the same in whole seconds share a cursor, so
+        // they are one offset, not two reminders for every occurrence.
+        let mut n = (*every_30s()).clone();
+        n.offsets = vec![Duration::from_millis(10_500), Duration::from_secs(10), Duration::ZERO];
+        let n = Arc::new(n);
+        let start = utc("2026-01-05T07:02:27Z");
+        let until = utc("2026-01-05T07:10:00Z");
+        // Restarted from its history after every single wake-up, and asked
+        // twice each time: still each occurrence once per offset.
+        let mut history = HashMap::new();
+        let mut s = NoticeScheduler::new(vec![n.clone()], &history, start);
+        let mut seen = Vec::new();
+        while let Some(w) = s.next_wakeup().filter(|w| *w <= until) {
+            seen.extend(s.due(w).iter().map(|f| (f.event_at, f.ahead.as_secs())));
+            seen.extend(s.due(w).iter().map(|f| (f.event_at, f.ahead.as_secs())));
+            history = s.history().clone();
+            s = NoticeScheduler::new(vec![n.clone()], &history, w);
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(seen.len(), unique.len(), "{seen:?}");
+        // 07:02:30 to 07:10:00 is 16 occurrences; the first one's reminder
+        // was due before the start.
+        assert_eq!(seen.iter().filter(|(_, off)| *off == 0).count(), 16);
+        assert_eq!(seen.iter().filter(|(_, off)| *off == 10).count(), 15);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The state store: one SQLite database under the state directory.
 //!
 //! It keeps what must survive a restart: alert state (so a restart neither
-//! re-sends everything nor forgets a firing alert), when each notice last
-//! fired, and the audit trail of notifications (sent, failed, suppressed and
+//! re-sends everything nor forgets a firing alert), how far each notice
+//! and reminder has been dealt with (from the moment it is first known),
+//! and the audit trail of notifications (sent, failed, suppressed and
 //! why). The schema is versioned with SQLite's `user_version` and migrated
 //! forward on open; a database from a newer alerter is refused rather than
 //! damaged.
@@ -264,6 +265,9 @@ impl Store {
         Ok(out)
     }
 
+    /// Each (notice, offset in seconds)'s cursor: firings at or before it
+    /// were sent or skipped (see `notices::NoticeScheduler::history`). The
+    /// column is still called `last_fired`, what it first held.
     pub fn notice_history(&self) -> Result<HashMap<(String, u64), DateTime<Utc>>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT name, offset_secs, last_fired FROM notices")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))?;
@@ -640,6 +644,8 @@ mod tests {
         let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let mut h = HashMap::new();
         h.insert(("backup".to_string(), 3600u64), t);
+        // A cursor of a notice first known at `t` sits a nanosecond before it.
+        h.insert(("backup".to_string(), 0u64), t - chrono::Duration::nanoseconds(1));
         s.save_notice_history(&h).unwrap();
         assert_eq!(s.notice_history().unwrap(), h);
         let rec = AuditRecord {

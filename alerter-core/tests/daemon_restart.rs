@@ -1,6 +1,7 @@
 //! The daemon across a restart, with its real SQLite store and log
 //! transport, on tokio's paused clock: a firing alert is neither re-notified
-//! within its repeat interval nor forgotten.
+//! within its repeat interval nor forgotten; a resolved notice still due at
+//! the stop is not sent for a condition that fails again after the restart.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +27,11 @@ rules:
   - name: disk
     match: { source: disk }
     repeat_interval: 4h
+    notify: [{ workgroup: true, via: [file] }]
+  - name: nas
+    match: { source: nas }
+    group_by: [host]
+    group_interval: 5m
     notify: [{ workgroup: true, via: [file] }]
 "#;
 
@@ -140,6 +146,74 @@ async fn restart_neither_resends_nor_forgets_a_firing_alert() {
         .unwrap();
     until(|| by_rule(&notifications(&out), "disk").len() == 3).await;
     assert_eq!(by_rule(&notifications(&out), "disk")[2].status, "resolved");
+    second.stop().await;
+}
+
+fn nas(severity: Severity) -> Event {
+    Event::new("nas", "nas1", severity, format!("volume1 is {severity}"), t0()).with_label("volume", "1")
+}
+
+/// Fires the `nas` alert, resolves it a minute later (its resolved notice
+/// due at group_interval, 5 minutes after the first notification) and stops
+/// the daemon before that. Returns when the firing notification went out.
+async fn stop_with_a_resolved_notice_due(dir: &Path) -> DateTime<Utc> {
+    let out = dir.join("out.jsonl");
+    let first = start(dir, t0());
+    first.events.send(nas(Severity::Critical).into()).await.unwrap();
+    until(|| by_rule(&notifications(&out), "nas").len() == 1).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    first.events.send(nas(Severity::Resolved).into()).await.unwrap();
+    first.events.send(marker(1).into()).await.unwrap();
+    until(|| by_rule(&notifications(&out), "marker").len() == 1).await;
+    first.stop().await;
+    let all = notifications(&out);
+    let nas = by_rule(&all, "nas");
+    assert_eq!(nas.len(), 1, "the resolved notice was still due at the stop");
+    nas[0].created_at
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_sends_no_stale_resolved_for_a_condition_failing_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let told = stop_with_a_resolved_notice_due(dir.path()).await;
+
+    // Back ten minutes later, after the resolved notice fell due; the source's
+    // first check finds the volume failing again.
+    let restart = told + chrono::Duration::minutes(10);
+    let second = start(dir.path(), restart);
+    second.events.send(nas(Severity::Critical).into()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    second.events.send(marker(2).into()).await.unwrap();
+    until(|| by_rule(&notifications(&out), "marker").len() == 2).await;
+    // Back before its resolved notice went out: as far as anyone was told,
+    // it never stopped. Neither "resolved" nor a second "firing".
+    let all = notifications(&out);
+    let nas: Vec<(&str, DateTime<Utc>)> =
+        by_rule(&all, "nas").iter().map(|n| (n.status.as_str(), n.created_at)).collect();
+    assert_eq!(nas, vec![("firing", told)]);
+    second.stop().await;
+
+    // The store agrees: the alert fires on.
+    let store = alerter_core::store::Store::open(&dir.path().join("state")).unwrap();
+    let alerts = store.load_alerts().unwrap();
+    let stored = alerts.iter().find(|(rule, _)| rule == "nas").map(|(_, a)| a.status);
+    assert_eq!(stored, Some(alerter_core::rules::router::AlertStatus::Firing));
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_sends_a_resolved_notice_still_true_once_sources_had_their_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let told = stop_with_a_resolved_notice_due(dir.path()).await;
+
+    let restart = told + chrono::Duration::minutes(10);
+    let second = start(dir.path(), restart);
+    until(|| by_rule(&notifications(&out), "nas").len() == 2).await;
+    let all = notifications(&out);
+    let resolved = by_rule(&all, "nas")[1];
+    assert_eq!(resolved.status, "resolved");
+    assert_eq!(resolved.created_at, restart + chrono::Duration::seconds(60));
     second.stop().await;
 }
 

@@ -361,6 +361,7 @@ fn reconfigure_keeps_state_of_unchanged_rules() {
 #[test]
 fn flapping_before_the_resolved_notice_stays_quiet() {
     let mut r = rule("disk");
+    r.group_by = vec!["host".into()];
     r.group_interval = Duration::from_secs(5 * 60);
     let mut router = new_router(vec![r]);
     assert_eq!(notified(&router.handle(disk(Severity::Warning, "/"), at(0))).len(), 1);
@@ -368,4 +369,196 @@ fn flapping_before_the_resolved_notice_stays_quiet() {
     assert!(router.handle(disk(Severity::Resolved, "/"), at(MIN)).is_empty());
     assert!(router.handle(disk(Severity::Warning, "/"), at(2 * MIN)).is_empty());
     assert!(notified(&run_until(&mut router, at(HOUR))).is_empty());
+}
+
+/// Every dispatch as (time, statuses of its alerts, repeat).
+fn dispatches(out: &[Output]) -> Vec<(DateTime<Utc>, Vec<&'static str>, bool)> {
+    notified(out).iter().map(|d| (d.at, d.alerts.iter().map(|a| a.status).collect(), d.repeat)).collect()
+}
+
+#[test]
+fn without_group_by_a_resolution_is_notified_at_once() {
+    // Default timing: group_wait 0s, group_interval 1m.
+    let mut router = new_router(vec![rule("disk")]);
+    assert_eq!(dispatches(&router.handle(disk(Severity::Warning, "/"), at(0))), vec![(at(0), vec!["firing"], false)]);
+    // Ten seconds later it clears: nothing to batch it with, so no waiting
+    // for the rest of group_interval.
+    assert_eq!(
+        dispatches(&router.handle(disk(Severity::Resolved, "/"), at(10))),
+        vec![(at(10), vec!["resolved"], false)]
+    );
+    assert!(run_until(&mut router, at(10 * HOUR)).is_empty());
+}
+
+#[test]
+fn without_group_by_a_resolution_waits_group_wait_and_a_return_within_it_stays_quiet() {
+    let mut r = rule("disk");
+    r.group_wait = Duration::from_secs(2 * 60);
+    r.group_interval = Duration::from_secs(60);
+    let mut router = new_router(vec![r.clone()]);
+    router.handle(disk(Severity::Warning, "/"), at(0));
+    assert_eq!(dispatches(&run_until(&mut router, at(2 * MIN))), vec![(at(2 * MIN), vec!["firing"], false)]);
+    // Resolved at 3m (a whole group_interval after the last notification,
+    // so the old rule would have sent it at once): due at 3m + group_wait.
+    assert!(router.handle(disk(Severity::Resolved, "/"), at(3 * MIN)).is_empty());
+    assert_eq!(router.next_wakeup(), Some(at(5 * MIN)));
+    assert!(run_until(&mut router, at(5 * MIN - 1)).is_empty());
+    assert_eq!(dispatches(&run_until(&mut router, at(5 * MIN))), vec![(at(5 * MIN), vec!["resolved"], false)]);
+
+    // Back within group_wait of the resolution: it never stopped.
+    let mut router = new_router(vec![r]);
+    router.handle(disk(Severity::Warning, "/"), at(0));
+    assert_eq!(notified(&run_until(&mut router, at(2 * MIN))).len(), 1);
+    assert!(router.handle(disk(Severity::Resolved, "/"), at(3 * MIN)).is_empty());
+    assert!(router.handle(disk(Severity::Warning, "/"), at(4 * MIN)).is_empty());
+    let out = run_until(&mut router, at(4 * HOUR + 2 * MIN));
+    // Only the reminder that it still fires, four hours after the first notification.
+    assert_eq!(dispatches(&out), vec![(at(4 * HOUR + 2 * MIN), vec!["firing"], true)]);
+}
+
+#[test]
+fn with_group_by_a_resolution_waits_for_group_interval() {
+    let mut r = rule("disk");
+    r.group_by = vec!["host".into()];
+    let mut router = new_router(vec![r]);
+    router.handle(disk(Severity::Warning, "/"), at(0));
+    router.handle(disk(Severity::Warning, "/var"), at(0));
+    // Batched with whatever else changes in the group within group_interval (1m).
+    assert!(router.handle(disk(Severity::Resolved, "/"), at(10)).is_empty());
+    assert!(run_until(&mut router, at(MIN - 1)).is_empty());
+    assert_eq!(dispatches(&run_until(&mut router, at(MIN))), vec![(at(MIN), vec!["firing", "resolved"], false)]);
+}
+
+/// What `router` would have in the store: its alerts, by rule.
+fn saved(router: &mut Router) -> Vec<(String, alerter_core::rules::router::Alert)> {
+    router.take_changes().into_iter().filter_map(|c| c.alert.map(|a| (c.rule, a))).collect()
+}
+
+/// The two shapes of rule in which a resolved notice can still be due at
+/// a shutdown: grouped (waiting for group_interval), or with a group_wait.
+fn rules_with_a_pending_resolution() -> Vec<Rule> {
+    let mut grouped = rule("disk");
+    grouped.group_by = vec!["host".into()];
+    grouped.group_interval = Duration::from_secs(5 * 60);
+    let mut waiting = rule("disk");
+    waiting.group_wait = Duration::from_secs(5 * 60);
+    vec![grouped, waiting]
+}
+
+/// Fires `/` at 0, resolves it a minute after it was told, and returns the
+/// stored state (the resolved notice still due) and when it was told.
+fn resolved_but_not_yet_told(r: &Arc<Rule>) -> (Vec<(String, alerter_core::rules::router::Alert)>, DateTime<Utc>) {
+    let mut before = Router::new(vec![r.clone()], vec![]);
+    let mut out = before.handle(disk(Severity::Warning, "/"), at(0));
+    out.extend(run_until(&mut before, at(5 * MIN)));
+    let told = notified(&out).iter().map(|d| d.at).collect::<Vec<_>>();
+    assert_eq!(told.len(), 1);
+    let resolved = told[0] + chrono::Duration::minutes(1);
+    assert!(before.handle(disk(Severity::Resolved, "/"), resolved).is_empty());
+    assert!(before.next_wakeup().is_some_and(|t| t > resolved), "the resolved notice is still due");
+    (saved(&mut before), told[0])
+}
+
+#[test]
+fn after_a_restart_a_condition_failing_again_gets_no_stale_resolved_notice() {
+    for r in rules_with_a_pending_resolution() {
+        let r = Arc::new(r);
+        let (stored, told) = resolved_but_not_yet_told(&r);
+        // The daemon was down until 20m; its resolved notice fell due meanwhile.
+        let restart = at(20 * MIN);
+        let mut after = Router::new(vec![r.clone()], vec![]);
+        after.restore(stored, restart);
+        // The daemon's first step after a restart runs the timers due then.
+        assert!(after.tick(restart).is_empty(), "nothing before the sources had their say");
+        assert_eq!(after.next_wakeup(), Some(restart + chrono::Duration::seconds(60)));
+        // The source's first check after the restart finds the disk full again.
+        assert!(after.handle(disk(Severity::Warning, "/"), restart + chrono::Duration::seconds(2)).is_empty());
+        // Back before the resolved notice went out: it never stopped. The
+        // only notification is the reminder that it still fires, four hours
+        // after it was first told.
+        let out = run_until(&mut after, at(10 * HOUR));
+        let ds = dispatches(&out);
+        assert!(!ds.is_empty());
+        assert!(ds.iter().all(|(_, statuses, repeat)| *repeat && statuses == &vec!["firing"]), "{ds:?}");
+        assert_eq!(ds[0].0, told + chrono::Duration::hours(4));
+    }
+}
+
+#[test]
+fn after_a_restart_a_resolution_that_holds_is_told_once_the_sources_had_their_say() {
+    for r in rules_with_a_pending_resolution() {
+        let r = Arc::new(r);
+        let (stored, _) = resolved_but_not_yet_told(&r);
+        let restart = at(20 * MIN);
+        let mut after = Router::new(vec![r.clone()], vec![]);
+        after.restore(stored, restart);
+        assert!(run_until(&mut after, restart + chrono::Duration::seconds(59)).is_empty());
+        let settled = restart + chrono::Duration::seconds(60);
+        assert_eq!(dispatches(&run_until(&mut after, at(10 * HOUR))), vec![(settled, vec!["resolved"], false)]);
+    }
+}
+
+#[test]
+fn after_a_restart_a_firing_alert_that_cleared_while_down_is_not_announced() {
+    let mut r = rule("disk");
+    r.group_wait = Duration::from_secs(5 * 60);
+    let r = Arc::new(r);
+    let mut before = Router::new(vec![r.clone()], vec![]);
+    // Fires at 0; its first notification is due at 5m, but the daemon
+    // stops at 1m.
+    assert!(before.handle(disk(Severity::Warning, "/"), at(0)).is_empty());
+    let stored = saved(&mut before);
+    let restart = at(30 * MIN);
+    let mut after = Router::new(vec![r], vec![]);
+    after.restore(stored, restart);
+    assert!(after.tick(restart).is_empty());
+    // The source's first report after the restart: the disk is fine.
+    assert!(after.handle(disk(Severity::Resolved, "/"), restart + chrono::Duration::seconds(1)).is_empty());
+    assert!(run_until(&mut after, at(10 * HOUR)).is_empty(), "never told, nothing to tell");
+}
+
+#[test]
+fn after_a_restart_a_restored_alert_is_not_notified_with_a_past_time() {
+    let mut r = rule("disk");
+    r.hold_for = Duration::from_secs(5 * 60);
+    let r = Arc::new(r);
+    let mut before = Router::new(vec![r.clone()], vec![]);
+    assert!(before.handle(disk(Severity::Warning, "/"), at(0)).is_empty());
+    let stored = saved(&mut before);
+    // Down from 1m to 30m: `for:` passed while down and nobody said otherwise.
+    let restart = at(30 * MIN);
+    let mut after = Router::new(vec![r], vec![]);
+    after.restore(stored, restart);
+    // Promoted at once (its `for:` is over), told once the sources had
+    // their say, and dated then, not when `for:` ran out during the stop.
+    let out = run_until(&mut after, restart + chrono::Duration::seconds(60));
+    assert_eq!(dispatches(&out), vec![(restart + chrono::Duration::seconds(60), vec!["firing"], false)]);
+}
+
+#[test]
+fn after_a_restart_new_alerts_are_not_held_unless_they_join_a_restored_group() {
+    let r = Arc::new(rule("disk"));
+    let mut before = Router::new(vec![r.clone()], vec![]);
+    assert_eq!(notified(&before.handle(disk(Severity::Warning, "/"), at(0))).len(), 1);
+    let stored = saved(&mut before);
+    let restart = at(30 * MIN);
+    let mut after = Router::new(vec![r], vec![]);
+    after.restore(stored, restart);
+    let out = after.handle(disk(Severity::Critical, "/var"), restart + chrono::Duration::seconds(1));
+    assert_eq!(dispatches(&out), vec![(restart + chrono::Duration::seconds(1), vec!["firing"], false)]);
+    assert_eq!(notified(&out)[0].alerts[0].event.label("mount"), Some("/var"));
+
+    // Unless it joins a group holding a restored alert: then it is told
+    // with that group, once the minute is over.
+    let mut grouped = rule("disk");
+    grouped.group_by = vec!["host".into()];
+    let grouped = Arc::new(grouped);
+    let mut before = Router::new(vec![grouped.clone()], vec![]);
+    assert_eq!(notified(&before.handle(disk(Severity::Warning, "/"), at(0))).len(), 1);
+    let stored = saved(&mut before);
+    let mut after = Router::new(vec![grouped], vec![]);
+    after.restore(stored, restart);
+    assert!(after.handle(disk(Severity::Critical, "/var"), restart + chrono::Duration::seconds(1)).is_empty());
+    let settled = restart + chrono::Duration::seconds(60);
+    assert_eq!(dispatches(&run_until(&mut after, settled)), vec![(settled, vec!["firing", "firing"], false)]);
 }

@@ -11,7 +11,15 @@
 //! notified `group_wait` after its first alert fires, then about changes at
 //! most every `group_interval`, and re-notified every `repeat_interval`
 //! while anything in it still fires. One-shot events are notified once and
-//! then throttled per dedup key for `repeat_interval`.
+//! then throttled per dedup key for `repeat_interval`. A rule without
+//! `group_by` has nothing to batch, so an alert's resolution is notified
+//! `group_wait` after it happens, without waiting for `group_interval`.
+//!
+//! After a restart, restored alerts are older than anything their sources
+//! say next. Notifications about them are held for [`RESTORE_SETTLE`], so
+//! the sources' first reports decide what is still true: a condition
+//! reported failing again before its resolved notice went out never
+//! stopped, and a firing alert reported resolved is not announced.
 //!
 //! Timers live in one ordered set and are checked lazily: a timer whose
 //! alert or group has moved on is skipped when it comes due, which is cheaper
@@ -168,7 +176,17 @@ pub struct Router {
     dirty: HashSet<(usize, Fingerprint)>,
     /// Alerts of removed rules, to be deleted from the store.
     pending_deletes: Vec<AlertChange>,
+    /// When [`Router::restore`] loaded stored alerts: alerts seen before
+    /// this instant are restored ones, whose notifications wait for
+    /// [`RESTORE_SETTLE`] after it.
+    restored_at: Option<DateTime<Utc>>,
 }
+
+/// How long after a restart notifications about restored alerts are held.
+/// Sources check at once when they start, so within this time a source
+/// reports a condition that came back (or went away) while the daemon was
+/// down, and that report, not the stored state, decides what is sent.
+pub const RESTORE_SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn after(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
     t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
@@ -218,8 +236,12 @@ impl Router {
     }
 
     /// Loads persisted alerts (from the store, after a restart). Alerts of
-    /// rules that no longer exist are ignored.
+    /// rules that no longer exist are ignored. Notifications about the
+    /// restored alerts are held until [`RESTORE_SETTLE`] after `now`: the
+    /// stored state is older than whatever the sources report first after
+    /// the restart, and must not be announced before they had the chance.
     pub fn restore(&mut self, alerts: Vec<(String, Alert)>, now: DateTime<Utc>) {
+        self.restored_at = Some(now);
         let index: HashMap<&str, usize> = self.rules.iter().enumerate().map(|(i, r)| (r.name.as_str(), i)).collect();
         for (rule, alert) in alerts {
             if let Some(&i) = index.get(rule.as_str()) {
@@ -262,16 +284,23 @@ impl Router {
                 let members = g.members.iter().filter_map(|fp| alerts.get(fp));
                 let mut needs_news = false;
                 let mut first_fired: Option<DateTime<Utc>> = None;
+                let mut resolved_at: Option<DateTime<Utc>> = None;
                 let mut any_firing = false;
                 for a in members {
                     any_firing |= a.status == AlertStatus::Firing;
                     needs_news |= is_news(a);
                     first_fired = earliest(first_fired, a.fired_at);
+                    if a.status == AlertStatus::Resolved {
+                        resolved_at = earliest(resolved_at, Some(a.resolved_at.unwrap_or(now)));
+                    }
                 }
                 let due = if needs_news {
-                    Some(match g.last_flush {
-                        None => after(first_fired.unwrap_or(now), rule.group_wait),
-                        Some(last) => after(last, rule.group_interval),
+                    Some(match (g.last_flush, resolved_at) {
+                        // A group of one (no `group_by`) tells its resolution
+                        // `group_wait` after it happened, as `resolve` does.
+                        (_, Some(resolved)) if rule.group_by.is_empty() => after(resolved, rule.group_wait),
+                        (None, _) => after(first_fired.unwrap_or(now), rule.group_wait),
+                        (Some(last), _) => after(last, rule.group_interval),
                     })
                 } else if any_firing {
                     g.last_flush.map(|last| after(last, rule.repeat_interval))
@@ -279,7 +308,8 @@ impl Router {
                     None
                 };
                 if let Some(due) = due {
-                    let due = due.max(now);
+                    let held = held_until(self.restored_at, g, alerts, now);
+                    let due = due.max(now).max(held.unwrap_or(now));
                     g.next_flush = Some(due);
                     timers.push((due, Timer::Flush { rule: i, group: key.clone() }));
                 }
@@ -500,7 +530,23 @@ impl Router {
                     a.event.summary = event.summary.clone();
                 }
                 let (key, _) = group_key(&rule, &a.event, fp);
-                self.schedule_flush(i, key, now);
+                if rule.group_by.is_empty() {
+                    // A group of one has no other alerts to batch the
+                    // resolution with, so `group_interval` has nothing to
+                    // wait for: the resolved notice is due `group_wait`
+                    // after the resolution (at once by default). This
+                    // replaces any earlier flush still pending for the
+                    // alert (a severity change, a repeat): both are moot
+                    // now, and `group_wait` is the time a flapping
+                    // condition gets to come back quietly.
+                    let due = after(now, rule.group_wait);
+                    if let Some(g) = state.groups.get_mut(&key) {
+                        g.next_flush = Some(due);
+                        self.add_timer(due, Timer::Flush { rule: i, group: key });
+                    }
+                } else {
+                    self.schedule_flush(i, key, now);
+                }
             }
             AlertStatus::Pending | AlertStatus::Firing => {
                 // Never told, or not to be told: forget it quietly.
@@ -540,7 +586,14 @@ impl Router {
 
     fn flush(&mut self, i: usize, key: Arc<str>, now: DateTime<Utc>, out: &mut Vec<Output>) {
         let rule = self.rules[i].clone();
-        let Some(g) = self.states[i].groups.get_mut(&key) else { return };
+        let state = &mut self.states[i];
+        let Some(g) = state.groups.get_mut(&key) else { return };
+        if let Some(until) = held_until(self.restored_at, g, &state.alerts, now) {
+            // Restored alerts wait for their sources' first reports.
+            g.next_flush = Some(until);
+            self.add_timer(until, Timer::Flush { rule: i, group: key });
+            return;
+        }
         g.next_flush = None;
         let members: Vec<Fingerprint> = g.members.iter().copied().collect();
         let repeat_due = g.last_flush.is_some_and(|l| now >= after(l, rule.repeat_interval));
@@ -700,6 +753,23 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// Until when a group must not be notified because it holds alerts
+/// restored at `restored_at` and [`RESTORE_SETTLE`] has not passed yet.
+/// An alert is a restored one when it was first seen before the restart;
+/// deriving this from `since` keeps it true across a reload, which
+/// rebuilds every group.
+fn held_until(
+    restored_at: Option<DateTime<Utc>>,
+    g: &Group,
+    alerts: &HashMap<Fingerprint, Alert>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let restored_at = restored_at?;
+    let until = after(restored_at, RESTORE_SETTLE);
+    let restored = g.members.iter().any(|fp| alerts.get(fp).is_some_and(|a| a.since < restored_at));
+    (now < until && restored).then_some(until)
 }
 
 /// Whether recipients have not yet heard of this alert's current state.
