@@ -99,3 +99,70 @@ fn shipped_schema_is_current() {
         "config/alerter.schema.json is stale; regenerate it with `cargo run -- schema > config/alerter.schema.json`"
     );
 }
+
+/// The shipped default config as text.
+fn default_config() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/alerter.yaml")).unwrap()
+}
+
+#[test]
+fn the_embedded_default_watches_something() {
+    let out = alerter().arg("check").env_remove("ALERTER_CONFIG").output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(report.contains(" 2 sources,"), "the disks and the auth log:\n{report}");
+}
+
+/// Enables the ready-to-enable blocks of a config the way its header tells
+/// an admin to: a comment `# key:` or `# - ...` followed by comment lines
+/// indented deeper loses the `# ` in front of each of its lines. Returns
+/// the new text and the first line of each block enabled.
+fn enable_commented_blocks(text: &str) -> (String, Vec<String>) {
+    let lines: Vec<&str> = text.lines().collect();
+    let comment = |l: &str| -> Option<(usize, String)> {
+        let indent = l.len() - l.trim_start().len();
+        l.trim_start().strip_prefix("# ").map(|rest| (indent, rest.to_string()))
+    };
+    let is_header = |rest: &str| {
+        rest.starts_with("- ")
+            || rest.strip_suffix(':').is_some_and(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric()))
+    };
+    let (mut out, mut headers) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < lines.len() {
+        let block = comment(lines[i]).filter(|(_, rest)| is_header(rest)).and_then(|(indent, rest)| {
+            let inner = |l: &str| comment(l).filter(|(n, r)| *n == indent && r.starts_with(' '));
+            let len = lines[i + 1..].iter().take_while(|l| inner(l).is_some()).count();
+            (len > 0).then_some((indent, rest, len))
+        });
+        match block {
+            Some((indent, rest, len)) => {
+                headers.push(rest);
+                for l in &lines[i..=i + len] {
+                    out.push(format!("{}{}", " ".repeat(indent), &l.trim_start()[2..]));
+                }
+                i += len + 1;
+            }
+            None => {
+                out.push(lines[i].to_string());
+                i += 1;
+            }
+        }
+    }
+    (out.join("\n") + "\n", headers)
+}
+
+#[test]
+fn the_defaults_commented_popup_mail_and_people_are_ready_to_enable() {
+    let (text, headers) = enable_commented_blocks(&default_config());
+    for h in ["popup:", "mail:", "alice:", "oncall:"] {
+        assert!(headers.iter().any(|x| x == h), "a commented `{h}` block; found {headers:?}");
+    }
+    assert_eq!(headers.iter().filter(|h| h.starts_with("- groups: [oncall]")).count(), 4, "{headers:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("enabled.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let (code, report) = check(&path);
+    assert_eq!(code, Some(0), "with everything enabled:\n{report}\n{text}");
+    assert!(report.contains("4 rules, 2 sources, 3 transports, 2 subscribers, 2 groups"), "{report}");
+}
