@@ -166,3 +166,37 @@ fn the_defaults_commented_popup_mail_and_people_are_ready_to_enable() {
     assert_eq!(code, Some(0), "with everything enabled:\n{report}\n{text}");
     assert!(report.contains("4 rules, 2 sources, 3 transports, 2 subscribers, 2 groups"), "{report}");
 }
+
+#[test]
+fn init_writes_the_starter_refuses_to_overwrite_and_force_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("etc/alerter/alerter.yaml");
+    let init = |extra: &[&str]| alerter().arg("init").arg("-o").arg(&path).args(extra).output().unwrap();
+
+    // A new file in a new directory: the default config, and what to do next.
+    let out = init(&[]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), default_config());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o022, 0, "writable by its owner only");
+    assert!(said.contains(&format!("wrote {}", path.display())), "{said}");
+    assert!(said.contains(&format!("alerter check -c {}", path.display())), "{said}");
+    assert!(said.contains(&format!("alerter run -c {}", path.display())), "{said}");
+    let (code, report) = check(&path);
+    assert_eq!(code, Some(0), "{report}");
+
+    // Again: refused, and the admin's edits are still there.
+    std::fs::write(&path, "# mine\n").unwrap();
+    let out = init(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("already exists") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "# mine\n");
+
+    // --force replaces it, and leaves no temporary file behind.
+    let out = init(&["--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), default_config());
+    assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+}
