@@ -200,3 +200,131 @@ fn init_writes_the_starter_refuses_to_overwrite_and_force_replaces() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), default_config());
     assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
 }
+
+/// Every Markdown file of the repository (not build output or hidden directories).
+fn markdown_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                    walk(&path, out);
+                }
+            } else if name.ends_with(".md") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new(env!("CARGO_MANIFEST_DIR")), &mut out);
+    out.sort();
+    out
+}
+
+/// The text of a Markdown file outside fenced code blocks and code spans,
+/// line by line (links and words in code are examples, not claims).
+fn prose(text: &str) -> Vec<(usize, String)> {
+    let mut fenced = false;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let mut kept = String::new();
+        for (j, part) in line.split('`').enumerate() {
+            if j % 2 == 0 {
+                kept.push_str(part);
+            }
+        }
+        out.push((i + 1, kept));
+    }
+    out
+}
+
+/// GitHub's anchors for the headings of a Markdown file.
+fn anchors(text: &str) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        }
+        let Some(heading) = line.strip_prefix('#').filter(|_| !fenced) else { continue };
+        let title = heading.trim_start_matches('#').trim();
+        let slug: String = title
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let n = seen.iter().filter(|s| s.as_str() == slug || s.starts_with(&format!("{slug}-"))).count();
+        seen.push(if n == 0 { slug } else { format!("{slug}-{n}") });
+    }
+    seen
+}
+
+/// Link targets in a line: `[text](target)` and `[label]: target`.
+fn link_targets(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("](") {
+        let after = &rest[i + 2..];
+        let end = after.find(')').unwrap_or(after.len());
+        out.extend(after[..end].split_whitespace().next().map(str::to_string));
+        rest = &after[end..];
+    }
+    let t = line.trim_start();
+    if t.starts_with('[')
+        && let Some((_, target)) = t.split_once("]: ")
+    {
+        out.extend(target.split_whitespace().next().map(str::to_string));
+    }
+    out
+}
+
+#[test]
+fn docs_have_no_placeholders_and_no_broken_links() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files = markdown_files();
+    for must in ["README.md", "examples/README.md", "plugins/README.md", "docs/config.md"] {
+        assert!(files.contains(&root.join(must)), "{must} not found among {files:?}");
+    }
+    let mut problems = Vec::new();
+    for file in &files {
+        let name = file.strip_prefix(root).unwrap().display().to_string();
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in prose(&text) {
+            let lower = line.to_lowercase();
+            let placeholder = ["filled later", "filled by", "to be written", "coming soon"]
+                .into_iter()
+                .find(|p| lower.contains(p))
+                .or_else(|| {
+                    line.split(|c: char| !c.is_ascii_alphanumeric()).find(|w| ["TODO", "TBD", "FIXME"].contains(w))
+                });
+            if let Some(p) = placeholder {
+                problems.push(format!("{name}:{n}: placeholder `{p}`: {}", line.trim()));
+            }
+            for target in link_targets(&line) {
+                if target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                let (path, fragment) = target.split_once('#').unwrap_or((&target, ""));
+                let dest = if path.is_empty() { file.clone() } else { file.parent().unwrap().join(path) };
+                if !dest.exists() {
+                    problems.push(format!("{name}:{n}: link to `{target}`: no such file"));
+                } else if !fragment.is_empty() && dest.extension().is_some_and(|e| e == "md") {
+                    let headings = anchors(&std::fs::read_to_string(&dest).unwrap());
+                    if !headings.iter().any(|a| a == fragment) {
+                        problems.push(format!("{name}:{n}: link to `{target}`: no such heading in {headings:?}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{} problems in the docs:\n{}", problems.len(), problems.join("\n"));
+}

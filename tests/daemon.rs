@@ -169,15 +169,18 @@ fn the_embedded_default_watches_disks_and_the_auth_log() {
     let notifications = |d: &Daemon| -> Vec<serde_json::Value> {
         d.stdout_so_far().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     };
-    let logins = wait_for(Duration::from_secs(40), || {
-        notifications(&daemon).into_iter().find(|n| n["rule"] == "failed-logins")
-    });
+    let logins =
+        wait_for(Duration::from_secs(40), || notifications(&daemon).into_iter().find(|n| n["rule"] == "failed-logins"));
     let mut summaries: Vec<&str> =
         logins["alerts"].as_array().unwrap().iter().map(|a| a["summary"].as_str().unwrap()).collect();
     summaries.sort();
     assert_eq!(
         summaries,
-        ["failed ssh login as admin from 203.0.113.9", "failed su to root by bob", "failed sudo by alice (3 wrong passwords)"],
+        [
+            "failed ssh login as admin from 203.0.113.9",
+            "failed su to root by bob",
+            "failed sudo by alice (3 wrong passwords)"
+        ],
         "{logins}"
     );
     assert_eq!(logins["alerts"][0]["labels"]["file"], auth_log.display().to_string());
