@@ -145,8 +145,8 @@ mod tests {
             move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v))
         };
         let home = env(&[("HOME", "/home/alice")]);
-        assert_eq!(default_path_for(true, &home).unwrap(), Path::new("/etc/alerter/alerter.yaml"));
-        assert_eq!(default_path_for(false, &home).unwrap(), Path::new("/home/alice/.config/alerter/alerter.yaml"));
+        assert_eq!(default_path_for(true, home).unwrap(), Path::new("/etc/alerter/alerter.yaml"));
+        assert_eq!(default_path_for(false, home).unwrap(), Path::new("/home/alice/.config/alerter/alerter.yaml"));
         let xdg = env(&[("HOME", "/home/alice"), ("XDG_CONFIG_HOME", "/cfg")]);
         assert_eq!(default_path_for(false, xdg).unwrap(), Path::new("/cfg/alerter/alerter.yaml"));
         let err = default_path_for(false, env(&[])).unwrap_err().to_string();
