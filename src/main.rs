@@ -20,6 +20,7 @@ use alerter_core::ruletest;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod init_cli;
 mod messenger_cli;
 mod scan_cli;
 
@@ -107,6 +108,9 @@ enum Command {
     Keygen(messenger_cli::KeygenArgs),
     /// Print the JSON Schema of the config file (for editors).
     Schema,
+    /// Write a starter config to edit: the default one (disks, auth log),
+    /// with popups, mail and people ready to enable. Refuses to overwrite.
+    Init(init_cli::InitArgs),
     /// Run log patterns over files and count what they match, like
     /// `grep -c` or `fail2ban-regex`: to try patterns for a `log` source.
     /// Exits 0 when something matched, 1 when nothing did.
@@ -175,6 +179,13 @@ fn main() -> ExitCode {
         Command::Keygen(args) => messenger_cli::keygen(args),
         Command::History { config, limit, json } => history(config, limit, json),
         Command::PluginHost { builtin, path } => plugin_host(builtin, path),
+        Command::Init(args) => match init_cli::init(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("alerter init: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Schema => {
             print!("{}", config::json_schema_text());
             ExitCode::SUCCESS

@@ -123,3 +123,232 @@ fn shipped_schema_is_current() {
         "config/alerter.schema.json is stale; regenerate it with `cargo run -- schema > config/alerter.schema.json`"
     );
 }
+
+/// The shipped default config as text.
+fn default_config() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/alerter.yaml")).unwrap()
+}
+
+#[test]
+fn the_embedded_default_watches_something() {
+    let out = alerter().arg("check").env_remove("ALERTER_CONFIG").output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(report.contains(" 2 sources,"), "the disks and the auth log:\n{report}");
+}
+
+/// Enables the ready-to-enable blocks of a config the way its header tells
+/// an admin to: a comment `# key:` or `# - ...` followed by comment lines
+/// indented deeper loses the `# ` in front of each of its lines. Returns
+/// the new text and the first line of each block enabled.
+fn enable_commented_blocks(text: &str) -> (String, Vec<String>) {
+    let lines: Vec<&str> = text.lines().collect();
+    let comment = |l: &str| -> Option<(usize, String)> {
+        let indent = l.len() - l.trim_start().len();
+        l.trim_start().strip_prefix("# ").map(|rest| (indent, rest.to_string()))
+    };
+    let is_header = |rest: &str| {
+        rest.starts_with("- ")
+            || rest.strip_suffix(':').is_some_and(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric()))
+    };
+    let (mut out, mut headers) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < lines.len() {
+        let block = comment(lines[i]).filter(|(_, rest)| is_header(rest)).and_then(|(indent, rest)| {
+            let inner = |l: &str| comment(l).filter(|(n, r)| *n == indent && r.starts_with(' '));
+            let len = lines[i + 1..].iter().take_while(|l| inner(l).is_some()).count();
+            (len > 0).then_some((indent, rest, len))
+        });
+        match block {
+            Some((indent, rest, len)) => {
+                headers.push(rest);
+                for l in &lines[i..=i + len] {
+                    out.push(format!("{}{}", " ".repeat(indent), &l.trim_start()[2..]));
+                }
+                i += len + 1;
+            }
+            None => {
+                out.push(lines[i].to_string());
+                i += 1;
+            }
+        }
+    }
+    (out.join("\n") + "\n", headers)
+}
+
+#[test]
+fn the_defaults_commented_popup_mail_and_people_are_ready_to_enable() {
+    let (text, headers) = enable_commented_blocks(&default_config());
+    for h in ["popup:", "mail:", "alice:", "oncall:"] {
+        assert!(headers.iter().any(|x| x == h), "a commented `{h}` block; found {headers:?}");
+    }
+    assert_eq!(headers.iter().filter(|h| h.starts_with("- groups: [oncall]")).count(), 4, "{headers:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("enabled.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let (code, report) = check(&path);
+    assert_eq!(code, Some(0), "with everything enabled:\n{report}\n{text}");
+    assert!(report.contains("4 rules, 2 sources, 3 transports, 2 subscribers, 2 groups"), "{report}");
+}
+
+#[test]
+fn init_writes_the_starter_refuses_to_overwrite_and_force_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("etc/alerter/alerter.yaml");
+    let init = |extra: &[&str]| alerter().arg("init").arg("-o").arg(&path).args(extra).output().unwrap();
+
+    // A new file in a new directory: the default config, and what to do next.
+    let out = init(&[]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), default_config());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o022, 0, "writable by its owner only");
+    assert!(said.contains(&format!("wrote {}", path.display())), "{said}");
+    assert!(said.contains(&format!("alerter check -c {}", path.display())), "{said}");
+    assert!(said.contains(&format!("alerter run -c {}", path.display())), "{said}");
+    let (code, report) = check(&path);
+    assert_eq!(code, Some(0), "{report}");
+
+    // Again: refused, and the admin's edits are still there.
+    std::fs::write(&path, "# mine\n").unwrap();
+    let out = init(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("already exists") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "# mine\n");
+
+    // --force replaces it, and leaves no temporary file behind.
+    let out = init(&["--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), default_config());
+    assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+}
+
+/// Every Markdown file of the repository (not build output or hidden directories).
+fn markdown_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                    walk(&path, out);
+                }
+            } else if name.ends_with(".md") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new(env!("CARGO_MANIFEST_DIR")), &mut out);
+    out.sort();
+    out
+}
+
+/// The text of a Markdown file outside fenced code blocks and code spans,
+/// line by line (links and words in code are examples, not claims).
+fn prose(text: &str) -> Vec<(usize, String)> {
+    let mut fenced = false;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let mut kept = String::new();
+        for (j, part) in line.split('`').enumerate() {
+            if j % 2 == 0 {
+                kept.push_str(part);
+            }
+        }
+        out.push((i + 1, kept));
+    }
+    out
+}
+
+/// GitHub's anchors for the headings of a Markdown file.
+fn anchors(text: &str) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        }
+        let Some(heading) = line.strip_prefix('#').filter(|_| !fenced) else { continue };
+        let title = heading.trim_start_matches('#').trim();
+        let slug: String = title
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let n = seen.iter().filter(|s| s.as_str() == slug || s.starts_with(&format!("{slug}-"))).count();
+        seen.push(if n == 0 { slug } else { format!("{slug}-{n}") });
+    }
+    seen
+}
+
+/// Link targets in a line: `[text](target)` and `[label]: target`.
+fn link_targets(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("](") {
+        let after = &rest[i + 2..];
+        let end = after.find(')').unwrap_or(after.len());
+        out.extend(after[..end].split_whitespace().next().map(str::to_string));
+        rest = &after[end..];
+    }
+    let t = line.trim_start();
+    if t.starts_with('[')
+        && let Some((_, target)) = t.split_once("]: ")
+    {
+        out.extend(target.split_whitespace().next().map(str::to_string));
+    }
+    out
+}
+
+#[test]
+fn docs_have_no_placeholders_and_no_broken_links() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files = markdown_files();
+    for must in ["README.md", "examples/README.md", "plugins/README.md", "docs/config.md"] {
+        assert!(files.contains(&root.join(must)), "{must} not found among {files:?}");
+    }
+    let mut problems = Vec::new();
+    for file in &files {
+        let name = file.strip_prefix(root).unwrap().display().to_string();
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in prose(&text) {
+            let lower = line.to_lowercase();
+            let placeholder = ["filled later", "filled by", "to be written", "coming soon"]
+                .into_iter()
+                .find(|p| lower.contains(p))
+                .or_else(|| {
+                    line.split(|c: char| !c.is_ascii_alphanumeric()).find(|w| ["TODO", "TBD", "FIXME"].contains(w))
+                });
+            if let Some(p) = placeholder {
+                problems.push(format!("{name}:{n}: placeholder `{p}`: {}", line.trim()));
+            }
+            for target in link_targets(&line) {
+                if target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                let (path, fragment) = target.split_once('#').unwrap_or((&target, ""));
+                let dest = if path.is_empty() { file.clone() } else { file.parent().unwrap().join(path) };
+                if !dest.exists() {
+                    problems.push(format!("{name}:{n}: link to `{target}`: no such file"));
+                } else if !fragment.is_empty() && dest.extension().is_some_and(|e| e == "md") {
+                    let headings = anchors(&std::fs::read_to_string(&dest).unwrap());
+                    if !headings.iter().any(|a| a == fragment) {
+                        problems.push(format!("{name}:{n}: link to `{target}`: no such heading in {headings:?}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{} problems in the docs:\n{}", problems.len(), problems.join("\n"));
+}

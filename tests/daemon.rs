@@ -144,3 +144,78 @@ fn a_missing_plugin_directory_is_warned_about_at_start_and_reload() {
     daemon.signal("TERM");
     assert_eq!(daemon.wait(Duration::from_secs(20)).code(), Some(0), "{}", daemon.stderr_so_far());
 }
+
+/// `alerter run` with no `-c`, as the README's first command runs it: the
+/// embedded default watches the disks and the auth log, waits for an auth
+/// log that does not exist yet, and reports failed logins on standard
+/// output. `ALERTER_AUTH_LOG` points it at a file of the test's own (an
+/// admin uses it for a log elsewhere), and `STATE_DIRECTORY` keeps the state
+/// out of /var/lib/alerter (the default as root).
+#[test]
+fn the_embedded_default_watches_disks_and_the_auth_log() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let auth_log = dir.path().join("auth.log");
+    let state = dir.path().join("state");
+    let mut cmd = util::alerter();
+    cmd.arg("run")
+        .env_remove("ALERTER_CONFIG")
+        .env("ALERTER_AUTH_LOG", &auth_log)
+        .env("STATE_DIRECTORY", &state)
+        .env("HOME", dir.path())
+        .env("XDG_STATE_HOME", dir.path().join("xdg"));
+    let mut daemon = Daemon::spawn(cmd);
+
+    // Both sources start; the missing auth log is waited for, not an error.
+    let waiting = format!("{} does not exist yet", auth_log.display());
+    wait_for(Duration::from_secs(20), || {
+        let log = daemon.stderr_so_far();
+        (log.contains("source starting source=disks")
+            && log.contains("source starting source=auth")
+            && log.contains(&waiting))
+        .then_some(())
+    });
+    assert!(state.join("alerter.db").exists(), "the state is where STATE_DIRECTORY says");
+
+    // The file appears (rsyslog installed, say): read from its start.
+    let lines = [
+        "Nov 26 10:00:01 fs sshd[812]: Failed password for invalid user admin from 203.0.113.9 port 50022 ssh2",
+        "Nov 26 10:00:02 fs CRON[2000]: pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)",
+        "Nov 26 10:00:03 fs sudo:    alice : 3 incorrect password attempts ; TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id",
+        "Nov 26 10:00:04 fs sshd[815]: Accepted publickey for alice from 10.0.0.2 port 5000 ssh2: ED25519 SHA256:x",
+        "Nov 26 10:00:05 fs su[1201]: FAILED SU (to root) bob on pts/1",
+    ];
+    let mut f = std::fs::File::create(&auth_log).unwrap();
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+    drop(f);
+
+    // Batched per host: one notification on standard output with the three
+    // failures (group_wait 10s), and nothing for the normal lines.
+    let notifications = |d: &Daemon| -> Vec<serde_json::Value> {
+        d.stdout_so_far().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    };
+    let logins =
+        wait_for(Duration::from_secs(40), || notifications(&daemon).into_iter().find(|n| n["rule"] == "failed-logins"));
+    let mut summaries: Vec<&str> =
+        logins["alerts"].as_array().unwrap().iter().map(|a| a["summary"].as_str().unwrap()).collect();
+    summaries.sort();
+    assert_eq!(
+        summaries,
+        [
+            "failed ssh login as admin from 203.0.113.9",
+            "failed su to root by bob",
+            "failed sudo by alice (3 wrong passwords)"
+        ],
+        "{logins}"
+    );
+    assert_eq!(logins["alerts"][0]["labels"]["file"], auth_log.display().to_string());
+    let started = notifications(&daemon).into_iter().find(|n| n["rule"] == "alerter-itself");
+    assert!(started.is_some_and(|n| n["title"].as_str().unwrap().contains("started")), "{}", daemon.stdout_so_far());
+
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(20)).code(), Some(0), "{}", daemon.stderr_so_far());
+    let failures = notifications(&daemon).into_iter().filter(|n| n["rule"] == "failed-logins").count();
+    assert_eq!(failures, 1, "the two normal lines are not reported:\n{}", daemon.stdout_so_far());
+}

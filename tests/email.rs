@@ -54,11 +54,6 @@ fn header(mail: &Value, name: &str) -> Option<String> {
     head.lines().find(|l| l.to_ascii_lowercase().starts_with(&prefix)).map(|l| l[prefix.len()..].trim().to_string())
 }
 
-fn body(mail: &Value) -> String {
-    let data = mail["data"].as_str().unwrap_or_default().replace("\r\n", "\n");
-    data.split_once("\n\n").map(|(_, b)| b.to_string()).unwrap_or_default()
-}
-
 fn secret(dir: &Path, name: &str, content: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let p = dir.join(name);
@@ -131,7 +126,9 @@ rules:
     let id = header(mail, "Message-ID").unwrap();
     assert!(id.starts_with('<') && id.ends_with("@example.org>"), "{id}");
     assert!(header(mail, "X-Alerter").unwrap().contains("rule=disk-mail"));
-    assert!(body(mail).contains("INFO /var is 91% full (beat on FILESERVER)"), "{}", body(mail));
+    let text = mail["text"].as_str().unwrap();
+    assert!(text.starts_with("INFO: /var is 91% full\n"), "{text}");
+    assert!(text.contains("  host:      FILESERVER\n  source:    beat\n"), "{text}");
     d.signal("TERM");
     assert_eq!(d.wait(LONG).code(), Some(0));
     // The history records the server's answer.
@@ -142,6 +139,74 @@ rules:
 }
 
 /// Implicit TLS (port 465 style) with AUTH, from `alerter send --via email`.
+/// The default mail body says what an admin needs to act: the log line
+/// itself, the host, the labels, when, and which rule sent it.
+#[test]
+fn a_log_line_arrives_in_the_mail_body_with_host_labels_and_time() {
+    use std::io::Write;
+    let cfg = TempConfig::new("");
+    let dir = cfg.dir.path();
+    let port = free_port();
+    let smtp = Smtp::start(dir, port, &[]);
+    let log = dir.join("auth.log");
+    std::fs::write(&log, "").unwrap();
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}} }}
+sources:
+  auth:
+    type: log
+    paths: [{log}]
+    patterns:
+      - name: ssh
+        regex: 'sshd\[[0-9]+\]: Failed password for (?P<user>\S+) from (?P<ip>[0-9.]+)'
+        summary: "failed ssh login as {{user}} from {{ip}}"
+        key: "{{ip}}"
+transports:
+  mail: {{ type: email, relay: 127.0.0.1, port: {port}, tls: none, html: true, from: "Alerter <alerter@example.org>" }}
+subscribers:
+  ops: {{ email: ops@example.org }}
+rules:
+  - name: failed-logins
+    match: {{ source: auth }}
+    notify: [{{ subscribers: [ops], via: [mail] }}]
+"#,
+        log = log.display()
+    ));
+    let mut d = Daemon::start(&cfg.path, &[]);
+    // Lines written before the source follows the file are not news.
+    until(LONG, "the source following the file", || d.stderr_so_far().contains("following 1 files"));
+    let line = "Nov 26 10:00:01 fileserver sshd[812]: Failed password for root from 203.0.113.9 port 22 ssh2";
+    let before = chrono::Utc::now();
+    writeln!(std::fs::OpenOptions::new().append(true).open(&log).unwrap(), "{line}").unwrap();
+    until(LONG, "a mail", || !smtp.mails().is_empty());
+    let after = chrono::Utc::now();
+    let mail = &smtp.mails()[0];
+    assert_eq!(header(mail, "Subject").unwrap(), "WARNING: failed ssh login as root from 203.0.113.9");
+    let text = mail["text"].as_str().unwrap();
+    assert!(text.starts_with("WARNING: failed ssh login as root from 203.0.113.9\n"), "{text}");
+    assert!(text.contains(&format!("\n    {line}\n")), "the log line, indented:\n{text}");
+    assert!(text.contains("  host:      FILESERVER\n  source:    auth\n  severity:  warning\n"), "{text}");
+    let labels = format!("  labels:    file={}, ip=203.0.113.9, pattern=ssh, user=root\n", log.display());
+    assert!(text.contains(&labels), "{text}");
+    assert!(text.contains("Rule `failed-logins` of alerter on FILESERVER"), "{text}");
+    // When it started, in UTC, to the second.
+    let started = text.lines().find_map(|l| l.strip_prefix("  started:   ")).expect("a started line");
+    let started = chrono::NaiveDateTime::parse_from_str(started, "%Y-%m-%d %H:%M:%S UTC")
+        .unwrap_or_else(|e| panic!("`{started}`: {e}"))
+        .and_utc();
+    assert!(
+        before.timestamp() <= started.timestamp() && started <= after,
+        "started {started} is not between {before} and {after}"
+    );
+    // The HTML alternative says the same.
+    let html = mail["html"].as_str().unwrap();
+    assert!(html.contains(&format!("<pre>{line}</pre>")), "{html}");
+    assert!(html.contains("<td>FILESERVER</td>") && html.contains("ip=203.0.113.9"), "{html}");
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG).code(), Some(0));
+}
+
 #[test]
 fn alerter_send_mails_over_implicit_tls_with_auth() {
     let cfg = TempConfig::new("");

@@ -102,6 +102,28 @@ fn examples_are_listed_and_their_events_reach_a_rule() {
     assert_eq!(d.wait(LONG).code(), Some(0), "{}", d.stderr_so_far());
 }
 
+/// The configs next to the examples, with the examples installed as
+/// examples/README.md says, are valid: what the README tells people to run
+/// works.
+#[test]
+fn the_example_configs_check_with_the_examples_installed() {
+    let cfg = TempConfig::new("");
+    install_plugin(&cfg.plugins, loadavg_so(), "libalerter_example_loadavg.so");
+    install_plugin(&cfg.plugins, &uptime_so(cfg.dir.path()), "libuptime.so");
+    install_plugin(&cfg.plugins, &repo().join("examples/python-plugin/pyfile.py"), "pyfile.py");
+    for example in ["loadavg-plugin", "c-plugin", "python-plugin"] {
+        let out = alerter()
+            .args(["check", "-c"])
+            .arg(repo().join("examples").join(example).join("alerter.yaml"))
+            .env("ALERTER_PLUGIN_DIR", &cfg.plugins)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{example}:\n{report}");
+        assert!(report.contains("1 sources"), "{example}: {report}");
+    }
+}
+
 #[test]
 fn check_validates_plugin_settings_through_the_plugins() {
     let cfg = TempConfig::new("");

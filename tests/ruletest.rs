@@ -25,7 +25,7 @@ fn shipped_config_tests_pass() {
     assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(file).exists());
     let (code, out) = run(file);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("4 tests: 4 passed, 0 failed"), "{out}");
+    assert!(out.contains("5 tests: 5 passed, 0 failed"), "{out}");
 }
 
 #[test]

@@ -13,6 +13,7 @@ use serde::Serialize;
 pub fn default_template(kind: &str, part: Part) -> &'static str {
     match (kind, part) {
         ("messenger", Part::Text) => "builtin/messenger/text",
+        ("email", Part::Text) => "builtin/email/text",
         (_, Part::Html) => "builtin/default/html",
         (_, Part::Title) => "builtin/default/title",
         (_, Part::Text) => "builtin/default/text",
@@ -26,19 +27,74 @@ const BUILTINS: &[(&str, &str)] = &[
     ("builtin/default/title", DEFAULT_TITLE),
     ("builtin/default/text", DEFAULT_TEXT),
     ("builtin/default/html", DEFAULT_HTML),
+    ("builtin/email/text", EMAIL_TEXT),
     ("builtin/messenger/text", MESSENGER_TEXT),
     (NOTICE_FALLBACK, "{{ name }}"),
 ];
 
-/// Mail's HTML alternative: the alerts as a table.
+/// A mail is read later, away from the machine, perhaps forwarded: it says
+/// everything an admin needs to act without logging in first. Per alert:
+/// what happened (the summary, then the event's details, e.g. the log line
+/// that matched), where (host, source), how bad, since when (and until when),
+/// and its labels; then which rule sent it. Times are UTC, said so.
+const EMAIL_TEXT: &str = "\
+{% if count > 1 %}
+{{ summary }}
+
+{% endif %}
+{% for a in alerts %}
+{% if a.status == 'resolved' %}RESOLVED{% else %}{{ a.severity|upper }}{% endif %}: {{ a.summary }}
+{% if a.details %}
+
+{{ a.details|indent(4, true) }}
+
+{% endif %}
+  host:      {{ a.host }}
+  source:    {{ a.source }}
+  severity:  {{ a.severity }}
+  started:   {{ a.since|datetime }}
+{% if a.status == 'resolved' %}
+  resolved:  by {{ now|datetime }}
+{% endif %}
+{% if a.count > 1 %}
+  events:    {{ a.count }} since the last notification
+{% endif %}
+{% if a.labels %}
+  labels:    {% for k, v in a.labels|items %}{{ k }}={{ v }}{% if not loop.last %}, {% endif %}{% endfor %}
+
+{% endif %}
+
+{% endfor %}
+-- 
+{% if repeat %}A reminder: still going on. {% endif %}Rule `{{ rule }}` of alerter on {{ alerter }}, {{ now|datetime }}.
+";
+
+/// Mail's HTML alternative: the same as the text, each alert a small table.
 const DEFAULT_HTML: &str = "\
 <html><body>
 <h3>{{ summary }}</h3>
-<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">
-<tr><th>status</th><th>severity</th><th>summary</th><th>source</th><th>host</th><th>since</th></tr>
-{% for a in alerts %}<tr><td>{{ a.status }}</td><td>{{ a.severity }}</td><td>{{ a.summary }}</td><td>{{ a.source }}</td><td>{{ a.host }}</td><td>{{ a.since }}</td></tr>
-{% endfor %}</table>
-<p>rule {{ rule }}, from {{ alerter }}</p>
+{% for a in alerts %}
+<h4>{% if a.status == 'resolved' %}RESOLVED{% else %}{{ a.severity|upper }}{% endif %}: {{ a.summary }}</h4>
+{% if a.details %}
+<pre>{{ a.details }}</pre>
+{% endif %}
+<table cellpadding=\"3\" cellspacing=\"0\">
+<tr><th align=\"left\">host</th><td>{{ a.host }}</td></tr>
+<tr><th align=\"left\">source</th><td>{{ a.source }}</td></tr>
+<tr><th align=\"left\">severity</th><td>{{ a.severity }}</td></tr>
+<tr><th align=\"left\">started</th><td>{{ a.since|datetime }}</td></tr>
+{% if a.status == 'resolved' %}
+<tr><th align=\"left\">resolved</th><td>by {{ now|datetime }}</td></tr>
+{% endif %}
+{% if a.count > 1 %}
+<tr><th align=\"left\">events</th><td>{{ a.count }} since the last notification</td></tr>
+{% endif %}
+{% if a.labels %}
+<tr><th align=\"left\">labels</th><td>{% for k, v in a.labels|items %}{{ k }}={{ v }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td></tr>
+{% endif %}
+</table>
+{% endfor %}
+<p>{% if repeat %}A reminder: still going on. {% endif %}Rule <code>{{ rule }}</code> of alerter on {{ alerter }}, {{ now|datetime }}.</p>
 </body></html>";
 
 /// A popup: what and where first, then the alerts; short, since the
@@ -51,10 +107,43 @@ const MESSENGER_TEXT: &str = "\
 const DEFAULT_TITLE: &str =
     "{% if status == 'resolved' %}RESOLVED{% else %}{{ severity|upper }}{% endif %}: {{ summary }}";
 
+/// The log transport (and any other without its own): one line per alert.
+/// Its JSON line carries every field of every alert besides.
 const DEFAULT_TEXT: &str = "\
 {% for a in alerts -%}
 {% if a.status == 'resolved' %}RESOLVED{% else %}{{ a.severity|upper }}{% endif %} {{ a.summary }} ({{ a.source }} on {{ a.host }})
 {% endfor %}";
+
+/// The `datetime` filter: an RFC 3339 time (as `since` and `now` are) in
+/// a readable form, `2026-11-26 20:00:00 UTC` by default. `format` is a
+/// strftime string, `tz` an IANA time zone: `{{ a.since|datetime("%H:%M",
+/// tz="Europe/Berlin") }}`. Anything that is not a time is left as it is,
+/// so a template never fails on an odd value.
+fn datetime(
+    value: String,
+    format: Option<String>,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<String, minijinja::Error> {
+    use chrono::format::{Item, StrftimeItems};
+    use minijinja::{Error, ErrorKind};
+    let format = format.or(kwargs.get::<Option<String>>("format")?).unwrap_or_else(|| "%Y-%m-%d %H:%M:%S %Z".into());
+    let tz = kwargs.get::<Option<String>>("tz")?;
+    kwargs.assert_all_used()?;
+    // chrono panics on an invalid format when displaying: check it first.
+    if StrftimeItems::new(&format).any(|i| matches!(i, Item::Error)) {
+        return Err(Error::new(ErrorKind::InvalidOperation, format!("`{format}` is not a strftime format")));
+    }
+    let tz: chrono_tz::Tz = match tz {
+        None => chrono_tz::UTC,
+        Some(name) => name
+            .parse()
+            .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("`{name}` is not an IANA time zone")))?,
+    };
+    Ok(match chrono::DateTime::parse_from_rfc3339(value.trim()) {
+        Ok(t) => t.with_timezone(&tz).format(&format).to_string(),
+        Err(_) => value,
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -80,6 +169,7 @@ pub fn environment() -> Environment<'static> {
     );
     // A template loop over a huge list must not stall the router.
     env.set_fuel(Some(1_000_000));
+    env.add_filter("datetime", datetime);
     // HTML parts escape what they insert; everything else is plain text.
     env.set_auto_escape_callback(|name| {
         if name.ends_with("/html") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
@@ -184,6 +274,93 @@ mod tests {
         assert_eq!(t.render(&["transport/mail/text"], NOTICE_FALLBACK, &ctx).0, "<script>");
         let ctx = serde_json::json!({"summary": "a<b", "alerts": [], "rule": "r", "alerter": "x"});
         assert!(t.render(&[], default_template("email", Part::Html), &ctx).0.contains("<h3>a&lt;b</h3>"));
+    }
+
+    /// A grouped mail: a log line (with details) and a resolved disk alert.
+    fn mail_context() -> serde_json::Value {
+        serde_json::json!({
+            "rule": "failed-logins", "status": "firing", "severity": "warning", "count": 2,
+            "summary": "2 alerts for host=fileserver (1 firing, 1 resolved)", "source": "(several)",
+            "host": "fileserver", "alerter": "FILESERVER", "repeat": false,
+            "now": "2026-11-26T10:00:11.5+00:00",
+            "alerts": [
+                {"status": "firing", "source": "auth", "host": "fileserver", "severity": "warning",
+                 "summary": "failed ssh login as root from 203.0.113.9",
+                 "details": "Nov 26 10:00:01 fs sshd[812]: Failed password for root from 203.0.113.9 port 22 ssh2",
+                 "labels": {"file": "/var/log/auth.log", "ip": "203.0.113.9", "user": "root"},
+                 "since": "2026-11-26T10:00:01.25Z", "count": 3},
+                {"status": "resolved", "source": "disks", "host": "fileserver", "severity": "critical",
+                 "summary": "/var is 70% full", "labels": {"mount": "/var"},
+                 "since": "2026-11-26T09:00:00Z", "count": 1},
+            ],
+        })
+    }
+
+    #[test]
+    fn the_default_mail_says_what_where_when_and_which_rule() {
+        let t = Templates::default();
+        let (text, err) = t.render(&[], default_template("email", Part::Text), &mail_context());
+        assert_eq!(err, None);
+        let expected = "\
+2 alerts for host=fileserver (1 firing, 1 resolved)
+
+WARNING: failed ssh login as root from 203.0.113.9
+
+    Nov 26 10:00:01 fs sshd[812]: Failed password for root from 203.0.113.9 port 22 ssh2
+
+  host:      fileserver
+  source:    auth
+  severity:  warning
+  started:   2026-11-26 10:00:01 UTC
+  events:    3 since the last notification
+  labels:    file=/var/log/auth.log, ip=203.0.113.9, user=root
+
+RESOLVED: /var is 70% full
+  host:      fileserver
+  source:    disks
+  severity:  critical
+  started:   2026-11-26 09:00:00 UTC
+  resolved:  by 2026-11-26 10:00:11 UTC
+  labels:    mount=/var
+
+-- 
+Rule `failed-logins` of alerter on FILESERVER, 2026-11-26 10:00:11 UTC.";
+        assert_eq!(text, expected, "\n{text}");
+
+        let (html, err) = t.render(&[], default_template("email", Part::Html), &mail_context());
+        assert_eq!(err, None);
+        for part in [
+            "<pre>Nov 26 10:00:01 fs sshd[812]: Failed password for root from 203.0.113.9 port 22 ssh2</pre>",
+            "<td>fileserver</td>",
+            "<td>2026-11-26 10:00:01 UTC</td>",
+            "ip=203.0.113.9<br>",
+            "<td>by 2026-11-26 10:00:11 UTC</td>",
+            "<code>failed-logins</code>",
+        ] {
+            assert!(html.contains(part), "{part} in\n{html}");
+        }
+    }
+
+    #[test]
+    fn popups_and_log_lines_stay_short() {
+        let t = Templates::default();
+        let (popup, _) = t.render(&[], default_template("messenger", Part::Text), &mail_context());
+        assert!(!popup.contains("sshd[812]"), "no details in a popup: {popup}");
+        assert!(popup.len() < 200, "{popup}");
+        let (line, _) = t.render(&[], default_template("log", Part::Text), &mail_context());
+        assert_eq!(line.lines().count(), 2, "one line per alert: {line}");
+    }
+
+    #[test]
+    fn datetime_filter() {
+        let env = environment();
+        let ctx = minijinja::Value::from(minijinja::value::Serde(serde_json::json!({"t": "2026-11-26T20:00:00.5Z"})));
+        let r = |src: &str| env.render_str(src, &ctx);
+        assert_eq!(r("{{ t|datetime }}").unwrap(), "2026-11-26 20:00:00 UTC");
+        assert_eq!(r("{{ t|datetime('%H:%M', tz='Europe/Berlin') }}").unwrap(), "21:00");
+        assert_eq!(r("{{ 'soon'|datetime }}").unwrap(), "soon", "not a time: left alone");
+        assert!(r("{{ t|datetime('%Q') }}").unwrap_err().to_string().contains("strftime"));
+        assert!(r("{{ t|datetime(tz='Mars/Olympus') }}").unwrap_err().to_string().contains("time zone"));
     }
 
     #[test]

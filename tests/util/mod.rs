@@ -81,39 +81,49 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// A running `alerter run` with its stderr collected in the background.
+/// A running `alerter run` with its stderr and stdout collected in the background.
 pub struct Daemon {
     child: Child,
     stderr: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    stdout: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Reads a pipe into a string until it closes.
+fn collect(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    (text, reader)
 }
 
 impl Daemon {
     pub fn start(config: &Path, extra: &[&str]) -> Daemon {
-        let mut child = alerter()
-            .arg("run")
-            .arg("-c")
-            .arg(config)
-            .args(extra)
+        let mut cmd = alerter();
+        cmd.arg("run").arg("-c").arg(config).args(extra);
+        Daemon::spawn(cmd)
+    }
+
+    /// Starts `cmd` (an `alerter run ...` with its own arguments and environment).
+    pub fn spawn(mut cmd: Command) -> Daemon {
+        let mut child = cmd
             .env("ALERTER_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start alerter");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("piped");
-        let sink = stderr.clone();
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Daemon { child, stderr, reader: Some(reader) }
+        let (stderr, err_reader) = collect(child.stderr.take().expect("piped"));
+        let (stdout, out_reader) = collect(child.stdout.take().expect("piped"));
+        Daemon { child, stderr, stdout, readers: vec![err_reader, out_reader] }
     }
 
     pub fn pid(&self) -> u32 {
@@ -132,13 +142,17 @@ impl Daemon {
         self.stderr.lock().unwrap().clone()
     }
 
+    pub fn stdout_so_far(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
     /// Waits for exit, killing the process if it does not exit in time.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // The pipe closes when the process is gone; the reader ends then.
-                if let Some(r) = self.reader.take() {
+                // The pipes close when the process is gone; the readers end then.
+                for r in self.readers.drain(..) {
                     let _ = r.join();
                 }
                 return status;

@@ -292,6 +292,10 @@ pub struct Log {
     dirs: BTreeSet<PathBuf>,
     /// The last state handed over, to save only changes.
     last_saved: Option<String>,
+    /// Paths that could not be read, with the error last logged for each:
+    /// an unreadable file is retried whenever it changes, and the log says
+    /// so once, not on every write (auth.log is written all the time).
+    unreadable: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Log {
@@ -336,9 +340,29 @@ impl Log {
             // A file that appears after following began is new: all of it counts.
             let start = if self.follower.is_followed(p) { StartAt::End } else { start };
             match self.follower.poll(p, start, &mut em) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => cx.log(LogLevel::Warn, &format!("cannot read {p}: {e}")),
+                Ok(going_on) => {
+                    if self.unreadable.remove(p).is_some() {
+                        cx.log(LogLevel::Info, &format!("{p} can be read now"));
+                    }
+                    if !going_on {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if self.unreadable.get(p) != Some(&msg) {
+                        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                            "; give alerter's user read access (on Debian and Ubuntu: the `adm` group) or run it as root"
+                        } else {
+                            ""
+                        };
+                        cx.log(
+                            LogLevel::Warn,
+                            &format!("cannot read {p}: {msg}{hint}; tried again whenever it changes"),
+                        );
+                        self.unreadable.insert(p.clone(), msg);
+                    }
+                }
             }
         }
         if retired
@@ -403,6 +427,7 @@ impl Source for Log {
             files: BTreeSet::new(),
             dirs,
             last_saved: cx.saved_state(),
+            unreadable: Default::default(),
             cfg,
         })
     }
@@ -431,7 +456,12 @@ impl Source for Log {
         if !self.poll(cx, &files, self.cfg.start_at, true) {
             return Ok(());
         }
-        cx.log(LogLevel::Info, &format!("following {} files", self.files.len()));
+        let (followed, absent): (Vec<&String>, Vec<&String>) =
+            self.files.iter().filter(|p| !self.unreadable.contains_key(*p)).partition(|p| self.follower.is_followed(p));
+        cx.log(LogLevel::Info, &format!("following {} files", followed.len()));
+        for p in absent {
+            cx.log(LogLevel::Info, &format!("{p} does not exist yet; it is read from its start when it appears"));
+        }
         loop {
             // Sleep until something happens in a watched directory. Wake now
             // and then only to notice a stop request, to retry directories
@@ -545,6 +575,41 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_reported_once_not_on_every_change() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        // A symlink to itself: reading it fails (ELOOP) with an error other
+        // than "not found", as a file without read permission does for a
+        // user other than root.
+        let bad = dir.path().join("loop.log");
+        std::os::unix::fs::symlink(&bad, &bad).unwrap();
+        let good = dir.path().join("good.log");
+        std::fs::write(&good, "").unwrap();
+        let writer = {
+            let (dir, good) = (dir.path().to_path_buf(), good.clone());
+            std::thread::spawn(move || {
+                for i in 0..15 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    // A new file in the directory: every path is looked at again.
+                    std::fs::write(dir.join(format!("other-{i}")), "").unwrap();
+                    let mut f = std::fs::OpenOptions::new().append(true).open(&good).unwrap();
+                    writeln!(f, "boom {i}").unwrap();
+                }
+            })
+        };
+        let out = testing::run(
+            super::descriptor(),
+            json!({"paths": [bad, good], "patterns": ["boom"]}),
+            testing::Stop::After(Duration::from_secs(2)),
+        );
+        writer.join().unwrap();
+        assert!(out.events.len() >= 2, "the files were looked at again and again: {:?}", out.events);
+        let warnings: Vec<_> = out.logs.iter().filter(|(_, m)| m.contains("cannot read")).collect();
+        assert_eq!(warnings.len(), 1, "one warning, not one per change: {warnings:?}");
+        assert!(warnings[0].1.contains("loop.log"), "{warnings:?}");
     }
 
     #[test]
