@@ -415,7 +415,7 @@ fn plugin_host(builtin: Option<String>, path: Option<PathBuf>) -> ExitCode {
 
 fn history(path: Option<PathBuf>, limit: usize, json: bool) -> ExitCode {
     let plugins = registry();
-    let cfg = match config::load(path.as_deref(), &LoadOptions { plugins: &plugins, env: None }) {
+    let cfg = match config::load_for_delivery(path.as_deref(), &LoadOptions { plugins: &plugins, env: None }) {
         Ok(l) => l.config,
         Err(errors) => {
             eprint!("{}", errors.render(std::io::stderr().is_terminal()));
