@@ -61,6 +61,20 @@ fn smbclient(ns: &Netns, conf: &Path, args: &[&str], text: &str) -> (Option<i32>
     (out.status.code(), all)
 }
 
+/// `alerter listen` for workgroup TESTWG on the first `n` hosts of `lan`,
+/// named PREFIX0, PREFIX1, ..., once each has its datagram port open.
+fn workgroup_listeners(lan: &Lan, n: usize, prefix: &str) -> Vec<Proc> {
+    let listeners: Vec<Proc> = (0..n)
+        .map(|i| {
+            listen(&lan.hosts[i], &["--name", &format!("{prefix}{i}"), "--workgroup", "TESTWG", "--name-port", "0"])
+        })
+        .collect();
+    for host in &lan.hosts[..n] {
+        until(LONG, "listeners on 138", || host.udp_bound(138));
+    }
+    listeners
+}
+
 fn messages(p: &Proc) -> Vec<Value> {
     p.json_lines().into_iter().filter(|v| v.get("text").is_some()).collect()
 }
@@ -312,12 +326,7 @@ fn alerter_listen_decodes_every_reference_capture() {
 fn workgroup_broadcast_reaches_each_host_exactly_once() {
     let lan = Lan::new(4);
     lan.hosts[3].assert_no_default_route();
-    let listeners: Vec<Proc> = (0..3)
-        .map(|i| listen(&lan.hosts[i], &["--name", &format!("HOST{i}"), "--workgroup", "TESTWG", "--name-port", "0"]))
-        .collect();
-    for i in 0..3 {
-        until(LONG, "listeners on 138", || lan.hosts[i].udp_bound(138));
-    }
+    let listeners = workgroup_listeners(&lan, 3, "HOST");
     let bcast = lan.broadcast().to_string();
     let sends: [(&str, &[&str]); 3] = [
         ("file server down at 18:00", &[]),
@@ -615,12 +624,7 @@ fn a_listener_bound_to_one_address_still_hears_broadcasts() {
 fn a_daemon_notice_to_the_workgroup_reaches_two_listeners() {
     let lan = Lan::new(3);
     lan.hosts[2].assert_no_default_route();
-    let listeners: Vec<Proc> = (0..2)
-        .map(|i| listen(&lan.hosts[i], &["--name", &format!("WS{i}"), "--workgroup", "TESTWG", "--name-port", "0"]))
-        .collect();
-    for i in 0..2 {
-        until(LONG, "listeners on 138", || lan.hosts[i].udp_bound(138));
-    }
+    let listeners = workgroup_listeners(&lan, 2, "WS");
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("alerter.yaml");
     std::fs::write(

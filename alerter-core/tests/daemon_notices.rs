@@ -4,15 +4,14 @@
 //! a restart of a daemon that already knew a notice keeps sending what it
 //! missed by less than a minute.
 
+mod paused;
+
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use alerter_core::config::{self, LoadOptions};
-use alerter_core::daemon::{self, Control, RunOptions, TokioClock};
 use alerter_core::notify::Notification;
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use paused::{Running, until};
 
 const CONFIG: &str = r#"
 alerter:
@@ -46,49 +45,8 @@ fn line(at: &str, title: &str, text: &str) -> (DateTime<Utc>, String, String) {
     (utc(at), title.to_string(), text.to_string())
 }
 
-/// Waits in paused time (so instantly) until `f` holds, looking every
-/// 10 ms of virtual time for up to a virtual hour.
-async fn until(mut f: impl FnMut() -> bool) {
-    for _ in 0..360_000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not reached within a virtual hour");
-}
-
-struct Running {
-    control: mpsc::Sender<Control>,
-    task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
-}
-
-fn start(dir: &Path, cron: &str, remind: &str, start: DateTime<Utc>) -> Running {
-    let text = CONFIG
-        .replace("{state}", &dir.join("state").display().to_string())
-        .replace("{out}", &dir.join("out.jsonl").display().to_string())
-        .replace("{cron}", cron)
-        .replace("{remind}", remind);
-    let loaded = config::load_str("alerter.yaml", &text, Some(dir), &LoadOptions::default()).unwrap();
-    let (ctl_tx, ctl_rx) = mpsc::channel(4);
-    let (ev_tx, ev_rx) = mpsc::channel(100);
-    let opts = RunOptions {
-        config_path: None,
-        plugins: Arc::new(alerter_core::plugin::PluginRegistry::empty()),
-        backoff: Default::default(),
-        drop_report_every: Duration::from_secs(10),
-        clock: Arc::new(TokioClock::new(start)),
-        shutdown_grace: Duration::from_secs(5),
-    };
-    let task = tokio::spawn(daemon::run(loaded.config, opts, ctl_rx, Some((ev_tx, ev_rx))));
-    Running { control: ctl_tx, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.control.send(Control::Shutdown).await.unwrap();
-        self.task.await.unwrap().unwrap();
-    }
+fn start(dir: &Path, cron: &str, remind: &str, at: DateTime<Utc>) -> Running {
+    paused::start(dir, &CONFIG.replace("{cron}", cron).replace("{remind}", remind), at)
 }
 
 #[tokio::test(start_paused = true)]

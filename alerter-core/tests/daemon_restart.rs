@@ -3,16 +3,15 @@
 //! within its repeat interval nor forgotten; a resolved notice still due at
 //! the stop is not sent for a condition that fails again after the restart.
 
+mod paused;
+
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use alerter_core::config::{self, LoadOptions};
-use alerter_core::daemon::{self, Control, RunOptions, TokioClock};
-use alerter_core::event::{Event, Inbound, Severity};
+use alerter_core::event::{Event, Severity};
 use alerter_core::notify::Notification;
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use paused::{Running, until, until_every};
 
 const CONFIG: &str = r#"
 alerter:
@@ -47,54 +46,8 @@ fn by_rule<'a>(ns: &'a [Notification], rule: &str) -> Vec<&'a Notification> {
     ns.iter().filter(|n| n.rule == rule).collect()
 }
 
-/// Waits (in paused time, so instantly) until `f` holds, looking every
-/// `step` of virtual time for up to a virtual day.
-async fn until_every(step: Duration, mut f: impl FnMut() -> bool) {
-    let mut waited = Duration::ZERO;
-    while waited < Duration::from_secs(86_400) {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(step).await;
-        waited += step;
-    }
-    panic!("condition not reached within a virtual day");
-}
-
-async fn until(f: impl FnMut() -> bool) {
-    until_every(Duration::from_millis(10), f).await;
-}
-
-struct Running {
-    events: mpsc::Sender<Inbound>,
-    control: mpsc::Sender<Control>,
-    task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
-}
-
-fn start(dir: &Path, start: DateTime<Utc>) -> Running {
-    let text = CONFIG
-        .replace("{state}", &dir.join("state").display().to_string())
-        .replace("{out}", &dir.join("out.jsonl").display().to_string());
-    let loaded = config::load_str("alerter.yaml", &text, Some(dir), &LoadOptions::default()).unwrap();
-    let (ctl_tx, ctl_rx) = mpsc::channel(4);
-    let (ev_tx, ev_rx) = mpsc::channel(100);
-    let opts = RunOptions {
-        config_path: None,
-        plugins: Arc::new(alerter_core::plugin::PluginRegistry::empty()),
-        backoff: Default::default(),
-        drop_report_every: Duration::from_secs(10),
-        clock: Arc::new(TokioClock::new(start)),
-        shutdown_grace: Duration::from_secs(5),
-    };
-    let task = tokio::spawn(daemon::run(loaded.config, opts, ctl_rx, Some((ev_tx.clone(), ev_rx))));
-    Running { events: ev_tx, control: ctl_tx, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.control.send(Control::Shutdown).await.unwrap();
-        self.task.await.unwrap().unwrap();
-    }
+fn start(dir: &Path, at: DateTime<Utc>) -> Running {
+    paused::start(dir, CONFIG, at)
 }
 
 fn disk_full() -> Event {
@@ -241,46 +194,30 @@ async fn failing_deliveries_raise_an_alerter_event() {
     let out = dir.path().join("out.jsonl");
     // /dev/full fails every write with ENOSPC: a transient error, retried;
     // by the third attempt the transport counts as failing.
-    let text = format!(
-        r#"
+    let config = r#"
 alerter:
   name: TESTHOST
   state_dir: {state}
 transports:
-  broken: {{ type: log, path: /dev/full }}
-  file: {{ type: log, path: {out} }}
+  broken: { type: log, path: /dev/full }
+  file: { type: log, path: {out} }
 rules:
   - name: about-alerter
-    match: {{ source: alerter, labels: {{ event: delivery_failing }} }}
-    notify: [{{ workgroup: true, via: [file] }}]
+    match: { source: alerter, labels: { event: delivery_failing } }
+    notify: [{ workgroup: true, via: [file] }]
   - name: to-broken
-    match: {{ source: marker }}
-    notify: [{{ workgroup: true, via: [broken] }}]
-"#,
-        state = dir.path().join("state").display(),
-        out = out.display()
-    );
-    let loaded = config::load_str("alerter.yaml", &text, Some(dir.path()), &LoadOptions::default()).unwrap();
-    let (ctl_tx, ctl_rx) = mpsc::channel(4);
-    let (ev_tx, ev_rx) = mpsc::channel(100);
-    let opts = RunOptions {
-        config_path: None,
-        plugins: Arc::new(alerter_core::plugin::PluginRegistry::empty()),
-        backoff: Default::default(),
-        drop_report_every: Duration::from_secs(10),
-        clock: Arc::new(TokioClock::new(t0())),
-        shutdown_grace: Duration::from_secs(5),
-    };
-    let task = tokio::spawn(daemon::run(loaded.config, opts, ctl_rx, Some((ev_tx.clone(), ev_rx))));
-    ev_tx.send(marker(1).into()).await.unwrap();
+    match: { source: marker }
+    notify: [{ workgroup: true, via: [broken] }]
+"#;
+    let d = paused::start(dir.path(), config, t0());
+    d.events.send(marker(1).into()).await.unwrap();
     until_every(Duration::from_secs(1), || !notifications(&out).is_empty()).await;
     let n = &notifications(&out)[0];
     assert_eq!(n.rule, "about-alerter");
     assert!(n.title.contains("deliveries via `broken` are failing"), "{}", n.title);
     assert!(n.title.contains("No space left on device"), "{}", n.title);
     assert!(n.title.contains("attempt 3, retrying"), "{}", n.title);
-    ctl_tx.send(Control::Shutdown).await.unwrap();
-    task.await.unwrap().unwrap();
+    d.stop().await;
     let store = alerter_core::store::Store::open(&dir.path().join("state")).unwrap();
     let broken: Vec<_> =
         store.history(20).unwrap().into_iter().filter(|r| r.transport.as_deref() == Some("broken")).collect();

@@ -1,0 +1,67 @@
+//! The daemon on tokio's paused clock, with its real SQLite store and a
+//! config given as text: shared by the daemon tests of this crate.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alerter_core::config::{self, LoadOptions};
+use alerter_core::daemon::{self, Control, RunOptions, TokioClock};
+use alerter_core::event::Inbound;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+/// A daemon started by [`start`].
+pub struct Running {
+    pub events: mpsc::Sender<Inbound>,
+    pub control: mpsc::Sender<Control>,
+    pub task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
+}
+
+/// Starts the daemon on `config` (with `{state}` and `{out}` replaced by a
+/// state directory and a log file in `dir`), its clock reading `start`.
+pub fn start(dir: &Path, config: &str, start: DateTime<Utc>) -> Running {
+    let text = config
+        .replace("{state}", &dir.join("state").display().to_string())
+        .replace("{out}", &dir.join("out.jsonl").display().to_string());
+    let loaded = config::load_str("alerter.yaml", &text, Some(dir), &LoadOptions::default()).unwrap();
+    let (ctl_tx, ctl_rx) = mpsc::channel(4);
+    let (ev_tx, ev_rx) = mpsc::channel(100);
+    let opts = RunOptions {
+        config_path: None,
+        plugins: Arc::new(alerter_core::plugin::PluginRegistry::empty()),
+        backoff: Default::default(),
+        drop_report_every: Duration::from_secs(10),
+        clock: Arc::new(TokioClock::new(start)),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let task = tokio::spawn(daemon::run(loaded.config, opts, ctl_rx, Some((ev_tx.clone(), ev_rx))));
+    Running { events: ev_tx, control: ctl_tx, task }
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.control.send(Control::Shutdown).await.unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Waits (in paused time, so instantly) until `f` holds, looking every
+/// `step` of virtual time for up to a virtual day.
+pub async fn until_every(step: Duration, mut f: impl FnMut() -> bool) {
+    let mut waited = Duration::ZERO;
+    while waited < Duration::from_secs(86_400) {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(step).await;
+        waited += step;
+    }
+    panic!("condition not reached within a virtual day");
+}
+
+/// [`until_every`] 10 ms of virtual time.
+pub async fn until(f: impl FnMut() -> bool) {
+    until_every(Duration::from_millis(10), f).await;
+}
