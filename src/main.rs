@@ -11,12 +11,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alerter_core::config::{self, LoadOptions};
-use alerter_core::daemon::{self, Control, RunOptions, SystemClock};
+use alerter_core::clock::SystemClock;
+use alerter_core::config;
+use alerter_core::daemon::{self, Control, RunOptions};
 use alerter_core::plugin::ffi::Descriptor;
 use alerter_core::plugin::supervisor::Backoff;
 use alerter_core::plugin::{PluginRegistry, host};
 use alerter_core::ruletest;
+use alerter_core::transport;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
@@ -204,7 +206,7 @@ fn main() -> ExitCode {
 fn check(path: Option<PathBuf>) -> ExitCode {
     let color = std::io::stdout().is_terminal();
     let plugins = registry();
-    match config::load(path.as_deref(), &LoadOptions { plugins: &plugins, env: None }) {
+    match config::load(path.as_deref(), &transport::load_options(&plugins)) {
         Ok(loaded) => {
             print!("{}", config::diag::render(&loaded.warnings, &loaded.sources, color));
             let c = &loaded.config;
@@ -270,7 +272,7 @@ fn test(files: &[PathBuf]) -> ExitCode {
 
 fn run(path: Option<PathBuf>, grace: Duration) -> ExitCode {
     let plugins = registry();
-    let loaded = match config::load(path.as_deref(), &LoadOptions { plugins: &plugins, env: None }) {
+    let loaded = match config::load(path.as_deref(), &transport::load_options(&plugins)) {
         Ok(l) => l,
         Err(errors) => {
             eprint!("{}", errors.render(std::io::stderr().is_terminal()));
@@ -415,7 +417,7 @@ fn plugin_host(builtin: Option<String>, path: Option<PathBuf>) -> ExitCode {
 
 fn history(path: Option<PathBuf>, limit: usize, json: bool) -> ExitCode {
     let plugins = registry();
-    let cfg = match config::load_for_delivery(path.as_deref(), &LoadOptions { plugins: &plugins, env: None }) {
+    let cfg = match config::load_for_delivery(path.as_deref(), &transport::load_options(&plugins)) {
         Ok(l) => l.config,
         Err(errors) => {
             eprint!("{}", errors.render(std::io::stderr().is_terminal()));

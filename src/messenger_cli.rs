@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use alerter_core::config;
 use alerter_core::config::model::{MessengerConfig, MessengerForm, TransportConfig};
-use alerter_core::config::{self, LoadOptions};
 use alerter_core::event::Severity;
 use alerter_core::notify::Notification;
 use alerter_core::rules::Recipient;
+use alerter_core::transport;
 use alerter_core::transport::Transport;
 use alerter_core::transport::messenger::{MessengerOptions, MessengerTransport, read_key_file};
 use anyhow::{Context, bail};
@@ -99,7 +100,7 @@ fn via_parser() -> impl clap::builder::TypedValueParser<Value = String> {
 fn load_config(path: Option<&Path>) -> anyhow::Result<Option<config::Config>> {
     let Some(path) = path else { return Ok(None) };
     let registry = crate::registry();
-    match config::load_for_delivery(Some(path), &LoadOptions { plugins: &registry, env: None }) {
+    match config::load_for_delivery(Some(path), &transport::load_options(&registry)) {
         Ok(l) => Ok(Some(l.config)),
         Err(e) => bail!("{}", e.render(false)),
     }

@@ -18,55 +18,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
-use crate::config::{self, Config, LoadOptions};
-use crate::event::{ALERTER_SOURCE, Event, Inbound, Severity, internal};
-use crate::notices::NoticeScheduler;
-use crate::notify::{Notification, notice_notifications, render_dispatch};
-use crate::outbox::{Dispatcher, Outcome, Report, RetryPolicy};
+use alerter_engine::Engine;
+
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::event::{Inbound, internal};
+use crate::outbox::{Dispatcher, Report, RetryPolicy};
 use crate::plugin::PluginRegistry;
 use crate::plugin::supervisor::{Backoff, SharedStates, Sources, SupervisorEnv};
-use crate::rules::router::{Output, Router};
-use crate::store::{AuditRecord, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::transport::{self, Transport, TransportError};
-
-/// Where `now` comes from. Production uses the system clock; tests use a
-/// clock driven by tokio's (pausable) time.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The wall clock.
-#[derive(Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that starts at a given time and advances with tokio's clock, so
-/// `tokio::time::pause` and `advance` move it.
-#[derive(Debug)]
-pub struct TokioClock {
-    start: DateTime<Utc>,
-    origin: tokio::time::Instant,
-}
-
-impl TokioClock {
-    pub fn new(start: DateTime<Utc>) -> TokioClock {
-        TokioClock { start, origin: tokio::time::Instant::now() }
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> DateTime<Utc> {
-        let elapsed = tokio::time::Instant::now() - self.origin;
-        self.start + chrono::Duration::from_std(elapsed).unwrap_or_default()
-    }
-}
 
 /// What the binary can ask of a running daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +74,7 @@ fn build_transports(cfg: &Config) -> Result<Built, DaemonError> {
     for (name, t) in &cfg.transports {
         let cx = transport::BuildCx { alerter_name: &cfg.name, workgroup: &cfg.workgroup };
         let built = transport::build(t, &cx).map_err(|source| DaemonError::Transport { name: name.clone(), source })?;
-        out.insert(name.clone(), (built, t.retry_policy()));
+        out.insert(name.clone(), (built, transport::retry_policy(t)));
     }
     Ok(out)
 }
@@ -125,33 +88,19 @@ fn start_dispatcher(
     Ok(Dispatcher::start(built, &cfg.state_dir, reports.clone(), clock.clone())?)
 }
 
-/// What one turn of the engine decided, committed together.
-#[derive(Default)]
-struct Turn {
-    notifications: Vec<Notification>,
-    audit: Vec<AuditRecord>,
-    /// Sources' latest saved states, behind the events handled this turn.
-    states: HashMap<String, String>,
-}
-
-impl Turn {
-    /// Writes alert state, new notifications and audit records in one
-    /// transaction, then wakes the transports that have new work.
-    fn commit(&mut self, store: &mut Store, router: &mut Router, dispatcher: &Dispatcher, now: DateTime<Utc>) {
-        let changes = router.take_changes();
-        if let Err(e) = store.commit(&changes, &self.notifications, &self.audit, &self.states, now) {
-            error!("cannot save state: {e}");
-        }
-        let mut woken: Vec<&str> = Vec::new();
-        for n in &self.notifications {
-            if !woken.contains(&n.transport.as_str()) {
-                woken.push(&n.transport);
-                dispatcher.wake(&n.transport);
-            }
-        }
-        self.notifications.clear();
-        self.audit.clear();
-        self.states.clear();
+/// Commits what the engine decided (alert state, new notifications,
+/// audit records, sources' states, notice positions) in one transaction,
+/// then wakes the transports that have new work.
+fn commit(store: &mut Store, engine: &mut Engine, dispatcher: &Dispatcher, now: DateTime<Utc>) {
+    let turn = engine.take_turn();
+    if turn.is_empty() {
+        return;
+    }
+    if let Err(e) = store.commit(&turn, now) {
+        error!("cannot save state: {e}");
+    }
+    for t in turn.transports() {
+        dispatcher.wake(t);
     }
 }
 
@@ -171,16 +120,14 @@ pub async fn run(
     let mut store = Store::open(&cfg.state_dir)?;
     info!(state = %store.path().display(), "state store open");
     let now = clock.now();
-    let mut router = Router::new(cfg.rules.clone(), cfg.silences.clone());
     let stored = store.load_alerts()?;
     if !stored.is_empty() {
         info!(alerts = stored.len(), "restored alert state");
     }
-    router.restore(stored, now);
-    let mut notices = NoticeScheduler::new(cfg.notices.clone(), &store.notice_history()?, now);
+    let mut engine = Engine::new(cfg.engine_config(), stored, store.notice_history()?, now);
     // Stored at once, not only when something fires: a notice first known
     // now must count as known at the next restart (see `notices`).
-    store.save_notice_history(notices.history())?;
+    store.commit(&engine.take_turn(), now)?;
 
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<Report>();
     let orphans = store.fail_orphans(&cfg.transports.keys().map(String::as_str).collect::<Vec<_>>(), now)?;
@@ -213,18 +160,14 @@ pub async fn run(
     let mut sources = Sources::default();
     sources.reconcile(&specs, &supervisor_env(&cfg)).await;
 
-    let mut out: Vec<Output> = Vec::new();
-    let mut turn = Turn::default();
     let mut batch: Vec<Inbound> = Vec::with_capacity(256);
-    let mut failing: HashMap<String, usize> = HashMap::new();
-    router.handle_into(internal::started(&cfg.name, env!("CARGO_PKG_VERSION"), now), now, &mut out);
+    engine.raise(internal::started(&cfg.name, env!("CARGO_PKG_VERSION"), now), now);
     info!(name = %cfg.name, rules = cfg.rules.len(), transports = cfg.transports.len(), "alerter started");
 
     loop {
         let now = clock.now();
-        process(&mut out, &cfg, &mut turn);
-        turn.commit(&mut store, &mut router, &dispatcher, now);
-        let wake = [router.next_wakeup(), notices.next_wakeup()].into_iter().flatten().min();
+        commit(&mut store, &mut engine, &dispatcher, now);
+        let wake = engine.next_wakeup();
         let sleep = async {
             match wake {
                 Some(w) => tokio::time::sleep((w - clock.now()).to_std().unwrap_or_default()).await,
@@ -236,45 +179,28 @@ pub async fn run(
             ctl = control.recv() => match ctl {
                 Some(Control::Reload) => {
                     let now = clock.now();
-                    match reload(&opts, &mut cfg, &mut router, &mut notices, &mut store, &mut dispatcher, &report_tx, now) {
+                    match reload(&opts, &mut cfg, &mut engine, &mut store, &mut dispatcher, &report_tx, now) {
                         Ok(()) => {
                             let specs: Vec<_> = cfg.sources.values().cloned().collect();
                             sources.reconcile(&specs, &supervisor_env(&cfg)).await;
-                            router.handle_into(internal::reloaded(&cfg.name, cfg.rules.len(), now), now, &mut out);
+                            engine.raise(internal::reloaded(&cfg.name, cfg.rules.len(), now), now);
                         }
-                        Err(problems) => router.handle_into(internal::reload_failed(&cfg.name, problems, now), now, &mut out),
+                        Err(problems) => engine.raise(internal::reload_failed(&cfg.name, problems, now), now),
                     }
                 }
                 Some(Control::Shutdown) | None => break,
             },
             Some(report) = report_rx.recv() => {
                 let now = clock.now();
-                on_report(report, &mut failing, &mut router, &cfg, now, &mut out);
+                engine.delivered(&report, now);
             }
             _ = event_rx.recv_many(&mut batch, 256) => {
                 let now = clock.now();
                 for m in batch.drain(..) {
-                    inbound(m, &mut router, &mut turn, now, &mut out);
+                    engine.handle(m, now);
                 }
             }
-            _ = sleep => {
-                let now = clock.now();
-                router.tick_into(now, &mut out);
-                let due = notices.due(now);
-                if !due.is_empty() {
-                    for f in due {
-                        let (message, err) = cfg.templates.render(&[&f.notice.template_name()], crate::template::NOTICE_FALLBACK, &f.context());
-                        if let Some(err) = err {
-                            warn!("notice `{}`: {err}", f.notice.name);
-                        }
-                        let (title, text) = f.title_and_text(&message);
-                        turn.notifications.extend(notice_notifications(&f.notice.name, &title, &text, &f.notice.targets, f.fire_at));
-                    }
-                    if let Err(e) = store.save_notice_history(notices.history()) {
-                        error!("cannot save notice history: {e}");
-                    }
-                }
-            }
+            _ = sleep => engine.tick(clock.now()),
         }
     }
 
@@ -283,130 +209,30 @@ pub async fn run(
     sources.stop_all().await;
     let now = clock.now();
     while let Ok(m) = event_rx.try_recv() {
-        inbound(m, &mut router, &mut turn, now, &mut out);
+        engine.handle(m, now);
     }
-    process(&mut out, &cfg, &mut turn);
-    turn.commit(&mut store, &mut router, &dispatcher, now);
+    commit(&mut store, &mut engine, &dispatcher, now);
     dispatcher.stop(opts.shutdown_grace).await;
     drop(report_tx);
     while let Ok(report) = report_rx.try_recv() {
-        on_report(report, &mut failing, &mut router, &cfg, now, &mut Vec::new());
+        engine.delivered(&report, now);
     }
-    turn.commit(&mut store, &mut router, &Dispatcher::none(), now);
+    commit(&mut store, &mut engine, &Dispatcher::none(), now);
     info!("stopped");
     Ok(())
 }
 
-/// Hands an event to the router, or notes a source's state for this turn's commit.
-fn inbound(m: Inbound, router: &mut Router, turn: &mut Turn, now: DateTime<Utc>, out: &mut Vec<Output>) {
-    match m {
-        Inbound::Event(e) => router.handle_into(e, now, out),
-        Inbound::State { source, state } => {
-            turn.states.insert(source, state);
-        }
-    }
-}
-
-/// Turns router outputs into notifications and audit records for this turn.
-fn process(out: &mut Vec<Output>, cfg: &Config, turn: &mut Turn) {
-    let cx = cfg.render_cx();
-    for o in out.drain(..) {
-        match o {
-            Output::Notify(d) => {
-                let (notifications, errors) = render_dispatch(&d, &cx);
-                for e in errors {
-                    warn!(rule = %d.rule.name, "{e}; used the built-in template");
-                }
-                for n in &notifications {
-                    debug!(id = %n.id, transport = %n.transport, rule = %n.rule, "queued");
-                }
-                turn.notifications.extend(notifications);
-            }
-            Output::Suppressed(s) => {
-                info!(rule = %s.rule, alert = %s.fingerprint, "not notified: {}", s.reason);
-                turn.audit.push(AuditRecord {
-                    time: s.at,
-                    rule: s.rule,
-                    fingerprint: Some(s.fingerprint),
-                    transport: None,
-                    notification: None,
-                    status: "suppressed".into(),
-                    reason: Some(s.reason.to_string()),
-                    summary: Some(s.summary),
-                });
-            }
-        }
-    }
-}
-
-/// Raises (and resolves) the `alerter` event about failing deliveries.
-///
-/// A transport is "failing" when a notification failed for good, expired,
-/// or needed a third attempt; the first success clears it. A notification
-/// that is itself about failing deliveries does not raise another, which
-/// would only loop.
-fn on_report(
-    r: Report,
-    failing: &mut HashMap<String, usize>,
-    router: &mut Router,
-    cfg: &Config,
-    now: DateTime<Utc>,
-    out: &mut Vec<Output>,
-) {
-    let n = &r.notification;
-    let key = format!("delivery:{}", n.transport);
-    let event = |severity: Severity, summary: String| {
-        Event::new(ALERTER_SOURCE, &cfg.name, severity, summary, now)
-            .with_label("event", "delivery_failing")
-            .with_label("transport", &n.transport)
-            .with_key(key.clone())
-    };
-    let why = match &r.outcome {
-        Outcome::Sent(_) => {
-            if failing.remove(&n.transport).is_some() {
-                router.handle_into(
-                    event(Severity::Resolved, format!("deliveries via `{}` work again", n.transport)),
-                    now,
-                    out,
-                );
-            }
-            return;
-        }
-        Outcome::Retrying { attempts, .. } if *attempts < 3 => return,
-        Outcome::Retrying { error, attempts } => format!("{error} (attempt {attempts}, retrying)"),
-        Outcome::Failed(e) => {
-            error!(id = %n.id, transport = %n.transport, rule = %n.rule, "delivery failed for good: {e}");
-            e.clone()
-        }
-        Outcome::Expired(e) => {
-            error!(id = %n.id, transport = %n.transport, rule = %n.rule, "delivery given up: {e}");
-            e.clone()
-        }
-    };
-    *failing.entry(n.transport.clone()).or_default() += 1;
-    let about_delivery = n.alerts.iter().any(|a| a.labels.get("event").map(String::as_str) == Some("delivery_failing"));
-    if !about_delivery {
-        router.handle_into(
-            event(Severity::Warning, format!("deliveries via `{}` are failing: {why}", n.transport)),
-            now,
-            out,
-        );
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
 fn reload(
     opts: &RunOptions,
     cfg: &mut Config,
-    router: &mut Router,
-    notices: &mut NoticeScheduler,
+    engine: &mut Engine,
     store: &mut Store,
     dispatcher: &mut Dispatcher,
     reports: &mpsc::UnboundedSender<Report>,
     now: DateTime<Utc>,
 ) -> Result<(), usize> {
     info!(config = ?opts.config_path, "reloading configuration");
-    let load_opts = LoadOptions { plugins: opts.plugins.as_ref(), env: None };
+    let load_opts = transport::load_options(opts.plugins.as_ref());
     let loaded = match config::load(opts.config_path.as_deref(), &load_opts) {
         Ok(l) => l,
         Err(errs) => {
@@ -433,16 +259,6 @@ fn reload(
             return Err(1);
         }
     };
-    let history = {
-        let mut h = store.notice_history().unwrap_or_default();
-        h.extend(notices.history().iter().map(|(k, v)| (k.clone(), *v)));
-        h
-    };
-    router.reconfigure(new.rules.clone(), new.silences.clone(), now);
-    *notices = NoticeScheduler::new(new.notices.clone(), &history, now);
-    if let Err(e) = store.save_notice_history(notices.history()) {
-        error!("cannot save notice history: {e}");
-    }
     let fresh = match start_dispatcher(cfg, built, reports, &opts.clock) {
         Ok(d) => d,
         Err(e) => {
@@ -450,6 +266,8 @@ fn reload(
             return Err(1);
         }
     };
+    // Nothing can fail from here on: the swap is all or nothing.
+    engine.reconfigure(new.engine_config(), now);
     if let Ok(n) = store.fail_orphans(&new.transports.keys().map(String::as_str).collect::<Vec<_>>(), now)
         && n > 0
     {

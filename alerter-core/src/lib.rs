@@ -6,16 +6,13 @@
 //! [`daemon`] wires it all together with tokio. See ARCHITECTURE.md.
 #![deny(unsafe_code)]
 
+pub use alerter_engine::{event, notices, notify, rules, schedule, template};
+
+pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod event;
-pub mod notices;
-pub mod notify;
 pub mod outbox;
 pub mod plugin;
-pub mod rules;
 pub mod ruletest;
-pub mod schedule;
 pub mod store;
-pub mod template;
 pub mod transport;

@@ -19,66 +19,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use crate::daemon::Clock;
-use crate::notify::Notification;
+use crate::clock::Clock;
 use crate::store::{Attempt, OutboxEntry, OutboxStatus, Store, StoreError};
 use crate::transport::Transport;
 
-/// How a transport's deliveries are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub initial: Duration,
-    pub max: Duration,
-    /// Give up (and raise an `alerter` event) on a notification this old.
-    pub max_age: Duration,
-    /// Notifications in flight at once.
-    pub concurrency: usize,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            initial: Duration::from_secs(5),
-            max: Duration::from_secs(600),
-            max_age: Duration::from_secs(24 * 3600),
-            concurrency: 1,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before attempt `attempts + 1`: doubling from `initial`,
-    /// capped at `max`, times a random factor between 0.5 and 1.5 so that
-    /// many failed notifications do not retry in lockstep.
-    pub fn backoff(&self, attempts: u32) -> Duration {
-        let base = self.initial.saturating_mul(1u32 << attempts.saturating_sub(1).min(20)).min(self.max);
-        base.mul_f64(0.5 + fastrand::f64())
-    }
-}
-
-/// What became of one delivery attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Sent(Option<String>),
-    Retrying { error: String, attempts: u32 },
-    Failed(String),
-    Expired(String),
-}
-
-/// A delivery outcome, for the engine (alerts about failing deliveries) and logs.
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub notification: Notification,
-    pub outcome: Outcome,
-    pub at: DateTime<Utc>,
-}
+pub use crate::transport::RetryPolicy;
+pub use alerter_engine::engine::{Delivery as Report, Outcome};
 
 struct Worker {
     wake: Arc<Notify>,

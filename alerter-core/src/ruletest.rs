@@ -21,11 +21,11 @@ use crate::config::diag::{Diagnostic, Place, YamlPath};
 use crate::config::source::{SourceFile, SourceMap};
 use crate::config::types::{Duration as DurationStr, Timestamp};
 use crate::config::{self, ConfigErrors, LoadOptions, json_schema_for, validate};
-use crate::event::{Event, Severity};
-use crate::notices::NoticeScheduler;
-use crate::notify::{Notification, notice_notifications, render_dispatch};
+use alerter_engine::Engine;
+
+use crate::event::{Event, Inbound, Severity};
+use crate::notify::Notification;
 use crate::plugin::PluginRegistry;
-use crate::rules::router::{Output, Router};
 
 /// A test file.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -151,7 +151,7 @@ pub fn run_file(path: &Path, plugins: &PluginRegistry) -> Result<FileResult, Tes
     let Some(tf) = parse_typed::<TestFile>(&sources, file, &mut diags) else {
         return Err(TestFileError::Invalid(ConfigErrors { diagnostics: diags, sources, verdict: NOT_RUN }));
     };
-    let opts = LoadOptions { plugins, env: Some(tf.env.clone()) };
+    let opts = LoadOptions { env: Some(tf.env.clone()), ..crate::transport::load_options(plugins) };
     let loaded = match &tf.config {
         Some(rel) => {
             let cfg_path = path.parent().unwrap_or(Path::new(".")).join(rel);
@@ -227,50 +227,24 @@ fn run_case(cfg: &config::Config, case: &TestCase, start: DateTime<Utc>) -> Opti
     });
     let end = offset(start, horizon);
 
-    let mut router = Router::new(cfg.rules.clone(), cfg.silences.clone());
-    let mut notices = NoticeScheduler::new(cfg.notices.clone(), &HashMap::new(), start);
-    let cx = cfg.render_cx();
+    // The daemon's own engine, on a simulated clock that jumps from one
+    // event or timer to the next.
+    let mut engine = Engine::new(cfg.engine_config(), Vec::new(), HashMap::new(), start);
     let mut sent: Vec<Notification> = Vec::new();
-    let mut outputs: Vec<Output> = Vec::new();
-    let collect = |outputs: &mut Vec<Output>, sent: &mut Vec<Notification>| {
-        for o in outputs.drain(..) {
-            if let Output::Notify(d) = o {
-                sent.extend(render_dispatch(&d, &cx).0);
-            }
-        }
-    };
-    let advance_to = |t: DateTime<Utc>,
-                      router: &mut Router,
-                      notices: &mut NoticeScheduler,
-                      outputs: &mut Vec<Output>,
-                      sent: &mut Vec<Notification>| {
-        loop {
-            let next = [router.next_wakeup(), notices.next_wakeup()].into_iter().flatten().min();
-            match next {
-                Some(w) if w <= t => {
-                    router.tick_into(w, outputs);
-                    for f in notices.due(w) {
-                        let (message, _) = cfg.templates.render(
-                            &[&f.notice.template_name()],
-                            crate::template::NOTICE_FALLBACK,
-                            &f.context(),
-                        );
-                        let (title, text) = f.title_and_text(&message);
-                        sent.extend(notice_notifications(&f.notice.name, &title, &text, &f.notice.targets, f.fire_at));
-                    }
-                }
-                _ => break,
-            }
+    let advance_to = |t: DateTime<Utc>, engine: &mut Engine, sent: &mut Vec<Notification>| {
+        while let Some(w) = engine.next_wakeup().filter(|w| *w <= t) {
+            engine.tick(w);
+            sent.extend(engine.take_turn().notifications);
         }
     };
     for (d, ev) in events {
         let t = offset(start, d);
-        advance_to(t, &mut router, &mut notices, &mut outputs, &mut sent);
-        router.handle_into(ev, t, &mut outputs);
-        collect(&mut outputs, &mut sent);
+        advance_to(t, &mut engine, &mut sent);
+        engine.handle(Inbound::Event(ev), t);
+        sent.extend(engine.take_turn().notifications);
     }
-    advance_to(end, &mut router, &mut notices, &mut outputs, &mut sent);
-    collect(&mut outputs, &mut sent);
+    advance_to(end, &mut engine, &mut sent);
+    sent.extend(engine.take_turn().notifications);
     sent.retain(|n| n.created_at <= end);
     sent.sort_by(|a, b| (a.created_at, &a.rule, &a.transport).cmp(&(b.created_at, &b.rule, &b.transport)));
 

@@ -22,6 +22,7 @@ use rusqlite_migration::{M, Migrations};
 use crate::event::Fingerprint;
 use crate::notify::Notification;
 use crate::rules::router::{Alert, AlertChange};
+use alerter_engine::Turn;
 
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "alerter.db";
@@ -104,19 +105,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
 }
 
-/// One audit trail entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditRecord {
-    pub time: DateTime<Utc>,
-    pub rule: String,
-    pub fingerprint: Option<Fingerprint>,
-    pub transport: Option<String>,
-    pub notification: Option<String>,
-    /// `sent`, `failed`, `suppressed`.
-    pub status: String,
-    pub reason: Option<String>,
-    pub summary: Option<String>,
-}
+pub use alerter_engine::engine::AuditRecord;
 
 /// Where a notification is in the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,7 +232,7 @@ impl Store {
 
     /// Applies the router's changes in one transaction.
     pub fn apply_alert_changes(&mut self, changes: &[AlertChange], now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.commit(changes, &[], &[], &HashMap::new(), now)
+        self.commit(&Turn { changes: changes.to_vec(), ..Turn::default() }, now)
     }
 
     /// Every source's saved state.
@@ -282,23 +271,11 @@ impl Store {
     }
 
     pub fn save_notice_history(&mut self, history: &HashMap<(String, u64), DateTime<Utc>>) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO notices (name, offset_secs, last_fired) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name, offset_secs) DO UPDATE SET last_fired = excluded.last_fired",
-            )?;
-            for ((name, off), t) in history {
-                stmt.execute(params![name, *off as i64, t.to_rfc3339()])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.commit(&Turn { notice_positions: history.clone(), ..Turn::default() }, Utc::now())
     }
 
     pub fn audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        let now = Utc::now();
-        self.commit(&[], &[], records, &HashMap::new(), now)
+        self.commit(&Turn { audit: records.to_vec(), ..Turn::default() }, Utc::now())
     }
 
     /// The newest audit records first.
@@ -337,39 +314,41 @@ impl Store {
     }
 
     /// Commits what one turn of the engine decided, in one transaction:
-    /// alert state, new notifications into the outbox, audit records, and
-    /// the sources' saved states that cover the events behind all that. A
-    /// crash leaves either all of it or none.
-    pub fn commit(
-        &mut self,
-        changes: &[AlertChange],
-        notifications: &[Notification],
-        audit: &[AuditRecord],
-        states: &HashMap<String, String>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        if changes.is_empty() && notifications.is_empty() && audit.is_empty() && states.is_empty() {
+    /// alert state, new notifications into the outbox, audit records, notice
+    /// positions, and the sources' saved states that cover the events behind
+    /// all that. A crash leaves either all of it or none.
+    pub fn commit(&mut self, turn: &Turn, now: DateTime<Utc>) -> Result<(), StoreError> {
+        if turn.is_empty() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
-        write_alert_changes(&tx, changes, now)?;
+        write_alert_changes(&tx, &turn.changes, now)?;
         {
             let mut ins = tx.prepare_cached(
                 "INSERT OR IGNORE INTO outbox (id, transport, rule, created_ms, payload, status, attempts, next_attempt_ms, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)",
             )?;
-            for n in notifications {
+            for n in &turn.notifications {
                 ins.execute(params![n.id, n.transport, n.rule, ms(n.created_at), serde_json::to_string(n)?, ms(now)])?;
             }
         }
-        write_audit(&tx, audit)?;
+        write_audit(&tx, &turn.audit)?;
         {
             let mut up = tx.prepare_cached(
                 "INSERT INTO source_state (source, state, updated_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (source) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
             )?;
-            for (source, state) in states {
+            for (source, state) in &turn.states {
                 up.execute(params![source, state, ms(now)])?;
+            }
+        }
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO notices (name, offset_secs, last_fired) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name, offset_secs) DO UPDATE SET last_fired = excluded.last_fired",
+            )?;
+            for ((name, off), t) in &turn.notice_positions {
+                stmt.execute(params![name, *off as i64, t.to_rfc3339()])?;
             }
         }
         tx.commit()?;
@@ -433,13 +412,6 @@ impl Store {
         )?;
         let rows = stmt.query_map([id], row_to_entry)?;
         Ok(collect_entries(rows)?.into_iter().next())
-    }
-
-    /// Counts of outbox entries by status.
-    pub fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Recent notifications and suppressions, newest first.

@@ -513,6 +513,7 @@ pub fn compile(
     sources: &SourceMap,
     registry: &PluginRegistry,
     check: SourceCheck,
+    check_transport: super::TransportCheck,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Config> {
     let (main_file, main) = files.first()?;
@@ -688,39 +689,13 @@ pub fn compile(
         (*main_file, YamlPath::root())
     };
     for (id, t) in &transports {
-        if let model::TransportConfig::Email(e) = t {
-            let (file, path) = transport_file(id);
-            for (key, problem) in crate::transport::email::check(e) {
-                cx.error(file, &path.key(key), problem);
-            }
-        }
-        if let model::TransportConfig::Messenger(m) = t {
-            let (file, path) = transport_file(id);
-            if let Some(cp) = m.code_page
-                && let Err(e) = messenger_transport::CodePage::new(cp)
-            {
-                cx.error(file, &path.key("code_page"), e.to_string());
-            }
-            if let Some(from) = &m.from
-                && let Err(e) = messenger_transport::NetbiosName::new(from, 0)
-            {
-                cx.error(file, &path.key("from"), e.to_string());
-            }
-            if let Some(key) = &m.seal_key_file
-                && let Err(e) = crate::transport::messenger::read_key_file(key)
-            {
-                cx.error(file, &path.key("seal_key_file"), e);
-            }
-            for name in m.hosts.keys() {
-                if let Err(e) = messenger_transport::NetbiosName::new(name, 3) {
-                    cx.error(file, &path.key("hosts").key(name.clone()), e.to_string());
-                }
-            }
-            for (i, spec) in m.interfaces.iter().enumerate() {
-                if let Err(e) = spec.parse::<messenger_transport::iface::InterfaceSpec>() {
-                    cx.error(file, &path.key("interfaces").index(i), e);
-                }
-            }
+        // Each transport checks its own settings (files, names, addresses);
+        // the config knows only where to report what it finds.
+        let (file, path) = transport_file(id);
+        for (below, problem) in check_transport(t) {
+            let mut at = path.clone();
+            at.0.extend(below.0);
+            cx.error(file, &at, problem);
         }
         if let Some(tpl) = t.template() {
             let (file, path) = transport_file(id);
@@ -947,7 +922,7 @@ pub fn compile(
         rules,
         silences,
         notices,
-        templates,
+        templates: Arc::new(templates),
         files: paths,
     })
 }
@@ -976,8 +951,9 @@ pub fn general(message: impl Into<String>) -> Diagnostic {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{LoadOptions, load_for_delivery, load_str};
+    use super::super::{load_for_delivery, load_str};
     use super::*;
+    use crate::transport::load_options;
 
     const GROUP: &str = r#"
 transports:
@@ -1000,7 +976,7 @@ rules:
 
     #[test]
     fn each_transport_gets_the_recipients_it_can_reach() {
-        let loaded = load_str("a.yaml", GROUP, None, &LoadOptions::default()).unwrap();
+        let loaded = load_str("a.yaml", GROUP, None, &load_options(&PluginRegistry::empty())).unwrap();
         let targets = &loaded.config.rules[0].targets;
         let by = |t: &str| targets.iter().find(|x| x.transport == t).unwrap();
         assert_eq!(ids(by("popup")), ["alice", "*"], "machines and the workgroup");
@@ -1016,7 +992,7 @@ rules:
             "groups: [admins], workgroup: true, via: [popup, mail, file]",
             "subscribers: [alice], via: [popup, mail]",
         );
-        let loaded = load_str("a.yaml", &text, None, &LoadOptions::default()).unwrap();
+        let loaded = load_str("a.yaml", &text, None, &load_options(&PluginRegistry::empty())).unwrap();
         let targets = &loaded.config.rules[0].targets;
         assert_eq!(targets.len(), 1, "{targets:?}");
         assert_eq!(targets[0].transport, "popup");
@@ -1024,7 +1000,7 @@ rules:
             "groups: [admins], workgroup: true, via: [popup, mail, file]",
             "subscribers: [alice], via: [mail]",
         );
-        let errors = load_str("a.yaml", &nobody, None, &LoadOptions::default()).unwrap_err();
+        let errors = load_str("a.yaml", &nobody, None, &load_options(&PluginRegistry::empty())).unwrap_err();
         assert_eq!(errors.error_count(), 1, "{errors}");
         assert!(errors.diagnostics[0].message.contains("reaches nobody"), "{errors}");
     }
@@ -1034,7 +1010,7 @@ rules:
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("plugins")).unwrap();
         let text = "alerter: { plugin_dirs: [plugins, /abs/plugins] }\n";
-        let loaded = load_str("a.yaml", text, Some(dir.path()), &LoadOptions::default()).unwrap();
+        let loaded = load_str("a.yaml", text, Some(dir.path()), &load_options(&PluginRegistry::empty())).unwrap();
         assert_eq!(loaded.config.plugin_dirs, [dir.path().join("plugins"), PathBuf::from("/abs/plugins")]);
         // Only the absolute one is missing; the relative one was found next to the file.
         assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
@@ -1047,11 +1023,14 @@ rules:
         let path = dir.path().join("a.yaml");
         let with_dirs = "alerter: { plugin_dirs: [/nonexistent] }\nsources:\n  ups: { type: ups }\n";
         std::fs::write(&path, with_dirs).unwrap();
-        let loaded = load_for_delivery(Some(&path), &LoadOptions::default()).unwrap();
+        let loaded = load_for_delivery(Some(&path), &load_options(&PluginRegistry::empty())).unwrap();
         assert!(loaded.config.sources.is_empty(), "an unchecked source is not one to run");
-        assert!(super::super::load(Some(&path), &LoadOptions::default()).is_err(), "a full load looks for it");
+        assert!(
+            super::super::load(Some(&path), &load_options(&PluginRegistry::empty())).is_err(),
+            "a full load looks for it"
+        );
         // Without plugin directories nothing could provide it.
         std::fs::write(&path, "sources:\n  ups: { type: ups }\n").unwrap();
-        assert!(load_for_delivery(Some(&path), &LoadOptions::default()).is_err());
+        assert!(load_for_delivery(Some(&path), &load_options(&PluginRegistry::empty())).is_err());
     }
 }

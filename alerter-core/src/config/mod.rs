@@ -14,6 +14,7 @@ pub mod compile;
 pub mod diag;
 pub mod expand;
 pub mod model;
+pub mod path;
 pub mod source;
 pub mod types;
 pub mod validate;
@@ -45,14 +46,16 @@ pub struct LoadOptions<'a> {
     pub plugins: &'a PluginRegistry,
     /// Environment for `${VAR}`; `None` reads the process environment.
     pub env: Option<HashMap<String, String>>,
+    /// The transports' own checks of their settings
+    /// (`alerter_core::transport::check_settings`).
+    pub check_transport: TransportCheck,
 }
 
-impl Default for LoadOptions<'_> {
-    fn default() -> Self {
-        static NONE: OnceLock<PluginRegistry> = OnceLock::new();
-        LoadOptions { plugins: NONE.get_or_init(PluginRegistry::empty), env: None }
-    }
-}
+/// A transport's check of its settings beyond their shape: problems, each
+/// with the path below the transport's entry. Transports own these checks;
+/// the config only reports them where they belong, so it never depends on
+/// a transport.
+pub type TransportCheck = fn(&model::TransportConfig) -> Vec<(YamlPath, String)>;
 
 impl std::fmt::Debug for LoadOptions<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,12 +103,25 @@ pub struct Config {
     pub rules: Vec<Arc<Rule>>,
     pub silences: Vec<Silence>,
     pub notices: Vec<Arc<Notice>>,
-    pub templates: Templates,
+    pub templates: Arc<Templates>,
     /// Every file read, main file first (empty path for the embedded default).
     pub files: Vec<PathBuf>,
 }
 
 impl Config {
+    /// What the engine needs of this configuration.
+    pub fn engine_config(&self) -> alerter_engine::EngineConfig {
+        alerter_engine::EngineConfig {
+            name: self.name.clone(),
+            workgroup: self.workgroup.clone(),
+            rules: self.rules.clone(),
+            silences: self.silences.clone(),
+            notices: self.notices.clone(),
+            templates: self.templates.clone(),
+            transports: self.transport_info.clone(),
+        }
+    }
+
     pub fn render_cx(&self) -> RenderCx<'_> {
         RenderCx {
             templates: &self.templates,
@@ -257,7 +273,7 @@ fn load_files(
             }
         }
     }
-    let config = compile::compile(&parsed, &sources, opts.plugins, check, &mut diags);
+    let config = compile::compile(&parsed, &sources, opts.plugins, check, opts.check_transport, &mut diags);
     diags.sort_by_key(|d| d.level);
     let has_errors = diags.iter().any(|d| d.level == Level::Error);
     match config {

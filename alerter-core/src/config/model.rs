@@ -275,51 +275,6 @@ impl TransportConfig {
         }
     }
 
-    /// How this transport's deliveries are retried.
-    pub fn retry_policy(&self) -> crate::outbox::RetryPolicy {
-        use crate::outbox::RetryPolicy;
-        use std::time::Duration as D;
-        let (retry, defaults) = match self {
-            // A local file either works or needs an admin: retry a little.
-            TransportConfig::Log { .. } => (
-                None,
-                RetryPolicy {
-                    initial: D::from_secs(1),
-                    max: D::from_secs(60),
-                    max_age: D::from_secs(3600),
-                    concurrency: 1,
-                },
-            ),
-            // A popup hours late is noise: give up after an hour.
-            TransportConfig::Messenger(m) => (
-                m.retry.as_ref(),
-                RetryPolicy {
-                    initial: D::from_secs(5),
-                    max: D::from_secs(300),
-                    max_age: D::from_secs(3600),
-                    concurrency: 4,
-                },
-            ),
-            // Mail keeps: retry for a day. As many in flight as connections.
-            TransportConfig::Email(e) => (
-                e.retry.as_ref(),
-                RetryPolicy {
-                    initial: D::from_secs(5),
-                    max: D::from_secs(600),
-                    max_age: D::from_secs(24 * 3600),
-                    concurrency: e.pool.unwrap_or(4).max(1) as usize,
-                },
-            ),
-        };
-        let Some(r) = retry else { return defaults };
-        RetryPolicy {
-            initial: r.initial.as_ref().map_or(defaults.initial, |d| d.value),
-            max: r.max.as_ref().map_or(defaults.max, |d| d.value),
-            max_age: r.max_age.as_ref().map_or(defaults.max_age, |d| d.value),
-            concurrency: defaults.concurrency,
-        }
-    }
-
     pub fn template(&self) -> Option<&TemplateConfig> {
         match self {
             TransportConfig::Log { template, .. } => template.as_ref(),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::diag::{Seg, Target, YamlPath};
+use super::path::{Seg, Target, YamlPath};
 
 /// One config file's text.
 #[derive(Debug, Clone)]

@@ -192,13 +192,7 @@ impl<T> OneOrMany<T> {
     }
 }
 
-/// A time-of-day range in minutes since midnight; `end` may be 1440 (24:00)
-/// and may be lower than `start` when the range crosses midnight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeRange {
-    pub start: u16,
-    pub end: u16,
-}
+pub use alerter_engine::schedule::TimeRange;
 
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();

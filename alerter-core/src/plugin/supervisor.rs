@@ -33,7 +33,7 @@ use tracing::{debug, error, info, warn};
 use super::catalog::{Plugin, PluginKind, PluginSet, describe_exit};
 use super::ffi::{self, EmitResult, Host, RunEnd, Sink};
 use super::protocol::{FromPlugin, MAX_LINE, PROTOCOL_VERSION, ToPlugin, event_from_wire};
-use crate::daemon::Clock;
+use crate::clock::Clock;
 use crate::event::{ALERTER_SOURCE, Event, Inbound, Severity};
 
 /// Where a source runs.

@@ -60,6 +60,17 @@ pub fn read_secret_file(path: &Path) -> Result<String, String> {
 }
 
 /// Checks an email transport's settings; each problem with the key it is about.
+/// Mail keeps: retry for a day, with as many in flight as connections.
+pub fn retry(c: &EmailConfig) -> super::RetryPolicy {
+    super::RetryPolicy {
+        initial: std::time::Duration::from_secs(5),
+        max: std::time::Duration::from_secs(600),
+        max_age: std::time::Duration::from_secs(24 * 3600),
+        concurrency: c.pool.unwrap_or(4).max(1) as usize,
+    }
+}
+
+/// Checks the settings beyond their shape, as (key, problem).
 pub fn check(c: &EmailConfig) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
     if c.tls == Some(EmailTls::None) && !is_loopback(&c.relay) {

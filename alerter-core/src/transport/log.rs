@@ -17,6 +17,14 @@ use std::sync::Mutex;
 use super::{BoxFuture, Delivered, Transport, TransportError};
 use crate::notify::Notification;
 
+/// A local file either works or needs an admin: retry a little.
+pub const RETRY: super::RetryPolicy = super::RetryPolicy {
+    initial: std::time::Duration::from_secs(1),
+    max: std::time::Duration::from_secs(60),
+    max_age: std::time::Duration::from_secs(3600),
+    concurrency: 1,
+};
+
 #[derive(Debug)]
 enum Sink {
     Stdout,

@@ -24,6 +24,7 @@ use messenger_transport::seal::{self, SealKey, Sealed};
 use messenger_transport::{CodePage, NetbiosName, dgram, oem, smb};
 
 use super::{BoxFuture, Delivered, Transport, TransportError};
+use crate::config::diag::YamlPath;
 use crate::config::model::{MessengerConfig, MessengerForm};
 use crate::notify::Notification;
 use crate::rules::Recipient;
@@ -50,6 +51,47 @@ pub struct MessengerOptions {
     pub resolver: ResolverConfig,
     pub seal: Option<SealKey>,
     pub also_plain: bool,
+}
+
+/// A popup hours late is noise: give up after an hour.
+pub const RETRY: super::RetryPolicy = super::RetryPolicy {
+    initial: std::time::Duration::from_secs(5),
+    max: std::time::Duration::from_secs(300),
+    max_age: std::time::Duration::from_secs(3600),
+    concurrency: 4,
+};
+
+/// Checks the settings beyond their shape: code page, names, the key
+/// file, interface specifications.
+pub fn check(m: &MessengerConfig) -> Vec<(YamlPath, String)> {
+    let key = |k: &str| YamlPath::root().key(k);
+    let mut out = Vec::new();
+    if let Some(cp) = m.code_page
+        && let Err(e) = messenger_transport::CodePage::new(cp)
+    {
+        out.push((key("code_page"), e.to_string()));
+    }
+    if let Some(from) = &m.from
+        && let Err(e) = messenger_transport::NetbiosName::new(from, 0)
+    {
+        out.push((key("from"), e.to_string()));
+    }
+    if let Some(k) = &m.seal_key_file
+        && let Err(e) = read_key_file(k)
+    {
+        out.push((key("seal_key_file"), e));
+    }
+    for name in m.hosts.keys() {
+        if let Err(e) = messenger_transport::NetbiosName::new(name, 3) {
+            out.push((key("hosts").key(name.clone()), e.to_string()));
+        }
+    }
+    for (i, spec) in m.interfaces.iter().enumerate() {
+        if let Err(e) = spec.parse::<messenger_transport::iface::InterfaceSpec>() {
+            out.push((key("interfaces").index(i), e));
+        }
+    }
+    out
 }
 
 /// Reads a workgroup key file, refusing one that others can read.

@@ -13,9 +13,13 @@ pub mod messenger;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::config::LoadOptions;
+use crate::config::diag::YamlPath;
 use crate::config::model::TransportConfig;
 use crate::notify::Notification;
+use crate::plugin::PluginRegistry;
 
 /// A boxed future, so transports can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -86,5 +90,70 @@ pub fn build(cfg: &TransportConfig, cx: &BuildCx<'_>) -> Result<Arc<dyn Transpor
             Ok(Arc::new(messenger::MessengerTransport::new(opts)))
         }
         TransportConfig::Email(e) => Ok(Arc::new(email::EmailTransport::new(e).map_err(TransportError::permanent)?)),
+    }
+}
+
+/// Checks a transport's settings beyond their shape (files readable,
+/// names and addresses valid). Passed to config loading as
+/// [`LoadOptions::check_transport`].
+pub fn check_settings(cfg: &TransportConfig) -> Vec<(YamlPath, String)> {
+    match cfg {
+        TransportConfig::Log { .. } => Vec::new(),
+        TransportConfig::Messenger(m) => messenger::check(m),
+        TransportConfig::Email(e) => email::check(e).into_iter().map(|(k, p)| (YamlPath::root().key(k), p)).collect(),
+    }
+}
+
+/// Options for loading a config with the transports' checks.
+pub fn load_options(plugins: &PluginRegistry) -> LoadOptions<'_> {
+    LoadOptions { plugins, env: None, check_transport: check_settings }
+}
+
+/// How a transport's deliveries are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    /// Give up (and raise an `alerter` event) on a notification this old.
+    pub max_age: Duration,
+    /// Notifications in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(600),
+            max_age: Duration::from_secs(24 * 3600),
+            concurrency: 1,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempts + 1`: doubling from `initial`,
+    /// capped at `max`, times a random factor between 0.5 and 1.5 so that
+    /// many failed notifications do not retry in lockstep.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let base = self.initial.saturating_mul(1u32 << attempts.saturating_sub(1).min(20)).min(self.max);
+        base.mul_f64(0.5 + fastrand::f64())
+    }
+}
+
+/// How a configured transport's deliveries are retried: its kind's
+/// defaults, with what the config sets.
+pub fn retry_policy(cfg: &TransportConfig) -> RetryPolicy {
+    let (retry, defaults) = match cfg {
+        TransportConfig::Log { .. } => (None, log::RETRY),
+        TransportConfig::Messenger(m) => (m.retry.as_ref(), messenger::RETRY),
+        TransportConfig::Email(e) => (e.retry.as_ref(), email::retry(e)),
+    };
+    let Some(r) = retry else { return defaults };
+    RetryPolicy {
+        initial: r.initial.as_ref().map_or(defaults.initial, |d| d.value),
+        max: r.max.as_ref().map_or(defaults.max, |d| d.value),
+        max_age: r.max_age.as_ref().map_or(defaults.max_age, |d| d.value),
+        concurrency: defaults.concurrency,
     }
 }

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alerter_core::config::{self, LoadOptions};
-use alerter_core::daemon::{self, Control, RunOptions, TokioClock};
+use alerter_core::clock::TokioClock;
+use alerter_core::config;
+use alerter_core::daemon::{self, Control, RunOptions};
 use alerter_core::event::Inbound;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
@@ -25,7 +26,13 @@ pub fn start(dir: &Path, config: &str, start: DateTime<Utc>) -> Running {
     let text = config
         .replace("{state}", &dir.join("state").display().to_string())
         .replace("{out}", &dir.join("out.jsonl").display().to_string());
-    let loaded = config::load_str("alerter.yaml", &text, Some(dir), &LoadOptions::default()).unwrap();
+    let loaded = config::load_str(
+        "alerter.yaml",
+        &text,
+        Some(dir),
+        &alerter_core::transport::load_options(&alerter_core::plugin::PluginRegistry::empty()),
+    )
+    .unwrap();
     let (ctl_tx, ctl_rx) = mpsc::channel(4);
     let (ev_tx, ev_rx) = mpsc::channel(100);
     let opts = RunOptions {

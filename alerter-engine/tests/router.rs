@@ -7,11 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alerter_core::config::types::{parse_time_range, parse_weekday_range};
-use alerter_core::event::{Event, Severity};
-use alerter_core::rules::router::{Dispatch, Output, Router, SuppressReason};
-use alerter_core::rules::{LabelCond, Matcher, Recipient, Rule, Silence, SourcePattern, Target};
-use alerter_core::schedule::{Schedule, Window};
+use alerter_engine::event::{Event, Severity};
+use alerter_engine::rules::router::{Dispatch, Output, Router, SuppressReason};
+use alerter_engine::rules::{LabelCond, Matcher, Recipient, Rule, Silence, SourcePattern, Target};
+use alerter_engine::schedule::TimeRange;
+use alerter_engine::schedule::{Schedule, Window};
+use chrono::Weekday;
 use chrono::{DateTime, Utc};
 
 fn t0() -> DateTime<Utc> {
@@ -214,7 +215,7 @@ fn night() -> Arc<Schedule> {
     Arc::new(Schedule {
         name: "night".into(),
         tz: chrono_tz::UTC,
-        windows: vec![Window::new(&[], vec![parse_time_range("22:00-06:00").unwrap()])],
+        windows: vec![Window::new(&[], vec![TimeRange { start: 22 * 60, end: 6 * 60 }])],
     })
 }
 
@@ -241,10 +242,7 @@ fn active_during_limits_to_the_window() {
     let business = Arc::new(Schedule {
         name: "business".into(),
         tz: chrono_tz::UTC,
-        windows: vec![Window::new(
-            &[parse_weekday_range("mon-fri").unwrap()],
-            vec![parse_time_range("08:00-18:00").unwrap()],
-        )],
+        windows: vec![Window::new(&[(Weekday::Mon, Weekday::Fri)], vec![TimeRange { start: 8 * 60, end: 18 * 60 }])],
     });
     let mut r = rule("disk");
     r.active_during = vec![business];
@@ -430,7 +428,7 @@ fn with_group_by_a_resolution_waits_for_group_interval() {
 }
 
 /// What `router` would have in the store: its alerts, by rule.
-fn saved(router: &mut Router) -> Vec<(String, alerter_core::rules::router::Alert)> {
+fn saved(router: &mut Router) -> Vec<(String, alerter_engine::rules::router::Alert)> {
     router.take_changes().into_iter().filter_map(|c| c.alert.map(|a| (c.rule, a))).collect()
 }
 
@@ -447,7 +445,7 @@ fn rules_with_a_pending_resolution() -> Vec<Rule> {
 
 /// Fires `/` at 0, resolves it a minute after it was told, and returns the
 /// stored state (the resolved notice still due) and when it was told.
-fn resolved_but_not_yet_told(r: &Arc<Rule>) -> (Vec<(String, alerter_core::rules::router::Alert)>, DateTime<Utc>) {
+fn resolved_but_not_yet_told(r: &Arc<Rule>) -> (Vec<(String, alerter_engine::rules::router::Alert)>, DateTime<Utc>) {
     let mut before = Router::new(vec![r.clone()], vec![]);
     let mut out = before.handle(disk(Severity::Warning, "/"), at(0));
     out.extend(run_until(&mut before, at(5 * MIN)));

@@ -118,7 +118,9 @@ pub fn human_duration(d: Duration) -> String {
     parts.join(" ")
 }
 
-type Key = (String, u64);
+/// A notice position's key: the notice's name and a reminder offset in seconds.
+pub type NoticeKey = (String, u64);
+type Key = NoticeKey;
 
 /// Tracks, per notice and offset, up to when firings have been dealt with.
 #[derive(Debug, Default)]
@@ -212,7 +214,11 @@ impl NoticeScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::types::parse_cron;
+    use alerter_schedule::Cron;
+
+    fn parse_cron(s: &str) -> Result<Cron, String> {
+        Cron::parse(s)
+    }
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -8,7 +8,13 @@
 use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
-use crate::config::types::TimeRange;
+/// A time-of-day range in minutes since midnight; `end` may be 1440 (24:00)
+/// and may be lower than `start` when the range crosses midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub start: u16,
+    pub end: u16,
+}
 
 /// A named recurring window: active while any of its windows is.
 #[derive(Debug, Clone)]
@@ -120,7 +126,23 @@ pub fn local_to_utc(tz: &Tz, date: NaiveDate, minute: u16) -> Option<DateTime<Ut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::types::{parse_time_range, parse_weekday_range};
+
+    // The config parses these with messages for admins; tests need only the shape.
+    fn parse_weekday_range(s: &str) -> Option<(chrono::Weekday, chrono::Weekday)> {
+        match s.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+            None => s.parse().ok().map(|d| (d, d)),
+        }
+    }
+
+    fn parse_time_range(s: &str) -> Option<TimeRange> {
+        let minutes = |t: &str| -> Option<u16> {
+            let (h, m) = t.split_once(':')?;
+            Some(h.parse::<u16>().ok()? * 60 + m.parse::<u16>().ok()?)
+        };
+        let (a, b) = s.split_once('-')?;
+        Some(TimeRange { start: minutes(a)?, end: minutes(b)? })
+    }
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

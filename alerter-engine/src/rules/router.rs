@@ -724,6 +724,11 @@ impl Router {
         }
     }
 
+    /// Whether alerts changed since the last [`Router::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        !self.pending_deletes.is_empty() || !self.dirty.is_empty()
+    }
+
     /// Changed alerts since the last call, for the store.
     pub fn take_changes(&mut self) -> Vec<AlertChange> {
         let mut changes: Vec<AlertChange> = std::mem::take(&mut self.pending_deletes);

@@ -10,9 +10,9 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use alerter_core::event::{Event, Severity};
-use alerter_core::rules::router::Router;
-use alerter_core::rules::{LabelCond, Matcher, Recipient, Rule, SourcePattern, Target};
+use alerter_engine::event::{Event, Severity};
+use alerter_engine::rules::router::Router;
+use alerter_engine::rules::{LabelCond, Matcher, Recipient, Rule, SourcePattern, Target};
 use chrono::{DateTime, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 

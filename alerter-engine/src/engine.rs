@@ -1,0 +1,317 @@
+//! The engine: one state machine around the router and the notice
+//! scheduler.
+//!
+//! Inputs are events (and sources' saved states), ticks, delivery reports
+//! and reconfiguration, each with `now`. The engine routes, renders and
+//! collects what it decided into a [`Turn`]: alert changes, notifications,
+//! audit records, sources' states and notice positions, which the caller
+//! commits in one transaction before anything is delivered. The caller
+//! asks [`Engine::next_wakeup`] when to tick next. Nothing here does I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tracing::{debug, error, info, warn};
+
+use crate::event::{ALERTER_SOURCE, Event, Fingerprint, Inbound, Severity};
+use crate::notices::{Notice, NoticeKey, NoticeScheduler};
+use crate::notify::{Notification, RenderCx, TransportInfo, notice_notifications, render_dispatch};
+use crate::rules::router::{Alert, AlertChange, Output, Router};
+use crate::rules::{Rule, Silence};
+use crate::template::{NOTICE_FALLBACK, Templates};
+
+/// What the engine needs of a configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This machine's name in notifications and the alerter's own events.
+    pub name: String,
+    pub workgroup: String,
+    pub rules: Vec<Arc<Rule>>,
+    pub silences: Vec<Silence>,
+    pub notices: Vec<Arc<Notice>>,
+    pub templates: Arc<Templates>,
+    /// The configured transports, as rendering needs to know them.
+    pub transports: BTreeMap<String, TransportInfo>,
+}
+
+impl EngineConfig {
+    pub fn render_cx(&self) -> RenderCx<'_> {
+        RenderCx {
+            templates: &self.templates,
+            transports: &self.transports,
+            alerter_name: &self.name,
+            workgroup: &self.workgroup,
+        }
+    }
+}
+
+/// One audit trail entry (what was decided and not sent, and why).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub time: DateTime<Utc>,
+    pub rule: String,
+    pub fingerprint: Option<Fingerprint>,
+    pub transport: Option<String>,
+    pub notification: Option<String>,
+    /// `sent`, `failed`, `suppressed`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub summary: Option<String>,
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Sent(Option<String>),
+    Retrying { error: String, attempts: u32 },
+    Failed(String),
+    Expired(String),
+}
+
+/// A delivery outcome reported back to the engine.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub notification: Notification,
+    pub outcome: Outcome,
+    pub at: DateTime<Utc>,
+}
+
+/// What the engine decided since the last turn was taken, to be committed
+/// in one transaction. A turn that could not be committed is kept and
+/// merged with the next ([`Turn::absorb`]), so nothing it holds is lost and
+/// sources' states never run ahead of what was committed.
+#[derive(Debug, Default)]
+pub struct Turn {
+    pub changes: Vec<AlertChange>,
+    pub notifications: Vec<Notification>,
+    pub audit: Vec<AuditRecord>,
+    /// Sources' latest saved states, behind the events handled this turn.
+    pub states: HashMap<String, String>,
+    /// Notice positions that moved (see [`NoticeScheduler::history`]).
+    pub notice_positions: HashMap<NoticeKey, DateTime<Utc>>,
+}
+
+impl Turn {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+            && self.notifications.is_empty()
+            && self.audit.is_empty()
+            && self.states.is_empty()
+            && self.notice_positions.is_empty()
+    }
+
+    /// Appends a later turn to this one. Alert changes are applied in
+    /// order, so a later change of the same alert wins; states and
+    /// positions are replaced by the later ones.
+    pub fn absorb(&mut self, later: Turn) {
+        self.changes.extend(later.changes);
+        self.notifications.extend(later.notifications);
+        self.audit.extend(later.audit);
+        self.states.extend(later.states);
+        self.notice_positions.extend(later.notice_positions);
+    }
+
+    /// The transports that have new notifications in this turn.
+    pub fn transports(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for n in &self.notifications {
+            if !out.contains(&n.transport.as_str()) {
+                out.push(&n.transport);
+            }
+        }
+        out
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    router: Router,
+    notices: NoticeScheduler,
+    /// Every notice position known, including those of notices a reload
+    /// removed, so a notice that comes back is still known.
+    positions: HashMap<NoticeKey, DateTime<Utc>>,
+    /// Per transport, failures since its last success.
+    failing: HashMap<String, usize>,
+    out: Vec<Output>,
+    turn: Turn,
+}
+
+impl Engine {
+    /// An engine restored from what was committed: alert state and notice
+    /// positions. The positions of notices first known now are part of the
+    /// first turn, so they are stored even before anything fires.
+    pub fn new(
+        cfg: EngineConfig,
+        alerts: Vec<(String, Alert)>,
+        positions: HashMap<NoticeKey, DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Engine {
+        let mut router = Router::new(cfg.rules.clone(), cfg.silences.clone());
+        router.restore(alerts, now);
+        let notices = NoticeScheduler::new(cfg.notices.clone(), &positions, now);
+        let mut engine =
+            Engine { cfg, router, notices, positions, failing: HashMap::new(), out: Vec::new(), turn: Turn::default() };
+        engine.note_positions();
+        engine
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Swaps in a new configuration: rules keep their alerts where they
+    /// still exist, notices keep their positions.
+    pub fn reconfigure(&mut self, cfg: EngineConfig, now: DateTime<Utc>) {
+        self.flush();
+        self.router.reconfigure(cfg.rules.clone(), cfg.silences.clone(), now);
+        self.notices = NoticeScheduler::new(cfg.notices.clone(), &self.positions, now);
+        self.cfg = cfg;
+        self.note_positions();
+    }
+
+    /// An event from a source, or a source's saved state.
+    pub fn handle(&mut self, m: Inbound, now: DateTime<Utc>) {
+        match m {
+            Inbound::Event(e) => self.router.handle_into(e, now, &mut self.out),
+            Inbound::State { source, state } => {
+                self.turn.states.insert(source, state);
+            }
+        }
+    }
+
+    /// Routes one event (the alerter's own, say).
+    pub fn raise(&mut self, e: Event, now: DateTime<Utc>) {
+        self.router.handle_into(e, now, &mut self.out);
+    }
+
+    /// When [`Engine::tick`] should next be called.
+    pub fn next_wakeup(&self) -> Option<DateTime<Utc>> {
+        [self.router.next_wakeup(), self.notices.next_wakeup()].into_iter().flatten().min()
+    }
+
+    /// Runs the router's timers and the notices due at `now`.
+    pub fn tick(&mut self, now: DateTime<Utc>) {
+        self.router.tick_into(now, &mut self.out);
+        let due = self.notices.due(now);
+        if due.is_empty() {
+            return;
+        }
+        for f in due {
+            let (message, err) = self.cfg.templates.render(&[&f.notice.template_name()], NOTICE_FALLBACK, &f.context());
+            if let Some(err) = err {
+                warn!("notice `{}`: {err}", f.notice.name);
+            }
+            let (title, text) = f.title_and_text(&message);
+            self.turn.notifications.extend(notice_notifications(
+                &f.notice.name,
+                &title,
+                &text,
+                &f.notice.targets,
+                f.fire_at,
+            ));
+        }
+        self.note_positions();
+    }
+
+    /// Raises (and resolves) the `alerter` event about failing deliveries.
+    ///
+    /// A transport is "failing" when a notification failed for good,
+    /// expired, or needed a third attempt; the first success clears it. A
+    /// notification that is itself about failing deliveries does not raise
+    /// another, which would only loop.
+    pub fn delivered(&mut self, r: &Delivery, now: DateTime<Utc>) {
+        let n = &r.notification;
+        let key = format!("delivery:{}", n.transport);
+        let name = self.cfg.name.clone();
+        let event = |severity: Severity, summary: String| {
+            Event::new(ALERTER_SOURCE, &name, severity, summary, now)
+                .with_label("event", "delivery_failing")
+                .with_label("transport", &n.transport)
+                .with_key(key.clone())
+        };
+        let why = match &r.outcome {
+            Outcome::Sent(_) => {
+                if self.failing.remove(&n.transport).is_some() {
+                    let e = event(Severity::Resolved, format!("deliveries via `{}` work again", n.transport));
+                    self.router.handle_into(e, now, &mut self.out);
+                }
+                return;
+            }
+            Outcome::Retrying { attempts, .. } if *attempts < 3 => return,
+            Outcome::Retrying { error, attempts } => format!("{error} (attempt {attempts}, retrying)"),
+            Outcome::Failed(e) => {
+                error!(id = %n.id, transport = %n.transport, rule = %n.rule, "delivery failed for good: {e}");
+                e.clone()
+            }
+            Outcome::Expired(e) => {
+                error!(id = %n.id, transport = %n.transport, rule = %n.rule, "delivery given up: {e}");
+                e.clone()
+            }
+        };
+        *self.failing.entry(n.transport.clone()).or_default() += 1;
+        let about_delivery =
+            n.alerts.iter().any(|a| a.labels.get("event").map(String::as_str) == Some("delivery_failing"));
+        if !about_delivery {
+            let e = event(Severity::Warning, format!("deliveries via `{}` are failing: {why}", n.transport));
+            self.router.handle_into(e, now, &mut self.out);
+        }
+    }
+
+    /// Everything decided since the last call, to commit as one.
+    pub fn take_turn(&mut self) -> Turn {
+        self.flush();
+        self.turn.changes = self.router.take_changes();
+        std::mem::take(&mut self.turn)
+    }
+
+    /// Whether anything is waiting to be taken.
+    pub fn has_turn(&self) -> bool {
+        !self.out.is_empty() || !self.turn.is_empty() || self.router.has_changes()
+    }
+
+    fn note_positions(&mut self) {
+        for (k, v) in self.notices.history() {
+            self.positions.insert(k.clone(), *v);
+            self.turn.notice_positions.insert(k.clone(), *v);
+        }
+    }
+
+    /// Turns router outputs into notifications and audit records.
+    fn flush(&mut self) {
+        let cx = self.cfg.render_cx();
+        for o in self.out.drain(..) {
+            match o {
+                Output::Notify(d) => {
+                    let (notifications, errors) = render_dispatch(&d, &cx);
+                    for e in errors {
+                        warn!(rule = %d.rule.name, "{e}; used the built-in template");
+                    }
+                    for n in &notifications {
+                        debug!(id = %n.id, transport = %n.transport, rule = %n.rule, "queued");
+                    }
+                    self.turn.notifications.extend(notifications);
+                }
+                Output::Suppressed(s) => {
+                    info!(rule = %s.rule, alert = %s.fingerprint, "not notified: {}", s.reason);
+                    self.turn.audit.push(AuditRecord {
+                        time: s.at,
+                        rule: s.rule,
+                        fingerprint: Some(s.fingerprint),
+                        transport: None,
+                        notification: None,
+                        status: "suppressed".into(),
+                        reason: Some(s.reason.to_string()),
+                        summary: Some(s.summary),
+                    });
+                }
+            }
+        }
+    }
+}
