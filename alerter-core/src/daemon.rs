@@ -20,11 +20,13 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use alerter_engine::Engine;
+use alerter_engine::{Engine, Turn};
 
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::event::{Inbound, internal};
+use crate::inbox::{Inbox, LaneSender};
+use crate::notify::Notification;
 use crate::outbox::{Dispatcher, Report, RetryPolicy};
 use crate::plugin::PluginRegistry;
 use crate::plugin::supervisor::{Backoff, SharedStates, Sources, SupervisorEnv};
@@ -88,32 +90,180 @@ fn start_dispatcher(
     Ok(Dispatcher::start(built, &cfg.state_dir, reports.clone(), clock.clone())?)
 }
 
-/// Commits what the engine decided (alert state, new notifications,
-/// audit records, sources' states, notice positions) in one transaction,
-/// then wakes the transports that have new work.
-fn commit(store: &mut Store, engine: &mut Engine, dispatcher: &Dispatcher, now: DateTime<Utc>) {
-    let turn = engine.take_turn();
-    if turn.is_empty() {
-        return;
+/// A turn the store has not taken yet, retried with backoff.
+///
+/// A failed commit keeps the whole turn (and absorbs later ones), so
+/// nothing decided is lost and sources' saved states never run ahead of
+/// what was committed. While a turn is held, the engine takes no new
+/// events: sources wait (the `log` source keeps its place in the file)
+/// instead of the held turn growing without bound.
+struct Held {
+    turn: Turn,
+    /// Notifications already delivered outside the outbox while the store
+    /// could not write, by id, with the transport's reply: recorded as sent
+    /// when the turn is finally committed, never sent again.
+    direct: HashMap<String, Option<String>>,
+    failures: u32,
+    retry_at: tokio::time::Instant,
+    /// When the store first failed, and the first error (for the log).
+    since: DateTime<Utc>,
+}
+
+/// The daemon's side of the store: commits turns, holds them while the
+/// store fails, raises `store_failing` / `store_recovered`.
+struct Committer {
+    held: Option<Held>,
+    /// Repeated failures are logged once per interval, with a count.
+    log: ErrorLog,
+}
+
+/// The first commit retry waits this long, doubling up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(15);
+
+impl Committer {
+    fn new() -> Committer {
+        Committer { held: None, log: ErrorLog::new(Duration::from_secs(30)) }
     }
-    if let Err(e) = store.commit(&turn, now) {
-        error!("cannot save state: {e}");
+
+    /// Whether a turn is waiting for the store.
+    fn holding(&self) -> bool {
+        self.held.is_some()
     }
-    for t in turn.transports() {
-        dispatcher.wake(t);
+
+    /// When the held turn is retried.
+    fn retry_at(&self) -> Option<tokio::time::Instant> {
+        self.held.as_ref().map(|h| h.retry_at)
+    }
+
+    /// Takes the engine's turn and commits it together with anything held.
+    /// Returns the notifications to deliver directly (outside the outbox)
+    /// because the store just started failing.
+    fn commit(&mut self, store: &mut Store, engine: &mut Engine, dispatcher: &Dispatcher, now: DateTime<Utc>) {
+        let turn = engine.take_turn();
+        let mut held = match self.held.take() {
+            Some(mut h) => {
+                h.turn.absorb(turn);
+                if tokio::time::Instant::now() < h.retry_at {
+                    self.held = Some(h);
+                    return;
+                }
+                h
+            }
+            None if turn.is_empty() => return,
+            None => Held {
+                turn,
+                direct: HashMap::new(),
+                failures: 0,
+                retry_at: tokio::time::Instant::now(),
+                since: now,
+            },
+        };
+        match store.commit_with_sent(&held.turn, &held.direct, now) {
+            Ok(()) => {
+                for t in held.turn.transports() {
+                    dispatcher.wake(t);
+                }
+                if held.failures > 0 {
+                    let n = held.turn.notifications.len();
+                    info!(notifications = n, "the state store works again; the held decisions are saved");
+                    let down = (now - held.since).to_std().unwrap_or_default();
+                    engine.raise(internal::store_recovered(&engine.config().name, down, n, now), now);
+                    self.log.reset();
+                }
+            }
+            Err(e) => {
+                held.failures += 1;
+                let wait = RETRY_MIN.saturating_mul(1 << held.failures.min(10)).min(RETRY_MAX);
+                held.retry_at = tokio::time::Instant::now() + wait;
+                if let Some(repeats) = self.log.record() {
+                    let n = held.turn.notifications.len();
+                    if repeats == 0 {
+                        error!(held = n, "cannot save state: {e}; holding what was decided and retrying");
+                    } else {
+                        error!(held = n, "cannot save state: {e} ({repeats} more failures in the last {}s)", self.log.every.as_secs());
+                    }
+                }
+                if held.failures == 1 {
+                    engine.raise(internal::store_failing(&engine.config().name, &e.to_string(), now), now);
+                }
+                self.held = Some(held);
+            }
+        }
+    }
+
+    /// Adds the engine's newest decisions about the store itself to the held
+    /// turn and returns them for direct delivery.
+    fn take_direct(&mut self, engine: &mut Engine) -> Vec<Notification> {
+        let Some(h) = self.held.as_mut() else { return Vec::new() };
+        let turn = engine.take_turn();
+        let direct: Vec<Notification> = turn.notifications.iter().filter(|n| about_store(n)).cloned().collect();
+        h.turn.absorb(turn);
+        direct
+    }
+
+    /// A notification delivered outside the outbox.
+    fn delivered_directly(&mut self, id: String, reply: Option<String>) {
+        if let Some(h) = self.held.as_mut() {
+            h.direct.insert(id, reply);
+        }
+    }
+}
+
+/// Whether a notification is about the store (delivered directly while the
+/// store cannot write, as nothing else would get it out).
+fn about_store(n: &Notification) -> bool {
+    n.alerts.iter().any(|a| a.labels.get("event").map(String::as_str) == Some(internal::STORE_FAILING))
+}
+
+/// Logs a repeating error once per interval, counting the repeats between.
+#[derive(Debug)]
+struct ErrorLog {
+    every: Duration,
+    last: Option<tokio::time::Instant>,
+    repeats: u64,
+}
+
+impl ErrorLog {
+    fn new(every: Duration) -> ErrorLog {
+        ErrorLog { every, last: None, repeats: 0 }
+    }
+
+    /// Notes one occurrence; `Some(repeats since the last line)` when it
+    /// should be logged now.
+    fn record(&mut self) -> Option<u64> {
+        let now = tokio::time::Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < self.every => {
+                self.repeats += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.repeats))
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.last = None;
+        self.repeats = 0;
     }
 }
 
 /// A handle for feeding events (and sources' states) into a running daemon.
-pub type EventSender = mpsc::Sender<Inbound>;
+pub type EventSender = LaneSender;
+
+/// How long a direct delivery (while the store fails) may take.
+const DIRECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the daemon until `Control::Shutdown` (or the control channel closes).
-/// `events` lets the caller (sources, tests) inject events.
+/// `inbox` lets the caller (tests) inject events through lanes of their own.
 pub async fn run(
     config: Config,
     opts: RunOptions,
     mut control: mpsc::Receiver<Control>,
-    events: Option<(EventSender, mpsc::Receiver<Inbound>)>,
+    inbox: Option<Inbox>,
 ) -> Result<(), DaemonError> {
     let mut cfg = config;
     let clock = opts.clock.clone();
@@ -124,30 +274,28 @@ pub async fn run(
     if !stored.is_empty() {
         info!(alerts = stored.len(), "restored alert state");
     }
+    // The first turn holds the notice positions, so a notice first known
+    // now counts as known at the next restart (see `notices`), even before
+    // it fires.
     let mut engine = Engine::new(cfg.engine_config(), stored, store.notice_history()?, now);
-    // Stored at once, not only when something fires: a notice first known
-    // now must count as known at the next restart (see `notices`).
-    store.commit(&engine.take_turn(), now)?;
 
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<Report>();
-    let orphans = store.fail_orphans(&cfg.transports.keys().map(String::as_str).collect::<Vec<_>>(), now)?;
-    if orphans > 0 {
-        warn!(orphans, "notifications for transports no longer configured were marked failed");
+    match store.fail_orphans(&cfg.transports.keys().map(String::as_str).collect::<Vec<_>>(), now) {
+        Ok(0) => {}
+        Ok(orphans) => warn!(orphans, "notifications for transports no longer configured were marked failed"),
+        // A full disk must not keep the alerter from starting; they are
+        // marked at the next start or reload.
+        Err(e) => warn!("cannot mark notifications for removed transports: {e}"),
     }
-    let mut dispatcher = start_dispatcher(&cfg, build_transports(&cfg)?, &report_tx, &clock)?;
-    // The engine keeps a sender of its own, so the channel never closes
-    // while it runs, whatever sources come and go.
-    let (event_tx, mut event_rx) = match events {
-        Some((tx, rx)) => (tx, rx),
-        None => {
-            let (tx, rx) = mpsc::channel(cfg.event_queue);
-            (tx, rx)
-        }
-    };
+    let built = build_transports(&cfg)?;
+    let mut transports: HashMap<String, Arc<dyn Transport>> =
+        built.iter().map(|(k, (t, _))| (k.clone(), t.clone())).collect();
+    let mut dispatcher = start_dispatcher(&cfg, built, &report_tx, &clock)?;
+    let inbox = inbox.unwrap_or_default();
 
     let states: SharedStates = Arc::new(std::sync::Mutex::new(store.source_states()?));
     let supervisor_env = |cfg: &Config| SupervisorEnv {
-        engine: event_tx.clone(),
+        inbox: inbox.clone(),
         states: states.clone(),
         alerter_name: cfg.name.clone(),
         clock: clock.clone(),
@@ -160,17 +308,44 @@ pub async fn run(
     let mut sources = Sources::default();
     sources.reconcile(&specs, &supervisor_env(&cfg)).await;
 
-    let mut batch: Vec<Inbound> = Vec::with_capacity(256);
+    let (direct_tx, mut direct_rx) = mpsc::unbounded_channel::<(String, Option<String>)>();
+    let mut committer = Committer::new();
+    let mut batch: Vec<Inbound> = Vec::with_capacity(BATCH);
     engine.raise(internal::started(&cfg.name, env!("CARGO_PKG_VERSION"), now), now);
     info!(name = %cfg.name, rules = cfg.rules.len(), transports = cfg.transports.len(), "alerter started");
 
     loop {
         let now = clock.now();
-        commit(&mut store, &mut engine, &dispatcher, now);
+        let was_holding = committer.holding();
+        committer.commit(&mut store, &mut engine, &dispatcher, now);
+        if committer.holding() {
+            // What the engine raised about the store goes out now, outside
+            // the outbox; everything else waits for the store.
+            for n in committer.take_direct(&mut engine) {
+                let Some(t) = transports.get(&n.transport).cloned() else { continue };
+                let done = direct_tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(DIRECT_TIMEOUT, t.send(&n)).await {
+                        Ok(Ok(d)) => {
+                            info!(id = %n.id, transport = %n.transport, "delivered directly while the store cannot write");
+                            let _ = done.send((n.id, d.reply));
+                        }
+                        Ok(Err(e)) => warn!(id = %n.id, transport = %n.transport, "direct delivery failed: {e}; it stays held"),
+                        Err(_) => warn!(id = %n.id, transport = %n.transport, "direct delivery timed out; it stays held"),
+                    }
+                });
+            }
+        } else if was_holding {
+            // Recovered: what the engine raised about it is committed next turn.
+            continue;
+        }
+        let holding = committer.holding();
         let wake = engine.next_wakeup();
+        let retry_at = committer.retry_at();
         let sleep = async {
-            match wake {
-                Some(w) => tokio::time::sleep((w - clock.now()).to_std().unwrap_or_default()).await,
+            let timer = wake.map(|w| tokio::time::Instant::now() + (w - clock.now()).to_std().unwrap_or_default());
+            match [timer, retry_at].into_iter().flatten().min() {
+                Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
@@ -179,7 +354,7 @@ pub async fn run(
             ctl = control.recv() => match ctl {
                 Some(Control::Reload) => {
                     let now = clock.now();
-                    match reload(&opts, &mut cfg, &mut engine, &mut store, &mut dispatcher, &report_tx, now) {
+                    match reload(&opts, &mut cfg, &mut engine, &mut store, &mut dispatcher, &mut transports, &report_tx, now) {
                         Ok(()) => {
                             let specs: Vec<_> = cfg.sources.values().cloned().collect();
                             sources.reconcile(&specs, &supervisor_env(&cfg)).await;
@@ -190,11 +365,16 @@ pub async fn run(
                 }
                 Some(Control::Shutdown) | None => break,
             },
+            Some((id, reply)) = direct_rx.recv() => committer.delivered_directly(id, reply),
             Some(report) = report_rx.recv() => {
                 let now = clock.now();
                 engine.delivered(&report, now);
+                // Reports come in bursts; take what is there in one turn.
+                while let Ok(report) = report_rx.try_recv() {
+                    engine.delivered(&report, now);
+                }
             }
-            _ = event_rx.recv_many(&mut batch, 256) => {
+            _ = inbox.recv_many(&mut batch, BATCH), if !holding => {
                 let now = clock.now();
                 for m in batch.drain(..) {
                     engine.handle(m, now);
@@ -208,26 +388,49 @@ pub async fn run(
     // Sources first, so what they send while stopping is still handled.
     sources.stop_all().await;
     let now = clock.now();
-    while let Ok(m) = event_rx.try_recv() {
-        engine.handle(m, now);
+    while inbox.take(&mut batch, BATCH) > 0 {
+        for m in batch.drain(..) {
+            engine.handle(m, now);
+        }
     }
-    commit(&mut store, &mut engine, &dispatcher, now);
+    inbox.close();
+    final_commit(&mut committer, &mut store, &mut engine, &dispatcher, now);
     dispatcher.stop(opts.shutdown_grace).await;
     drop(report_tx);
     while let Ok(report) = report_rx.try_recv() {
         engine.delivered(&report, now);
     }
-    commit(&mut store, &mut engine, &Dispatcher::none(), now);
+    final_commit(&mut committer, &mut store, &mut engine, &Dispatcher::none(), now);
     info!("stopped");
     Ok(())
 }
 
+/// Events the engine takes per turn: enough for a group commit to pay off,
+/// few enough that a turn stays short.
+const BATCH: usize = 512;
+
+/// One last try at shutdown, whatever the backoff says.
+fn final_commit(c: &mut Committer, store: &mut Store, engine: &mut Engine, dispatcher: &Dispatcher, now: DateTime<Utc>) {
+    if let Some(h) = c.held.as_mut() {
+        h.retry_at = tokio::time::Instant::now();
+    }
+    c.commit(store, engine, dispatcher, now);
+    if let Some(h) = &c.held {
+        error!(
+            notifications = h.turn.notifications.len(),
+            "stopping with decisions the store could not save; sources resume from their last saved position at the next start"
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn reload(
     opts: &RunOptions,
     cfg: &mut Config,
     engine: &mut Engine,
     store: &mut Store,
     dispatcher: &mut Dispatcher,
+    transports: &mut HashMap<String, Arc<dyn Transport>>,
     reports: &mpsc::UnboundedSender<Report>,
     now: DateTime<Utc>,
 ) -> Result<(), usize> {
@@ -259,6 +462,8 @@ fn reload(
             return Err(1);
         }
     };
+    let fresh_transports: HashMap<String, Arc<dyn Transport>> =
+        built.iter().map(|(k, (t, _))| (k.clone(), t.clone())).collect();
     let fresh = match start_dispatcher(cfg, built, reports, &opts.clock) {
         Ok(d) => d,
         Err(e) => {
@@ -268,6 +473,7 @@ fn reload(
     };
     // Nothing can fail from here on: the swap is all or nothing.
     engine.reconfigure(new.engine_config(), now);
+    *transports = fresh_transports;
     if let Ok(n) = store.fail_orphans(&new.transports.keys().map(String::as_str).collect::<Vec<_>>(), now)
         && n > 0
     {

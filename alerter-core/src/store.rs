@@ -318,6 +318,18 @@ impl Store {
     /// positions, and the sources' saved states that cover the events behind
     /// all that. A crash leaves either all of it or none.
     pub fn commit(&mut self, turn: &Turn, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.commit_with_sent(turn, &HashMap::new(), now)
+    }
+
+    /// [`Store::commit`], with the notifications of the turn that were
+    /// already delivered outside the outbox (while the store could not
+    /// write), by id with their reply: they are recorded as sent.
+    pub fn commit_with_sent(
+        &mut self,
+        turn: &Turn,
+        sent: &HashMap<String, Option<String>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         if turn.is_empty() {
             return Ok(());
         }
@@ -330,6 +342,15 @@ impl Store {
             )?;
             for n in &turn.notifications {
                 ins.execute(params![n.id, n.transport, n.rule, ms(n.created_at), serde_json::to_string(n)?, ms(now)])?;
+            }
+            if !sent.is_empty() {
+                let mut mark = tx.prepare_cached(
+                    "UPDATE outbox SET status = 'sent', attempts = 1, reply = ?2, updated_ms = ?3 WHERE id = ?1",
+                )?;
+                for (id, reply) in sent {
+                    let reply = reply.as_deref().unwrap_or("delivered directly while the store could not write");
+                    mark.execute(params![id, reply, ms(now)])?;
+                }
             }
         }
         write_audit(&tx, &turn.audit)?;

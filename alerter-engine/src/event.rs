@@ -212,6 +212,9 @@ impl From<Event> for Inbound {
 pub mod internal {
     use super::*;
 
+    /// The `event` label of the alert raised while the store cannot write.
+    pub const STORE_FAILING: &str = "store_failing";
+
     fn base(host: &str, severity: Severity, summary: String, now: DateTime<Utc>) -> Event {
         Event::new(ALERTER_SOURCE, host, severity, summary, now)
     }
@@ -243,6 +246,37 @@ pub mod internal {
         .with_label("event", "reload_failed")
         .with_key(format!("reload_failed:{}", now.timestamp_nanos_opt().unwrap_or_default()))
         .oneshot()
+    }
+
+    /// The state store cannot write (a full disk, say): a condition until
+    /// [`store_recovered`]. Its notifications are delivered directly, since
+    /// the outbox is what cannot be written.
+    pub fn store_failing(host: &str, error: &str, now: DateTime<Utc>) -> Event {
+        base(
+            host,
+            Severity::Critical,
+            format!(
+                "alerter on {host} cannot save its state: {error}; new alerts are held in memory and go out once it can save again"
+            ),
+            now,
+        )
+        .with_label("event", STORE_FAILING)
+        .with_key("store")
+    }
+
+    /// The store writes again: resolves [`store_failing`].
+    pub fn store_recovered(host: &str, down: std::time::Duration, held: usize, now: DateTime<Utc>) -> Event {
+        base(
+            host,
+            Severity::Resolved,
+            format!(
+                "alerter on {host} saves its state again after {}s; {held} held notifications are on their way",
+                down.as_secs()
+            ),
+            now,
+        )
+        .with_label("event", STORE_FAILING)
+        .with_key("store")
     }
 }
 

@@ -11,8 +11,8 @@
 //! it once the source has run steadily again), and on shutdown asks the
 //! source to stop, waits a grace period, then kills it.
 //!
-//! Each source has its own bounded queue in front of the engine's channel:
-//! a source that floods fills only its own queue, its excess events are
+//! Each source has its own bounded lane in the engine's inbox (see
+//! `inbox`): a source that floods fills only its own lane, its excess events are
 //! dropped and counted, and the count is raised as an `alerter` event. The
 //! daemon's memory stays bounded whatever a plugin does.
 
@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
@@ -35,6 +34,7 @@ use super::ffi::{self, EmitResult, Host, RunEnd, Sink};
 use super::protocol::{FromPlugin, MAX_LINE, PROTOCOL_VERSION, ToPlugin, event_from_wire};
 use crate::clock::Clock;
 use crate::event::{ALERTER_SOURCE, Event, Inbound, Severity};
+use crate::inbox::{Inbox, LaneSender, SendError};
 
 /// Where a source runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -111,7 +111,8 @@ pub type SharedStates = Arc<std::sync::Mutex<HashMap<String, String>>>;
 /// What every supervisor needs from the daemon.
 #[derive(Clone)]
 pub struct SupervisorEnv {
-    pub engine: mpsc::Sender<Inbound>,
+    /// The engine's inbox: each source gets a lane of its own.
+    pub inbox: Inbox,
     pub states: SharedStates,
     pub alerter_name: String,
     pub clock: Arc<dyn Clock>,
@@ -157,7 +158,10 @@ pub fn spawn(spec: SourceSpec, env: SupervisorEnv) -> RunningSource {
 #[derive(Clone)]
 struct Feed {
     id: Arc<str>,
-    tx: mpsc::Sender<Inbound>,
+    tx: LaneSender,
+    /// A small lane of its own for the supervisor's `alerter` events about
+    /// this source, so they never wait behind the source's own backlog.
+    alerts: LaneSender,
     dropped: Arc<AtomicU64>,
     bad: Arc<AtomicU64>,
     env: SupervisorEnv,
@@ -179,8 +183,8 @@ impl Feed {
                 self.state_taken(state);
                 EmitResult::Ok
             }
-            Err(mpsc::error::TrySendError::Full(_)) => EmitResult::Backpressure,
-            Err(mpsc::error::TrySendError::Closed(_)) => EmitResult::ShuttingDown,
+            Err(SendError::Full(_)) => EmitResult::Backpressure,
+            Err(SendError::Closed(_)) => EmitResult::ShuttingDown,
         }
     }
 
@@ -213,11 +217,11 @@ impl Feed {
         match event_from_wire(&self.id, &self.env.alerter_name, self.env.clock.now(), json) {
             Ok(e) => match self.tx.try_send(e.into()) {
                 Ok(()) => EmitResult::Ok,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(SendError::Full(_)) => {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                     EmitResult::Backpressure
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => EmitResult::ShuttingDown,
+                Err(SendError::Closed(_)) => EmitResult::ShuttingDown,
             },
             Err(reason) => {
                 // Logged once per burst: a plugin sending garbage in a loop
@@ -293,18 +297,10 @@ fn internal_event(
 }
 
 async fn supervise(spec: SourceSpec, env: SupervisorEnv, stop: CancellationToken) {
-    let (tx, mut rx) = mpsc::channel::<Inbound>(spec.queue.max(1));
-    let engine = env.engine.clone();
-    let forwarder = tokio::spawn(async move {
-        while let Some(e) = rx.recv().await {
-            if engine.send(e).await.is_err() {
-                break;
-            }
-        }
-    });
     let feed = Feed {
         id: Arc::from(spec.id.as_str()),
-        tx,
+        tx: env.inbox.lane(&spec.id, spec.queue),
+        alerts: env.inbox.lane(&format!("{} (supervisor)", spec.id), 16),
         dropped: Arc::new(AtomicU64::new(0)),
         bad: Arc::new(AtomicU64::new(0)),
         env: env.clone(),
@@ -343,7 +339,7 @@ async fn supervise(spec: SourceSpec, env: SupervisorEnv, stop: CancellationToken
                 format!("source `{}` (plugin `{}`) keeps failing: {end}", spec.id, spec.plugin.meta.name),
                 &[("event", "source_failing"), ("source_id", &spec.id), ("plugin", &spec.plugin.meta.name)],
             );
-            let _ = env.engine.send(e.into()).await;
+            let _ = feed.alerts.send(e.into()).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(jittered) => {}
@@ -352,9 +348,9 @@ async fn supervise(spec: SourceSpec, env: SupervisorEnv, stop: CancellationToken
         delay = (delay * 2).min(b.max);
     }
     reporter.abort();
+    // Whatever the source queued before stopping stays in its lane until
+    // the engine has taken it.
     drop(feed);
-    // Whatever the source queued before stopping still reaches the engine.
-    let _ = tokio::time::timeout(env.grace, forwarder).await;
     info!(source = %spec.id, "source stopped");
 }
 
@@ -388,7 +384,7 @@ async fn report_drops(feed: Feed, stop: CancellationToken) {
                 ),
                 &[("event", "events_dropped"), ("source_id", &feed.id), ("dropped", &dropped.to_string())],
             );
-            let _ = feed.env.engine.send(e.into()).await;
+            let _ = feed.alerts.send(e.into()).await;
         } else if raised {
             raised = false;
             let e = internal_event(
@@ -398,7 +394,7 @@ async fn report_drops(feed: Feed, stop: CancellationToken) {
                 format!("source `{}` no longer drops events", feed.id),
                 &[("event", "events_dropped"), ("source_id", &feed.id)],
             );
-            let _ = feed.env.engine.send(e.into()).await;
+            let _ = feed.alerts.send(e.into()).await;
         }
     }
 }
@@ -414,7 +410,7 @@ async fn healthy(feed: &Feed, spec: &SourceSpec, alerted: &mut bool) {
             format!("source `{}` runs steadily again", spec.id),
             &[("event", "source_failing"), ("source_id", &spec.id)],
         );
-        let _ = feed.env.engine.send(e.into()).await;
+        let _ = feed.alerts.send(e.into()).await;
     }
 }
 

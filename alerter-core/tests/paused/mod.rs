@@ -9,13 +9,14 @@ use std::time::Duration;
 use alerter_core::clock::TokioClock;
 use alerter_core::config;
 use alerter_core::daemon::{self, Control, RunOptions};
-use alerter_core::event::Inbound;
+use alerter_core::inbox::{Inbox, LaneSender};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 /// A daemon started by [`start`].
 pub struct Running {
-    pub events: mpsc::Sender<Inbound>,
+    pub events: LaneSender,
+    pub inbox: Inbox,
     pub control: mpsc::Sender<Control>,
     pub task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
 }
@@ -34,7 +35,8 @@ pub fn start(dir: &Path, config: &str, start: DateTime<Utc>) -> Running {
     )
     .unwrap();
     let (ctl_tx, ctl_rx) = mpsc::channel(4);
-    let (ev_tx, ev_rx) = mpsc::channel(100);
+    let inbox = Inbox::new();
+    let events = inbox.lane("test", 100);
     let opts = RunOptions {
         config_path: None,
         plugins: Arc::new(alerter_core::plugin::PluginRegistry::empty()),
@@ -43,8 +45,8 @@ pub fn start(dir: &Path, config: &str, start: DateTime<Utc>) -> Running {
         clock: Arc::new(TokioClock::new(start)),
         shutdown_grace: Duration::from_secs(5),
     };
-    let task = tokio::spawn(daemon::run(loaded.config, opts, ctl_rx, Some((ev_tx.clone(), ev_rx))));
-    Running { events: ev_tx, control: ctl_tx, task }
+    let task = tokio::spawn(daemon::run(loaded.config, opts, ctl_rx, Some(inbox.clone())));
+    Running { events, inbox, control: ctl_tx, task }
 }
 
 impl Running {

@@ -1,0 +1,383 @@
+//! The engine's inbox: one bounded lane per source, served fairly, with
+//! critical events ahead of every backlog.
+//!
+//! A single shared queue lets one noisy source fill it, and then an event
+//! from any other source waits behind the whole backlog. Here each source
+//! (each sender created by [`Inbox::lane`]) has a lane of its own with its
+//! own capacity; a full lane makes only its own sender wait. The engine
+//! takes batches round-robin across lanes, a few events per lane per
+//! round, so a quiet source's event is in the next batch whatever another
+//! source queued. Critical events skip the queue: they go to an urgent
+//! line (bounded too) that the engine empties first, so the path from a
+//! critical event to its popup stays short during a storm, even when the
+//! storm and the critical event come from the same source.
+//!
+//! Order within a lane is kept for everything but critical events, and a
+//! source's saved state never overtakes an event queued before it, so a
+//! state committed after the events before it still covers only events the
+//! engine has seen. (A critical event taken early only moves an event
+//! forward, never a state.)
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::event::{Inbound, Severity};
+
+/// How many critical events may wait in the urgent line; beyond that
+/// they queue in their lane like any other (a storm of criticals must not
+/// grow memory without bound).
+const URGENT_CAP: usize = 4096;
+
+/// Events taken from one lane per round.
+const PER_ROUND: usize = 16;
+
+/// The receiving side, owned by the engine loop.
+#[derive(Clone, Default)]
+pub struct Inbox {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox").field("queued", &self.len()).finish()
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the engine when something arrives.
+    arrived: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    lanes: Vec<Lane>,
+    urgent: VecDeque<Inbound>,
+    /// Where the next round starts, so no lane is always first.
+    cursor: usize,
+    next_id: u64,
+    closed: bool,
+}
+
+struct Lane {
+    id: u64,
+    name: Arc<str>,
+    queue: VecDeque<Inbound>,
+    capacity: usize,
+    senders: usize,
+    /// Wakes this lane's senders waiting for room.
+    room: Arc<Notify>,
+}
+
+/// A sender into one lane. Clones share the lane.
+pub struct LaneSender {
+    shared: Arc<Shared>,
+    id: u64,
+    room: Arc<Notify>,
+}
+
+impl std::fmt::Debug for LaneSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaneSender").field("lane", &self.id).finish()
+    }
+}
+
+/// Why an event was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("the lane is full")]
+    Full(Inbound),
+    #[error("the engine has stopped")]
+    Closed(Inbound),
+}
+
+impl SendError {
+    pub fn into_inner(self) -> Inbound {
+        match self {
+            SendError::Full(m) | SendError::Closed(m) => m,
+        }
+    }
+}
+
+fn is_urgent(m: &Inbound) -> bool {
+    matches!(m, Inbound::Event(e) if e.severity == Severity::Critical)
+}
+
+impl Inbox {
+    pub fn new() -> Inbox {
+        Inbox::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.shared)
+    }
+
+    /// A new lane named `name` (for logs) holding up to `capacity` events.
+    pub fn lane(&self, name: &str, capacity: usize) -> LaneSender {
+        let mut st = self.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        let room = Arc::new(Notify::new());
+        st.lanes.push(Lane {
+            id,
+            name: Arc::from(name),
+            queue: VecDeque::new(),
+            capacity: capacity.max(1),
+            senders: 1,
+            room: room.clone(),
+        });
+        LaneSender { shared: self.shared.clone(), id, room }
+    }
+
+    /// Events waiting, in all lanes.
+    pub fn len(&self) -> usize {
+        let st = self.lock();
+        st.urgent.len() + st.lanes.iter().map(|l| l.queue.len()).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The lanes with something queued, by name, with their lengths.
+    pub fn backlog(&self) -> Vec<(Arc<str>, usize)> {
+        let st = self.lock();
+        st.lanes.iter().filter(|l| !l.queue.is_empty()).map(|l| (l.name.clone(), l.queue.len())).collect()
+    }
+
+    /// Moves up to `max` events into `out`: urgent ones first, then
+    /// round-robin across lanes. Returns how many were taken (0 if none).
+    pub fn take(&self, out: &mut Vec<Inbound>, max: usize) -> usize {
+        let mut st = self.lock();
+        let start = out.len();
+        while out.len() - start < max {
+            let Some(m) = st.urgent.pop_front() else { break };
+            out.push(m);
+        }
+        let lanes = st.lanes.len();
+        if lanes > 0 {
+            let mut idle_rounds = 0;
+            while out.len() - start < max && idle_rounds < lanes {
+                let i = st.cursor % lanes;
+                st.cursor = (i + 1) % lanes;
+                let lane = &mut st.lanes[i];
+                let before = lane.queue.len();
+                let n = before.min(PER_ROUND).min(max - (out.len() - start));
+                out.extend(lane.queue.drain(..n));
+                if n > 0 {
+                    idle_rounds = 0;
+                    if before >= lane.capacity {
+                        lane.room.notify_waiters();
+                    }
+                } else {
+                    idle_rounds += 1;
+                }
+            }
+        }
+        // Lanes whose senders are all gone and that have been emptied are done.
+        st.lanes.retain(|l| l.senders > 0 || !l.queue.is_empty());
+        if !st.lanes.is_empty() {
+            st.cursor %= st.lanes.len();
+        }
+        out.len() - start
+    }
+
+    /// Waits until something is queued, then takes up to `max` of it.
+    pub async fn recv_many(&self, out: &mut Vec<Inbound>, max: usize) -> usize {
+        loop {
+            let arrived = self.shared.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let n = self.take(out, max);
+            if n > 0 {
+                return n;
+            }
+            arrived.await;
+        }
+    }
+
+    /// Refuses further events and wakes every waiting sender.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        for l in &st.lanes {
+            l.room.notify_waiters();
+        }
+    }
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    // A panic while holding the lock leaves plain queues behind, still
+    // consistent: keep going rather than take the daemon down.
+    shared.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LaneSender {
+    /// Queues `m` if there is room.
+    pub fn try_send(&self, m: Inbound) -> Result<(), SendError> {
+        let mut st = lock(&self.shared);
+        if st.closed {
+            return Err(SendError::Closed(m));
+        }
+        if is_urgent(&m) && st.urgent.len() < URGENT_CAP {
+            st.urgent.push_back(m);
+        } else {
+            let Some(lane) = st.lanes.iter_mut().find(|l| l.id == self.id) else {
+                return Err(SendError::Closed(m));
+            };
+            if lane.queue.len() >= lane.capacity {
+                return Err(SendError::Full(m));
+            }
+            lane.queue.push_back(m);
+        }
+        drop(st);
+        self.shared.arrived.notify_one();
+        Ok(())
+    }
+
+    /// Queues `m`, waiting for room in the lane.
+    pub async fn send(&self, mut m: Inbound) -> Result<(), SendError> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_send(m) {
+                Err(SendError::Full(back)) => m = back,
+                other => return other,
+            }
+            room.await;
+        }
+    }
+}
+
+impl Clone for LaneSender {
+    fn clone(&self) -> Self {
+        let mut st = lock(&self.shared);
+        if let Some(l) = st.lanes.iter_mut().find(|l| l.id == self.id) {
+            l.senders += 1;
+        }
+        LaneSender { shared: self.shared.clone(), id: self.id, room: self.room.clone() }
+    }
+}
+
+impl Drop for LaneSender {
+    fn drop(&mut self) {
+        let mut st = lock(&self.shared);
+        if let Some(l) = st.lanes.iter_mut().find(|l| l.id == self.id) {
+            l.senders = l.senders.saturating_sub(1);
+        }
+        st.lanes.retain(|l| l.senders > 0 || !l.queue.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use chrono::{DateTime, Utc};
+
+    fn ev(source: &str, sev: Severity, n: usize) -> Inbound {
+        let t = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        Inbound::Event(Event::new(source, "h", sev, format!("{source} {n}"), t))
+    }
+
+    fn summary(m: &Inbound) -> String {
+        match m {
+            Inbound::Event(e) => e.summary.clone(),
+            Inbound::State { source, state } => format!("state {source} {state}"),
+        }
+    }
+
+    #[test]
+    fn a_quiet_lane_is_served_in_the_next_batch_whatever_the_backlog() {
+        let inbox = Inbox::new();
+        let storm = inbox.lane("storm", 100_000);
+        let quiet = inbox.lane("quiet", 10);
+        for i in 0..50_000 {
+            storm.try_send(ev("storm", Severity::Warning, i)).unwrap();
+        }
+        quiet.try_send(ev("quiet", Severity::Warning, 0)).unwrap();
+        let mut out = Vec::new();
+        inbox.take(&mut out, 256);
+        assert_eq!(out.len(), 256);
+        assert!(out.iter().any(|m| summary(m) == "quiet 0"), "the quiet lane's event is in the first batch");
+        // The storm's own order is kept.
+        let storm_order: Vec<String> =
+            out.iter().map(summary).filter(|s| s.starts_with("storm")).take(3).collect();
+        assert_eq!(storm_order, ["storm 0", "storm 1", "storm 2"]);
+    }
+
+    #[test]
+    fn critical_events_go_first_even_from_the_storming_lane_but_states_keep_their_place() {
+        let inbox = Inbox::new();
+        let storm = inbox.lane("storm", 100_000);
+        for i in 0..1000 {
+            storm.try_send(ev("storm", Severity::Warning, i)).unwrap();
+        }
+        storm.try_send(Inbound::State { source: "storm".into(), state: "1000".into() }).unwrap();
+        storm.try_send(ev("storm", Severity::Critical, 1000)).unwrap();
+        let mut out = Vec::new();
+        inbox.take(&mut out, 10);
+        assert_eq!(summary(&out[0]), "storm 1000", "critical first");
+        assert_eq!(summary(&out[1]), "storm 0");
+        while inbox.take(&mut out, 256) > 0 {}
+        assert_eq!(out.len(), 1002, "everything arrives once");
+        assert_eq!(summary(out.last().unwrap()), "state storm 1000", "the state stays behind the events before it");
+    }
+
+    #[test]
+    fn a_full_lane_refuses_and_others_still_accept() {
+        let inbox = Inbox::new();
+        let a = inbox.lane("a", 2);
+        let b = inbox.lane("b", 2);
+        a.try_send(ev("a", Severity::Info, 0)).unwrap();
+        a.try_send(ev("a", Severity::Info, 1)).unwrap();
+        assert!(matches!(a.try_send(ev("a", Severity::Info, 2)), Err(SendError::Full(_))));
+        b.try_send(ev("b", Severity::Info, 0)).unwrap();
+        assert_eq!(inbox.len(), 3);
+    }
+
+    #[test]
+    fn a_lane_lives_until_its_senders_are_gone_and_it_is_empty() {
+        let inbox = Inbox::new();
+        let a = inbox.lane("a", 4);
+        let a2 = a.clone();
+        a.try_send(ev("a", Severity::Info, 0)).unwrap();
+        drop(a);
+        drop(a2);
+        assert_eq!(inbox.backlog().len(), 1, "queued events outlive their senders");
+        let mut out = Vec::new();
+        assert_eq!(inbox.take(&mut out, 10), 1);
+        assert!(inbox.backlog().is_empty());
+        assert_eq!(inbox.lock().lanes.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_sender_resumes_when_the_engine_takes() {
+        let inbox = Inbox::new();
+        let a = inbox.lane("a", 1);
+        a.try_send(ev("a", Severity::Info, 0)).unwrap();
+        let sender = tokio::spawn(async move { a.send(ev("a", Severity::Info, 1)).await });
+        tokio::task::yield_now().await;
+        assert!(!sender.is_finished(), "waits while the lane is full");
+        let mut out = Vec::new();
+        inbox.recv_many(&mut out, 10).await;
+        sender.await.unwrap().unwrap();
+        inbox.recv_many(&mut out, 10).await;
+        assert_eq!(out.iter().map(summary).collect::<Vec<_>>(), ["a 0", "a 1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_wakes_waiting_senders() {
+        let inbox = Inbox::new();
+        let a = inbox.lane("a", 1);
+        a.try_send(ev("a", Severity::Info, 0)).unwrap();
+        let sender = tokio::spawn(async move { a.send(ev("a", Severity::Info, 1)).await });
+        tokio::task::yield_now().await;
+        inbox.close();
+        assert!(matches!(sender.await.unwrap(), Err(SendError::Closed(_))));
+    }
+}
