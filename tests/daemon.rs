@@ -219,3 +219,150 @@ fn the_embedded_default_watches_disks_and_the_auth_log() {
     let failures = notifications(&daemon).into_iter().filter(|n| n["rule"] == "failed-logins").count();
     assert_eq!(failures, 1, "the two normal lines are not reported:\n{}", daemon.stdout_so_far());
 }
+
+/// The listener a popup test talks to, on loopback ports of its own.
+fn popup_listener(name: &str) -> (util::netns::Proc, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = util::netns::Proc::spawn({
+        let mut c = util::alerter();
+        c.args(["listen", "--name", name, "--bind", "127.0.0.1", "-p", &port.to_string()])
+            .args(["--datagram-port", "0", "--name-port", "0", "--json", "--no-desktop", "--history", "/dev/null"])
+            .env("ALERTER_LOG", "info");
+        c
+    });
+    util::netns::until(Duration::from_secs(30), "the listener", || listen.stderr().contains("listening"));
+    (listen, port)
+}
+
+/// Summaries of the notifications in the log transport's file, one per alert.
+fn summaries(cfg: &TempConfig) -> Vec<String> {
+    cfg.notifications()
+        .iter()
+        .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["summary"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Issue 10, acceptance 3: the state directory fills up while 20 log lines
+/// arrive. `store_failing` reaches a popup and the log file at once (outside
+/// the outbox), the failure is logged once with a count rather than per
+/// attempt, and once space is freed all 20 go out, each exactly once; with
+/// `kill_while_full`, the daemon is killed (SIGKILL) while the disk is full
+/// and restarted after space is freed, and the sources' saved positions
+/// (never ahead of what was committed) make the 20 go out then.
+fn full_disk(kill_while_full: bool) {
+    let cfg = TempConfig::new("");
+    let app_log = cfg.dir.path().join("app.log");
+    std::fs::write(&app_log, "").unwrap();
+    let fs = util::Tmpfs::mount(&cfg.state, "2m");
+    let (listen, port) = popup_listener("ADMIN-PC");
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: E2EHOST, state_dir: {{state}} }}
+sources:
+  app:
+    type: log
+    paths: [{log}]
+    start_at: beginning
+    patterns:
+      - {{ name: error, regex: 'ERROR (?P<n>[0-9]+)', severity: warning }}
+transports:
+  out: {{ type: log, path: {{out}} }}
+  popup: {{ type: messenger, hosts: {{ ADMIN-PC: "127.0.0.1:{port}" }}, dns: false }}
+subscribers:
+  admin: {{ machine: ADMIN-PC }}
+rules:
+  - {{ name: app, match: {{ source: app }}, notify: [{{ subscribers: [admin], via: [out] }}] }}
+  - name: store
+    match: {{ source: alerter, labels: {{ event: store_failing }} }}
+    notify: [{{ subscribers: [admin], via: [popup, out] }}]
+"#,
+        log = app_log.display()
+    ));
+    let append = |from: usize, to: usize| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&app_log).unwrap();
+        for i in from..to {
+            writeln!(f, "ERROR {i} something broke").unwrap();
+        }
+    };
+    let mut d = Daemon::start(&cfg.path, &[]);
+    // One line through the whole path first: the store works, the source
+    // has a saved position.
+    wait_for(Duration::from_secs(30), || d.stderr_so_far().contains("alerter started").then_some(()));
+    append(0, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !summaries(&cfg).iter().any(|s| s.contains("ERROR 0")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ERROR 0 not delivered: {:?}\n{}",
+            cfg.notifications(),
+            d.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    fs.fill();
+    append(1, 21);
+    let failing = |s: &String| s.contains("cannot save its state");
+    wait_for(Duration::from_secs(30), || {
+        let popup =
+            listen.json_lines().iter().any(|p| p["text"].as_str().is_some_and(|t| t.contains("cannot save its state")));
+        (popup && summaries(&cfg).iter().any(failing)).then_some(())
+    });
+    assert!(
+        !summaries(&cfg).iter().any(|s| s.contains("ERROR 1 ")),
+        "nothing of the 20 can have been committed while the disk is full"
+    );
+    // A few retries later, still one line about it: logged with a count,
+    // not per attempt.
+    wait_for(Duration::from_secs(30), || d.stderr_so_far().contains("holding what was decided").then_some(()));
+    let before = d.stderr_so_far().matches("cannot save state").count();
+    std::thread::sleep(Duration::from_secs(3));
+    let logged = d.stderr_so_far().matches("cannot save state").count();
+    assert_eq!(before, 1, "{}", d.stderr_so_far());
+    assert_eq!(logged, 1, "retries within the log interval are counted, not logged:\n{}", d.stderr_so_far());
+
+    if kill_while_full {
+        d.signal("KILL");
+        d.wait(Duration::from_secs(10));
+        fs.free();
+        d = Daemon::start(&cfg.path, &[]);
+    } else {
+        fs.free();
+    }
+    let want: Vec<String> = (0..21).map(|i| format!("ERROR {i} ")).collect();
+    wait_for(Duration::from_secs(60), || {
+        let got = summaries(&cfg);
+        want.iter().all(|w| got.iter().any(|s| s.contains(w.as_str()))).then_some(())
+    });
+    if !kill_while_full {
+        wait_for(Duration::from_secs(30), || {
+            summaries(&cfg).iter().any(|s| s.contains("saves its state again")).then_some(())
+        });
+    }
+    d.signal("TERM");
+    d.wait(Duration::from_secs(30));
+    let got = summaries(&cfg);
+    for w in &want {
+        let n = got.iter().filter(|s| s.contains(w.as_str())).count();
+        assert_eq!(n, 1, "`{w}` delivered {n} times, not once: {got:#?}");
+    }
+    assert_eq!(got.iter().filter(|s| failing(s)).count(), 1, "store_failing written once: {got:#?}");
+    let popups = listen
+        .json_lines()
+        .iter()
+        .filter(|p| p["text"].as_str().is_some_and(|t| t.contains("cannot save its state")))
+        .count();
+    assert_eq!(popups, 1, "one store_failing popup");
+}
+
+#[test]
+fn a_full_disk_holds_alerts_raises_store_failing_and_loses_nothing() {
+    full_disk(false);
+}
+
+#[test]
+fn a_kill_while_the_disk_is_full_loses_nothing() {
+    full_disk(true);
+}

@@ -5,46 +5,13 @@
 
 mod util;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use util::{Daemon, TempConfig};
+use util::{Daemon, TempConfig, Tmpfs};
 
 const LONG: Duration = Duration::from_secs(30);
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "alerter-test"])
-            .arg(path)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mounting a tmpfs needs root");
-        Tmpfs(path.to_path_buf())
-    }
-
-    /// Makes the filesystem `pct` percent full (as df counts), with one file.
-    fn fill_to(&self, pct: f64) {
-        let file = self.0.join("filler");
-        let _ = std::fs::remove_file(&file);
-        let s = nix::sys::statvfs::statvfs(&self.0).unwrap();
-        let total = s.blocks() as f64 * s.fragment_size() as f64;
-        let bytes = (total * pct / 100.0) as usize;
-        std::fs::write(&file, vec![0u8; bytes]).unwrap();
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// (status, severity, title) of each notification so far.
 fn notes(cfg: &TempConfig) -> Vec<(String, String, String)> {

@@ -151,13 +151,9 @@ impl Committer {
                 h
             }
             None if turn.is_empty() => return,
-            None => Held {
-                turn,
-                direct: HashMap::new(),
-                failures: 0,
-                retry_at: tokio::time::Instant::now(),
-                since: now,
-            },
+            None => {
+                Held { turn, direct: HashMap::new(), failures: 0, retry_at: tokio::time::Instant::now(), since: now }
+            }
         };
         match store.commit_with_sent(&held.turn, &held.direct, now) {
             Ok(()) => {
@@ -181,7 +177,11 @@ impl Committer {
                     if repeats == 0 {
                         error!(held = n, "cannot save state: {e}; holding what was decided and retrying");
                     } else {
-                        error!(held = n, "cannot save state: {e} ({repeats} more failures in the last {}s)", self.log.every.as_secs());
+                        error!(
+                            held = n,
+                            "cannot save state: {e} ({repeats} more failures in the last {}s)",
+                            self.log.every.as_secs()
+                        );
                     }
                 }
                 if held.failures == 1 {
@@ -330,8 +330,12 @@ pub async fn run(
                             info!(id = %n.id, transport = %n.transport, "delivered directly while the store cannot write");
                             let _ = done.send((n.id, d.reply));
                         }
-                        Ok(Err(e)) => warn!(id = %n.id, transport = %n.transport, "direct delivery failed: {e}; it stays held"),
-                        Err(_) => warn!(id = %n.id, transport = %n.transport, "direct delivery timed out; it stays held"),
+                        Ok(Err(e)) => {
+                            warn!(id = %n.id, transport = %n.transport, "direct delivery failed: {e}; it stays held")
+                        }
+                        Err(_) => {
+                            warn!(id = %n.id, transport = %n.transport, "direct delivery timed out; it stays held")
+                        }
                     }
                 });
             }
@@ -410,7 +414,13 @@ pub async fn run(
 const BATCH: usize = 512;
 
 /// One last try at shutdown, whatever the backoff says.
-fn final_commit(c: &mut Committer, store: &mut Store, engine: &mut Engine, dispatcher: &Dispatcher, now: DateTime<Utc>) {
+fn final_commit(
+    c: &mut Committer,
+    store: &mut Store,
+    engine: &mut Engine,
+    dispatcher: &Dispatcher,
+    now: DateTime<Utc>,
+) {
     if let Some(h) = c.held.as_mut() {
         h.retry_at = tokio::time::Instant::now();
     }

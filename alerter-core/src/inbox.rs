@@ -305,8 +305,7 @@ mod tests {
         assert_eq!(out.len(), 256);
         assert!(out.iter().any(|m| summary(m) == "quiet 0"), "the quiet lane's event is in the first batch");
         // The storm's own order is kept.
-        let storm_order: Vec<String> =
-            out.iter().map(summary).filter(|s| s.starts_with("storm")).take(3).collect();
+        let storm_order: Vec<String> = out.iter().map(summary).filter(|s| s.starts_with("storm")).take(3).collect();
         assert_eq!(storm_order, ["storm 0", "storm 1", "storm 2"]);
     }
 

@@ -248,3 +248,59 @@ pub fn pids_with(needle: &str) -> Vec<u32> {
     }
     out
 }
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "alerter-test"])
+            .arg(path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs needs root");
+        Tmpfs(path.to_path_buf())
+    }
+
+    /// Makes the filesystem `pct` percent full (as df counts), with one file.
+    pub fn fill_to(&self, pct: f64) {
+        let file = self.0.join("filler");
+        let _ = std::fs::remove_file(&file);
+        let s = nix::sys::statvfs::statvfs(&self.0).unwrap();
+        let total = s.blocks() as f64 * s.fragment_size() as f64;
+        let bytes = (total * pct / 100.0) as usize;
+        std::fs::write(&file, vec![0u8; bytes]).unwrap();
+    }
+
+    /// Fills the filesystem to the last byte (writes until ENOSPC).
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let block = vec![0u8; 4096];
+        loop {
+            match f.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+        let _ = f.flush();
+        let s = nix::sys::statvfs::statvfs(&self.0).unwrap();
+        assert_eq!(s.blocks_available(), 0, "the tmpfs is full");
+    }
+
+    /// Frees what [`Tmpfs::fill`] took.
+    pub fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
