@@ -89,15 +89,15 @@ impl std::fmt::Debug for LaneSender {
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("the lane is full")]
-    Full(Inbound),
+    Full(Box<Inbound>),
     #[error("the engine has stopped")]
-    Closed(Inbound),
+    Closed(Box<Inbound>),
 }
 
 impl SendError {
     pub fn into_inner(self) -> Inbound {
         match self {
-            SendError::Full(m) | SendError::Closed(m) => m,
+            SendError::Full(m) | SendError::Closed(m) => *m,
         }
     }
 }
@@ -220,16 +220,16 @@ impl LaneSender {
     pub fn try_send(&self, m: Inbound) -> Result<(), SendError> {
         let mut st = lock(&self.shared);
         if st.closed {
-            return Err(SendError::Closed(m));
+            return Err(SendError::Closed(Box::new(m)));
         }
         if is_urgent(&m) && st.urgent.len() < URGENT_CAP {
             st.urgent.push_back(m);
         } else {
             let Some(lane) = st.lanes.iter_mut().find(|l| l.id == self.id) else {
-                return Err(SendError::Closed(m));
+                return Err(SendError::Closed(Box::new(m)));
             };
             if lane.queue.len() >= lane.capacity {
-                return Err(SendError::Full(m));
+                return Err(SendError::Full(Box::new(m)));
             }
             lane.queue.push_back(m);
         }
@@ -245,7 +245,7 @@ impl LaneSender {
             tokio::pin!(room);
             room.as_mut().enable();
             match self.try_send(m) {
-                Err(SendError::Full(back)) => m = back,
+                Err(SendError::Full(back)) => m = *back,
                 other => return other,
             }
             room.await;
