@@ -309,6 +309,8 @@ pub async fn run(
     sources.reconcile(&specs, &supervisor_env(&cfg)).await;
 
     let (direct_tx, mut direct_rx) = mpsc::unbounded_channel::<(String, Option<String>)>();
+    let (loaded_tx, mut loaded_rx) = mpsc::channel::<Loaded>(1);
+    let (mut loading, mut reload_again) = (false, false);
     let mut committer = Committer::new();
     let mut batch: Vec<Inbound> = Vec::with_capacity(BATCH);
     engine.raise(internal::started(&cfg.name, env!("CARGO_PKG_VERSION"), now), now);
@@ -357,8 +359,27 @@ pub async fn run(
             biased;
             ctl = control.recv() => match ctl {
                 Some(Control::Reload) => {
+                    // Loading reads files and probes plugins in child
+                    // processes: beside the engine, which keeps working.
+                    // Reloads asked for meanwhile are merged into one more.
+                    if loading {
+                        reload_again = true;
+                    } else {
+                        loading = true;
+                        start_loading(&opts, loaded_tx.clone());
+                    }
+                }
+                Some(Control::Shutdown) | None => break,
+            },
+            Some(loaded) = loaded_rx.recv() => {
+                loading = false;
+                if std::mem::take(&mut reload_again) {
+                    loading = true;
+                    start_loading(&opts, loaded_tx.clone());
+                }
+                {
                     let now = clock.now();
-                    match reload(&opts, &mut cfg, &mut engine, &mut store, &mut dispatcher, &mut transports, &report_tx, now) {
+                    match reload(loaded, &opts, &mut cfg, &mut engine, &mut store, &mut dispatcher, &mut transports, &report_tx, now) {
                         Ok(()) => {
                             let specs: Vec<_> = cfg.sources.values().cloned().collect();
                             sources.reconcile(&specs, &supervisor_env(&cfg)).await;
@@ -367,8 +388,7 @@ pub async fn run(
                         Err(problems) => engine.raise(internal::reload_failed(&cfg.name, problems, now), now),
                     }
                 }
-                Some(Control::Shutdown) | None => break,
-            },
+            }
             Some((id, reply)) = direct_rx.recv() => committer.delivered_directly(id, reply),
             Some(report) = report_rx.recv() => {
                 let now = clock.now();
@@ -413,6 +433,19 @@ pub async fn run(
 /// few enough that a turn stays short.
 const BATCH: usize = 512;
 
+type Loaded = Result<config::Loaded, config::ConfigErrors>;
+
+/// Loads the config file on a blocking thread and sends the result back.
+fn start_loading(opts: &RunOptions, done: mpsc::Sender<Loaded>) {
+    info!(config = ?opts.config_path, "reloading configuration");
+    let path = opts.config_path.clone();
+    let plugins = opts.plugins.clone();
+    tokio::task::spawn_blocking(move || {
+        let loaded = config::load(path.as_deref(), &transport::load_options(&plugins));
+        let _ = done.blocking_send(loaded);
+    });
+}
+
 /// One last try at shutdown, whatever the backoff says.
 fn final_commit(
     c: &mut Committer,
@@ -435,6 +468,7 @@ fn final_commit(
 
 #[allow(clippy::too_many_arguments)]
 fn reload(
+    loaded: Result<config::Loaded, config::ConfigErrors>,
     opts: &RunOptions,
     cfg: &mut Config,
     engine: &mut Engine,
@@ -444,9 +478,7 @@ fn reload(
     reports: &mpsc::UnboundedSender<Report>,
     now: DateTime<Utc>,
 ) -> Result<(), usize> {
-    info!(config = ?opts.config_path, "reloading configuration");
-    let load_opts = transport::load_options(opts.plugins.as_ref());
-    let loaded = match config::load(opts.config_path.as_deref(), &load_opts) {
+    let loaded = match loaded {
         Ok(l) => l,
         Err(errs) => {
             for line in config::diag::render_short(&errs.diagnostics, &errs.sources) {
