@@ -633,7 +633,7 @@ pub fn compile(
                 plugin: plugin.clone(),
                 settings,
                 isolation,
-                queue: src.queue.map_or(1000, |q| q.max(1) as usize),
+                queue: src.queue.or(section.event_queue).map_or(1000, |q| q.max(1) as usize),
                 enabled: src.enabled,
             },
         );
@@ -911,7 +911,6 @@ pub fn compile(
         workgroup: section.workgroup.clone().unwrap_or_else(|| "WORKGROUP".to_string()),
         state_dir: section.state_dir.clone().unwrap_or_else(default_state_dir),
         plugin_dirs,
-        event_queue: section.event_queue.map_or(10_000, |q| q.max(1) as usize),
         sources: source_specs,
         plugins: Arc::new(plugin_set),
         transports,

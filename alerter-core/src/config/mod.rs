@@ -90,7 +90,6 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Resolved: relative ones against the main config file's directory.
     pub plugin_dirs: Vec<PathBuf>,
-    pub event_queue: usize,
     /// Sources, resolved to their plugins.
     pub sources: IndexMap<String, SourceSpec>,
     /// The plugins found for this configuration (and those refused).

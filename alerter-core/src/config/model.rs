@@ -84,8 +84,11 @@ pub struct AlerterSection {
     /// is relative to the directory of this config file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugin_dirs: Vec<PathBuf>,
-    /// How many events may wait for the rules engine before sources are
-    /// slowed down. Default: 10000.
+    /// How many events of one source may wait for the rules engine before
+    /// that source is slowed down (or, for a plugin that cannot wait, its
+    /// events dropped and reported): the default of every source's `queue`.
+    /// Each source has its own queue, so one source's backlog never delays
+    /// another's events. Default: 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_queue: Option<u32>,
 }
