@@ -31,6 +31,7 @@ use crate::outbox::{Dispatcher, Report, RetryPolicy};
 use crate::plugin::PluginRegistry;
 use crate::plugin::supervisor::{Backoff, SharedStates, Sources, SupervisorEnv};
 use crate::store::{Store, StoreError};
+use crate::throttle::LogThrottle;
 use crate::transport::{self, Transport, TransportError};
 
 /// What the binary can ask of a running daemon.
@@ -114,7 +115,7 @@ struct Held {
 struct Committer {
     held: Option<Held>,
     /// Repeated failures are logged once per interval, with a count.
-    log: ErrorLog,
+    log: LogThrottle,
 }
 
 /// The first commit retry waits this long, doubling up to [`RETRY_MAX`].
@@ -123,7 +124,7 @@ const RETRY_MAX: Duration = Duration::from_secs(15);
 
 impl Committer {
     fn new() -> Committer {
-        Committer { held: None, log: ErrorLog::new(Duration::from_secs(30)) }
+        Committer { held: None, log: LogThrottle::new(Duration::from_secs(30)) }
     }
 
     /// Whether a turn is waiting for the store.
@@ -165,24 +166,16 @@ impl Committer {
                     info!(notifications = n, "the state store works again; the held decisions are saved");
                     let down = (now - held.since).to_std().unwrap_or_default();
                     engine.raise(internal::store_recovered(&engine.config().name, down, n, now), now);
-                    self.log.reset();
+                    self.log = LogThrottle::new(Duration::from_secs(30));
                 }
             }
             Err(e) => {
                 held.failures += 1;
                 let wait = RETRY_MIN.saturating_mul(1 << held.failures.min(10)).min(RETRY_MAX);
                 held.retry_at = tokio::time::Instant::now() + wait;
-                if let Some(repeats) = self.log.record() {
+                if let Some(repeats) = self.log.hit(now) {
                     let n = held.turn.notifications.len();
-                    if repeats == 0 {
-                        error!(held = n, "cannot save state: {e}; holding what was decided and retrying");
-                    } else {
-                        error!(
-                            held = n,
-                            "cannot save state: {e} ({repeats} more failures in the last {}s)",
-                            self.log.every.as_secs()
-                        );
-                    }
+                    error!(held = n, "cannot save state: {e}{repeats}; holding what was decided and retrying");
                 }
                 if held.failures == 1 {
                     engine.raise(internal::store_failing(&engine.config().name, &e.to_string(), now), now);
@@ -216,41 +209,6 @@ fn about_store(n: &Notification) -> bool {
     n.alerts.iter().any(|a| a.labels.get("event").map(String::as_str) == Some(internal::STORE_FAILING))
 }
 
-/// Logs a repeating error once per interval, counting the repeats between.
-#[derive(Debug)]
-struct ErrorLog {
-    every: Duration,
-    last: Option<tokio::time::Instant>,
-    repeats: u64,
-}
-
-impl ErrorLog {
-    fn new(every: Duration) -> ErrorLog {
-        ErrorLog { every, last: None, repeats: 0 }
-    }
-
-    /// Notes one occurrence; `Some(repeats since the last line)` when it
-    /// should be logged now.
-    fn record(&mut self) -> Option<u64> {
-        let now = tokio::time::Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < self.every => {
-                self.repeats += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.repeats))
-            }
-        }
-    }
-
-    fn reset(&mut self) {
-        self.last = None;
-        self.repeats = 0;
-    }
-}
-
 /// A handle for feeding events (and sources' states) into a running daemon.
 pub type EventSender = LaneSender;
 
@@ -280,6 +238,11 @@ pub async fn run(
     let mut engine = Engine::new(cfg.engine_config(), stored, store.notice_history()?, now);
 
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<Report>();
+    // No worker runs yet: whatever was being delivered when the last run
+    // ended is due again (delivery is at least once).
+    if let Err(e) = store.release_all() {
+        warn!("cannot release the outbox's leases: {e}");
+    }
     match store.fail_orphans(&cfg.transports.keys().map(String::as_str).collect::<Vec<_>>(), now) {
         Ok(0) => {}
         Ok(orphans) => warn!(orphans, "notifications for transports no longer configured were marked failed"),

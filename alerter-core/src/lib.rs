@@ -16,4 +16,5 @@ pub mod outbox;
 pub mod plugin;
 pub mod ruletest;
 pub mod store;
+pub mod throttle;
 pub mod transport;

@@ -19,14 +19,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
 use crate::store::{Attempt, OutboxEntry, OutboxStatus, Store, StoreError};
+use crate::throttle::LogThrottle;
 use crate::transport::Transport;
 
 pub use crate::transport::RetryPolicy;
@@ -76,6 +78,9 @@ impl Dispatcher {
                 clock: clock.clone(),
                 stop: stop.clone(),
                 abandon: abandon.clone(),
+                unrecorded: Vec::new(),
+                store_failures: 0,
+                errors: LogThrottle::new(Duration::from_secs(30)),
             };
             workers.insert(name, Worker { wake, task: tokio::spawn(w.run()) });
         }
@@ -124,32 +129,125 @@ struct WorkerState {
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
     abandon: CancellationToken,
+    /// Outcomes not yet written (the store refused them): written before
+    /// anything new is taken, and never sent again meanwhile (their rows
+    /// stay leased).
+    unrecorded: Vec<Recorded>,
+    /// Consecutive failures to use the store, for the backoff.
+    store_failures: u32,
+    errors: LogThrottle,
 }
 
+/// One attempt's outcome, waiting to be written.
+struct Recorded {
+    id: String,
+    status: OutboxStatus,
+    attempts: u32,
+    next_attempt: DateTime<Utc>,
+    error: Option<String>,
+    reply: Option<String>,
+}
+
+/// How long a worker holds the rows it took. Longer than any batch takes
+/// to deliver; it only matters for a worker abandoned at a reload or
+/// shutdown (a start releases every lease anyway).
+const LEASE: Duration = Duration::from_secs(15 * 60);
+
+/// Outcomes written per transaction, at most.
+const RECORD_BATCH: usize = 64;
+
 impl WorkerState {
+    /// Notifications taken per batch: enough for the per-transaction cost to
+    /// vanish under a storm, few enough to keep the leases short.
+    fn batch(&self) -> usize {
+        (self.policy.concurrency * 16).clamp(64, 256)
+    }
+
+    /// After a store error: waits (100 ms doubling to 30 s) unless stopped.
+    async fn back_off(&mut self, what: &str, e: &crate::store::StoreError) -> bool {
+        self.store_failures += 1;
+        if let Some(repeats) = self.errors.hit(self.clock.now()) {
+            error!(transport = %self.name, "cannot {what}: {e}{repeats}; retrying");
+        }
+        let wait =
+            Duration::from_millis(100).saturating_mul(1 << self.store_failures.min(9)).min(Duration::from_secs(30));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => true,
+            _ = self.stop.cancelled() => false,
+        }
+    }
+
+    /// Writes the outcomes waiting, in one transaction.
+    fn flush(&mut self) -> Result<(), crate::store::StoreError> {
+        if self.unrecorded.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let attempts: Vec<(String, Attempt<'_>)> = self
+            .unrecorded
+            .iter()
+            .map(|r| {
+                (
+                    r.id.clone(),
+                    Attempt {
+                        status: r.status,
+                        attempts: r.attempts,
+                        next_attempt: r.next_attempt,
+                        error: r.error.as_deref(),
+                        reply: r.reply.as_deref(),
+                    },
+                )
+            })
+            .collect();
+        self.store.record_attempts(&attempts, now)?;
+        self.unrecorded.clear();
+        if self.store_failures > 0 {
+            self.store_failures = 0;
+            if let Some(n) = self.errors.clear() {
+                info!(transport = %self.name, "the outbox can be written again (after {n} more failures)");
+            }
+        }
+        Ok(())
+    }
+
     async fn run(mut self) {
         // The daemon does not say "stopped" on every wake-up; a missed
         // wake-up costs at most this long.
         const IDLE_CHECK: Duration = Duration::from_secs(60);
         loop {
             if self.stop.is_cancelled() {
+                // Outcomes known are worth one more try.
+                let _ = self.flush();
                 return;
             }
+            if let Err(e) = self.flush() {
+                if !self.back_off("record delivery outcomes", &e).await {
+                    return;
+                }
+                continue;
+            }
             let now = self.clock.now();
-            let due = match self.store.due(&self.name, now, self.policy.concurrency * 4) {
+            let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+            let due = match self.store.claim(&self.name, now, lease_until, self.batch()) {
                 Ok(d) => d,
                 Err(e) => {
-                    error!(transport = %self.name, "cannot read the outbox: {e}");
-                    Vec::new()
+                    if !self.back_off("take notifications from the outbox", &e).await {
+                        return;
+                    }
+                    continue;
                 }
             };
             if due.is_empty() {
+                // Rows an abandoned worker held come back once their lease ran out.
+                if let Err(e) = self.store.release_expired(&self.name, now) {
+                    debug!(transport = %self.name, "cannot release expired leases: {e}");
+                }
                 let next = self.store.next_due(&self.name).ok().flatten();
                 let wait = next.map_or(IDLE_CHECK, |t| (t - now).to_std().unwrap_or_default().min(IDLE_CHECK));
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(wait) => {}
-                    _ = self.stop.cancelled() => return,
+                    _ = self.stop.cancelled() => {}
                 }
                 continue;
             }
@@ -169,14 +267,19 @@ impl WorkerState {
                 })
                 .buffer_unordered(self.policy.concurrency.max(1));
             while let Some((entry, result)) = in_flight.next().await {
+                // Abandoned: the row stays leased; the next start delivers it.
                 let Some(result) = result else { continue };
-                self.record(entry, result);
+                self.outcome(entry, result);
+                if self.unrecorded.len() >= RECORD_BATCH {
+                    // A failure is retried at the top of the loop.
+                    let _ = self.flush();
+                }
             }
         }
     }
 
-    /// Commits one attempt's outcome at once and reports it.
-    fn record(
+    /// Notes one attempt's outcome (written by the next flush) and reports it.
+    fn outcome(
         &mut self,
         e: OutboxEntry,
         result: Result<crate::transport::Delivered, crate::transport::TransportError>,
@@ -208,11 +311,91 @@ impl WorkerState {
                 (OutboxStatus::Failed, now, Some(msg.clone()), None, Outcome::Failed(msg))
             }
         };
-        let attempt =
-            Attempt { status, attempts, next_attempt: next, error: error.as_deref(), reply: reply.as_deref() };
-        if let Err(err) = self.store.record_attempt(&n.id, &attempt, now) {
-            error!(transport = %self.name, id = %n.id, "cannot record a delivery attempt: {err}");
-        }
+        self.unrecorded.push(Recorded { id: n.id.clone(), status, attempts, next_attempt: next, error, reply });
         let _ = self.reports.send(Report { notification: e.notification, outcome, at: now });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::clock::TokioClock;
+    use crate::transport::{BoxFuture, Delivered, TransportError};
+    use alerter_engine::Turn;
+
+    /// Counts send calls (a sink that does not deduplicate).
+    struct Counting {
+        sends: AtomicUsize,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl Transport for Counting {
+        fn kind(&self) -> &'static str {
+            "log"
+        }
+        fn send<'a>(&'a self, _n: &'a crate::notify::Notification) -> BoxFuture<'a, Result<Delivered, TransportError>> {
+            Box::pin(async move {
+                self.gate.acquire().await.unwrap().forget();
+                self.sends.fetch_add(1, Ordering::SeqCst);
+                Ok(Delivered::default())
+            })
+        }
+    }
+
+    /// The store refuses to record outcomes (another connection holds the
+    /// write lock): the worker neither spins (on the paused clock a loop
+    /// without waiting would never let the test go on) nor sends anything
+    /// again, and once the store works every notification is recorded sent
+    /// after exactly one attempt.
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_cannot_record_makes_the_worker_wait_not_resend() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let notes: Vec<_> = (0..10).map(|i| crate::store::tests::note(&format!("n{i}"), "log", t)).collect();
+        store.commit(&Turn { notifications: notes, ..Turn::default() }, t).unwrap();
+        let worker_store = Store::open(dir.path()).unwrap();
+        worker_store.set_busy_timeout(Duration::ZERO).unwrap();
+        let transport = Arc::new(Counting { sends: AtomicUsize::new(0), gate: tokio::sync::Semaphore::new(0) });
+        let (tx, mut reports) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let w = WorkerState {
+            name: "log".into(),
+            transport: transport.clone(),
+            policy: RetryPolicy::default(),
+            store: worker_store,
+            wake: Arc::new(Notify::new()),
+            reports: tx,
+            clock: Arc::new(TokioClock::new(t)),
+            stop: stop.clone(),
+            abandon: CancellationToken::new(),
+            unrecorded: Vec::new(),
+            store_failures: 0,
+            errors: LogThrottle::new(Duration::from_secs(30)),
+        };
+        let task = tokio::spawn(w.run());
+        // Let the worker take the batch; then lock the database before any
+        // send completes, so no outcome can be written.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let blocker = rusqlite::Connection::open(dir.path().join(crate::store::DB_FILE)).unwrap();
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        transport.gate.add_permits(1000);
+        for _ in 0..10 {
+            reports.recv().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(transport.sends.load(Ordering::SeqCst), 10, "each sent once while the store refuses");
+        assert_eq!(store.outbox_entry("n0").unwrap().unwrap().status, OutboxStatus::Sending, "not recorded yet");
+        blocker.execute_batch("ROLLBACK").unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        for i in 0..10 {
+            let e = store.outbox_entry(&format!("n{i}")).unwrap().unwrap();
+            assert_eq!((e.status, e.attempts), (OutboxStatus::Sent, 1), "n{i}");
+        }
+        assert_eq!(transport.sends.load(Ordering::SeqCst), 10, "nothing sent again");
+        stop.cancel();
+        task.await.unwrap();
     }
 }

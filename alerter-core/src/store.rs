@@ -99,6 +99,13 @@ const MIGRATIONS: &[&str] = &[
          state TEXT NOT NULL,
          updated_ms INTEGER NOT NULL
      );",
+    // 4: leases. A row handed to a transport's worker is `sending` until
+    // its outcome is recorded, so no other worker (after a reload, say) is
+    // handed it again; a lease that runs out (its worker was abandoned)
+    // makes it pending again, and a start clears them all. Due rows are
+    // taken in the order of the `outbox_due` index (next attempt, then
+    // rowid), so taking a batch never sorts the backlog.
+    "ALTER TABLE outbox ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0;",
 ];
 
 fn migrations() -> Migrations<'static> {
@@ -112,6 +119,8 @@ pub use alerter_engine::engine::AuditRecord;
 pub enum OutboxStatus {
     /// Waiting for its (next) delivery attempt.
     Pending,
+    /// Handed to a worker, being delivered (leased).
+    Sending,
     Sent,
     /// Failed permanently.
     Failed,
@@ -123,6 +132,7 @@ impl OutboxStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             OutboxStatus::Pending => "pending",
+            OutboxStatus::Sending => "sending",
             OutboxStatus::Sent => "sent",
             OutboxStatus::Failed => "failed",
             OutboxStatus::Expired => "expired",
@@ -132,6 +142,7 @@ impl OutboxStatus {
     fn parse(s: &str) -> OutboxStatus {
         match s {
             "sent" => OutboxStatus::Sent,
+            "sending" => OutboxStatus::Sending,
             "failed" => OutboxStatus::Failed,
             "expired" => OutboxStatus::Expired,
             _ => OutboxStatus::Pending,
@@ -220,6 +231,11 @@ impl Store {
             .to_latest(&mut conn)
             .map_err(|source| StoreError::Migrate { path: PathBuf::from(":memory:"), source })?;
         Ok(Store { conn, path: PathBuf::from(":memory:") })
+    }
+
+    /// How long a write waits for another connection's lock.
+    pub fn set_busy_timeout(&self, wait: std::time::Duration) -> Result<(), StoreError> {
+        Ok(self.conn.busy_timeout(wait)?)
     }
 
     pub fn path(&self) -> &Path {
@@ -376,15 +392,48 @@ impl Store {
         Ok(())
     }
 
-    /// Pending notifications of a transport that are due, oldest first.
-    pub fn due(&self, transport: &str, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+    /// Hands out up to `limit` due notifications of a transport, leasing
+    /// them until `lease_until`: until their outcome is recorded (or the
+    /// lease runs out) no other call hands them out again. In the order of
+    /// the `outbox_due` index: next attempt, then insertion.
+    pub fn claim(
+        &mut self,
+        transport: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox
-             WHERE transport = ?1 AND status = 'pending' AND next_attempt_ms <= ?2
-             ORDER BY created_ms, rowid LIMIT ?3",
+            "UPDATE outbox SET status = 'sending', lease_until_ms = ?4
+             WHERE rowid IN (SELECT rowid FROM outbox
+                             WHERE transport = ?1 AND status = 'pending' AND next_attempt_ms <= ?2
+                             ORDER BY next_attempt_ms, rowid LIMIT ?3)
+             RETURNING payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms, rowid",
         )?;
-        let rows = stmt.query_map(params![transport, ms(now), limit as i64], row_to_entry)?;
-        collect_entries(rows)
+        let rows = stmt.query_map(params![transport, ms(now), limit as i64, ms(lease_until)], |r| {
+            Ok((row_to_entry(r)?, r.get::<_, i64>(7)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (entry, rowid) = row?;
+            out.push((rowid, entry));
+        }
+        // RETURNING gives no order; deliver in the claimed order.
+        out.sort_by_key(|(rowid, e)| (e.3, *rowid));
+        collect_entries(out.into_iter().map(|(_, e)| Ok(e)))
+    }
+
+    /// Makes the rows of `transport` whose lease ran out pending again.
+    pub fn release_expired(&mut self, transport: &str, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE outbox SET status = 'pending' WHERE transport = ?1 AND status = 'sending' AND lease_until_ms < ?2",
+            params![transport, ms(now)],
+        )?)
+    }
+
+    /// Makes every leased row pending again: at start, when no worker runs.
+    pub fn release_all(&mut self) -> Result<usize, StoreError> {
+        Ok(self.conn.execute("UPDATE outbox SET status = 'pending' WHERE status = 'sending'", [])?)
     }
 
     /// When the next pending notification of a transport is due.
@@ -397,19 +446,44 @@ impl Store {
         Ok(v.map(from_ms))
     }
 
-    /// Records an attempt's outcome.
-    pub fn record_attempt(&mut self, id: &str, a: &Attempt<'_>, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE outbox SET status = ?2, attempts = ?3, next_attempt_ms = ?4, last_error = ?5, reply = COALESCE(?6, reply), updated_ms = ?7 WHERE id = ?1",
-            params![id, a.status.as_str(), a.attempts, ms(a.next_attempt), a.error, a.reply, ms(now)],
-        )?;
+    /// Records attempts' outcomes, all in one transaction (and ends their leases).
+    pub fn record_attempts(
+        &mut self,
+        attempts: &[(String, Attempt<'_>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE outbox SET status = ?2, attempts = ?3, next_attempt_ms = ?4, last_error = ?5,
+                 reply = COALESCE(?6, reply), updated_ms = ?7, lease_until_ms = 0 WHERE id = ?1",
+            )?;
+            for (id, a) in attempts {
+                stmt.execute(params![
+                    id,
+                    a.status.as_str(),
+                    a.attempts,
+                    ms(a.next_attempt),
+                    a.error,
+                    a.reply,
+                    ms(now)
+                ])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Records one attempt's outcome.
+    pub fn record_attempt(&mut self, id: &str, a: &Attempt<'_>, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.record_attempts(&[(id.to_string(), a.clone())], now)
     }
 
     /// Fails everything pending for transports that no longer exist.
     pub fn fail_orphans(&mut self, transports: &[&str], now: DateTime<Utc>) -> Result<usize, StoreError> {
         let pending: Vec<(String, String)> = {
-            let mut stmt = self.conn.prepare("SELECT id, transport FROM outbox WHERE status = 'pending'")?;
+            let mut stmt =
+                self.conn.prepare("SELECT id, transport FROM outbox WHERE status IN ('pending', 'sending')")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
         };
@@ -481,11 +555,14 @@ impl Store {
         Ok(items)
     }
 
-    /// Forgets finished notifications and audit records older than `before`.
-    pub fn prune(&mut self, before: DateTime<Utc>) -> Result<usize, StoreError> {
-        let n = self.conn.execute("DELETE FROM outbox WHERE status != 'pending' AND updated_ms < ?1", [ms(before)])?;
-        let m = self.conn.execute("DELETE FROM audit WHERE time < ?1", [before.to_rfc3339()])?;
-        Ok(n + m)
+    /// Forgets finished notifications and audit records older than
+    /// `before`, at most `limit` of each per call so a long-due prune never
+    /// holds the database for long. Returns how many rows went.
+    pub fn prune(&mut self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = prune_in(&tx, before, limit)?;
+        tx.commit()?;
+        Ok(n)
     }
 
     /// Whether an alert row exists.
@@ -500,6 +577,19 @@ impl Store {
             .optional()?
             .is_some())
     }
+}
+
+fn prune_in(tx: &rusqlite::Transaction<'_>, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+    let n = tx.execute(
+        "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE created_ms < ?1
+             AND status IN ('sent', 'failed', 'expired') LIMIT ?2)",
+        params![ms(before), limit as i64],
+    )?;
+    let m = tx.execute(
+        "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time < ?1 ORDER BY time LIMIT ?2)",
+        params![before.to_rfc3339(), limit as i64],
+    )?;
+    Ok(n + m)
 }
 
 fn write_alert_changes(
@@ -571,7 +661,7 @@ fn collect_entries(rows: impl Iterator<Item = rusqlite::Result<EntryRow>>) -> Re
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::event::{Event, Severity};
     use crate::rules::router::AlertStatus;
@@ -608,6 +698,92 @@ mod tests {
         let gone = AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: None };
         s.apply_alert_changes(&[gone], t).unwrap();
         assert!(!s.has_alert("r", a.fingerprint).unwrap());
+    }
+
+    pub(crate) fn note(id: &str, transport: &str, t: DateTime<Utc>) -> Notification {
+        Notification {
+            id: id.into(),
+            created_at: t,
+            rule: "r".into(),
+            transport: transport.into(),
+            status: "firing".into(),
+            severity: Severity::Warning,
+            title: format!("title {id}"),
+            text: "x".into(),
+            html: None,
+            recipients: vec![],
+            alerts: vec![],
+            group: Default::default(),
+            repeat: false,
+        }
+    }
+
+    fn fill(s: &mut Store, n: usize, t: DateTime<Utc>) {
+        let turn =
+            Turn { notifications: (0..n).map(|i| note(&format!("n{i:05}"), "log", t)).collect(), ..Turn::default() };
+        s.commit(&turn, t).unwrap();
+    }
+
+    #[test]
+    fn claimed_rows_are_leased_and_never_handed_out_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut a = Store::open(dir.path()).unwrap();
+        let mut b = Store::open(dir.path()).unwrap();
+        fill(&mut a, 100, t);
+        let lease = t + chrono::Duration::minutes(15);
+        let first = a.claim("log", t, lease, 60).unwrap();
+        let second = b.claim("log", t, lease, 60).unwrap();
+        assert_eq!(first.len(), 60);
+        assert_eq!(second.len(), 40, "only what the first did not take");
+        let ids = |v: &[OutboxEntry]| v.iter().map(|e| e.notification.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&first)[..3], ["n00000", "n00001", "n00002"], "in order");
+        assert!(ids(&first).iter().all(|id| !ids(&second).contains(id)), "disjoint");
+        assert!(a.claim("log", t, lease, 60).unwrap().is_empty());
+        // Recorded ones are done; a lease that ran out makes the rest due again.
+        let sent = Attempt { status: OutboxStatus::Sent, attempts: 1, next_attempt: t, error: None, reply: None };
+        let done: Vec<_> = ids(&first).into_iter().map(|id| (id, sent.clone())).collect();
+        a.record_attempts(&done, t).unwrap();
+        assert_eq!(b.release_expired("log", t).unwrap(), 0, "leases still live");
+        assert_eq!(b.release_expired("log", lease + chrono::Duration::seconds(1)).unwrap(), 40);
+        assert_eq!(a.claim("log", t, lease, 100).unwrap().len(), 40);
+        // A start releases everything leased.
+        assert_eq!(a.release_all().unwrap(), 40);
+        assert_eq!(a.outbox_entry("n00000").unwrap().unwrap().status, OutboxStatus::Sent);
+    }
+
+    #[test]
+    fn taking_due_rows_uses_the_index_without_sorting_the_backlog() {
+        let s = Store::in_memory().unwrap();
+        let plan: Vec<String> = s
+            .conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT rowid FROM outbox
+                 WHERE transport = 'log' AND status = 'pending' AND next_attempt_ms <= 5
+                 ORDER BY next_attempt_ms, rowid LIMIT 10",
+            )
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(plan.iter().any(|l| l.contains("INDEX outbox_due")), "{plan:?}");
+        assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "no sort: {plan:?}");
+    }
+
+    #[test]
+    fn prune_forgets_finished_rows_and_old_audit_in_batches() {
+        let mut s = Store::in_memory().unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        fill(&mut s, 30, t);
+        let sent = Attempt { status: OutboxStatus::Sent, attempts: 1, next_attempt: t, error: None, reply: None };
+        let done: Vec<_> = (0..20).map(|i| (format!("n{i:05}"), sent.clone())).collect();
+        s.record_attempts(&done, t).unwrap();
+        let later = t + chrono::Duration::days(31);
+        assert_eq!(s.prune(later, 15).unwrap(), 15);
+        assert_eq!(s.prune(later, 15).unwrap(), 5);
+        assert_eq!(s.prune(later, 15).unwrap(), 0, "pending rows are never pruned");
+        assert!(s.outbox_entry("n00025").unwrap().is_some());
     }
 
     #[test]
