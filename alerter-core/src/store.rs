@@ -388,6 +388,9 @@ impl Store {
                 stmt.execute(params![name, *off as i64, t.to_rfc3339()])?;
             }
         }
+        if let Some(before) = turn.prune_before {
+            prune_in(&tx, before, PRUNE_BATCH)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -578,6 +581,10 @@ impl Store {
             .is_some())
     }
 }
+
+/// Rows of each kind pruned per turn at most: a turn stays short, and
+/// pruning every ten minutes still keeps up with millions a day.
+const PRUNE_BATCH: usize = 20_000;
 
 fn prune_in(tx: &rusqlite::Transaction<'_>, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
     let n = tx.execute(

@@ -33,7 +33,13 @@ pub struct EngineConfig {
     pub templates: Arc<Templates>,
     /// The configured transports, as rendering needs to know them.
     pub transports: BTreeMap<String, TransportInfo>,
+    /// How long history is kept: the engine asks for older history to be
+    /// pruned every [`PRUNE_EVERY`].
+    pub retention: std::time::Duration,
 }
+
+/// How often the engine asks for old history to be pruned.
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 impl EngineConfig {
     pub fn render_cx(&self) -> RenderCx<'_> {
@@ -90,6 +96,8 @@ pub struct Turn {
     pub states: HashMap<String, String>,
     /// Notice positions that moved (see [`NoticeScheduler::history`]).
     pub notice_positions: HashMap<NoticeKey, DateTime<Utc>>,
+    /// Forget finished history from before this time (retention).
+    pub prune_before: Option<DateTime<Utc>>,
 }
 
 impl Turn {
@@ -99,6 +107,7 @@ impl Turn {
             && self.audit.is_empty()
             && self.states.is_empty()
             && self.notice_positions.is_empty()
+            && self.prune_before.is_none()
     }
 
     /// Appends a later turn to this one. Alert changes are applied in
@@ -110,6 +119,7 @@ impl Turn {
         self.audit.extend(later.audit);
         self.states.extend(later.states);
         self.notice_positions.extend(later.notice_positions);
+        self.prune_before = self.prune_before.max(later.prune_before);
     }
 
     /// The transports that have new notifications in this turn.
@@ -137,6 +147,8 @@ pub struct Engine {
     failing: HashMap<String, usize>,
     out: Vec<Output>,
     turn: Turn,
+    /// When old history is next pruned.
+    next_prune: DateTime<Utc>,
 }
 
 impl Engine {
@@ -152,8 +164,16 @@ impl Engine {
         let mut router = Router::new(cfg.rules.clone(), cfg.silences.clone());
         router.restore(alerts, now);
         let notices = NoticeScheduler::new(cfg.notices.clone(), &positions, now);
-        let mut engine =
-            Engine { cfg, router, notices, positions, failing: HashMap::new(), out: Vec::new(), turn: Turn::default() };
+        let mut engine = Engine {
+            cfg,
+            router,
+            notices,
+            positions,
+            failing: HashMap::new(),
+            out: Vec::new(),
+            turn: Turn::default(),
+            next_prune: now,
+        };
         engine.note_positions();
         engine
     }
@@ -193,12 +213,18 @@ impl Engine {
 
     /// When [`Engine::tick`] should next be called.
     pub fn next_wakeup(&self) -> Option<DateTime<Utc>> {
-        [self.router.next_wakeup(), self.notices.next_wakeup()].into_iter().flatten().min()
+        [self.router.next_wakeup(), self.notices.next_wakeup(), Some(self.next_prune)].into_iter().flatten().min()
     }
 
-    /// Runs the router's timers and the notices due at `now`.
+    /// Runs the router's timers, the notices due at `now`, and asks for
+    /// history older than the retention to be pruned when that is due.
     pub fn tick(&mut self, now: DateTime<Utc>) {
         self.router.tick_into(now, &mut self.out);
+        if now >= self.next_prune {
+            let keep = chrono::Duration::from_std(self.cfg.retention).unwrap_or(chrono::Duration::MAX);
+            self.turn.prune_before = now.checked_sub_signed(keep);
+            self.next_prune = now + chrono::Duration::from_std(PRUNE_EVERY).expect("small");
+        }
         let due = self.notices.due(now);
         if due.is_empty() {
             return;

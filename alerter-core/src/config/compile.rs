@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
+/// How long history is kept by default (`alerter.retention`).
+const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 use super::diag::{Diagnostic, Place, Target as DiagTarget, YamlPath};
 use super::model::{self, LabelMatch, LabelOp, MatcherConfig, RecipientsConfig};
 use super::source::SourceMap;
@@ -910,6 +913,7 @@ pub fn compile(
         name: section.name.clone().unwrap_or_else(hostname),
         workgroup: section.workgroup.clone().unwrap_or_else(|| "WORKGROUP".to_string()),
         state_dir: section.state_dir.clone().unwrap_or_else(default_state_dir),
+        retention: section.retention.as_ref().map_or(DEFAULT_RETENTION, |d| d.value),
         plugin_dirs,
         sources: source_specs,
         plugins: Arc::new(plugin_set),

@@ -88,6 +88,8 @@ pub struct Config {
     pub name: String,
     pub workgroup: String,
     pub state_dir: PathBuf,
+    /// How long history is kept (`alerter.retention`).
+    pub retention: std::time::Duration,
     /// Resolved: relative ones against the main config file's directory.
     pub plugin_dirs: Vec<PathBuf>,
     /// Sources, resolved to their plugins.
@@ -118,6 +120,7 @@ impl Config {
             notices: self.notices.clone(),
             templates: self.templates.clone(),
             transports: self.transport_info.clone(),
+            retention: self.retention,
         }
     }
 

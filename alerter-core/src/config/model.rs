@@ -91,6 +91,12 @@ pub struct AlerterSection {
     /// another's events. Default: 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_queue: Option<u32>,
+    /// How long history (delivered and failed notifications, suppressions)
+    /// is kept in the state database; older entries are pruned every few
+    /// minutes, so the database grows with this, not with uptime.
+    /// Pending notifications are never pruned. Default: 30d.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
 }
 
 /// One source: `type` picks the plugin, the remaining keys configure it.

@@ -3,15 +3,13 @@
 //! within its repeat interval nor forgotten; a resolved notice still due at
 //! the stop is not sent for a condition that fails again after the restart.
 
-mod paused;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::paused::{Running, until, until_every};
 use alerter_core::event::{Event, Severity};
 use alerter_core::notify::Notification;
 use chrono::{DateTime, Utc};
-use paused::{Running, until, until_every};
 
 const CONFIG: &str = r#"
 alerter:
@@ -47,7 +45,7 @@ fn by_rule<'a>(ns: &'a [Notification], rule: &str) -> Vec<&'a Notification> {
 }
 
 fn start(dir: &Path, at: DateTime<Utc>) -> Running {
-    paused::start(dir, CONFIG, at)
+    crate::paused::start(dir, CONFIG, at)
 }
 
 fn disk_full() -> Event {
@@ -209,7 +207,7 @@ rules:
     match: { source: marker }
     notify: [{ workgroup: true, via: [broken] }]
 "#;
-    let d = paused::start(dir.path(), config, t0());
+    let d = crate::paused::start(dir.path(), config, t0());
     d.events.send(marker(1).into()).await.unwrap();
     until_every(Duration::from_secs(1), || !notifications(&out).is_empty()).await;
     let n = &notifications(&out)[0];

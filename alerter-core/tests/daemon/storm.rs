@@ -2,14 +2,12 @@
 //! transport, on tokio's paused clock: a critical event is not queued
 //! behind another source's backlog, nor behind its own source's.
 
-mod paused;
-
 use std::path::Path;
 
+use crate::paused::until;
 use alerter_core::event::{Event, Inbound, Severity};
 use alerter_core::notify::Notification;
 use chrono::{DateTime, Utc};
-use paused::until;
 
 const CONFIG: &str = r#"
 alerter:
@@ -57,7 +55,7 @@ async fn position_of_critical(out: &Path) -> usize {
 #[tokio::test(start_paused = true)]
 async fn a_critical_event_from_a_quiet_source_overtakes_the_backlog() {
     let dir = tempfile::tempdir().unwrap();
-    let d = paused::start(dir.path(), CONFIG, t0());
+    let d = crate::paused::start(dir.path(), CONFIG, t0());
     let storm = d.inbox.lane("storm", BACKLOG);
     let quiet = d.inbox.lane("quiet", 10);
     // All queued before the engine runs again (this test's runtime has one
@@ -79,7 +77,7 @@ async fn a_critical_event_from_a_quiet_source_overtakes_the_backlog() {
 #[tokio::test(start_paused = true)]
 async fn a_critical_event_overtakes_its_own_sources_backlog() {
     let dir = tempfile::tempdir().unwrap();
-    let d = paused::start(dir.path(), CONFIG, t0());
+    let d = crate::paused::start(dir.path(), CONFIG, t0());
     let storm = d.inbox.lane("storm", BACKLOG + 1);
     for i in 0..BACKLOG {
         storm.try_send(line("storm", Severity::Warning, i)).unwrap();

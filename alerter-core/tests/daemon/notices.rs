@@ -4,14 +4,12 @@
 //! a restart of a daemon that already knew a notice keeps sending what it
 //! missed by less than a minute.
 
-mod paused;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::paused::{Running, until};
 use alerter_core::notify::Notification;
 use chrono::{DateTime, Utc};
-use paused::{Running, until};
 
 const CONFIG: &str = r#"
 alerter:
@@ -46,7 +44,7 @@ fn line(at: &str, title: &str, text: &str) -> (DateTime<Utc>, String, String) {
 }
 
 fn start(dir: &Path, cron: &str, remind: &str, at: DateTime<Utc>) -> Running {
-    paused::start(dir, &CONFIG.replace("{cron}", cron).replace("{remind}", remind), at)
+    crate::paused::start(dir, &CONFIG.replace("{cron}", cron).replace("{remind}", remind), at)
 }
 
 #[tokio::test(start_paused = true)]
