@@ -67,6 +67,7 @@ pub struct Event {
     pub host: String,
     pub severity: Severity,
     /// One line for a popup or a mail subject.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub summary: String,
     /// Longer text; may be empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -57,18 +57,35 @@ pub struct Alert {
     pub status: AlertStatus,
     /// When the router first saw it.
     pub since: DateTime<Utc>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fired_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_notified: Option<DateTime<Utc>>,
     /// The severity last told to recipients; a change is news.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified_severity: Option<Severity>,
     /// Events merged into this alert since it was last notified.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub count: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Alert {
+    /// A notified one-shot is kept only to throttle repeats of it until
+    /// its `repeat_interval` has passed: what it said is in the outbox
+    /// already. Dropping its text keeps a storm's throttle memory (and its
+    /// rows in the store) small.
+    fn keep_only_identity(&mut self) {
+        let e = &mut self.event;
+        e.summary = String::new();
+        e.details = String::new();
+        e.labels = Default::default();
+    }
 }
 
 /// Why something was not notified.
@@ -689,6 +706,7 @@ impl Router {
                     let a = state.alerts.get_mut(fp).expect("member exists");
                     if a.event.oneshot {
                         a.status = AlertStatus::Sent;
+                        a.keep_only_identity();
                         g.members.remove(fp);
                         expiries.push((after(now, rule.repeat_interval), *fp));
                     }
