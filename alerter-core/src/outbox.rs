@@ -312,7 +312,7 @@ impl WorkerState {
             }
         };
         self.unrecorded.push(Recorded { id: n.id.clone(), status, attempts, next_attempt: next, error, reply });
-        let _ = self.reports.send(Report { notification: e.notification, outcome, at: now });
+        let _ = self.reports.send(Report::new(&e.notification, outcome, now));
     }
 }
 

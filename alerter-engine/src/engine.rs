@@ -75,12 +75,34 @@ pub enum Outcome {
     Expired(String),
 }
 
-/// A delivery outcome reported back to the engine.
+/// A delivery outcome reported back to the engine: what it needs of the
+/// notification, not the notification (a storm's reports must not hold a
+/// copy of every message until the engine gets to them).
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    pub notification: Notification,
+    pub id: String,
+    pub transport: String,
+    pub rule: String,
+    /// The notification is itself about failing deliveries.
+    pub about_delivery: bool,
     pub outcome: Outcome,
     pub at: DateTime<Utc>,
+}
+
+impl Delivery {
+    pub fn new(n: &Notification, outcome: Outcome, at: DateTime<Utc>) -> Delivery {
+        Delivery {
+            id: n.id.clone(),
+            transport: n.transport.clone(),
+            rule: n.rule.clone(),
+            about_delivery: n
+                .alerts
+                .iter()
+                .any(|a| a.labels.get("event").map(String::as_str) == Some("delivery_failing")),
+            outcome,
+            at,
+        }
+    }
 }
 
 /// What the engine decided since the last turn was taken, to be committed
@@ -253,7 +275,7 @@ impl Engine {
     /// notification that is itself about failing deliveries does not raise
     /// another, which would only loop.
     pub fn delivered(&mut self, r: &Delivery, now: DateTime<Utc>) {
-        let n = &r.notification;
+        let n = r;
         let key = format!("delivery:{}", n.transport);
         let name = self.cfg.name.clone();
         let event = |severity: Severity, summary: String| {
@@ -282,9 +304,7 @@ impl Engine {
             }
         };
         *self.failing.entry(n.transport.clone()).or_default() += 1;
-        let about_delivery =
-            n.alerts.iter().any(|a| a.labels.get("event").map(String::as_str) == Some("delivery_failing"));
-        if !about_delivery {
+        if !n.about_delivery {
             let e = event(Severity::Warning, format!("deliveries via `{}` are failing: {why}", n.transport));
             self.router.handle_into(e, now, &mut self.out);
         }
