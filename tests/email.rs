@@ -778,3 +778,87 @@ rules:
     assert_eq!(smtp.mails()[1]["to"], serde_json::json!(["bob@example.org"]));
     assert_eq!(popups(&listen).len(), 2, "mail to the group pops nothing up");
 }
+
+/// Issue 10, acceptance 5: 20 SIGHUPs (some changing the transport, one
+/// with a broken config) while 10,000 notifications drain through a slow
+/// mail transport (one connection). aiosmtpd records every mail it accepts
+/// and deduplicates nothing: each notification arrives exactly once (no
+/// row handed to two workers across reloads), and the broken config changes
+/// nothing (no mail ever carries its subject).
+#[test]
+fn reloads_under_load_send_each_notification_exactly_once() {
+    const N: usize = 10_000;
+    let cfg = TempConfig::new("");
+    let port = free_port();
+    let smtp = Smtp::start(cfg.dir.path(), port, &[]);
+    let app_log = cfg.dir.path().join("app.log");
+    std::fs::write(&app_log, "").unwrap();
+    let config = |pool: u32, broken: bool| {
+        format!(
+            r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}} }}
+sources:
+  app:
+    type: log
+    paths: [{log}]
+    start_at: beginning
+    patterns: [{{ name: error, regex: 'ERROR (?P<n>[0-9]+)', severity: warning }}]
+transports:
+  mail: {{ type: email, relay: 127.0.0.1, port: {port}, tls: none, pool: {pool}, from: "Alerter <alerter@example.org>" }}
+subscribers:
+  ops: {{ email: ops@example.org }}
+rules:
+  - name: app
+    match: {{ source: app }}
+    notify: [{{ subscribers: [ops], via: [mail] }}]
+    template: {{ title: "{title}" }}
+{junk}"#,
+            log = app_log.display(),
+            title = if broken { "BROKEN {{ summary }}" } else { "{{ summary }}" },
+            junk = if broken { "nonsense: true\n" } else { "" },
+        )
+    };
+    cfg.write(&config(1, false));
+    let mut d = Daemon::start(&cfg.path, &[]);
+    until(LONG, "the daemon", || d.stderr_so_far().contains("alerter started"));
+    {
+        use std::io::Write;
+        let mut text = String::new();
+        for i in 0..N {
+            text.push_str(&format!("ERROR {i} request failed\n"));
+        }
+        std::fs::OpenOptions::new().append(true).open(&app_log).unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    until(LONG, "the first mails", || smtp.mails().len() >= 100);
+    for i in 0..20 {
+        let broken = i == 10;
+        // Every third reload changes the transport (its pool), which
+        // replaces its worker while deliveries are in flight.
+        cfg.write(&config(if i % 3 == 0 { 2 } else { 1 }, broken));
+        d.signal("HUP");
+        let (done, failed) = ("configuration reloaded", "configuration not reloaded");
+        let before = d.stderr_so_far().matches(done).count() + d.stderr_so_far().matches(failed).count();
+        until(LONG, "the reload", || {
+            let s = d.stderr_so_far();
+            s.matches(done).count() + s.matches(failed).count() > before
+        });
+        if broken {
+            assert!(d.stderr_so_far().contains(failed), "{}", d.stderr_so_far());
+        }
+    }
+    let during = smtp.mails().len();
+    assert!(during < N, "the reloads happened while mail was still draining ({during} of {N} delivered)");
+    until(Duration::from_secs(300), "all mails", || smtp.mails().len() >= N);
+    d.signal("TERM");
+    d.wait(Duration::from_secs(30));
+    let mails = smtp.mails();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for m in &mails {
+        let subject = header(m, "Subject").unwrap_or_default();
+        assert!(!subject.contains("BROKEN"), "the broken config was applied: {subject}");
+        *seen.entry(header(m, "Message-ID").expect("Message-ID")).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "{} sent more than once, e.g. {:?}", twice.len(), &twice[..twice.len().min(5)]);
+    assert_eq!(seen.len(), N, "every notification exactly once");
+}
