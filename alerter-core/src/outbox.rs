@@ -12,7 +12,9 @@
 //!
 //! Delivery is at least once: a crash after a server accepted a message
 //! but before its outcome was committed sends it again. Outcomes are
-//! committed one by one, right after each reply, to keep that window small.
+//! group-committed: written as soon as the worker would otherwise wait for
+//! a send, in one transaction for all that completed meanwhile (at most
+//! `RECORD_BATCH`), which keeps that window to one write.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -266,7 +268,20 @@ impl WorkerState {
                     }
                 })
                 .buffer_unordered(self.policy.concurrency.max(1));
-            while let Some((entry, result)) = in_flight.next().await {
+            loop {
+                // Group commit: outcomes that arrive together are written
+                // together, but the worker never waits on a send while
+                // holding outcomes it could have written. A crash therefore
+                // re-sends at most what completed during one write.
+                let next = match in_flight.next().now_or_never() {
+                    Some(next) => next,
+                    None => {
+                        // A failure is retried at the top of the loop.
+                        let _ = self.flush();
+                        in_flight.next().await
+                    }
+                };
+                let Some((entry, result)) = next else { break };
                 // Abandoned: the row stays leased; the next start delivers it.
                 let Some(result) = result else { continue };
                 self.outcome(entry, result);
