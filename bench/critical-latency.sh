@@ -34,29 +34,12 @@ PROBES=${PROBES:-100}
 WAIT=${WAIT:-120}
 ALERTER=${ALERTER:-${CARGO_TARGET_DIR:-$PWD/target}/release/alerter}
 
-die() { echo "critical-latency.sh: $*" >&2; exit 1; }
-say() { echo "critical-latency.sh: $*" >&2; }
+. bench/lib.sh
 [ -x "$ALERTER" ] || die "no alerter binary at $ALERTER (cargo build --release -p alerter, or set ALERTER=)"
 command -v python3 > /dev/null || die "python3 is missing (apt-get install -y python3)"
 for v in RATE DURATION PROBES WAIT; do [[ "${!v}" =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ] || die "$v must be a positive whole number"; done
 
-say "load average before the run: $(cut -d" " -f1-3 /proc/loadavg) (the numbers mean little on a busy machine)"
-dir=$(mktemp -d /tmp/alerter-latency.XXXXXX)
-pids=()
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2> /dev/null || true
-  done
-  if [ "${KEEP:-0}" = 1 ]; then say "kept $dir"; else rm -rf "$dir"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_setup latency
 
 cat > "$dir/drive.py" <<'PY'
 """One phase: PROBES critical lines evenly over DURATION s, with (storm) or

@@ -44,8 +44,7 @@ ALERTER=${ALERTER:-${CARGO_TARGET_DIR:-$PWD/target}/release/alerter}
 ALERTMANAGER=${ALERTMANAGER:-prometheus-alertmanager}
 SKIP_ALERTMANAGER=${SKIP_ALERTMANAGER:-0}
 
-die() { echo "storm.sh: $*" >&2; exit 1; }
-say() { echo "storm.sh: $*" >&2; }
+. bench/lib.sh
 [ -x "$ALERTER" ] || die "no alerter binary at $ALERTER (cargo build --release -p alerter, or set ALERTER=)"
 command -v python3 > /dev/null || die "python3 is missing (apt-get install -y python3)"
 command -v du > /dev/null || die "du is missing (coreutils)"
@@ -55,23 +54,7 @@ if [ "$SKIP_ALERTMANAGER" != 1 ]; then
 fi
 [[ "$N" =~ ^[0-9]+$ ]] && [ "$N" -ge 5 ] || die "N must be a number of at least 5"
 
-say "load average before the run: $(cut -d" " -f1-3 /proc/loadavg) (the numbers mean little on a busy machine)"
-dir=$(mktemp -d /tmp/alerter-storm.XXXXXX)
-pids=()
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2> /dev/null || true
-  done
-  if [ "${KEEP:-0}" = 1 ]; then say "kept $dir"; else rm -rf "$dir"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_setup storm
 
 # Stops a child with SIGTERM and waits (at most $2 s) for it to exit.
 stop() {

@@ -10,8 +10,14 @@ use alerter_core::clock::TokioClock;
 use alerter_core::config;
 use alerter_core::daemon::{self, Control, RunOptions};
 use alerter_core::inbox::{Inbox, LaneSender};
+use alerter_core::notify::Notification;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
+
+/// The notifications the `log` transport wrote to `path` (JSON lines).
+pub fn notifications(path: &Path) -> Vec<Notification> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
 
 /// A daemon started by [`start`].
 pub struct Running {

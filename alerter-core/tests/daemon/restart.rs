@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::paused::{Running, until, until_every};
+use crate::paused::{Running, notifications, until, until_every};
 use alerter_core::event::{Event, Severity};
 use alerter_core::notify::Notification;
 use chrono::{DateTime, Utc};
@@ -34,10 +34,6 @@ rules:
 
 fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-01-05T12:00:00Z").unwrap().with_timezone(&Utc)
-}
-
-fn notifications(path: &Path) -> Vec<Notification> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn by_rule<'a>(ns: &'a [Notification], rule: &str) -> Vec<&'a Notification> {

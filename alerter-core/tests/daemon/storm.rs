@@ -4,9 +4,8 @@
 
 use std::path::Path;
 
-use crate::paused::until;
+use crate::paused::{notifications, until};
 use alerter_core::event::{Event, Inbound, Severity};
-use alerter_core::notify::Notification;
 use chrono::{DateTime, Utc};
 
 const CONFIG: &str = r#"
@@ -25,10 +24,6 @@ const BACKLOG: usize = 50_000;
 
 fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-01-05T12:00:00Z").unwrap().with_timezone(&Utc)
-}
-
-fn notifications(path: &Path) -> Vec<Notification> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn line(source: &str, severity: Severity, n: usize) -> Inbound {
