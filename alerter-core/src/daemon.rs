@@ -106,7 +106,7 @@ struct Held {
     direct: HashMap<String, Option<String>>,
     failures: u32,
     retry_at: tokio::time::Instant,
-    /// When the store first failed, and the first error (for the log).
+    /// When the store first failed (for `store_recovered`'s downtime).
     since: DateTime<Utc>,
 }
 
@@ -137,9 +137,10 @@ impl Committer {
         self.held.as_ref().map(|h| h.retry_at)
     }
 
-    /// Takes the engine's turn and commits it together with anything held.
-    /// Returns the notifications to deliver directly (outside the outbox)
-    /// because the store just started failing.
+    /// Takes the engine's turn and commits it together with anything held
+    /// (once the held turn's retry time has come). On failure the turn is
+    /// held and `store_failing` raised; [`Committer::take_direct`] then
+    /// hands out what must go out directly.
     fn commit(&mut self, store: &mut Store, engine: &mut Engine, dispatcher: &Dispatcher, now: DateTime<Utc>) {
         let turn = engine.take_turn();
         let mut held = match self.held.take() {
