@@ -8,15 +8,18 @@
 //! takes batches round-robin across lanes, a few events per lane per
 //! round, so a quiet source's event is in the next batch whatever another
 //! source queued. Critical events skip the queue: they go to an urgent
-//! line (bounded too) that the engine empties first, so the path from a
-//! critical event to its popup stays short during a storm, even when the
-//! storm and the critical event come from the same source.
+//! line (bounded too), served in small turns of their own, so the path
+//! from a critical event to its popup stays short during a storm, even when
+//! the storm and the critical event come from the same source. While both
+//! wait, urgent turns and lane turns alternate: a storm of critical events
+//! cannot starve the other sources either.
 //!
 //! Order within a lane is kept for everything but critical events, and a
 //! source's saved state never overtakes an event queued before it, so a
 //! state committed after the events before it still covers only events the
-//! engine has seen. (A critical event taken early only moves an event
-//! forward, never a state.)
+//! engine has seen: a state waits at the head of its lane until every
+//! urgent event queued before it has been taken. Saved states are never
+//! refused (see [`LaneSender::try_send`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +35,10 @@ const URGENT_CAP: usize = 4096;
 
 /// Events taken from one lane per round.
 const PER_ROUND: usize = 16;
+
+/// Critical events per urgent turn at most: a turn is committed as one
+/// transaction, and a small one commits in a few milliseconds.
+const URGENT_TURN: usize = 64;
 
 /// The receiving side, owned by the engine loop.
 #[derive(Clone, Default)]
@@ -55,7 +62,13 @@ struct Shared {
 #[derive(Default)]
 struct State {
     lanes: Vec<Lane>,
-    urgent: VecDeque<Inbound>,
+    /// Critical events, each with its number in the order they came.
+    urgent: VecDeque<(u64, Inbound)>,
+    /// The number of the last critical event queued.
+    urgent_seq: u64,
+    /// Whether the last turn was an urgent one (turns alternate while
+    /// both kinds wait).
+    served_urgent: bool,
     /// Where the next round starts, so no lane is always first.
     cursor: usize,
     next_id: u64,
@@ -65,7 +78,9 @@ struct State {
 struct Lane {
     id: u64,
     name: Arc<str>,
-    queue: VecDeque<Inbound>,
+    /// Each entry with the number of the last critical event queued before
+    /// it (what a saved state must wait for).
+    queue: VecDeque<(u64, Inbound)>,
     capacity: usize,
     senders: usize,
     /// Wakes this lane's senders waiting for room.
@@ -148,41 +163,31 @@ impl Inbox {
         st.lanes.iter().filter(|l| !l.queue.is_empty()).map(|l| (l.name.clone(), l.queue.len())).collect()
     }
 
-    /// Moves up to `max` events into `out`: urgent ones first, then
-    /// round-robin across lanes. Returns how many were taken (0 if none).
+    /// Moves up to `max` events into `out`, as one turn: either urgent
+    /// events alone (at most [`URGENT_TURN`]) or a round-robin batch from
+    /// the lanes, alternating while both wait. Returns how many were taken
+    /// (0 if none).
+    ///
+    /// Critical events make turns of their own because a turn is committed
+    /// as one transaction, and a full batch of storm events (hundreds of
+    /// alerts, notifications and audit rows) takes tens of milliseconds to
+    /// route and commit. Riding alone, a critical event waits for at most
+    /// the turn already under way, not for the batch it would have shared.
     pub fn take(&self, out: &mut Vec<Inbound>, max: usize) -> usize {
         let mut st = self.lock();
-        let start = out.len();
-        while out.len() - start < max {
-            let Some(m) = st.urgent.pop_front() else { break };
-            out.push(m);
+        let lanes_waiting = st.lanes.iter().any(|l| !l.queue.is_empty());
+        // Urgent first, unless the last turn was urgent and lanes wait.
+        let lanes_turn = st.served_urgent && lanes_waiting;
+        if !st.urgent.is_empty() && !lanes_turn {
+            return take_urgent(&mut st, out, max);
         }
-        let lanes = st.lanes.len();
-        if lanes > 0 {
-            let mut idle_rounds = 0;
-            while out.len() - start < max && idle_rounds < lanes {
-                let i = st.cursor % lanes;
-                st.cursor = (i + 1) % lanes;
-                let lane = &mut st.lanes[i];
-                let before = lane.queue.len();
-                let n = before.min(PER_ROUND).min(max - (out.len() - start));
-                out.extend(lane.queue.drain(..n));
-                if n > 0 {
-                    idle_rounds = 0;
-                    if before >= lane.capacity {
-                        lane.room.notify_waiters();
-                    }
-                } else {
-                    idle_rounds += 1;
-                }
-            }
+        let n = take_lanes(&mut st, out, max);
+        if n == 0 && !st.urgent.is_empty() {
+            // The lanes hold only states waiting for urgent events.
+            return take_urgent(&mut st, out, max);
         }
-        // Lanes whose senders are all gone and that have been emptied are done.
-        st.lanes.retain(|l| l.senders > 0 || !l.queue.is_empty());
-        if !st.lanes.is_empty() {
-            st.cursor %= st.lanes.len();
-        }
-        out.len() - start
+        st.served_urgent = false;
+        n
     }
 
     /// Waits until something is queued, then takes up to `max` of it.
@@ -209,6 +214,53 @@ impl Inbox {
     }
 }
 
+fn take_urgent(st: &mut State, out: &mut Vec<Inbound>, max: usize) -> usize {
+    st.served_urgent = true;
+    let n = st.urgent.len().min(max).min(URGENT_TURN);
+    out.extend(st.urgent.drain(..n).map(|(_, m)| m));
+    n
+}
+
+/// A round-robin batch from the lanes.
+fn take_lanes(st: &mut State, out: &mut Vec<Inbound>, max: usize) -> usize {
+    let start = out.len();
+    // Urgent events numbered below this one have all been taken.
+    let oldest_urgent = st.urgent.front().map_or(u64::MAX, |(n, _)| *n);
+    let lanes = st.lanes.len();
+    if lanes > 0 {
+        let mut idle_rounds = 0;
+        while out.len() - start < max && idle_rounds < lanes {
+            let i = st.cursor % lanes;
+            st.cursor = (i + 1) % lanes;
+            let lane = &mut st.lanes[i];
+            let before = lane.queue.len();
+            let limit = before.min(PER_ROUND).min(max - (out.len() - start));
+            // A state stays until the urgent events queued before it are taken.
+            let n = lane
+                .queue
+                .iter()
+                .take(limit)
+                .position(|(mark, m)| matches!(m, Inbound::State { .. }) && *mark >= oldest_urgent)
+                .unwrap_or(limit);
+            out.extend(lane.queue.drain(..n).map(|(_, m)| m));
+            if n > 0 {
+                idle_rounds = 0;
+                if before >= lane.capacity {
+                    lane.room.notify_waiters();
+                }
+            } else {
+                idle_rounds += 1;
+            }
+        }
+    }
+    // Lanes whose senders are all gone and that have been emptied are done.
+    st.lanes.retain(|l| l.senders > 0 || !l.queue.is_empty());
+    if !st.lanes.is_empty() {
+        st.cursor %= st.lanes.len();
+    }
+    out.len() - start
+}
+
 fn lock(shared: &Shared) -> MutexGuard<'_, State> {
     // A panic while holding the lock leaves plain queues behind, still
     // consistent: keep going rather than take the daemon down.
@@ -223,15 +275,37 @@ impl LaneSender {
             return Err(SendError::Closed(Box::new(m)));
         }
         if is_urgent(&m) && st.urgent.len() < URGENT_CAP {
-            st.urgent.push_back(m);
+            st.urgent_seq += 1;
+            let n = st.urgent_seq;
+            st.urgent.push_back((n, m));
         } else {
+            let mark = st.urgent_seq;
             let Some(lane) = st.lanes.iter_mut().find(|l| l.id == self.id) else {
                 return Err(SendError::Closed(Box::new(m)));
             };
-            if lane.queue.len() >= lane.capacity {
+            if let Inbound::State { source, .. } = &m {
+                // A saved state is never refused. Under a storm the lane is
+                // always full of events, and a source that cannot hand over
+                // its position would, after a crash, resume from one long
+                // out of date (or none). It replaces a state of the same
+                // source queued right before it with no event between them
+                // (not even an urgent one: the older state may be free to
+                // go sooner), so states add at most one entry per run of
+                // events and the lane stays bounded.
+                match lane.queue.back_mut() {
+                    Some((queued_mark, Inbound::State { source: queued, state }))
+                        if queued == source && *queued_mark == mark =>
+                    {
+                        let Inbound::State { state: newer, .. } = m else { unreachable!("matched above") };
+                        *state = newer;
+                    }
+                    _ => lane.queue.push_back((mark, m)),
+                }
+            } else if lane.queue.len() >= lane.capacity {
                 return Err(SendError::Full(Box::new(m)));
+            } else {
+                lane.queue.push_back((mark, m));
             }
-            lane.queue.push_back(m);
         }
         drop(st);
         self.shared.arrived.notify_one();
@@ -319,12 +393,51 @@ mod tests {
         storm.try_send(Inbound::State { source: "storm".into(), state: "1000".into() }).unwrap();
         storm.try_send(ev("storm", Severity::Critical, 1000)).unwrap();
         let mut out = Vec::new();
-        inbox.take(&mut out, 10);
+        assert_eq!(inbox.take(&mut out, 10), 1, "a critical event makes a turn of its own");
         assert_eq!(summary(&out[0]), "storm 1000", "critical first");
-        assert_eq!(summary(&out[1]), "storm 0");
+        inbox.take(&mut out, 10);
+        assert_eq!(summary(&out[1]), "storm 0", "then the backlog, in order");
         while inbox.take(&mut out, 256) > 0 {}
         assert_eq!(out.len(), 1002, "everything arrives once");
         assert_eq!(summary(out.last().unwrap()), "state storm 1000", "the state stays behind the events before it");
+    }
+
+    #[test]
+    fn a_storm_of_critical_events_starves_neither_other_sources_nor_its_states() {
+        let inbox = Inbox::new();
+        let storm = inbox.lane("storm", 100_000);
+        let quiet = inbox.lane("quiet", 10);
+        for i in 0..3000 {
+            storm.try_send(ev("storm", Severity::Critical, i)).unwrap();
+        }
+        storm.try_send(Inbound::State { source: "storm".into(), state: "3000".into() }).unwrap();
+        for i in 3000..3100 {
+            storm.try_send(ev("storm", Severity::Critical, i)).unwrap();
+        }
+        storm.try_send(Inbound::State { source: "storm".into(), state: "3100".into() }).unwrap();
+        quiet.try_send(ev("quiet", Severity::Warning, 0)).unwrap();
+        let mut turns: Vec<Vec<String>> = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            if inbox.take(&mut out, 512) == 0 {
+                break;
+            }
+            turns.push(out.iter().map(summary).collect());
+        }
+        assert!(
+            turns[0].iter().all(|s| s.starts_with("storm")) && turns[0].len() <= URGENT_TURN,
+            "urgent first, small"
+        );
+        assert_eq!(turns[1], ["quiet 0"], "then the other sources, not after the whole storm");
+        let flat: Vec<&String> = turns.iter().flatten().collect();
+        assert_eq!(flat.len(), 3103, "everything once, each state too");
+        let at = |s: &str| flat.iter().position(|x| *x == s).unwrap();
+        assert!(at("state storm 3000") > at("storm 2999"), "the state waits for the events before it");
+        assert!(
+            at("state storm 3000") < at("storm 3099"),
+            "but not for those after it: a newer state does not hold it"
+        );
+        assert!(at("state storm 3100") > at("storm 3099"));
     }
 
     #[test]
@@ -337,6 +450,21 @@ mod tests {
         assert!(matches!(a.try_send(ev("a", Severity::Info, 2)), Err(SendError::Full(_))));
         b.try_send(ev("b", Severity::Info, 0)).unwrap();
         assert_eq!(inbox.len(), 3);
+    }
+
+    #[test]
+    fn a_full_lane_still_takes_states_and_a_newer_state_replaces_one_right_before_it() {
+        let inbox = Inbox::new();
+        let a = inbox.lane("a", 2);
+        a.try_send(ev("a", Severity::Info, 0)).unwrap();
+        a.try_send(ev("a", Severity::Info, 1)).unwrap();
+        let state = |s: &str| Inbound::State { source: "a".into(), state: s.into() };
+        a.try_send(state("1")).expect("a state is taken even when the lane is full");
+        a.try_send(state("2")).unwrap();
+        assert!(matches!(a.try_send(ev("a", Severity::Info, 2)), Err(SendError::Full(_))), "events still wait");
+        let mut out = Vec::new();
+        inbox.take(&mut out, 10);
+        assert_eq!(out.iter().map(summary).collect::<Vec<_>>(), ["a 0", "a 1", "state a 2"]);
     }
 
     #[test]

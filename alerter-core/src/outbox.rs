@@ -140,7 +140,16 @@ struct WorkerState {
     errors: LogThrottle,
 }
 
-/// One attempt's outcome, waiting to be written.
+/// What became of one row of a batch.
+enum Sending {
+    Done(Result<crate::transport::Delivered, crate::transport::TransportError>),
+    /// Cut off by `abandon`.
+    Abandoned,
+    /// Never started: the worker was stopping. Handed back as it was.
+    NotStarted,
+}
+
+/// One attempt's outcome (or a row handed back), waiting to be written.
 struct Recorded {
     id: String,
     status: OutboxStatus,
@@ -255,14 +264,22 @@ impl WorkerState {
             }
             let transport = self.transport.clone();
             let abandon = self.abandon.clone();
+            let stop = self.stop.clone();
             let mut in_flight = futures_util::stream::iter(due)
                 .map(|entry| {
                     let transport = transport.clone();
                     let abandon = abandon.clone();
+                    let stop = stop.clone();
                     async move {
+                        // Runs when a slot frees up: once stopping, the rest
+                        // of the batch is handed back rather than sent, so a
+                        // reload or shutdown waits only for what is in flight.
+                        if stop.is_cancelled() {
+                            return (entry, Sending::NotStarted);
+                        }
                         let result = tokio::select! {
-                            r = transport.send(&entry.notification) => Some(r),
-                            _ = abandon.cancelled() => None,
+                            r = transport.send(&entry.notification) => Sending::Done(r),
+                            _ = abandon.cancelled() => Sending::Abandoned,
                         };
                         (entry, result)
                     }
@@ -282,9 +299,21 @@ impl WorkerState {
                     }
                 };
                 let Some((entry, result)) = next else { break };
-                // Abandoned: the row stays leased; the next start delivers it.
-                let Some(result) = result else { continue };
-                self.outcome(entry, result);
+                match result {
+                    Sending::Done(result) => self.outcome(entry, result),
+                    // Abandoned mid-send: the row stays leased (the server may
+                    // have taken it); its lease running out, or the next
+                    // start, makes it due again.
+                    Sending::Abandoned => continue,
+                    Sending::NotStarted => self.unrecorded.push(Recorded {
+                        id: entry.notification.id.clone(),
+                        status: OutboxStatus::Pending,
+                        attempts: entry.attempts,
+                        next_attempt: entry.next_attempt,
+                        error: entry.last_error,
+                        reply: None,
+                    }),
+                }
                 if self.unrecorded.len() >= RECORD_BATCH {
                     // A failure is retried at the top of the loop.
                     let _ = self.flush();
@@ -359,6 +388,65 @@ mod tests {
         }
     }
 
+    /// A worker for transport `log` on the database in `dir`, sending
+    /// through a [`Counting`] transport whose sends wait for permits.
+    fn worker(
+        dir: &Path,
+        t: DateTime<Utc>,
+        policy: RetryPolicy,
+    ) -> (WorkerState, Arc<Counting>, mpsc::UnboundedReceiver<Report>, CancellationToken) {
+        let transport = Arc::new(Counting { sends: AtomicUsize::new(0), gate: tokio::sync::Semaphore::new(0) });
+        let (tx, reports) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let w = WorkerState {
+            name: "log".into(),
+            transport: transport.clone(),
+            policy,
+            store: Store::open(dir).unwrap(),
+            wake: Arc::new(Notify::new()),
+            reports: tx,
+            clock: Arc::new(TokioClock::new(t)),
+            stop: stop.clone(),
+            abandon: CancellationToken::new(),
+            unrecorded: Vec::new(),
+            store_failures: 0,
+            errors: LogThrottle::new(Duration::from_secs(30)),
+        };
+        (w, transport, reports, stop)
+    }
+
+    /// A worker told to stop (a reload replacing it) finishes the send in
+    /// flight and hands back the rest of its batch at once, pending and
+    /// unleased, rather than holding them until their lease runs out.
+    #[tokio::test(start_paused = true)]
+    async fn a_stopping_worker_hands_back_what_it_has_not_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let notes: Vec<_> = (0..10).map(|i| crate::store::tests::note(&format!("n{i}"), "log", t)).collect();
+        store.commit(&Turn { notifications: notes, ..Turn::default() }, t).unwrap();
+        let policy = RetryPolicy { concurrency: 1, ..RetryPolicy::default() };
+        let (w, transport, _reports, stop) = worker(dir.path(), t, policy);
+        let task = tokio::spawn(w.run());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(store.outbox_entry("n5").unwrap().unwrap().status, OutboxStatus::Sending, "the batch is taken");
+        stop.cancel();
+        transport.gate.add_permits(1000);
+        task.await.unwrap();
+        assert_eq!(transport.sends.load(Ordering::SeqCst), 1, "only the send in flight went out");
+        for i in 0..10 {
+            let e = store.outbox_entry(&format!("n{i}")).unwrap().unwrap();
+            match e.status {
+                OutboxStatus::Sent => assert_eq!(i, 0, "the first was in flight"),
+                OutboxStatus::Pending => assert_eq!(e.attempts, 0, "n{i} handed back untried"),
+                other => panic!("n{i} is {other:?}, still leased"),
+            }
+        }
+        let mut again = Store::open(dir.path()).unwrap();
+        let lease = t + chrono::Duration::minutes(1);
+        assert_eq!(again.claim("log", t, lease, 100).unwrap().len(), 9, "due again at once");
+    }
+
     /// The store refuses to record outcomes (another connection holds the
     /// write lock): the worker neither spins (on the paused clock a loop
     /// without waiting would never let the test go on) nor sends anything
@@ -371,25 +459,8 @@ mod tests {
         let mut store = Store::open(dir.path()).unwrap();
         let notes: Vec<_> = (0..10).map(|i| crate::store::tests::note(&format!("n{i}"), "log", t)).collect();
         store.commit(&Turn { notifications: notes, ..Turn::default() }, t).unwrap();
-        let worker_store = Store::open(dir.path()).unwrap();
-        worker_store.set_busy_timeout(Duration::ZERO).unwrap();
-        let transport = Arc::new(Counting { sends: AtomicUsize::new(0), gate: tokio::sync::Semaphore::new(0) });
-        let (tx, mut reports) = mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        let w = WorkerState {
-            name: "log".into(),
-            transport: transport.clone(),
-            policy: RetryPolicy::default(),
-            store: worker_store,
-            wake: Arc::new(Notify::new()),
-            reports: tx,
-            clock: Arc::new(TokioClock::new(t)),
-            stop: stop.clone(),
-            abandon: CancellationToken::new(),
-            unrecorded: Vec::new(),
-            store_failures: 0,
-            errors: LogThrottle::new(Duration::from_secs(30)),
-        };
+        let (w, transport, mut reports, stop) = worker(dir.path(), t, RetryPolicy::default());
+        w.store.set_busy_timeout(Duration::ZERO).unwrap();
         let task = tokio::spawn(w.run());
         // Let the worker take the batch; then lock the database before any
         // send completes, so no outcome can be written.

@@ -252,6 +252,19 @@ impl Follower {
         if !self.read_old(path, out)? {
             return Ok(false);
         }
+        // Reading the rotated files can take long (the daemon takes lines
+        // only as fast as it can commit them), and the path may have been
+        // rotated again meanwhile: look again before reading the current
+        // file, so that what a rotation moved away is read first.
+        if self.current.contains_key(path)
+            && let Ok(meta) = std::fs::metadata(p)
+            && meta.is_file()
+        {
+            self.detect_rotation(p, path, &meta)?;
+            if !self.read_old(path, out)? {
+                return Ok(false);
+            }
+        }
         match self.current.get_mut(path) {
             Some(t) => Self::read(&mut self.buf, self.max_line, path, t, false, out, &mut self.notices),
             None => Ok(true),
@@ -354,30 +367,48 @@ impl Follower {
             // reopened its log yet.
             self.notices.push(Notice::Rotated { path: path.into(), how: "renamed" });
             let new = self.open_at(p, meta, 0)?;
-            let old = self.current.insert(path.to_string(), new).expect("followed");
-            self.old.entry(path.to_string()).or_default().push(old);
+            let mut old = self.current.insert(path.to_string(), new).expect("followed");
+            // Copied and truncated before it was renamed (two rotations
+            // between two looks): its copy comes first.
+            let len = old.file.metadata()?.len();
+            let copy = self.truncated(p, path, &mut old, len)?;
+            let olds = self.old.entry(path.to_string()).or_default();
+            olds.extend(copy);
+            olds.push(old);
             return Ok(());
         }
-        let now_first = fingerprint(&t.file)?;
-        let shorter = meta.len() < t.pos.offset;
-        let other_start = t.pos.first_line.is_some() && now_first.is_some() && now_first != t.pos.first_line;
-        if shorter || other_start {
-            // Copied and truncated: what was not read yet is in the copy.
-            self.notices.push(Notice::Rotated { path: path.into(), how: "copied and truncated" });
-            let pos = t.pos;
-            t.pos.offset = 0;
-            t.pos.first_line = now_first;
-            t.pos.skipping = false;
-            t.seen_end = 0;
-            match find_copy(p, &pos, Some(id(meta))) {
-                Some(copy) => self.old.entry(path.to_string()).or_default().push(copy),
-                None => self.notices.push(Notice::Lost {
-                    path: path.into(),
-                    why: "it was truncated, and no rotated copy starting with the same line was found".into(),
-                }),
-            }
-        }
+        let mut t = self.current.remove(path).expect("followed");
+        let copy = self.truncated(p, path, &mut t, meta.len());
+        self.current.insert(path.to_string(), t);
+        self.old.entry(path.to_string()).or_default().extend(copy?);
         Ok(())
+    }
+
+    /// If `t` was copied and truncated since it was last read (it is now
+    /// shorter than what was read, or starts with another line), starts it
+    /// over from 0 and returns the copy holding what was not read yet.
+    fn truncated(&mut self, p: &Path, path: &str, t: &mut Tracked, len: u64) -> io::Result<Option<Tracked>> {
+        let now_first = fingerprint(&t.file)?;
+        let shorter = len < t.pos.offset;
+        let other_start = t.pos.first_line.is_some() && now_first.is_some() && now_first != t.pos.first_line;
+        if !(shorter || other_start) {
+            return Ok(None);
+        }
+        // Copied and truncated: what was not read yet is in the copy.
+        self.notices.push(Notice::Rotated { path: path.into(), how: "copied and truncated" });
+        let pos = t.pos;
+        t.pos.offset = 0;
+        t.pos.first_line = now_first;
+        t.pos.skipping = false;
+        t.seen_end = 0;
+        let copy = find_copy(p, &pos, Some(t.id()));
+        if copy.is_none() {
+            self.notices.push(Notice::Lost {
+                path: path.into(),
+                why: "it was truncated, and no rotated copy starting with the same line was found".into(),
+            });
+        }
+        Ok(copy)
     }
 
     /// Reads the files rotated away from `path`, oldest first; drops those

@@ -231,3 +231,98 @@ fn several_rotations_while_stopped_are_read_in_order() {
     let mut f = Follower::new(f.saved(), 1000);
     assert_eq!(poll(&mut f, &log, StartAt::End), Vec::<String>::new(), "and none again");
 }
+
+/// Lines that run an action when a given line goes by (a rotation while the
+/// follower is busy reading).
+struct During<'a> {
+    got: Vec<String>,
+    at: &'a str,
+    action: Option<Box<dyn FnOnce() + 'a>>,
+}
+
+impl Lines for During<'_> {
+    fn line(&mut self, _path: &str, line: &[u8], _cut: bool) -> bool {
+        let line = String::from_utf8_lossy(line).into_owned();
+        if line == self.at
+            && let Some(a) = self.action.take()
+        {
+            a();
+        }
+        self.got.push(line);
+        true
+    }
+}
+
+#[test]
+fn rotations_while_catching_up_after_a_restart_lose_nothing() {
+    for at in ["33", "40", "59", "60", "65", "69"] {
+        rotations_while_catching_up(at);
+    }
+}
+
+/// Killed while reading the file a `create` rotation made current;
+/// stopped through a `copytruncate`; restarted, and while it catches up
+/// (when line `at` goes by) a `copytruncate` and a `create` again.
+fn rotations_while_catching_up(at: &'static str) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let lines = |from: usize, to: usize| (from..to).map(|i| format!("{i}\n")).collect::<String>();
+    let shift = |dir: &Path| {
+        for i in (1..9).rev() {
+            let from = dir.join(format!("app.log.{i}"));
+            if from.exists() {
+                std::fs::rename(&from, dir.join(format!("app.log.{}", i + 1))).unwrap();
+            }
+        }
+    };
+    let pause = || std::thread::sleep(Duration::from_millis(20));
+    let copytruncate = |dir: &Path| {
+        shift(dir);
+        std::fs::copy(&log, dir.join("app.log.1")).unwrap();
+        std::fs::OpenOptions::new().write(true).truncate(true).open(&log).unwrap();
+    };
+    let create = |dir: &Path| {
+        shift(dir);
+        std::fs::rename(&log, dir.join("app.log.1")).unwrap();
+    };
+    append(&log, &lines(0, 20));
+    let mut f = Follower::new(Saved::new(), 1000);
+    let mut all = poll(&mut f, &log, StartAt::Beginning);
+    pause();
+    create(dir.path());
+    append(&log, &lines(20, 50));
+    let mut got = Got { limit: Some(13), ..Got::default() };
+    f.poll(log.to_str().unwrap(), StartAt::End, &mut got).unwrap();
+    all.extend(got.lines);
+    let saved = f.saved();
+    drop(f);
+    // Stopped: more lines, a copytruncate, more lines.
+    pause();
+    append(&log, &lines(50, 60));
+    pause();
+    copytruncate(dir.path());
+    append(&log, &lines(60, 70));
+    pause();
+    // Started, and while it reads the copy: a copytruncate and a create.
+    let mut f = Follower::new(saved, 1000);
+    let mut during = During {
+        got: Vec::new(),
+        at,
+        action: Some(Box::new(|| {
+            append(&log, &lines(70, 78));
+            pause();
+            copytruncate(dir.path());
+            append(&log, &lines(78, 85));
+            pause();
+            create(dir.path());
+            append(&log, &lines(85, 100));
+        })),
+    };
+    for _ in 0..3 {
+        f.poll(log.to_str().unwrap(), StartAt::End, &mut during).unwrap();
+        f.poll_all_retired(&mut during).unwrap();
+    }
+    all.extend(during.got);
+    let want: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    assert_eq!(all, want, "rotated when {at} went by");
+}
