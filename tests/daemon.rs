@@ -222,7 +222,17 @@ fn the_embedded_default_watches_disks_and_the_auth_log() {
 
 /// The listener a popup test talks to, on loopback ports of its own.
 fn popup_listener(name: &str) -> (util::netns::Proc, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
+    (listener_on(name, port), port)
+}
+
+/// A loopback TCP port free at the time of asking.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A popup listener on a given loopback port.
+fn listener_on(name: &str, port: u16) -> util::netns::Proc {
     let listen = util::netns::Proc::spawn({
         let mut c = util::alerter();
         c.args(["listen", "--name", name, "--bind", "127.0.0.1", "-p", &port.to_string()])
@@ -231,7 +241,7 @@ fn popup_listener(name: &str) -> (util::netns::Proc, u16) {
         c
     });
     util::netns::until(Duration::from_secs(30), "the listener", || listen.stderr().contains("listening"));
-    (listen, port)
+    listen
 }
 
 /// Summaries of the notifications in the log transport's file, one per alert.
@@ -365,4 +375,150 @@ fn a_full_disk_holds_alerts_raises_store_failing_and_loses_nothing() {
 #[test]
 fn a_kill_while_the_disk_is_full_loses_nothing() {
     full_disk(true);
+}
+
+/// What `alerter history --json` says of the notifications of `rule`
+/// (nothing before the daemon has made its database).
+fn history(cfg: &TempConfig, rule: &str) -> Vec<serde_json::Value> {
+    let out = util::alerter().args(["history", "--json", "-n", "100000", "-c"]).arg(&cfg.path).output().unwrap();
+    if !out.status.success() {
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no state"), "{}", String::from_utf8_lossy(&out.stderr));
+        return Vec::new();
+    }
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["rule"] == rule)
+        .collect()
+}
+
+/// Issue 10, acceptance 4: 300 popups wait in the outbox (their receiver is
+/// down) when a page of the outbox's rows is overwritten with garbage. The
+/// daemon starts anyway: it salvages what it can read into a fresh
+/// database, moves the damaged one aside, says so in a popup and in the log
+/// file, and the notifications that survived go out, each once.
+#[test]
+fn a_garbage_page_in_the_outbox_is_salvaged_and_the_rest_still_goes_out() {
+    let cfg = TempConfig::new("");
+    let app_log = cfg.dir.path().join("app.log");
+    std::fs::write(&app_log, "").unwrap();
+    // A port nobody listens on yet: the popups stay pending.
+    let port = free_port();
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: E2EHOST, state_dir: {{state}} }}
+sources:
+  app:
+    type: log
+    paths: [{log}]
+    start_at: beginning
+    patterns:
+      - {{ name: error, regex: 'ERROR (?P<n>[0-9]+)', severity: warning }}
+transports:
+  out: {{ type: log, path: {{out}} }}
+  popup:
+    type: messenger
+    hosts: {{ ADMIN-PC: "127.0.0.1:{port}" }}
+    dns: false
+    retry: {{ initial: 1s, max: 1s }}
+subscribers:
+  admin: {{ machine: ADMIN-PC }}
+rules:
+  - {{ name: app, match: {{ source: app }}, notify: [{{ subscribers: [admin], via: [popup] }}] }}
+  - name: damage
+    match: {{ source: alerter, labels: {{ event: store_salvaged }} }}
+    notify: [{{ subscribers: [admin], via: [popup, out] }}]
+"#,
+        log = app_log.display()
+    ));
+    let lines: String =
+        (0..300).map(|i| format!("ERROR {i:03} the upstream at 10.0.0.{} timed out after 30 s\n", i % 250)).collect();
+    std::fs::write(&app_log, lines).unwrap();
+    let mut d = Daemon::start(&cfg.path, &[]);
+    wait_for(Duration::from_secs(60), || {
+        let h = history(&cfg, "app");
+        (h.len() == 300 && h.iter().all(|n| n["status"] == "pending" && n["attempts"].as_u64() >= Some(1)))
+            .then_some(())
+    });
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(30)).success());
+
+    // The clean stop checkpointed the WAL: the file holds every row.
+    let db = cfg.state.join("alerter.db");
+    assert!(!cfg.state.join("alerter.db-wal").exists());
+    let mut bytes = std::fs::read(&db).unwrap();
+    let page = |p: usize| 4096 * p..4096 * (p + 1);
+    let victim = (1..bytes.len() / 4096)
+        .find(|&p| {
+            let b = &bytes[page(p)];
+            let has = |s: &[u8]| b.windows(s.len()).any(|w| w == s);
+            b[0] == 0x0d && has(b"ERROR 150 ") && has(br#""transport":"popup""#)
+        })
+        .expect("the outbox page holding ERROR 150");
+    bytes[page(victim)].fill(0x5a);
+    std::fs::write(&db, &bytes).unwrap();
+
+    let listen = listener_on("ADMIN-PC", port);
+    let mut d = Daemon::start(&cfg.path, &[]);
+    let damaged = "found its state database damaged";
+    wait_for(Duration::from_secs(60), || summaries(&cfg).iter().any(|s| s.contains(damaged)).then_some(()));
+    let said = summaries(&cfg).into_iter().find(|s| s.contains(damaged)).unwrap();
+    assert!(said.contains("moved aside to") && said.contains("undelivered notifications"), "{said}");
+
+    let texts = || -> Vec<String> {
+        listen.json_lines().iter().filter_map(|p| p["text"].as_str().map(str::to_string)).collect()
+    };
+    // Everything kept goes out: every line but those on the garbage page.
+    let kept = wait_for(Duration::from_secs(60), || {
+        let got: Vec<usize> =
+            (0..300).filter(|i| texts().iter().any(|t| t.contains(&format!("ERROR {i:03} ")))).collect();
+        let pending = history(&cfg, "app").iter().filter(|n| n["status"] != "sent").count();
+        (pending == 0 && got.len() >= 250).then_some(got)
+    });
+    assert!(!kept.contains(&150), "ERROR 150 was on the garbage page");
+    assert!(kept.len() < 300, "a page of rows is lost: {}", kept.len());
+    assert!(texts().iter().any(|t| t.contains(damaged)), "the popup says so too");
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(30)).success());
+    for i in &kept {
+        let n = texts().iter().filter(|t| t.contains(&format!("ERROR {i:03} "))).count();
+        assert_eq!(n, 1, "ERROR {i:03} popped up {n} times");
+    }
+    let aside: Vec<_> = std::fs::read_dir(&cfg.state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("alerter.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read(cfg.state.join(&aside[0])).unwrap(), bytes, "moved aside as it was found");
+    assert!(d.stderr_so_far().contains("state database damaged"), "{}", d.stderr_so_far());
+}
+
+/// Issue 10, acceptance 4, the other kind of damage: the database is no
+/// SQLite file at all. The daemon starts on a fresh one and says so.
+#[test]
+fn a_state_file_that_is_no_database_is_moved_aside_and_announced() {
+    let cfg = TempConfig::new(RULES_V1);
+    std::fs::create_dir_all(&cfg.state).unwrap();
+    let junk = "<html>not a database</html>\n".repeat(300);
+    std::fs::write(cfg.state.join("alerter.db"), &junk).unwrap();
+    let mut d = Daemon::start(&cfg.path, &[]);
+    let said = wait_for(Duration::from_secs(30), || {
+        summaries(&cfg).into_iter().find(|s| s.contains("found its state database damaged"))
+    });
+    assert!(said.contains("not a database") && said.contains("an unknown number lost"), "{said}");
+    wait_for(Duration::from_secs(30), || {
+        summaries(&cfg).iter().any(|s| s.contains("started on E2EHOST")).then_some(())
+    });
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(30)).success());
+    let aside: Vec<_> = std::fs::read_dir(&cfg.state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("alerter.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read_to_string(&aside[0]).unwrap(), junk);
+    assert!(history(&cfg, "self-v1").len() >= 2, "the fresh database records what went out");
 }

@@ -226,9 +226,14 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let mut cfg = config;
     let clock = opts.clock.clone();
-    let mut store = Store::open(&cfg.state_dir)?;
-    info!(state = %store.path().display(), "state store open");
     let now = clock.now();
+    // A damaged database is salvaged rather than fatal: the alerter must
+    // keep alerting, and say what the damage cost.
+    let (mut store, salvage) = Store::open_checked(&cfg.state_dir, now)?;
+    if let Some(s) = &salvage {
+        error!("state database damaged: {s}");
+    }
+    info!(state = %store.path().display(), "state store open");
     let stored = store.load_alerts()?;
     if !stored.is_empty() {
         info!(alerts = stored.len(), "restored alert state");
@@ -278,6 +283,9 @@ pub async fn run(
     let mut committer = Committer::new();
     let mut batch: Vec<Inbound> = Vec::with_capacity(BATCH);
     engine.raise(internal::started(&cfg.name, env!("CARGO_PKG_VERSION"), now), now);
+    if let Some(s) = salvage {
+        engine.raise(internal::store_salvaged(&cfg.name, &s.to_string(), now), now);
+    }
     info!(name = %cfg.name, rules = cfg.rules.len(), transports = cfg.transports.len(), "alerter started");
 
     loop {

@@ -11,12 +11,25 @@
 //! Calls are synchronous and short (one transaction per batch). WAL mode
 //! with `synchronous=NORMAL` makes a committed batch durable across a crash
 //! of the process; only a power loss can take the last few back.
+//!
+//! The engine's committer and every outbox worker hold connections of their
+//! own to the one file, and SQLite lets one of them write at a time. Left to
+//! SQLite, a writer that finds the lock taken sleeps in its busy handler
+//! (for up to tens of milliseconds, whenever the lock comes free), and a
+//! transaction that began by reading can fail outright when it tries to
+//! write after another commit. So the writers of one database in this
+//! process queue on one mutex, the *write gate*, and then begin their
+//! transactions `IMMEDIATE`: the next writer runs the moment the previous
+//! one commits, and none fails for having read first. Other processes (the
+//! CLI reading history) are unaffected: WAL readers never wait.
 
 use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 
 use crate::event::Fingerprint;
@@ -43,7 +56,14 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("corrupt record in state database: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error("cannot check state database {path}: {source}; check its permissions and the disk")]
+    Check { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot {action} {path}: {source}; check the state directory's permissions and free space")]
+    File { action: &'static str, path: PathBuf, source: std::io::Error },
 }
+
+mod salvage;
+pub use salvage::{Salvage, TableSalvage};
 
 /// Schema migrations, oldest first. Only ever append: a released entry is
 /// what existing databases were built with.
@@ -191,6 +211,44 @@ fn from_ms(v: i64) -> DateTime<Utc> {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Shared by every `Store` of this process on the same file.
+    gate: Arc<Mutex<()>>,
+}
+
+/// Creates `path` readable by its owner alone (0600) if it does not exist,
+/// before SQLite opens it: SQLite creates its `-wal` and `-shm` with the
+/// database's own mode, and the state holds who was told what. An existing
+/// file is left as the admin set it.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::File { action: "create", path: path.to_path_buf(), source }),
+    }
+}
+
+/// The write gate of each database file open in this process, by canonical
+/// path. Weak, so a database no longer open leaves nothing behind.
+static GATES: LazyLock<Mutex<HashMap<PathBuf, Weak<Mutex<()>>>>> = LazyLock::new(Default::default);
+
+fn gate_for(path: &Path) -> Arc<Mutex<()>> {
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
+    gates.retain(|_, g| g.strong_count() > 0);
+    if let Some(g) = gates.get(&key).and_then(Weak::upgrade) {
+        return g;
+    }
+    let g = Arc::new(Mutex::new(()));
+    gates.insert(key, Arc::downgrade(&g));
+    g
+}
+
+/// Takes the write gate. A panic while it was held left no state behind
+/// it (the transaction rolled back when dropped), so a poisoned gate is
+/// simply taken.
+fn hold(gate: &Mutex<()>) -> MutexGuard<'_, ()> {
+    gate.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One delivery attempt's outcome, for [`Store::record_attempt`].
@@ -209,19 +267,39 @@ pub struct Attempt<'a> {
 impl Store {
     /// Opens (creating if needed) the database in `dir`, migrating it forward.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
         let path = dir.join(DB_FILE);
+        create_private(&path)?;
         let mut conn = Connection::open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        // Waiting for another process's lock comes first: switching to WAL
+        // and migrating write.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_transaction_behavior(TransactionBehavior::Immediate);
+        let gate = gate_for(&path);
+        let held = hold(&gate);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let known = MIGRATIONS.len();
-        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version = |conn: &Connection| conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0));
+        let found = version(&conn)?;
         if found > known as i64 {
             return Err(StoreError::TooNew { path, found, known });
         }
-        migrations().to_latest(&mut conn).map_err(|source| StoreError::Migrate { path: path.clone(), source })?;
-        Ok(Store { conn, path })
+        if let Err(source) = migrations().to_latest(&mut conn) {
+            // rusqlite_migration reads the version before its transaction,
+            // so a second process opening a new database at the same moment
+            // (`alerter history` while the daemon starts) finds the tables
+            // made: that is success, not a failed migration.
+            if version(&conn)? != known as i64 {
+                return Err(StoreError::Migrate { path: path.clone(), source });
+            }
+        }
+        drop(held);
+        Ok(Store { conn, path, gate })
     }
 
     /// An in-memory store, for tests and `alerter test`.
@@ -230,7 +308,7 @@ impl Store {
         migrations()
             .to_latest(&mut conn)
             .map_err(|source| StoreError::Migrate { path: PathBuf::from(":memory:"), source })?;
-        Ok(Store { conn, path: PathBuf::from(":memory:") })
+        Ok(Store { conn, path: PathBuf::from(":memory:"), gate: Arc::default() })
     }
 
     /// How long a write waits for another connection's lock.
@@ -349,7 +427,8 @@ impl Store {
         if turn.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
+        let _held = hold(&self.gate);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         write_alert_changes(&tx, &turn.changes, now)?;
         {
             let mut ins = tx.prepare_cached(
@@ -406,6 +485,7 @@ impl Store {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let _held = hold(&self.gate);
         let mut stmt = self.conn.prepare_cached(
             "UPDATE outbox SET status = 'sending', lease_until_ms = ?4
              WHERE rowid IN (SELECT rowid FROM outbox
@@ -428,6 +508,7 @@ impl Store {
 
     /// Makes the rows of `transport` whose lease ran out pending again.
     pub fn release_expired(&mut self, transport: &str, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let _held = hold(&self.gate);
         Ok(self.conn.execute(
             "UPDATE outbox SET status = 'pending' WHERE transport = ?1 AND status = 'sending' AND lease_until_ms < ?2",
             params![transport, ms(now)],
@@ -436,6 +517,7 @@ impl Store {
 
     /// Makes every leased row pending again: at start, when no worker runs.
     pub fn release_all(&mut self) -> Result<usize, StoreError> {
+        let _held = hold(&self.gate);
         Ok(self.conn.execute("UPDATE outbox SET status = 'pending' WHERE status = 'sending'", [])?)
     }
 
@@ -455,7 +537,8 @@ impl Store {
         attempts: &[(String, Attempt<'_>)],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let _held = hold(&self.gate);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached(
                 "UPDATE outbox SET status = ?2, attempts = ?3, next_attempt_ms = ?4, last_error = ?5,
@@ -482,25 +565,18 @@ impl Store {
         self.record_attempts(&[(id.to_string(), a.clone())], now)
     }
 
-    /// Fails everything pending for transports that no longer exist.
+    /// Fails everything pending for transports that no longer exist, in
+    /// one statement (a backlog of a removed transport can be large).
     pub fn fail_orphans(&mut self, transports: &[&str], now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let pending: Vec<(String, String)> = {
-            let mut stmt =
-                self.conn.prepare("SELECT id, transport FROM outbox WHERE status IN ('pending', 'sending')")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let mut n = 0;
-        for (id, t) in pending {
-            if !transports.contains(&t.as_str()) {
-                self.conn.execute(
-                    "UPDATE outbox SET status = 'failed', last_error = ?2, updated_ms = ?3 WHERE id = ?1",
-                    params![id, format!("transport `{t}` is no longer configured"), ms(now)],
-                )?;
-                n += 1;
-            }
-        }
-        Ok(n)
+        let configured = serde_json::to_string(transports)?;
+        let _held = hold(&self.gate);
+        Ok(self.conn.execute(
+            "UPDATE outbox SET status = 'failed', lease_until_ms = 0, updated_ms = ?2,
+                 last_error = 'transport `' || transport || '` is no longer configured'
+             WHERE status IN ('pending', 'sending')
+               AND transport NOT IN (SELECT value FROM json_each(?1))",
+            params![configured, ms(now)],
+        )?)
     }
 
     /// One outbox entry by notification id.
@@ -562,7 +638,8 @@ impl Store {
     /// `before`, at most `limit` of each per call so a long-due prune never
     /// holds the database for long. Returns how many rows went.
     pub fn prune(&mut self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction()?;
+        let _held = hold(&self.gate);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = prune_in(&tx, before, limit)?;
         tx.commit()?;
         Ok(n)
@@ -757,6 +834,64 @@ pub(crate) mod tests {
         // A start releases everything leased.
         assert_eq!(a.release_all().unwrap(), 40);
         assert_eq!(a.outbox_entry("n00000").unwrap().unwrap().status, OutboxStatus::Sent);
+    }
+
+    #[test]
+    fn writers_of_one_file_queue_on_the_gate_instead_of_failing_busy() {
+        // With no busy wait at all, SQLite alone would fail one of two
+        // connections writing at once ("database is locked"); the gate
+        // makes them take turns.
+        let dir = tempfile::tempdir().unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let threads: Vec<_> = (0..2)
+            .map(|k| {
+                let path = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let mut s = Store::open(&path).unwrap();
+                    s.set_busy_timeout(std::time::Duration::ZERO).unwrap();
+                    for i in 0..200 {
+                        let turn =
+                            Turn { notifications: vec![note(&format!("t{k}-{i}"), "log", t)], ..Turn::default() };
+                        s.commit(&turn, t).unwrap();
+                        let lease = t + chrono::Duration::minutes(1);
+                        let claimed = s.claim("log", t, lease, 1).unwrap();
+                        let sent = Attempt {
+                            status: OutboxStatus::Sent,
+                            attempts: 1,
+                            next_attempt: t,
+                            error: None,
+                            reply: None,
+                        };
+                        let done: Vec<_> = claimed.iter().map(|e| (e.notification.id.clone(), sent.clone())).collect();
+                        s.record_attempts(&done, t).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().expect("no writer failed");
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let n: i64 = s.conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 400);
+    }
+
+    #[test]
+    fn orphans_of_removed_transports_fail_and_the_rest_stay_pending() {
+        let mut s = Store::in_memory().unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let turn = Turn {
+            notifications: vec![note("a", "log", t), note("b", "gone", t), note("c", "gone", t)],
+            ..Turn::default()
+        };
+        s.commit(&turn, t).unwrap();
+        s.claim("gone", t, t + chrono::Duration::minutes(1), 1).unwrap();
+        assert_eq!(s.fail_orphans(&["log"], t).unwrap(), 2, "pending and leased rows of `gone`");
+        let b = s.outbox_entry("b").unwrap().unwrap();
+        assert_eq!(b.status, OutboxStatus::Failed);
+        assert_eq!(b.last_error.as_deref(), Some("transport `gone` is no longer configured"));
+        assert_eq!(s.outbox_entry("a").unwrap().unwrap().status, OutboxStatus::Pending);
+        assert_eq!(s.fail_orphans(&["log"], t).unwrap(), 0);
     }
 
     #[test]

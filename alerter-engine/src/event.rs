@@ -190,7 +190,6 @@ impl Event {
     }
 }
 
-/// The daemon's own events, raised under source `alerter`.
 /// What sources hand the engine: events, and the progress marks that must
 /// be committed after them.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,6 +209,7 @@ impl From<Event> for Inbound {
     }
 }
 
+/// The daemon's own events, raised under source `alerter`.
 pub mod internal {
     use super::*;
 
@@ -246,6 +246,23 @@ pub mod internal {
         )
         .with_label("event", "reload_failed")
         .with_key(format!("reload_failed:{}", now.timestamp_nanos_opt().unwrap_or_default()))
+        .oneshot()
+    }
+
+    /// The state database was damaged when the daemon started: what could
+    /// be read went into a fresh one and the damaged file was moved aside
+    /// (`what` says where and what was lost). It happened once: a one-shot.
+    pub fn store_salvaged(host: &str, what: &str, now: DateTime<Utc>) -> Event {
+        base(
+            host,
+            Severity::Critical,
+            format!(
+                "alerter on {host} found its state database damaged and carries on with what could be saved: {what}"
+            ),
+            now,
+        )
+        .with_label("event", "store_salvaged")
+        .with_key(format!("store_salvaged:{}", now.timestamp_nanos_opt().unwrap_or_default()))
         .oneshot()
     }
 
