@@ -388,6 +388,15 @@ mod tests {
         }
     }
 
+    /// The database in `dir`, holding ten pending notifications `n0`..`n9`
+    /// for transport `log`.
+    fn ten_pending(dir: &Path, t: DateTime<Utc>) -> Store {
+        let mut store = Store::open(dir).unwrap();
+        let notes: Vec<_> = (0..10).map(|i| crate::store::tests::note(&format!("n{i}"), "log", t)).collect();
+        store.commit(&Turn { notifications: notes, ..Turn::default() }, t).unwrap();
+        store
+    }
+
     /// A worker for transport `log` on the database in `dir`, sending
     /// through a [`Counting`] transport whose sends wait for permits.
     fn worker(
@@ -422,9 +431,7 @@ mod tests {
     async fn a_stopping_worker_hands_back_what_it_has_not_started() {
         let dir = tempfile::tempdir().unwrap();
         let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let notes: Vec<_> = (0..10).map(|i| crate::store::tests::note(&format!("n{i}"), "log", t)).collect();
-        store.commit(&Turn { notifications: notes, ..Turn::default() }, t).unwrap();
+        let store = ten_pending(dir.path(), t);
         let policy = RetryPolicy { concurrency: 1, ..RetryPolicy::default() };
         let (w, transport, _reports, stop) = worker(dir.path(), t, policy);
         let task = tokio::spawn(w.run());
@@ -456,9 +463,7 @@ mod tests {
     async fn a_store_that_cannot_record_makes_the_worker_wait_not_resend() {
         let dir = tempfile::tempdir().unwrap();
         let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let notes: Vec<_> = (0..10).map(|i| crate::store::tests::note(&format!("n{i}"), "log", t)).collect();
-        store.commit(&Turn { notifications: notes, ..Turn::default() }, t).unwrap();
+        let store = ten_pending(dir.path(), t);
         let (w, transport, mut reports, stop) = worker(dir.path(), t, RetryPolicy::default());
         w.store.set_busy_timeout(Duration::ZERO).unwrap();
         let task = tokio::spawn(w.run());

@@ -278,6 +278,7 @@ impl Store {
         // Waiting for another process's lock comes first: switching to WAL
         // and migrating write.
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // The migration's transaction takes the write lock from the start too.
         conn.set_transaction_behavior(TransactionBehavior::Immediate);
         let gate = gate_for(&path);
         let held = hold(&gate);
