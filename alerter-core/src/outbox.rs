@@ -151,7 +151,7 @@ enum Sending {
 
 /// One attempt's outcome (or a row handed back), waiting to be written.
 struct Recorded {
-    id: String,
+    rowid: i64,
     status: OutboxStatus,
     attempts: u32,
     next_attempt: DateTime<Utc>,
@@ -161,7 +161,7 @@ struct Recorded {
 
 /// How long a worker holds the rows it took. Longer than any batch takes
 /// to deliver; it only matters for a worker abandoned at a reload or
-/// shutdown (a start releases every lease anyway).
+/// shutdown (leases live in memory: a new process starts with none).
 const LEASE: Duration = Duration::from_secs(15 * 60);
 
 /// Outcomes written per transaction, at most.
@@ -194,12 +194,12 @@ impl WorkerState {
             return Ok(());
         }
         let now = self.clock.now();
-        let attempts: Vec<(String, Attempt<'_>)> = self
+        let attempts: Vec<(i64, Attempt<'_>)> = self
             .unrecorded
             .iter()
             .map(|r| {
                 (
-                    r.id.clone(),
+                    r.rowid,
                     Attempt {
                         status: r.status,
                         attempts: r.attempts,
@@ -249,10 +249,6 @@ impl WorkerState {
                 }
             };
             if due.is_empty() {
-                // Rows an abandoned worker held come back once their lease ran out.
-                if let Err(e) = self.store.release_expired(&self.name, now) {
-                    debug!(transport = %self.name, "cannot release expired leases: {e}");
-                }
                 let next = self.store.next_due(&self.name).ok().flatten();
                 let wait = next.map_or(IDLE_CHECK, |t| (t - now).to_std().unwrap_or_default().min(IDLE_CHECK));
                 tokio::select! {
@@ -305,14 +301,8 @@ impl WorkerState {
                     // have taken it); its lease running out, or the next
                     // start, makes it due again.
                     Sending::Abandoned => continue,
-                    Sending::NotStarted => self.unrecorded.push(Recorded {
-                        id: entry.notification.id.clone(),
-                        status: OutboxStatus::Pending,
-                        attempts: entry.attempts,
-                        next_attempt: entry.next_attempt,
-                        error: entry.last_error,
-                        reply: None,
-                    }),
+                    // Nothing was written about it: ending the lease is all.
+                    Sending::NotStarted => self.store.release(&[entry.rowid]),
                 }
                 if self.unrecorded.len() >= RECORD_BATCH {
                     // A failure is retried at the top of the loop.
@@ -355,7 +345,7 @@ impl WorkerState {
                 (OutboxStatus::Failed, now, Some(msg.clone()), None, Outcome::Failed(msg))
             }
         };
-        self.unrecorded.push(Recorded { id: n.id.clone(), status, attempts, next_attempt: next, error, reply });
+        self.unrecorded.push(Recorded { rowid: e.rowid, status, attempts, next_attempt: next, error, reply });
         let _ = self.reports.send(Report::new(&e.notification, outcome, now));
     }
 }
@@ -436,7 +426,7 @@ mod tests {
         let (w, transport, _reports, stop) = worker(dir.path(), t, policy);
         let task = tokio::spawn(w.run());
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(store.outbox_entry("n5").unwrap().unwrap().status, OutboxStatus::Sending, "the batch is taken");
+        assert_eq!(store.leased(), 10, "the batch is taken");
         stop.cancel();
         transport.gate.add_permits(1000);
         task.await.unwrap();
@@ -446,9 +436,10 @@ mod tests {
             match e.status {
                 OutboxStatus::Sent => assert_eq!(i, 0, "the first was in flight"),
                 OutboxStatus::Pending => assert_eq!(e.attempts, 0, "n{i} handed back untried"),
-                other => panic!("n{i} is {other:?}, still leased"),
+                other => panic!("n{i} is {other:?}"),
             }
         }
+        assert_eq!(store.leased(), 0, "nothing is still leased");
         let mut again = Store::open(dir.path()).unwrap();
         let lease = t + chrono::Duration::minutes(1);
         assert_eq!(again.claim("log", t, lease, 100).unwrap().len(), 9, "due again at once");
@@ -478,7 +469,8 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_secs(120)).await;
         assert_eq!(transport.sends.load(Ordering::SeqCst), 10, "each sent once while the store refuses");
-        assert_eq!(store.outbox_entry("n0").unwrap().unwrap().status, OutboxStatus::Sending, "not recorded yet");
+        assert_eq!(store.outbox_entry("n0").unwrap().unwrap().status, OutboxStatus::Pending, "not recorded yet");
+        assert_eq!(store.leased(), 10, "and still leased: not handed out again");
         blocker.execute_batch("ROLLBACK").unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;
         for i in 0..10 {

@@ -22,6 +22,14 @@
 //! transactions `IMMEDIATE`: the next writer runs the moment the previous
 //! one commits, and none fails for having read first. Other processes (the
 //! CLI reading history) are unaffected: WAL readers never wait.
+//!
+//! Leases live in memory, beside the gate: a row handed to a worker is
+//! noted (with when the lease runs out) in the set shared by every `Store`
+//! of the file, and other claims skip it until its outcome is written.
+//! Taking work is then a read, which neither waits for the gate nor
+//! rewrites each row (with its payload) once more; a process that dies
+//! takes its leases with it, which is what a start did with leases written
+//! to the file anyway.
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
@@ -62,7 +70,9 @@ pub enum StoreError {
     File { action: &'static str, path: PathBuf, source: std::io::Error },
 }
 
+mod checkpoint;
 mod salvage;
+pub use checkpoint::Checkpointer;
 pub use salvage::{Salvage, TableSalvage};
 
 /// Schema migrations, oldest first. Only ever append: a released entry is
@@ -119,7 +129,9 @@ const MIGRATIONS: &[&str] = &[
          state TEXT NOT NULL,
          updated_ms INTEGER NOT NULL
      );",
-    // 4: leases. A row handed to a transport's worker is `sending` until
+    // 4: leases in the file (no longer written: leases live in memory, see
+    // the module header; `sending` rows of older alerters are made pending
+    // at start). A row handed to a transport's worker is `sending` until
     // its outcome is recorded, so no other worker (after a reload, say) is
     // handed it again; a lease that runs out (its worker was abandoned)
     // makes it pending again, and a start clears them all. Due rows are
@@ -139,7 +151,8 @@ pub use alerter_engine::engine::AuditRecord;
 pub enum OutboxStatus {
     /// Waiting for its (next) delivery attempt.
     Pending,
-    /// Handed to a worker, being delivered (leased).
+    /// Leased in the file by an older alerter (leases now live in memory);
+    /// made pending at start.
     Sending,
     Sent,
     /// Failed permanently.
@@ -173,6 +186,8 @@ impl OutboxStatus {
 /// One notification in the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEntry {
+    /// The row, for recording the outcome.
+    pub rowid: i64,
     pub notification: Notification,
     pub status: OutboxStatus,
     pub attempts: u32,
@@ -212,7 +227,20 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     /// Shared by every `Store` of this process on the same file.
-    gate: Arc<Mutex<()>>,
+    shared: Arc<FileShared>,
+}
+
+/// What the `Store`s of one file in this process share.
+#[derive(Debug, Default)]
+struct FileShared {
+    /// The write gate.
+    gate: Mutex<()>,
+    /// Outbox rows handed to a worker, by rowid, with when the lease runs out.
+    leases: Mutex<HashMap<i64, DateTime<Utc>>>,
+    /// A [`Checkpointer`] runs: writers leave checkpoints to it.
+    manual_checkpoints: std::sync::atomic::AtomicBool,
+    /// Tells the checkpointer that something was committed.
+    checkpoints: Mutex<Option<std::sync::mpsc::SyncSender<checkpoint::Signal>>>,
 }
 
 /// Creates `path` readable by its owner alone (0600) if it does not exist,
@@ -228,30 +256,30 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// The write gate of each database file open in this process, by canonical
-/// path. Weak, so a database no longer open leaves nothing behind.
-static GATES: LazyLock<Mutex<HashMap<PathBuf, Weak<Mutex<()>>>>> = LazyLock::new(Default::default);
+/// The gate and leases of each database file open in this process, by
+/// canonical path. Weak, so a database no longer open leaves nothing behind.
+static FILES: LazyLock<Mutex<HashMap<PathBuf, Weak<FileShared>>>> = LazyLock::new(Default::default);
 
-fn gate_for(path: &Path) -> Arc<Mutex<()>> {
+fn shared_for(path: &Path) -> Arc<FileShared> {
     let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
-    gates.retain(|_, g| g.strong_count() > 0);
-    if let Some(g) = gates.get(&key).and_then(Weak::upgrade) {
+    let mut files = hold(&FILES);
+    files.retain(|_, g| g.strong_count() > 0);
+    if let Some(g) = files.get(&key).and_then(Weak::upgrade) {
         return g;
     }
-    let g = Arc::new(Mutex::new(()));
-    gates.insert(key, Arc::downgrade(&g));
+    let g = Arc::new(FileShared::default());
+    files.insert(key, Arc::downgrade(&g));
     g
 }
 
-/// Takes the write gate. A panic while it was held left no state behind
-/// it (the transaction rolled back when dropped), so a poisoned gate is
-/// simply taken.
-fn hold(gate: &Mutex<()>) -> MutexGuard<'_, ()> {
-    gate.lock().unwrap_or_else(|e| e.into_inner())
+/// Takes a lock of the store's. A panic while it was held left no state
+/// behind it that matters (a transaction rolls back when dropped; a lease
+/// left behind runs out), so a poisoned lock is simply taken.
+fn hold<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One delivery attempt's outcome, for [`Store::record_attempt`].
+/// One delivery attempt's outcome, for [`Store::record_attempts`].
 #[derive(Debug, Clone)]
 pub struct Attempt<'a> {
     pub status: OutboxStatus,
@@ -280,10 +308,15 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // The migration's transaction takes the write lock from the start too.
         conn.set_transaction_behavior(TransactionBehavior::Immediate);
-        let gate = gate_for(&path);
-        let held = hold(&gate);
+        let shared = shared_for(&path);
+        let held = hold(&shared.gate);
+        let shared_manual = |_: &Path| shared.manual_checkpoints.load(std::sync::atomic::Ordering::SeqCst);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_KEEP_BYTES)?;
+        if shared_manual(&path) {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        }
         let known = MIGRATIONS.len();
         let version = |conn: &Connection| conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0));
         let found = version(&conn)?;
@@ -300,7 +333,7 @@ impl Store {
             }
         }
         drop(held);
-        Ok(Store { conn, path, gate })
+        Ok(Store { conn, path, shared })
     }
 
     /// An in-memory store, for tests and `alerter test`.
@@ -309,7 +342,7 @@ impl Store {
         migrations()
             .to_latest(&mut conn)
             .map_err(|source| StoreError::Migrate { path: PathBuf::from(":memory:"), source })?;
-        Ok(Store { conn, path: PathBuf::from(":memory:"), gate: Arc::default() })
+        Ok(Store { conn, path: PathBuf::from(":memory:"), shared: Arc::default() })
     }
 
     /// How long a write waits for another connection's lock.
@@ -428,7 +461,7 @@ impl Store {
         if turn.is_empty() {
             return Ok(());
         }
-        let _held = hold(&self.gate);
+        let _held = hold(&self.shared.gate);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         write_alert_changes(&tx, &turn.changes, now)?;
         {
@@ -472,13 +505,20 @@ impl Store {
             prune_in(&tx, before, PRUNE_BATCH)?;
         }
         tx.commit()?;
+        self.wrote();
         Ok(())
     }
 
     /// Hands out up to `limit` due notifications of a transport, leasing
-    /// them until `lease_until`: until their outcome is recorded (or the
-    /// lease runs out) no other call hands them out again. In the order of
-    /// the `outbox_due` index: next attempt, then insertion.
+    /// them until `lease_until`: until their outcome is recorded (or
+    /// [`Store::release`]d, or the lease runs out) no other call, from any
+    /// `Store` of this file in this process, hands them out again. In the
+    /// order of the `outbox_due` index: next attempt, then insertion.
+    ///
+    /// A read: it waits for no writer. The lease set stays locked while
+    /// reading, and [`Store::record_attempts`] ends a lease only after its
+    /// outcome is committed, so a claim never sees a row as pending from a
+    /// snapshot taken before its outcome was written and its lease ended.
     pub fn claim(
         &mut self,
         transport: &str,
@@ -486,91 +526,106 @@ impl Store {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let _held = hold(&self.gate);
+        let mut leases = hold(&self.shared.leases);
+        // A lease that ran out was an abandoned worker's: due again.
+        leases.retain(|_, until| *until > now);
         let mut stmt = self.conn.prepare_cached(
-            "UPDATE outbox SET status = 'sending', lease_until_ms = ?4
-             WHERE rowid IN (SELECT rowid FROM outbox
-                             WHERE transport = ?1 AND status = 'pending' AND next_attempt_ms <= ?2
-                             ORDER BY next_attempt_ms, rowid LIMIT ?3)
-             RETURNING payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms, rowid",
+            "SELECT rowid, payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox
+             WHERE transport = ?1 AND status = 'pending' AND next_attempt_ms <= ?2
+             ORDER BY next_attempt_ms, rowid",
         )?;
-        let rows = stmt.query_map(params![transport, ms(now), limit as i64, ms(lease_until)], |r| {
-            Ok((row_to_entry(r)?, r.get::<_, i64>(7)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (entry, rowid) = row?;
-            out.push((rowid, entry));
+        let mut rows = stmt.query(params![transport, ms(now)])?;
+        let mut taken = Vec::new();
+        while taken.len() < limit {
+            let Some(r) = rows.next()? else { break };
+            // Rows in flight are skipped before their payload is read.
+            if leases.contains_key(&r.get::<_, i64>(0)?) {
+                continue;
+            }
+            taken.push(row_to_entry(r));
         }
-        // RETURNING gives no order; deliver in the claimed order.
-        out.sort_by_key(|(rowid, e)| (e.3, *rowid));
-        collect_entries(out.into_iter().map(|(_, e)| Ok(e)))
+        let out = collect_entries(taken.into_iter())?;
+        for e in &out {
+            leases.insert(e.rowid, lease_until);
+        }
+        Ok(out)
     }
 
-    /// Makes the rows of `transport` whose lease ran out pending again.
-    pub fn release_expired(&mut self, transport: &str, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let _held = hold(&self.gate);
-        Ok(self.conn.execute(
-            "UPDATE outbox SET status = 'pending' WHERE transport = ?1 AND status = 'sending' AND lease_until_ms < ?2",
-            params![transport, ms(now)],
-        )?)
+    /// Ends the leases of rows handed back untried: due again at once.
+    pub fn release(&self, rowids: &[i64]) {
+        let mut leases = hold(&self.shared.leases);
+        for r in rowids {
+            leases.remove(r);
+        }
     }
 
-    /// Makes every leased row pending again: at start, when no worker runs.
+    /// How many outbox rows are leased to workers now.
+    pub fn leased(&self) -> usize {
+        hold(&self.shared.leases).len()
+    }
+
+    /// Makes every row left `sending` pending again: rows an older alerter
+    /// leased in the file itself, at start, when no worker runs.
     pub fn release_all(&mut self) -> Result<usize, StoreError> {
-        let _held = hold(&self.gate);
+        let _held = hold(&self.shared.gate);
         Ok(self.conn.execute("UPDATE outbox SET status = 'pending' WHERE status = 'sending'", [])?)
     }
 
-    /// When the next pending notification of a transport is due.
+    /// When the next pending notification of a transport is due: a leased
+    /// one when its lease runs out.
     pub fn next_due(&self, transport: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let v: Option<i64> = self.conn.query_row(
-            "SELECT MIN(next_attempt_ms) FROM outbox WHERE transport = ?1 AND status = 'pending'",
-            [transport],
-            |r| r.get(0),
+        let leases = hold(&self.shared.leases);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rowid, next_attempt_ms FROM outbox WHERE transport = ?1 AND status = 'pending'
+             ORDER BY next_attempt_ms, rowid",
         )?;
-        Ok(v.map(from_ms))
-    }
-
-    /// Records attempts' outcomes, all in one transaction (and ends their leases).
-    pub fn record_attempts(
-        &mut self,
-        attempts: &[(String, Attempt<'_>)],
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let _held = hold(&self.gate);
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "UPDATE outbox SET status = ?2, attempts = ?3, next_attempt_ms = ?4, last_error = ?5,
-                 reply = COALESCE(?6, reply), updated_ms = ?7, lease_until_ms = 0 WHERE id = ?1",
-            )?;
-            for (id, a) in attempts {
-                stmt.execute(params![
-                    id,
-                    a.status.as_str(),
-                    a.attempts,
-                    ms(a.next_attempt),
-                    a.error,
-                    a.reply,
-                    ms(now)
-                ])?;
+        let mut rows = stmt.query([transport])?;
+        let mut first_lease_end: Option<DateTime<Utc>> = None;
+        while let Some(r) = rows.next()? {
+            let next = from_ms(r.get(1)?);
+            match leases.get(&r.get::<_, i64>(0)?) {
+                Some(until) => first_lease_end = Some(first_lease_end.map_or(*until, |t| t.min(*until))),
+                None => return Ok(Some(first_lease_end.map_or(next, |t| t.min(next)))),
             }
         }
-        tx.commit()?;
-        Ok(())
+        Ok(first_lease_end)
     }
 
-    /// Records one attempt's outcome.
-    pub fn record_attempt(&mut self, id: &str, a: &Attempt<'_>, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.record_attempts(&[(id.to_string(), a.clone())], now)
+    /// Records attempts' outcomes, by rowid, all in one transaction, and
+    /// then ends their leases.
+    pub fn record_attempts(&mut self, attempts: &[(i64, Attempt<'_>)], now: DateTime<Utc>) -> Result<(), StoreError> {
+        {
+            let _held = hold(&self.shared.gate);
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE outbox SET status = ?2, attempts = ?3, next_attempt_ms = ?4, last_error = ?5,
+                     reply = COALESCE(?6, reply), updated_ms = ?7 WHERE rowid = ?1",
+                )?;
+                for (rowid, a) in attempts {
+                    stmt.execute(params![
+                        rowid,
+                        a.status.as_str(),
+                        a.attempts,
+                        ms(a.next_attempt),
+                        a.error,
+                        a.reply,
+                        ms(now)
+                    ])?;
+                }
+            }
+            tx.commit()?;
+        }
+        self.wrote();
+        self.release(&attempts.iter().map(|(r, _)| *r).collect::<Vec<_>>());
+        Ok(())
     }
 
     /// Fails everything pending for transports that no longer exist, in
     /// one statement (a backlog of a removed transport can be large).
     pub fn fail_orphans(&mut self, transports: &[&str], now: DateTime<Utc>) -> Result<usize, StoreError> {
         let configured = serde_json::to_string(transports)?;
-        let _held = hold(&self.gate);
+        let _held = hold(&self.shared.gate);
         Ok(self.conn.execute(
             "UPDATE outbox SET status = 'failed', lease_until_ms = 0, updated_ms = ?2,
                  last_error = 'transport `' || transport || '` is no longer configured'
@@ -583,7 +638,7 @@ impl Store {
     /// One outbox entry by notification id.
     pub fn outbox_entry(&self, id: &str) -> Result<Option<OutboxEntry>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox WHERE id = ?1",
+            "SELECT rowid, payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox WHERE id = ?1",
         )?;
         let rows = stmt.query_map([id], row_to_entry)?;
         Ok(collect_entries(rows)?.into_iter().next())
@@ -594,7 +649,7 @@ impl Store {
         let mut items = Vec::new();
         {
             let mut stmt = self.conn.prepare(
-                "SELECT payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox
+                "SELECT rowid, payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox
                  ORDER BY created_ms DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map([limit as i64], row_to_entry)?;
@@ -639,10 +694,11 @@ impl Store {
     /// `before`, at most `limit` of each per call so a long-due prune never
     /// holds the database for long. Returns how many rows went.
     pub fn prune(&mut self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
-        let _held = hold(&self.gate);
+        let _held = hold(&self.shared.gate);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = prune_in(&tx, before, limit)?;
         tx.commit()?;
+        self.wrote();
         Ok(n)
     }
 
@@ -722,17 +778,20 @@ fn write_audit(tx: &rusqlite::Transaction<'_>, records: &[AuditRecord]) -> Resul
     Ok(())
 }
 
-type EntryRow = (String, String, u32, i64, Option<String>, Option<String>, i64);
+type EntryRow = (i64, String, String, u32, i64, Option<String>, Option<String>, i64);
 
+/// A row of `SELECT rowid, payload, status, attempts, next_attempt_ms,
+/// last_error, reply, updated_ms`.
 fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
 }
 
 fn collect_entries(rows: impl Iterator<Item = rusqlite::Result<EntryRow>>) -> Result<Vec<OutboxEntry>, StoreError> {
     let mut out = Vec::new();
     for row in rows {
-        let (payload, status, attempts, next, error, reply, updated) = row?;
+        let (rowid, payload, status, attempts, next, error, reply, updated) = row?;
         out.push(OutboxEntry {
+            rowid,
             notification: serde_json::from_str(&payload)?,
             status: OutboxStatus::parse(&status),
             attempts,
@@ -825,16 +884,41 @@ pub(crate) mod tests {
         assert_eq!(ids(&first)[..3], ["n00000", "n00001", "n00002"], "in order");
         assert!(ids(&first).iter().all(|id| !ids(&second).contains(id)), "disjoint");
         assert!(a.claim("log", t, lease, 60).unwrap().is_empty());
-        // Recorded ones are done; a lease that ran out makes the rest due again.
+        assert_eq!(a.leased(), 100);
+        // While every pending row is leased, the next one is due when its lease runs out.
+        assert_eq!(a.next_due("log").unwrap(), Some(lease));
+        // Recorded ones are done and their leases end; a row handed back is
+        // due again at once; a lease that ran out makes the rest due again.
         let sent = Attempt { status: OutboxStatus::Sent, attempts: 1, next_attempt: t, error: None, reply: None };
-        let done: Vec<_> = ids(&first).into_iter().map(|id| (id, sent.clone())).collect();
+        let done: Vec<_> = first.iter().map(|e| (e.rowid, sent.clone())).collect();
         a.record_attempts(&done, t).unwrap();
-        assert_eq!(b.release_expired("log", t).unwrap(), 0, "leases still live");
-        assert_eq!(b.release_expired("log", lease + chrono::Duration::seconds(1)).unwrap(), 40);
-        assert_eq!(a.claim("log", t, lease, 100).unwrap().len(), 40);
-        // A start releases everything leased.
-        assert_eq!(a.release_all().unwrap(), 40);
+        assert_eq!(a.leased(), 40);
+        b.release(&[second[0].rowid]);
+        let again = a.claim("log", t, lease, 100).unwrap();
+        assert_eq!(ids(&again), [second[0].notification.id.clone()], "only the one handed back; the rest still leased");
+        let later = lease + chrono::Duration::seconds(1);
+        assert_eq!(a.claim("log", later, later, 100).unwrap().len(), 40, "leases ran out");
         assert_eq!(a.outbox_entry("n00000").unwrap().unwrap().status, OutboxStatus::Sent);
+        // The file holds no lease: a new process finds every unsent row pending.
+        drop((a, b));
+        let fresh = Store::open(dir.path()).unwrap();
+        assert_eq!(fresh.leased(), 0);
+        assert_eq!(fresh.outbox_entry("n00099").unwrap().unwrap().status, OutboxStatus::Pending);
+    }
+
+    /// Rows left `sending` by an alerter that leased in the file are
+    /// pending again after a start.
+    #[test]
+    fn rows_an_older_alerter_left_sending_are_released_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        fill(&mut s, 3, t);
+        s.conn.execute("UPDATE outbox SET status = 'sending', lease_until_ms = 1 WHERE id != 'n00002'", []).unwrap();
+        let lease = t + chrono::Duration::minutes(1);
+        assert_eq!(s.claim("log", t, lease, 10).unwrap().len(), 1);
+        assert_eq!(s.release_all().unwrap(), 2);
+        assert_eq!(s.claim("log", t, lease, 10).unwrap().len(), 2);
     }
 
     #[test]
@@ -863,7 +947,7 @@ pub(crate) mod tests {
                             error: None,
                             reply: None,
                         };
-                        let done: Vec<_> = claimed.iter().map(|e| (e.notification.id.clone(), sent.clone())).collect();
+                        let done: Vec<_> = claimed.iter().map(|e| (e.rowid, sent.clone())).collect();
                         s.record_attempts(&done, t).unwrap();
                     }
                 })
@@ -901,9 +985,9 @@ pub(crate) mod tests {
         let plan: Vec<String> = s
             .conn
             .prepare(
-                "EXPLAIN QUERY PLAN SELECT rowid FROM outbox
+                "EXPLAIN QUERY PLAN SELECT rowid, payload FROM outbox
                  WHERE transport = 'log' AND status = 'pending' AND next_attempt_ms <= 5
-                 ORDER BY next_attempt_ms, rowid LIMIT 10",
+                 ORDER BY next_attempt_ms, rowid",
             )
             .unwrap()
             .query_map([], |r| r.get::<_, String>(3))
@@ -920,7 +1004,8 @@ pub(crate) mod tests {
         let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         fill(&mut s, 30, t);
         let sent = Attempt { status: OutboxStatus::Sent, attempts: 1, next_attempt: t, error: None, reply: None };
-        let done: Vec<_> = (0..20).map(|i| (format!("n{i:05}"), sent.clone())).collect();
+        let claimed = s.claim("log", t, t, 20).unwrap();
+        let done: Vec<_> = claimed.iter().map(|e| (e.rowid, sent.clone())).collect();
         s.record_attempts(&done, t).unwrap();
         let later = t + chrono::Duration::days(31);
         assert_eq!(s.prune(later, 15).unwrap(), 15);

@@ -222,11 +222,22 @@ impl Templates {
     /// at run time: an alert is never lost to a template bug; the error is
     /// returned alongside for logging.
     pub fn render<S: Serialize>(&self, names: &[&str], fallback: &str, ctx: &S) -> (String, Option<String>) {
-        let ctx = minijinja::Value::from(minijinja::value::Serde(ctx));
+        self.render_value(names, fallback, &Self::context_value(ctx))
+    }
+
+    /// A context turned into a template value once, for rendering several
+    /// templates with it: turning a notification's context (every alert
+    /// with its labels) into a value costs more than most templates do.
+    pub fn context_value<S: Serialize>(ctx: &S) -> minijinja::Value {
+        minijinja::Value::from(minijinja::value::Serde(ctx))
+    }
+
+    /// [`Templates::render`] with a context made by [`Templates::context_value`].
+    pub fn render_value(&self, names: &[&str], fallback: &str, ctx: &minijinja::Value) -> (String, Option<String>) {
         let mut error = None;
         for name in names {
             if let Ok(t) = self.env.get_template(name) {
-                match t.render(&ctx) {
+                match t.render(ctx.clone()) {
                     Ok(s) => return (s.trim_end().to_string(), error),
                     Err(e) => {
                         error = Some(format!("template `{name}`: {}", describe_error(&e)));
@@ -235,7 +246,7 @@ impl Templates {
             }
         }
         let rendered = match self.env.get_template(fallback) {
-            Ok(t) => t.render(&ctx).unwrap_or_else(|e| format!("(template error: {})", describe_error(&e))),
+            Ok(t) => t.render(ctx.clone()).unwrap_or_else(|e| format!("(template error: {})", describe_error(&e))),
             Err(_) => format!("(no template `{fallback}`)"),
         };
         (rendered.trim_end().to_string(), error)
