@@ -9,6 +9,13 @@
 //! (`wal_autocheckpoint=0`) and a thread of its own takes them, passive
 //! (they never block a writer), a short while after something was written.
 //! Nothing is written while idle, so the thread sleeps then.
+//!
+//! A passive checkpoint copies what it can but never starts the log over
+//! while writers keep appending, so under a storm the log would grow
+//! without end (850 MB for 100,000 notifications). Past
+//! [`RESTART_FRAMES`] the checkpointer takes the write gate, so no writer
+//! of this process appends meanwhile, and restarts the log: what the
+//! passive rounds have not copied yet is little, so writers wait briefly.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +49,9 @@ pub(super) enum Signal {
 /// log does not keep its disk space afterwards.
 pub(super) const WAL_KEEP_BYTES: i64 = 4 << 20;
 
+/// Frames (pages) in the log beyond which it is started over: 64 MB.
+const RESTART_FRAMES: i64 = 16_384;
+
 impl Store {
     /// Takes this file's checkpoints onto a thread of their own, at most
     /// one per `every`, until the returned handle is dropped. Every `Store`
@@ -57,12 +67,15 @@ impl Store {
         let path = self.path.clone();
         let thread = std::thread::Builder::new()
             .name("checkpoints".into())
-            .spawn(move || run(conn, path, rx, every))
+            .spawn({
+                let shared = self.shared.clone();
+                move || run(conn, &shared, path, rx, every)
+            })
             .map_err(|source| StoreError::File {
-            action: "start the checkpoint thread for",
-            path: self.path.clone(),
-            source,
-        })?;
+                action: "start the checkpoint thread for",
+                path: self.path.clone(),
+                source,
+            })?;
         Ok(Checkpointer { shared: self.shared.clone(), stop: Some(tx), thread: Some(thread) })
     }
 
@@ -90,7 +103,7 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(conn: Connection, path: PathBuf, rx: Receiver<Signal>, every: Duration) {
+fn run(conn: Connection, shared: &FileShared, path: PathBuf, rx: Receiver<Signal>, every: Duration) {
     let mut last_error: Option<String> = None;
     // Asleep until something is written; gone at `Stop`.
     while let Ok(Signal::Wrote) = rx.recv() {
@@ -107,7 +120,14 @@ fn run(conn: Connection, path: PathBuf, rx: Receiver<Signal>, every: Duration) {
                 Err(RecvTimeoutError::Timeout) => break,
             }
         }
-        match checkpoint(&conn) {
+        let result = checkpoint(&conn, "PASSIVE").and_then(|(log, done)| {
+            if log < RESTART_FRAMES {
+                return Ok((log, done));
+            }
+            let _held = hold(&shared.gate);
+            checkpoint(&conn, "RESTART")
+        });
+        match result {
             Ok((log, done)) => {
                 debug!(db = %path.display(), log, done, "checkpoint");
                 last_error = None;
@@ -127,9 +147,10 @@ fn run(conn: Connection, path: PathBuf, rx: Receiver<Signal>, every: Duration) {
     }
 }
 
-/// A passive checkpoint: (frames in the log, frames copied back).
-fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))
+/// A checkpoint (`PASSIVE` or `RESTART`): (frames in the log, frames
+/// copied back).
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(1)?, r.get(2)?)))
 }
 
 #[cfg(test)]
