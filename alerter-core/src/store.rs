@@ -138,6 +138,24 @@ const MIGRATIONS: &[&str] = &[
     // taken in the order of the `outbox_due` index (next attempt, then
     // rowid), so taking a batch never sorts the backlog.
     "ALTER TABLE outbox ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0;",
+    // 5: alert rows in the order they were made, with no index on (rule,
+    // fingerprint). Fingerprints are hashes: under a storm each new alert
+    // went to a random page of that index, a page written to the log per
+    // alert (3.8 KB a notification, the largest share). The `Store` that
+    // writes alerts finds their rows through a map of its own (see
+    // `AlertRows`); ids are never reused (AUTOINCREMENT), so an id in the
+    // map never names another alert's row.
+    "CREATE TABLE alerts_by_id (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         rule TEXT NOT NULL,
+         fingerprint TEXT NOT NULL,
+         state TEXT NOT NULL,
+         updated_at TEXT NOT NULL
+     );
+     INSERT INTO alerts_by_id (rule, fingerprint, state, updated_at)
+         SELECT rule, fingerprint, state, updated_at FROM alerts ORDER BY updated_at;
+     DROP TABLE alerts;
+     ALTER TABLE alerts_by_id RENAME TO alerts;",
 ];
 
 fn migrations() -> Migrations<'static> {
@@ -228,6 +246,29 @@ pub struct Store {
     path: PathBuf,
     /// Shared by every `Store` of this process on the same file.
     shared: Arc<FileShared>,
+    /// Where each alert's row is, read at the first write of alerts.
+    alert_rows: Option<AlertRows>,
+}
+
+/// The row of each alert, by rule and fingerprint. The alerts table has
+/// no index on them (see migration 5): the one `Store` that writes alerts
+/// (the engine's) keeps this map instead, and changes it only once a
+/// transaction that changed the rows has committed.
+type AlertRows = HashMap<(String, Fingerprint), i64>;
+
+fn load_alert_rows(conn: &Connection) -> Result<AlertRows, StoreError> {
+    let mut stmt = conn.prepare("SELECT id, rule, fingerprint FROM alerts")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+    let mut map = AlertRows::new();
+    for row in rows {
+        let (id, rule, fp) = row?;
+        // A fingerprint that does not parse cannot match any alert; its
+        // row is left alone (and dropped with the rest by a salvage).
+        if let Ok(fp) = Fingerprint::try_from(fp) {
+            map.insert((rule, fp), id);
+        }
+    }
+    Ok(map)
 }
 
 /// What the `Store`s of one file in this process share.
@@ -333,7 +374,7 @@ impl Store {
             }
         }
         drop(held);
-        Ok(Store { conn, path, shared })
+        Ok(Store { conn, path, shared, alert_rows: None })
     }
 
     /// An in-memory store, for tests and `alerter test`.
@@ -342,7 +383,7 @@ impl Store {
         migrations()
             .to_latest(&mut conn)
             .map_err(|source| StoreError::Migrate { path: PathBuf::from(":memory:"), source })?;
-        Ok(Store { conn, path: PathBuf::from(":memory:"), shared: Arc::default() })
+        Ok(Store { conn, path: PathBuf::from(":memory:"), shared: Arc::default(), alert_rows: None })
     }
 
     /// How long a write waits for another connection's lock.
@@ -461,9 +502,15 @@ impl Store {
         if turn.is_empty() {
             return Ok(());
         }
+        if self.alert_rows.is_none() && !turn.changes.is_empty() {
+            self.alert_rows = Some(load_alert_rows(&self.conn)?);
+        }
         let _held = hold(&self.shared.gate);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        write_alert_changes(&tx, &turn.changes, now)?;
+        let moved = match &self.alert_rows {
+            Some(rows) => write_alert_changes(&tx, rows, &turn.changes, now)?,
+            None => HashMap::new(),
+        };
         {
             let mut ins = tx.prepare_cached(
                 "INSERT OR IGNORE INTO outbox (id, transport, rule, created_ms, payload, status, attempts, next_attempt_ms, updated_ms)
@@ -506,6 +553,14 @@ impl Store {
         }
         tx.commit()?;
         self.wrote();
+        if let Some(rows) = self.alert_rows.as_mut() {
+            for (key, id) in moved {
+                match id {
+                    Some(id) => rows.insert(key, id),
+                    None => rows.remove(&key),
+                };
+            }
+        }
         Ok(())
     }
 
@@ -733,29 +788,42 @@ fn prune_in(tx: &rusqlite::Transaction<'_>, before: DateTime<Utc>, limit: usize)
     Ok(n + m)
 }
 
+/// Writes alert changes by row id; returns the rows made or deleted (by
+/// alert, `None`: deleted), for the map once the transaction committed.
 fn write_alert_changes(
     tx: &rusqlite::Transaction<'_>,
+    rows: &AlertRows,
     changes: &[AlertChange],
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO alerts (rule, fingerprint, state, updated_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (rule, fingerprint) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-    )?;
-    let mut delete = tx.prepare_cached("DELETE FROM alerts WHERE rule = ?1 AND fingerprint = ?2")?;
+) -> Result<HashMap<(String, Fingerprint), Option<i64>>, StoreError> {
+    let mut insert =
+        tx.prepare_cached("INSERT INTO alerts (rule, fingerprint, state, updated_at) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut update = tx.prepare_cached("UPDATE alerts SET state = ?2, updated_at = ?3 WHERE id = ?1")?;
+    let mut delete = tx.prepare_cached("DELETE FROM alerts WHERE id = ?1")?;
     let now = now.to_rfc3339();
+    let mut moved: HashMap<(String, Fingerprint), Option<i64>> = HashMap::new();
     for c in changes {
-        let fp = c.fingerprint.to_string();
-        match &c.alert {
-            Some(a) => {
-                upsert.execute(params![c.rule, fp, serde_json::to_string(a)?, now])?;
+        let key = (c.rule.clone(), c.fingerprint);
+        let at = match moved.get(&key) {
+            Some(made) => *made,
+            None => rows.get(&key).copied(),
+        };
+        match (&c.alert, at) {
+            (Some(a), Some(id)) => {
+                update.execute(params![id, serde_json::to_string(a)?, now])?;
             }
-            None => {
-                delete.execute(params![c.rule, fp])?;
+            (Some(a), None) => {
+                insert.execute(params![c.rule, c.fingerprint.to_string(), serde_json::to_string(a)?, now])?;
+                moved.insert(key, Some(tx.last_insert_rowid()));
             }
+            (None, Some(id)) => {
+                delete.execute([id])?;
+                moved.insert(key, None);
+            }
+            (None, None) => {}
         }
     }
-    Ok(())
+    Ok(moved)
 }
 
 fn write_audit(tx: &rusqlite::Transaction<'_>, records: &[AuditRecord]) -> Result<(), StoreError> {
@@ -842,6 +910,77 @@ pub(crate) mod tests {
         let gone = AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: None };
         s.apply_alert_changes(&[gone], t).unwrap();
         assert!(!s.has_alert("r", a.fingerprint).unwrap());
+    }
+
+    fn alert_rows_in_file(s: &Store) -> Vec<(i64, String, String)> {
+        let mut stmt = s.conn.prepare("SELECT id, rule, state FROM alerts ORDER BY id").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    }
+
+    /// Alerts are found by the writer's map, not an index: an alert keeps
+    /// one row through updates, in one turn and across turns and reopens;
+    /// the same fingerprint under two rules is two rows; a row made and
+    /// deleted in one turn leaves nothing; ids are never reused.
+    #[test]
+    fn alert_rows_are_found_without_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let a = alert(t);
+        let mut b = a.clone();
+        b.count = 7;
+        let change = |rule: &str, alert: Option<&Alert>| AlertChange {
+            rule: rule.into(),
+            fingerprint: a.fingerprint,
+            alert: alert.cloned(),
+        };
+        {
+            let mut s = Store::open(dir.path()).unwrap();
+            s.apply_alert_changes(&[change("r", Some(&a)), change("r", Some(&b)), change("q", Some(&a))], t).unwrap();
+            s.apply_alert_changes(&[change("r", Some(&a))], t).unwrap();
+            let rows = alert_rows_in_file(&s);
+            assert_eq!(rows.iter().map(|r| (r.0, r.1.as_str())).collect::<Vec<_>>(), [(1, "r"), (2, "q")]);
+            assert_eq!(serde_json::from_str::<Alert>(&rows[0].2).unwrap(), a, "the last state of the turn");
+            // Made and gone in one turn.
+            let mut c = a.clone();
+            c.fingerprint = Fingerprint(42);
+            let made = AlertChange { rule: "r".into(), fingerprint: c.fingerprint, alert: Some(c.clone()) };
+            let gone = AlertChange { rule: "r".into(), fingerprint: c.fingerprint, alert: None };
+            s.apply_alert_changes(&[made, gone], t).unwrap();
+            assert_eq!(alert_rows_in_file(&s).len(), 2);
+        }
+        // A new store finds the rows from the file.
+        let mut s = Store::open(dir.path()).unwrap();
+        s.apply_alert_changes(&[change("r", Some(&b)), change("q", None)], t).unwrap();
+        let rows = alert_rows_in_file(&s);
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].0, serde_json::from_str::<Alert>(&rows[0].2).unwrap()), (1, b.clone()));
+        s.apply_alert_changes(&[change("q", Some(&a))], t).unwrap();
+        assert_eq!(alert_rows_in_file(&s)[1].0, 4, "ids 2 and 3 are not reused");
+        let loaded = s.load_alerts().unwrap();
+        assert_eq!(loaded, vec![("q".to_string(), a.clone()), ("r".to_string(), b)]);
+    }
+
+    /// A database of schema 4 (alerts keyed by rule and fingerprint) keeps
+    /// its alerts through migration 5.
+    #[test]
+    fn alerts_of_schema_4_survive_migration_5() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let a = alert(t);
+        {
+            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            migrations().to_version(&mut conn, 4).unwrap();
+            conn.execute(
+                "INSERT INTO alerts (rule, fingerprint, state, updated_at) VALUES ('r', ?1, ?2, 'x')",
+                params![a.fingerprint.to_string(), serde_json::to_string(&a).unwrap()],
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.load_alerts().unwrap(), vec![("r".to_string(), a.clone())]);
+        let gone = AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: None };
+        s.apply_alert_changes(&[gone], t).unwrap();
+        assert!(s.load_alerts().unwrap().is_empty());
     }
 
     pub(crate) fn note(id: &str, transport: &str, t: DateTime<Utc>) -> Notification {
