@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod discover;
+mod drops;
 pub mod ffi;
 pub mod host;
 pub mod protocol;

@@ -13,7 +13,8 @@
 //!
 //! Each source has its own bounded lane in the engine's inbox (see
 //! `inbox`): a source that floods fills only its own lane, its excess events are
-//! dropped and counted, and the count is raised as an `alerter` event. The
+//! dropped and counted (an in-process plugin's refused event only once it
+//! moves on from it, see `drops`), and the count is raised as an `alerter` event. The
 //! daemon's memory stays bounded whatever a plugin does.
 
 use std::collections::{HashMap, VecDeque};
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::catalog::{Plugin, PluginKind, PluginSet, describe_exit};
+use super::drops::Drops;
 use super::ffi::{self, EmitResult, Host, RunEnd, Sink};
 use super::protocol::{FromPlugin, MAX_LINE, PROTOCOL_VERSION, ToPlugin, event_from_wire};
 use crate::clock::Clock;
@@ -162,7 +164,10 @@ struct Feed {
     /// A small lane of its own for the supervisor's `alerter` events about
     /// this source, so they never wait behind the source's own backlog.
     alerts: LaneSender,
+    /// Events a plugin process reported dropped.
     dropped: Arc<AtomicU64>,
+    /// Events an in-process plugin was refused and did not hand again.
+    drops: Arc<std::sync::Mutex<Drops>>,
     bad: Arc<AtomicU64>,
     env: SupervisorEnv,
 }
@@ -217,10 +222,7 @@ impl Feed {
         match event_from_wire(&self.id, &self.env.alerter_name, self.env.clock.now(), json) {
             Ok(e) => match self.tx.try_send(e.into()) {
                 Ok(()) => EmitResult::Ok,
-                Err(SendError::Full(_)) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    EmitResult::Backpressure
-                }
+                Err(SendError::Full(_)) => EmitResult::Backpressure,
                 Err(SendError::Closed(_)) => EmitResult::ShuttingDown,
             },
             Err(reason) => {
@@ -241,7 +243,15 @@ struct FeedSink(Feed);
 impl Sink for FeedSink {
     fn emit(&self, json: &str) -> EmitResult {
         match serde_json::from_str(json) {
-            Ok(v) => self.0.push_json(v),
+            Ok(v) => {
+                let r = self.0.push_json(v);
+                let mut drops = self.0.drops.lock().unwrap_or_else(|p| p.into_inner());
+                match r {
+                    EmitResult::Backpressure => drops.refused(json),
+                    _ => drops.taken(json),
+                }
+                r
+            }
             Err(e) => {
                 if self.0.bad.fetch_add(1, Ordering::Relaxed) == 0 {
                     warn!(source = %self.0.id, "ignored an event from the plugin: not JSON: {e}");
@@ -302,6 +312,7 @@ async fn supervise(spec: SourceSpec, env: SupervisorEnv, stop: CancellationToken
         tx: env.inbox.lane(&spec.id, spec.queue),
         alerts: env.inbox.lane(&format!("{} (supervisor)", spec.id), 16),
         dropped: Arc::new(AtomicU64::new(0)),
+        drops: Arc::default(),
         bad: Arc::new(AtomicU64::new(0)),
         env: env.clone(),
     };
@@ -364,7 +375,8 @@ async fn report_drops(feed: Feed, stop: CancellationToken) {
             _ = ticker.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let dropped = feed.dropped.swap(0, Ordering::Relaxed);
+        let dropped =
+            feed.dropped.swap(0, Ordering::Relaxed) + feed.drops.lock().unwrap_or_else(|p| p.into_inner()).take();
         let bad = feed.bad.swap(0, Ordering::Relaxed);
         if bad > 1 {
             warn!(source = %feed.id, "ignored {bad} more bad events from the plugin");
