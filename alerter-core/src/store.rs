@@ -351,11 +351,11 @@ impl Store {
         conn.set_transaction_behavior(TransactionBehavior::Immediate);
         let shared = shared_for(&path);
         let held = hold(&shared.gate);
-        let shared_manual = |_: &Path| shared.manual_checkpoints.load(std::sync::atomic::Ordering::SeqCst);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_KEEP_BYTES)?;
-        if shared_manual(&path) {
+        // A checkpointer already runs for this file: leave checkpoints to it.
+        if shared.manual_checkpoints.load(std::sync::atomic::Ordering::SeqCst) {
             conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         }
         let known = MIGRATIONS.len();
