@@ -149,7 +149,7 @@ enum Sending {
     NotStarted,
 }
 
-/// One attempt's outcome (or a row handed back), waiting to be written.
+/// One attempt's outcome, waiting to be written.
 struct Recorded {
     rowid: i64,
     status: OutboxStatus,

@@ -607,7 +607,7 @@ impl Store {
     }
 
     /// Ends the leases of rows handed back untried: due again at once.
-    pub fn release(&self, rowids: &[i64]) {
+    pub(crate) fn release(&self, rowids: &[i64]) {
         let mut leases = hold(&self.shared.leases);
         for r in rowids {
             leases.remove(r);
@@ -615,7 +615,8 @@ impl Store {
     }
 
     /// How many outbox rows are leased to workers now.
-    pub fn leased(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn leased(&self) -> usize {
         hold(&self.shared.leases).len()
     }
 
