@@ -24,13 +24,13 @@ use alerter_engine::{Engine, Turn};
 
 use crate::clock::Clock;
 use crate::config::{self, Config};
-use crate::event::{Inbound, internal};
+use crate::event::{Inbound, Severity, internal};
 use crate::inbox::{Inbox, LaneSender};
 use crate::notify::Notification;
 use crate::outbox::{Dispatcher, Report, RetryPolicy};
 use crate::plugin::PluginRegistry;
 use crate::plugin::supervisor::{Backoff, SharedStates, Sources, SupervisorEnv};
-use crate::store::{Store, StoreError};
+use crate::store::{Priority, Store, StoreError};
 use crate::throttle::LogThrottle;
 use crate::transport::{self, Transport, TransportError};
 
@@ -114,6 +114,10 @@ struct Held {
 /// store fails, raises `store_failing` / `store_recovered`.
 struct Committer {
     held: Option<Held>,
+    /// An ordinary turn waiting while the store's writes are held (a
+    /// checkpoint round): the engine takes only critical events meanwhile,
+    /// and the first one makes the turn urgent (see `Priority`).
+    waiting: Option<Turn>,
     /// Repeated failures are logged once per interval, with a count.
     log: LogThrottle,
 }
@@ -124,7 +128,12 @@ const RETRY_MAX: Duration = Duration::from_secs(15);
 
 impl Committer {
     fn new() -> Committer {
-        Committer { held: None, log: LogThrottle::new(Duration::from_secs(30)) }
+        Committer { held: None, waiting: None, log: LogThrottle::new(Duration::from_secs(30)) }
+    }
+
+    /// Whether an ordinary turn waits for a hold of the store to end.
+    fn waiting(&self) -> bool {
+        self.waiting.is_some()
     }
 
     /// Whether a turn is waiting for the store.
@@ -140,9 +149,27 @@ impl Committer {
     /// Takes the engine's turn and commits it together with anything held
     /// (once the held turn's retry time has come). On failure the turn is
     /// held and `store_failing` raised; [`Committer::take_direct`] then
-    /// hands out what must go out directly.
-    fn commit(&mut self, store: &mut Store, engine: &mut Engine, dispatcher: &Dispatcher, now: DateTime<Utc>) {
-        let turn = engine.take_turn();
+    /// hands out what must go out directly. While the store's writes are
+    /// held, a turn without a critical notification waits (unless `wait`
+    /// says to wait at the gate instead, as at shutdown).
+    fn commit(
+        &mut self,
+        store: &mut Store,
+        engine: &mut Engine,
+        dispatcher: &Dispatcher,
+        wait: bool,
+        now: DateTime<Utc>,
+    ) {
+        let mut turn = engine.take_turn();
+        if let Some(mut waiting) = self.waiting.take() {
+            waiting.absorb(turn);
+            turn = waiting;
+        }
+        let urgent = turn.notifications.iter().any(|n| n.severity == Severity::Critical);
+        if self.held.is_none() && !turn.is_empty() && !urgent && !wait && store.writes_held() {
+            self.waiting = Some(turn);
+            return;
+        }
         let mut held = match self.held.take() {
             Some(mut h) => {
                 h.turn.absorb(turn);
@@ -157,7 +184,9 @@ impl Committer {
                 Held { turn, direct: HashMap::new(), failures: 0, retry_at: tokio::time::Instant::now(), since: now }
             }
         };
-        match store.commit_with_sent(&held.turn, &held.direct, now) {
+        let urgent = urgent || held.turn.notifications.iter().any(|n| n.severity == Severity::Critical);
+        let priority = if urgent { Priority::Urgent } else { Priority::Normal };
+        match store.commit_with_sent(&held.turn, &held.direct, priority, now) {
             Ok(()) => {
                 for t in held.turn.transports() {
                     dispatcher.wake(t);
@@ -289,7 +318,9 @@ pub async fn run(
     let (loaded_tx, mut loaded_rx) = mpsc::channel::<Loaded>(1);
     let (mut loading, mut reload_again) = (false, false);
     let mut committer = Committer::new();
+    let writes = store.hold_watch();
     let mut batch: Vec<Inbound> = Vec::with_capacity(BATCH);
+    let mut urgent: Vec<Inbound> = Vec::new();
     engine.raise(internal::started(&cfg.name, env!("CARGO_PKG_VERSION"), now), now);
     if let Some(s) = salvage {
         engine.raise(internal::store_salvaged(&cfg.name, &s.to_string(), now), now);
@@ -299,7 +330,7 @@ pub async fn run(
     loop {
         let now = clock.now();
         let was_holding = committer.holding();
-        committer.commit(&mut store, &mut engine, &dispatcher, now);
+        committer.commit(&mut store, &mut engine, &dispatcher, false, now);
         if committer.holding() {
             // What the engine raised about the store goes out now, outside
             // the outbox; everything else waits for the store.
@@ -326,6 +357,7 @@ pub async fn run(
             continue;
         }
         let holding = committer.holding();
+        let waiting = committer.waiting();
         let wake = engine.next_wakeup();
         let retry_at = committer.retry_at();
         let sleep = async {
@@ -378,12 +410,21 @@ pub async fn run(
                     engine.delivered(&report, now);
                 }
             }
-            _ = inbox.recv_many(&mut batch, BATCH), if !holding => {
+            _ = inbox.recv_many(&mut batch, BATCH), if !holding && !waiting => {
                 let now = clock.now();
                 for m in batch.drain(..) {
                     engine.handle(m, now);
                 }
             }
+            // While the turn waits for a hold of the store to end, critical
+            // events still come in: their turn passes the hold.
+            _ = inbox.recv_urgent(&mut urgent, BATCH), if waiting && !holding => {
+                let now = clock.now();
+                for m in urgent.drain(..) {
+                    engine.handle(m, now);
+                }
+            }
+            _ = writes.released(), if waiting => {}
             _ = sleep => engine.tick(clock.now()),
         }
     }
@@ -443,7 +484,7 @@ fn final_commit(
     if let Some(h) = c.held.as_mut() {
         h.retry_at = tokio::time::Instant::now();
     }
-    c.commit(store, engine, dispatcher, now);
+    c.commit(store, engine, dispatcher, true, now);
     if let Some(h) = &c.held {
         error!(
             notifications = h.turn.notifications.len(),

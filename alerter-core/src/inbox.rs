@@ -204,6 +204,24 @@ impl Inbox {
         }
     }
 
+    /// Waits until a critical event is queued, then takes an urgent turn
+    /// (lanes are left alone): what the engine takes while its ordinary
+    /// turn waits for the store.
+    pub async fn recv_urgent(&self, out: &mut Vec<Inbound>, max: usize) -> usize {
+        loop {
+            let arrived = self.shared.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if !st.urgent.is_empty() {
+                    return take_urgent(&mut st, out, max);
+                }
+            }
+            arrived.await;
+        }
+    }
+
     /// Refuses further events and wakes every waiting sender.
     pub fn close(&self) {
         let mut st = self.lock();

@@ -167,6 +167,11 @@ const LEASE: Duration = Duration::from_secs(15 * 60);
 /// Outcomes written per transaction, at most.
 const RECORD_BATCH: usize = 64;
 
+/// Outcomes a worker keeps unwritten, at most, while the store's writes are
+/// held (a checkpoint round): it goes on sending meanwhile instead of
+/// waiting at the gate. A crash re-sends what was not written.
+const HELD_OUTCOMES: usize = 1024;
+
 impl WorkerState {
     /// Notifications taken per batch: enough for the per-transaction cost to
     /// vanish under a storm, few enough to keep the leases short.
@@ -188,9 +193,13 @@ impl WorkerState {
         }
     }
 
-    /// Writes the outcomes waiting, in one transaction.
+    /// Writes the outcomes waiting, in one transaction; while the store's
+    /// writes are held, only once [`HELD_OUTCOMES`] wait.
     fn flush(&mut self) -> Result<(), crate::store::StoreError> {
         if self.unrecorded.is_empty() {
+            return Ok(());
+        }
+        if self.unrecorded.len() < HELD_OUTCOMES && self.store.writes_held() && !self.stop.is_cancelled() {
             return Ok(());
         }
         let now = self.clock.now();
@@ -251,8 +260,11 @@ impl WorkerState {
             if due.is_empty() {
                 let next = self.store.next_due(&self.name).ok().flatten();
                 let wait = next.map_or(IDLE_CHECK, |t| (t - now).to_std().unwrap_or_default().min(IDLE_CHECK));
+                let writes = self.store.hold_watch();
                 tokio::select! {
                     _ = self.wake.notified() => {}
+                    // Outcomes left for later by a hold are written when it ends.
+                    _ = writes.released(), if !self.unrecorded.is_empty() => {}
                     _ = tokio::time::sleep(wait) => {}
                     _ = self.stop.cancelled() => {}
                 }

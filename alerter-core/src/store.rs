@@ -274,8 +274,17 @@ fn load_alert_rows(conn: &Connection) -> Result<AlertRows, StoreError> {
 /// What the `Store`s of one file in this process share.
 #[derive(Debug, Default)]
 struct FileShared {
-    /// The write gate.
+    /// The write gate: ordinary writers pass it before taking `writer`, and
+    /// a hold ([`Store::hold_writes`], a checkpoint round) closes it.
     gate: Mutex<()>,
+    /// One writer at a time. Urgent commits take it without the gate.
+    writer: Mutex<()>,
+    /// Holds under way or waiting for the gate: ordinary writers that can
+    /// wait (the engine's turns, workers' outcomes) leave their writes for
+    /// later rather than block behind one.
+    holds: std::sync::atomic::AtomicUsize,
+    /// Woken when a hold ends.
+    released: tokio::sync::Notify,
     /// Outbox rows handed to a worker, by rowid, with when the lease runs out.
     leases: Mutex<HashMap<i64, DateTime<Utc>>>,
     /// A [`Checkpointer`] runs: writers leave checkpoints to it.
@@ -320,6 +329,86 @@ fn hold<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How a commit treats a hold of the write gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Waits while the gate is held.
+    Normal,
+    /// Passes a hold: a turn with a critical notification is not kept
+    /// waiting for a checkpoint round (tens of milliseconds under a storm,
+    /// waiting for fsyncs). The round then does not start the log over;
+    /// the next one does, and urgent turns are few.
+    Urgent,
+}
+
+impl FileShared {
+    /// Lets a writer in: through the gate unless urgent, then the writer
+    /// lock. Dropping the pair lets the next one in.
+    fn enter(&self, priority: Priority) -> (Option<MutexGuard<'_, ()>>, MutexGuard<'_, ()>) {
+        let gate = match priority {
+            Priority::Normal => Some(hold(&self.gate)),
+            Priority::Urgent => None,
+        };
+        (gate, hold(&self.writer))
+    }
+
+    /// Closes the gate until the hold is dropped. Counted before the gate
+    /// is taken, so writers that can wait stop coming while the hold
+    /// waits for the writer in front of it.
+    fn hold_writes(&self) -> WriteHold<'_> {
+        use std::sync::atomic::Ordering;
+        self.holds.fetch_add(1, Ordering::SeqCst);
+        let gate = hold(&self.gate);
+        WriteHold { shared: self, _gate: gate }
+    }
+
+    fn writes_held(&self) -> bool {
+        self.holds.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+}
+
+/// Ordinary writers of a file wait while this lives (see
+/// [`Store::hold_writes`]).
+#[must_use = "the hold ends when dropped"]
+pub struct WriteHold<'a> {
+    shared: &'a FileShared,
+    _gate: MutexGuard<'a, ()>,
+}
+
+impl Drop for WriteHold<'_> {
+    fn drop(&mut self) {
+        self.shared.holds.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.shared.released.notify_waiters();
+    }
+}
+
+/// Tells whether the writes of a file are held, and when they no longer
+/// are: for a task that would rather do something else than wait.
+#[derive(Debug, Clone)]
+pub struct HoldWatch {
+    shared: Arc<FileShared>,
+}
+
+impl HoldWatch {
+    /// Whether a hold is under way (or waiting for the gate).
+    pub fn held(&self) -> bool {
+        self.shared.writes_held()
+    }
+
+    /// Returns once no hold is under way.
+    pub async fn released(&self) {
+        loop {
+            let released = self.shared.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.held() {
+                return;
+            }
+            released.await;
+        }
+    }
+}
+
 /// One delivery attempt's outcome, for [`Store::record_attempts`].
 #[derive(Debug, Clone)]
 pub struct Attempt<'a> {
@@ -350,7 +439,7 @@ impl Store {
         // The migration's transaction takes the write lock from the start too.
         conn.set_transaction_behavior(TransactionBehavior::Immediate);
         let shared = shared_for(&path);
-        let held = hold(&shared.gate);
+        let held = (hold(&shared.gate), hold(&shared.writer));
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_KEEP_BYTES)?;
@@ -487,16 +576,18 @@ impl Store {
     /// positions, and the sources' saved states that cover the events behind
     /// all that. A crash leaves either all of it or none.
     pub fn commit(&mut self, turn: &Turn, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.commit_with_sent(turn, &HashMap::new(), now)
+        self.commit_with_sent(turn, &HashMap::new(), Priority::Normal, now)
     }
 
     /// [`Store::commit`], with the notifications of the turn that were
     /// already delivered outside the outbox (while the store could not
-    /// write), by id with their reply: they are recorded as sent.
+    /// write), by id with their reply: they are recorded as sent. An
+    /// [`Priority::Urgent`] turn passes a hold of the gate.
     pub fn commit_with_sent(
         &mut self,
         turn: &Turn,
         sent: &HashMap<String, Option<String>>,
+        priority: Priority,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         if turn.is_empty() {
@@ -505,7 +596,7 @@ impl Store {
         if self.alert_rows.is_none() && !turn.changes.is_empty() {
             self.alert_rows = Some(load_alert_rows(&self.conn)?);
         }
-        let _held = hold(&self.shared.gate);
+        let _held = self.shared.enter(priority);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let moved = match &self.alert_rows {
             Some(rows) => write_alert_changes(&tx, rows, &turn.changes, now)?,
@@ -562,6 +653,25 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Stops the ordinary writers of this file in this process (every
+    /// `Store` of it) until the hold is dropped, as a checkpoint round
+    /// does: they wait at the gate, or leave their writes for later (see
+    /// [`HoldWatch`]); [`Priority::Urgent`] commits pass. Waits for the
+    /// writer under way.
+    pub fn hold_writes(&self) -> WriteHold<'_> {
+        self.shared.hold_writes()
+    }
+
+    /// Whether the writes of this file are held now.
+    pub fn writes_held(&self) -> bool {
+        self.shared.writes_held()
+    }
+
+    /// A handle that tells when holds of this file's writes end.
+    pub fn hold_watch(&self) -> HoldWatch {
+        HoldWatch { shared: self.shared.clone() }
     }
 
     /// Hands out up to `limit` due notifications of a transport, leasing
@@ -623,7 +733,7 @@ impl Store {
     /// Makes every row left `sending` pending again: rows an older alerter
     /// leased in the file itself, at start, when no worker runs.
     pub fn release_all(&mut self) -> Result<usize, StoreError> {
-        let _held = hold(&self.shared.gate);
+        let _held = self.shared.enter(Priority::Normal);
         Ok(self.conn.execute("UPDATE outbox SET status = 'pending' WHERE status = 'sending'", [])?)
     }
 
@@ -651,7 +761,7 @@ impl Store {
     /// then ends their leases.
     pub fn record_attempts(&mut self, attempts: &[(i64, Attempt<'_>)], now: DateTime<Utc>) -> Result<(), StoreError> {
         {
-            let _held = hold(&self.shared.gate);
+            let _held = self.shared.enter(Priority::Normal);
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut stmt = tx.prepare_cached(
@@ -681,7 +791,7 @@ impl Store {
     /// one statement (a backlog of a removed transport can be large).
     pub fn fail_orphans(&mut self, transports: &[&str], now: DateTime<Utc>) -> Result<usize, StoreError> {
         let configured = serde_json::to_string(transports)?;
-        let _held = hold(&self.shared.gate);
+        let _held = self.shared.enter(Priority::Normal);
         Ok(self.conn.execute(
             "UPDATE outbox SET status = 'failed', lease_until_ms = 0, updated_ms = ?2,
                  last_error = 'transport `' || transport || '` is no longer configured'
@@ -750,7 +860,7 @@ impl Store {
     /// `before`, at most `limit` of each per call so a long-due prune never
     /// holds the database for long. Returns how many rows went.
     pub fn prune(&mut self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
-        let _held = hold(&self.shared.gate);
+        let _held = self.shared.enter(Priority::Normal);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = prune_in(&tx, before, limit)?;
         tx.commit()?;
@@ -1059,6 +1169,45 @@ pub(crate) mod tests {
         assert_eq!(s.claim("log", t, lease, 10).unwrap().len(), 1);
         assert_eq!(s.release_all().unwrap(), 2);
         assert_eq!(s.claim("log", t, lease, 10).unwrap().len(), 2);
+    }
+
+    /// While a hold (a checkpoint round) closes the gate, an urgent commit
+    /// of another `Store` of the file goes through at once; an ordinary one
+    /// waits for the hold to end, and then goes through too.
+    #[test]
+    fn urgent_commits_pass_a_hold_and_ordinary_ones_wait_for_it() {
+        use std::sync::mpsc::{RecvTimeoutError, channel};
+        let dir = tempfile::tempdir().unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let holder = Store::open(dir.path()).unwrap();
+        // Opened before the hold: opening migrates, at the gate.
+        let mut s = Store::open(dir.path()).unwrap();
+        let watch = holder.hold_watch();
+        assert!(!watch.held());
+        let hold = holder.hold_writes();
+        assert!(watch.held() && holder.writes_held());
+        let (done_tx, done) = channel();
+        let writer = {
+            std::thread::spawn(move || {
+                let turn = |id: &str| Turn { notifications: vec![note(id, "log", t)], ..Turn::default() };
+                s.commit_with_sent(&turn("urgent"), &HashMap::new(), Priority::Urgent, t).unwrap();
+                done_tx.send("urgent").unwrap();
+                s.commit_with_sent(&turn("ordinary"), &HashMap::new(), Priority::Normal, t).unwrap();
+                done_tx.send("ordinary").unwrap();
+            })
+        };
+        // A failure here would otherwise hang the test: bounded waits.
+        use std::time::Duration;
+        assert_eq!(done.recv_timeout(Duration::from_secs(30)), Ok("urgent"), "the urgent commit passed the hold");
+        assert!(holder.outbox_entry("urgent").unwrap().is_some());
+        assert_eq!(done.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty), "the ordinary commit waits");
+        assert!(holder.outbox_entry("ordinary").unwrap().is_none());
+        drop(hold);
+        assert_eq!(done.recv_timeout(Duration::from_secs(30)), Ok("ordinary"));
+        assert_eq!(done.recv_timeout(Duration::from_secs(1)), Err(RecvTimeoutError::Disconnected));
+        writer.join().unwrap();
+        assert!(!watch.held());
+        assert!(holder.outbox_entry("ordinary").unwrap().is_some());
     }
 
     #[test]

@@ -133,7 +133,7 @@ fn run(conn: Connection, shared: &FileShared, path: PathBuf, rx: Receiver<Signal
             if log < RESTART_FRAMES {
                 return Ok((log, done));
             }
-            let _held = hold(&shared.gate);
+            let _held = shared.hold_writes();
             checkpoint(&conn, "PASSIVE")
         });
         match result {

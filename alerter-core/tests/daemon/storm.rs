@@ -85,3 +85,44 @@ async fn a_critical_event_overtakes_its_own_sources_backlog() {
     drop(storm);
     d.stop().await;
 }
+
+/// While a checkpoint round holds the store's writes (tens of milliseconds
+/// under a storm, waiting for fsyncs), the storm's turns wait for it, but a
+/// critical event's turn passes it and goes out; once the hold ends the
+/// backlog drains, every notification once.
+#[tokio::test(start_paused = true)]
+async fn a_critical_event_passes_a_checkpoint_round_that_holds_the_storm() {
+    const STORM: usize = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let d = crate::paused::start(dir.path(), CONFIG, t0());
+    // The daemon has opened its store (and said so) before the hold:
+    // opening migrates, at the gate.
+    until(|| notifications(&out).len() == 1).await;
+    let store = alerter_core::store::Store::open(&dir.path().join("state")).unwrap();
+    let hold = store.hold_writes();
+    let storm = d.inbox.lane("storm", STORM);
+    for i in 0..STORM {
+        storm.try_send(line("storm", Severity::Warning, i)).unwrap();
+    }
+    // A virtual second: the engine routes a turn of the storm and keeps it
+    // waiting; nothing of the storm is committed, so nothing goes out.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(notifications(&out).len(), 1, "the storm waits for the hold to end");
+    d.events
+        .try_send(Event::new("quiet", "db01", Severity::Critical, "CRITICAL db01 is down", t0()).oneshot().into())
+        .unwrap();
+    let pos = position_of_critical(&out).await;
+    // It took the turn that was waiting along (one batch), no more.
+    assert!(pos <= 1 + 128, "the critical notification came {pos}th");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let during = notifications(&out).len();
+    assert!(during <= 2 + 128, "{during} notifications went out while the writes were held");
+    drop(hold);
+    until(|| notifications(&out).len() >= STORM + 2).await;
+    let all = notifications(&out);
+    let ids: std::collections::HashSet<_> = all.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!((all.len(), ids.len()), (STORM + 2, STORM + 2), "every notification exactly once");
+    drop((storm, store));
+    d.stop().await;
+}
