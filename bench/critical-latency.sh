@@ -213,7 +213,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-ALERTER_LOG=info "$ALERTER" run -c "$dir/alerter.yaml" > "$dir/daemon.out" 2> "$dir/daemon.log" &
+ALERTER_LOG=${ALERTER_LOG:-info} "$ALERTER" run -c "$dir/alerter.yaml" > "$dir/daemon.out" 2> "$dir/daemon.log" &
 apid=$!
 pids+=("$apid")
 for _ in $(seq 1 300); do

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use alerter_engine::{Engine, Turn};
 
@@ -122,6 +122,9 @@ struct Committer {
     log: LogThrottle,
 }
 
+/// Commits slower than this are logged (at debug level).
+const SLOW_COMMIT: Duration = Duration::from_millis(10);
+
 /// The first commit retry waits this long, doubling up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(15);
@@ -186,7 +189,13 @@ impl Committer {
         };
         let urgent = urgent || held.turn.notifications.iter().any(|n| n.severity == Severity::Critical);
         let priority = if urgent { Priority::Urgent } else { Priority::Normal };
-        match store.commit_with_sent(&held.turn, &held.direct, priority, now) {
+        let began = std::time::Instant::now();
+        let result = store.commit_with_sent(&held.turn, &held.direct, priority, now);
+        let took = began.elapsed();
+        if took > SLOW_COMMIT {
+            debug!(?priority, notifications = held.turn.notifications.len(), ms = took.as_secs_f64() * 1e3, "slow commit");
+        }
+        match result {
             Ok(()) => {
                 for t in held.turn.transports() {
                     dispatcher.wake(t);

@@ -133,8 +133,19 @@ fn run(conn: Connection, shared: &FileShared, path: PathBuf, rx: Receiver<Signal
             if log < RESTART_FRAMES {
                 return Ok((log, done));
             }
-            let _held = shared.hold_writes();
-            checkpoint(&conn, "PASSIVE")
+            let began = Instant::now();
+            let held = shared.hold_writes();
+            let gated = Instant::now();
+            let result = checkpoint(&conn, "PASSIVE");
+            drop(held);
+            debug!(
+                db = %path.display(),
+                log,
+                waited_ms = (gated - began).as_secs_f64() * 1e3,
+                held_ms = gated.elapsed().as_secs_f64() * 1e3,
+                "checkpoint round with the writes held"
+            );
+            result
         });
         match result {
             Ok((log, done)) => {
