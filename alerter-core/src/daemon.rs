@@ -193,7 +193,12 @@ impl Committer {
         let result = store.commit_with_sent(&held.turn, &held.direct, priority, now);
         let took = began.elapsed();
         if took > SLOW_COMMIT {
-            debug!(?priority, notifications = held.turn.notifications.len(), ms = took.as_secs_f64() * 1e3, "slow commit");
+            debug!(
+                ?priority,
+                notifications = held.turn.notifications.len(),
+                ms = took.as_secs_f64() * 1e3,
+                "slow commit"
+            );
         }
         match result {
             Ok(()) => {

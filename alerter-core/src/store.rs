@@ -42,7 +42,7 @@ use rusqlite_migration::{M, Migrations};
 
 use crate::event::Fingerprint;
 use crate::notify::Notification;
-use crate::rules::router::{Alert, AlertChange};
+use crate::rules::router::{AlertChange, Kept};
 use alerter_engine::Turn;
 
 /// File name of the database inside the state directory.
@@ -253,8 +253,9 @@ pub struct Store {
 /// The row of each alert, by rule and fingerprint. The alerts table has
 /// no index on them (see migration 5): the one `Store` that writes alerts
 /// (the engine's) keeps this map instead, and changes it only once a
-/// transaction that changed the rows has committed.
-type AlertRows = HashMap<(String, Fingerprint), i64>;
+/// transaction that changed the rows has committed. By rule first, so a
+/// storm's 100,000 one-shots cost no copy of their rule's name each.
+type AlertRows = HashMap<String, HashMap<Fingerprint, i64>>;
 
 fn load_alert_rows(conn: &Connection) -> Result<AlertRows, StoreError> {
     let mut stmt = conn.prepare("SELECT id, rule, fingerprint FROM alerts")?;
@@ -265,7 +266,7 @@ fn load_alert_rows(conn: &Connection) -> Result<AlertRows, StoreError> {
         // A fingerprint that does not parse cannot match any alert; its
         // row is left alone (and dropped with the rest by a salvage).
         if let Ok(fp) = Fingerprint::try_from(fp) {
-            map.insert((rule, fp), id);
+            map.entry(rule).or_default().insert(fp, id);
         }
     }
     Ok(map)
@@ -501,13 +502,22 @@ impl Store {
     }
 
     /// Every stored alert, with its rule name.
-    pub fn load_alerts(&self) -> Result<Vec<(String, Alert)>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT rule, state FROM alerts ORDER BY rule, fingerprint")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    /// What is kept of each alert, with its rule and fingerprint.
+    pub fn load_alerts(&self) -> Result<Vec<(String, Fingerprint, Kept)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT rule, fingerprint, state FROM alerts ORDER BY rule, fingerprint")?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         let mut out = Vec::new();
         for row in rows {
-            let (rule, state) = row?;
-            out.push((rule, serde_json::from_str(&state)?));
+            let (rule, fp, state) = row?;
+            let kept: Kept = serde_json::from_str(&state)?;
+            let fp = match (Fingerprint::try_from(fp), &kept) {
+                (Ok(fp), _) => fp,
+                (Err(_), Kept::Alert(a)) => a.fingerprint,
+                // A throttle whose key is unreadable throttles nothing.
+                (Err(_), Kept::Sent(_)) => continue,
+            };
+            out.push((rule, fp, kept));
         }
         Ok(out)
     }
@@ -645,11 +655,17 @@ impl Store {
         tx.commit()?;
         self.wrote();
         if let Some(rows) = self.alert_rows.as_mut() {
-            for (key, id) in moved {
+            for ((rule, fp), id) in moved {
                 match id {
-                    Some(id) => rows.insert(key, id),
-                    None => rows.remove(&key),
-                };
+                    Some(id) => {
+                        rows.entry(rule).or_default().insert(fp, id);
+                    }
+                    None => {
+                        if let Some(of_rule) = rows.get_mut(&rule) {
+                            of_rule.remove(&fp);
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -917,7 +933,7 @@ fn write_alert_changes(
         let key = (c.rule.clone(), c.fingerprint);
         let at = match moved.get(&key) {
             Some(made) => *made,
-            None => rows.get(&key).copied(),
+            None => rows.get(&c.rule).and_then(|r| r.get(&c.fingerprint)).copied(),
         };
         match (&c.alert, at) {
             (Some(a), Some(id)) => {
@@ -987,7 +1003,7 @@ fn collect_entries(rows: impl Iterator<Item = rusqlite::Result<EntryRow>>) -> Re
 pub(crate) mod tests {
     use super::*;
     use crate::event::{Event, Severity};
-    use crate::rules::router::AlertStatus;
+    use crate::rules::router::{Alert, AlertStatus, Sent};
 
     fn alert(t: DateTime<Utc>) -> Alert {
         let event = Event::new("disk", "h", Severity::Warning, "full", t);
@@ -1012,12 +1028,13 @@ pub(crate) mod tests {
         let a = alert(t);
         {
             let mut s = Store::open(dir.path()).unwrap();
-            let change = AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: Some(a.clone()) };
+            let change =
+                AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: Some(Kept::Alert(a.clone())) };
             s.apply_alert_changes(&[change], t).unwrap();
         }
         let mut s = Store::open(dir.path()).unwrap();
         assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
-        assert_eq!(s.load_alerts().unwrap(), vec![("r".to_string(), a.clone())]);
+        assert_eq!(s.load_alerts().unwrap(), vec![("r".to_string(), a.fingerprint, Kept::Alert(a.clone()))]);
         let gone = AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: None };
         s.apply_alert_changes(&[gone], t).unwrap();
         assert!(!s.has_alert("r", a.fingerprint).unwrap());
@@ -1042,7 +1059,7 @@ pub(crate) mod tests {
         let change = |rule: &str, alert: Option<&Alert>| AlertChange {
             rule: rule.into(),
             fingerprint: a.fingerprint,
-            alert: alert.cloned(),
+            alert: alert.cloned().map(Kept::Alert),
         };
         {
             let mut s = Store::open(dir.path()).unwrap();
@@ -1054,7 +1071,8 @@ pub(crate) mod tests {
             // Made and gone in one turn.
             let mut c = a.clone();
             c.fingerprint = Fingerprint(42);
-            let made = AlertChange { rule: "r".into(), fingerprint: c.fingerprint, alert: Some(c.clone()) };
+            let made =
+                AlertChange { rule: "r".into(), fingerprint: c.fingerprint, alert: Some(Kept::Alert(c.clone())) };
             let gone = AlertChange { rule: "r".into(), fingerprint: c.fingerprint, alert: None };
             s.apply_alert_changes(&[made, gone], t).unwrap();
             assert_eq!(alert_rows_in_file(&s).len(), 2);
@@ -1068,7 +1086,32 @@ pub(crate) mod tests {
         s.apply_alert_changes(&[change("q", Some(&a))], t).unwrap();
         assert_eq!(alert_rows_in_file(&s)[1].0, 4, "ids 2 and 3 are not reused");
         let loaded = s.load_alerts().unwrap();
-        assert_eq!(loaded, vec![("q".to_string(), a.clone()), ("r".to_string(), b)]);
+        let (fp, a, b) = (a.fingerprint, Kept::Alert(a.clone()), Kept::Alert(b));
+        assert_eq!(loaded, vec![("q".to_string(), fp, a), ("r".to_string(), fp, b)]);
+    }
+
+    /// A notified one-shot is kept as when it was sent, a few bytes, and
+    /// read back as such beside full alerts.
+    #[test]
+    fn a_sent_one_shot_is_kept_in_a_few_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let a = alert(t);
+        let sent = Sent { at: t, repeats: 3 };
+        let mut s = Store::open(dir.path()).unwrap();
+        let changes = [
+            AlertChange { rule: "r".into(), fingerprint: Fingerprint(7), alert: Some(Kept::Sent(sent)) },
+            AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: Some(Kept::Alert(a.clone())) },
+        ];
+        s.apply_alert_changes(&changes, t).unwrap();
+        let rows = alert_rows_in_file(&s);
+        assert_eq!(rows[0].2, r#"{"sent_ms":1800000000000,"repeats":3}"#);
+        let mut loaded = s.load_alerts().unwrap();
+        loaded.sort_by_key(|(_, fp, _)| *fp);
+        let mut expected =
+            vec![("r".to_string(), Fingerprint(7), Kept::Sent(sent)), ("r".to_string(), a.fingerprint, Kept::Alert(a))];
+        expected.sort_by_key(|(_, fp, _)| *fp);
+        assert_eq!(loaded, expected);
     }
 
     /// A database of schema 4 (alerts keyed by rule and fingerprint) keeps
@@ -1088,7 +1131,7 @@ pub(crate) mod tests {
             .unwrap();
         }
         let mut s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.load_alerts().unwrap(), vec![("r".to_string(), a.clone())]);
+        assert_eq!(s.load_alerts().unwrap(), vec![("r".to_string(), a.fingerprint, Kept::Alert(a.clone()))]);
         let gone = AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: None };
         s.apply_alert_changes(&[gone], t).unwrap();
         assert!(s.load_alerts().unwrap().is_empty());

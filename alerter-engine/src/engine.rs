@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 use crate::event::{ALERTER_SOURCE, Event, Fingerprint, Inbound, Severity};
 use crate::notices::{Notice, NoticeKey, NoticeScheduler};
 use crate::notify::{Notification, RenderCx, TransportInfo, notice_notifications, render_dispatch};
-use crate::rules::router::{Alert, AlertChange, Output, Router};
+use crate::rules::router::{AlertChange, Kept, Output, Router};
 use crate::rules::{Rule, Silence};
 use crate::template::{NOTICE_FALLBACK, Templates};
 
@@ -179,7 +179,7 @@ impl Engine {
     /// first turn, so they are stored even before anything fires.
     pub fn new(
         cfg: EngineConfig,
-        alerts: Vec<(String, Alert)>,
+        alerts: Vec<(String, Fingerprint, Kept)>,
         positions: HashMap<NoticeKey, DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Engine {

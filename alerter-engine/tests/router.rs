@@ -319,6 +319,74 @@ fn oneshots_are_notified_once_and_throttled_by_key() {
     assert_eq!(notified(&router.handle(line("192.0.2.1"), at(16 * MIN))).len(), 1);
 }
 
+/// A notified one-shot is kept only as when it was sent: it leaves the
+/// alerts, the store is given a `Sent`, a restart restores the throttle
+/// (from that, or from the full `sent` alert an older alerter stored), and
+/// when the throttle ends it is forgotten, in the store too.
+#[test]
+fn notified_one_shots_are_kept_as_when_they_were_sent() {
+    use alerter_engine::rules::router::{Alert, AlertStatus, Kept, Sent};
+    let mut r = rule("ssh");
+    r.repeat_interval = Duration::from_secs(15 * 60);
+    let r = Arc::new(r);
+    let line = |ip: &str| {
+        Event::new("auth", "h", Severity::Warning, format!("failed login from {ip}"), t0())
+            .with_label("ip", ip)
+            .oneshot()
+    };
+    let mut before = Router::new(vec![r.clone()], vec![]);
+    assert_eq!(notified(&before.handle(line("192.0.2.1"), at(0))).len(), 1);
+    assert_eq!(notified(&before.handle(line("192.0.2.2"), at(MIN))).len(), 1);
+    assert!(before.alerts("ssh").is_empty(), "no longer an alert");
+    assert_eq!(before.throttled("ssh"), 2);
+    let mut stored = saved(&mut before);
+    stored.sort_by_key(|(_, _, k)| match k {
+        Kept::Sent(s) => s.at,
+        Kept::Alert(a) => a.since,
+    });
+    let fp1 = line("192.0.2.1").fingerprint();
+    assert_eq!(stored[0], ("ssh".to_string(), fp1, Kept::Sent(Sent { at: at(0), repeats: 0 })));
+    assert_eq!(stored[1].2, Kept::Sent(Sent { at: at(MIN), repeats: 0 }));
+
+    // The second as an older alerter stored it: a whole alert, `sent`.
+    let fp2 = line("192.0.2.2").fingerprint();
+    let old = Alert {
+        fingerprint: fp2,
+        event: line("192.0.2.2"),
+        status: AlertStatus::Sent,
+        since: at(MIN),
+        fired_at: Some(at(MIN)),
+        resolved_at: None,
+        last_notified: Some(at(MIN)),
+        notified_severity: Some(Severity::Warning),
+        count: 0,
+    };
+    stored[1].2 = Kept::Alert(old);
+    let mut after = Router::new(vec![r], vec![]);
+    after.restore(stored, at(2 * MIN));
+    assert_eq!(after.throttled("ssh"), 2);
+    let again = saved(&mut after);
+    assert_eq!(again, vec![("ssh".to_string(), fp2, Kept::Sent(Sent { at: at(MIN), repeats: 0 }))], "rewritten small");
+    assert!(matches!(
+        suppressed(&after.handle(line("192.0.2.1"), at(3 * MIN)))[..],
+        [SuppressReason::RepeatInterval { .. }]
+    ));
+    assert!(matches!(
+        suppressed(&after.handle(line("192.0.2.2"), at(3 * MIN)))[..],
+        [SuppressReason::RepeatInterval { .. }]
+    ));
+    // The first throttle ends at 15 minutes, the second a minute later;
+    // each is forgotten when it ends.
+    assert!(run_until(&mut after, at(15 * MIN)).is_empty());
+    assert_eq!(after.throttled("ssh"), 1);
+    let changes = after.take_changes();
+    assert!(changes.iter().any(|c| c.fingerprint == fp1 && c.alert.is_none()), "{changes:?}");
+    run_until(&mut after, at(16 * MIN));
+    assert_eq!(after.throttled("ssh"), 0);
+    assert_eq!(after.next_wakeup(), None, "no timer left behind");
+    assert_eq!(notified(&after.handle(line("192.0.2.2"), at(17 * MIN))).len(), 1, "news again");
+}
+
 #[test]
 fn restored_state_is_not_renotified_within_repeat_interval() {
     let mut r = rule("disk");
@@ -326,8 +394,7 @@ fn restored_state_is_not_renotified_within_repeat_interval() {
     let r = Arc::new(r);
     let mut before = Router::new(vec![r.clone()], vec![]);
     assert_eq!(notified(&before.handle(disk(Severity::Critical, "/"), at(0))).len(), 1);
-    let saved: Vec<(String, _)> =
-        before.take_changes().into_iter().filter_map(|c| c.alert.map(|a| (c.rule, a))).collect();
+    let saved = saved(&mut before);
     assert_eq!(saved.len(), 1);
 
     // "Restart" an hour later: the source reports the same condition again.
@@ -428,8 +495,10 @@ fn with_group_by_a_resolution_waits_for_group_interval() {
 }
 
 /// What `router` would have in the store: its alerts, by rule.
-fn saved(router: &mut Router) -> Vec<(String, alerter_engine::rules::router::Alert)> {
-    router.take_changes().into_iter().filter_map(|c| c.alert.map(|a| (c.rule, a))).collect()
+type Saved = (String, alerter_engine::event::Fingerprint, alerter_engine::rules::router::Kept);
+
+fn saved(router: &mut Router) -> Vec<Saved> {
+    router.take_changes().into_iter().filter_map(|c| c.alert.map(|a| (c.rule, c.fingerprint, a))).collect()
 }
 
 /// The two shapes of rule in which a resolved notice can still be due at
@@ -445,7 +514,7 @@ fn rules_with_a_pending_resolution() -> Vec<Rule> {
 
 /// Fires `/` at 0, resolves it a minute after it was told, and returns the
 /// stored state (the resolved notice still due) and when it was told.
-fn resolved_but_not_yet_told(r: &Arc<Rule>) -> (Vec<(String, alerter_engine::rules::router::Alert)>, DateTime<Utc>) {
+fn resolved_but_not_yet_told(r: &Arc<Rule>) -> (Vec<Saved>, DateTime<Utc>) {
     let mut before = Router::new(vec![r.clone()], vec![]);
     let mut out = before.handle(disk(Severity::Warning, "/"), at(0));
     out.extend(run_until(&mut before, at(5 * MIN)));

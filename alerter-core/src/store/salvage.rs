@@ -25,7 +25,7 @@ use rusqlite::{Connection, ErrorCode, params_from_iter};
 
 use super::{DB_FILE, Store, StoreError, create_private, migrations};
 use crate::notify::Notification;
-use crate::rules::router::Alert;
+use crate::rules::router::Kept;
 
 /// Tables copied, in this order; what each holds, for the report.
 const TABLES: &[(&str, &str)] = &[
@@ -406,7 +406,7 @@ fn decodes(table: &str, cols: &[String], row: &[Value]) -> bool {
     };
     match table {
         "outbox" => text("payload").is_some_and(|p| serde_json::from_str::<Notification>(p).is_ok()),
-        "alerts" => text("state").is_some_and(|s| serde_json::from_str::<Alert>(s).is_ok()),
+        "alerts" => text("state").is_some_and(|s| serde_json::from_str::<Kept>(s).is_ok()),
         _ => true,
     }
 }

@@ -24,8 +24,14 @@
 //! Timers live in one ordered set and are checked lazily: a timer whose
 //! alert or group has moved on is skipped when it comes due, which is cheaper
 //! than finding and removing it on every change.
+//!
+//! A notified one-shot leaves the alerts: all that is kept of it is when it
+//! was sent ([`Sent`], a few bytes, in memory and in the store), in a queue
+//! per rule ordered by when its throttle ends (one timer per rule, not one
+//! per one-shot). A storm of distinct log lines is then 100,000 of those,
+//! not 100,000 alerts with their events.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -43,8 +49,35 @@ pub enum AlertStatus {
     Firing,
     /// Cleared after having been notified; the resolved notice is due.
     Resolved,
-    /// A one-shot that was notified; kept to throttle repeats.
+    /// A one-shot that was notified. Written by older alerters; a
+    /// restored one becomes a [`Sent`].
     Sent,
+}
+
+/// A one-shot that was notified, kept only to throttle repeats of its key
+/// until its rule's `repeat_interval` has passed: what it said is in the
+/// outbox already. Persisted as `{"sent_ms":...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sent {
+    /// When it was notified.
+    #[serde(rename = "sent_ms", with = "chrono::serde::ts_milliseconds")]
+    pub at: DateTime<Utc>,
+    /// Repeats throttled since (the first one is recorded as suppressed).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub repeats: u32,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What the store keeps of an alert of a rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Kept {
+    Sent(Sent),
+    Alert(Alert),
 }
 
 /// One alert's state within one rule. Persisted as JSON in the store.
@@ -73,19 +106,6 @@ pub struct Alert {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
-}
-
-impl Alert {
-    /// A notified one-shot is kept only to throttle repeats of it until
-    /// its `repeat_interval` has passed: what it said is in the outbox
-    /// already. Dropping its text keeps a storm's throttle memory (and its
-    /// rows in the store) small.
-    fn keep_only_identity(&mut self) {
-        let e = &mut self.event;
-        e.summary = String::new();
-        e.details = String::new();
-        e.labels = Default::default();
-    }
 }
 
 /// Why something was not notified.
@@ -157,14 +177,23 @@ pub enum Output {
 pub struct AlertChange {
     pub rule: String,
     pub fingerprint: Fingerprint,
-    pub alert: Option<Alert>,
+    pub alert: Option<Kept>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    Promote { rule: usize, fp: Fingerprint },
-    Flush { rule: usize, group: Arc<str> },
-    Expire { rule: usize, fp: Fingerprint },
+    Promote {
+        rule: usize,
+        fp: Fingerprint,
+    },
+    Flush {
+        rule: usize,
+        group: Arc<str>,
+    },
+    /// The first throttle in the rule's queue of one-shots may be over.
+    Expire {
+        rule: usize,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -179,6 +208,11 @@ struct Group {
 struct RuleState {
     alerts: HashMap<Fingerprint, Alert>,
     groups: HashMap<Arc<str>, Group>,
+    /// Notified one-shots, throttled.
+    sent: HashMap<Fingerprint, Sent>,
+    /// When each throttle ends, in that order (a one-shot notified again
+    /// is queued again; its older entry is skipped).
+    expiries: VecDeque<(DateTime<Utc>, Fingerprint)>,
 }
 
 /// The rules engine. See the module docs.
@@ -241,7 +275,11 @@ impl Router {
         let gone: Vec<AlertChange> = old
             .into_iter()
             .flat_map(|(name, st)| {
-                st.alerts.into_keys().map(move |fp| AlertChange { rule: name.clone(), fingerprint: fp, alert: None })
+                st.alerts.into_keys().chain(st.sent.into_keys()).map(move |fp| AlertChange {
+                    rule: name.clone(),
+                    fingerprint: fp,
+                    alert: None,
+                })
             })
             .collect();
         self.index = RuleIndex::new(&rules);
@@ -257,14 +295,28 @@ impl Router {
     /// restored alerts are held until [`RESTORE_SETTLE`] after `now`: the
     /// stored state is older than whatever the sources report first after
     /// the restart, and must not be announced before they had the chance.
-    pub fn restore(&mut self, alerts: Vec<(String, Alert)>, now: DateTime<Utc>) {
+    pub fn restore(&mut self, alerts: Vec<(String, Fingerprint, Kept)>, now: DateTime<Utc>) {
         self.restored_at = Some(now);
         let index: HashMap<&str, usize> = self.rules.iter().enumerate().map(|(i, r)| (r.name.as_str(), i)).collect();
-        for (rule, alert) in alerts {
-            if let Some(&i) = index.get(rule.as_str()) {
-                self.states[i].alerts.insert(alert.fingerprint, alert);
-            } else {
-                self.pending_deletes.push(AlertChange { rule, fingerprint: alert.fingerprint, alert: None });
+        for (rule, fp, kept) in alerts {
+            let Some(&i) = index.get(rule.as_str()) else {
+                self.pending_deletes.push(AlertChange { rule, fingerprint: fp, alert: None });
+                continue;
+            };
+            let state = &mut self.states[i];
+            match kept {
+                Kept::Sent(s) => {
+                    state.sent.insert(fp, s);
+                }
+                // As older alerters kept a notified one-shot.
+                Kept::Alert(a) if a.status == AlertStatus::Sent => {
+                    let at = a.last_notified.unwrap_or(a.since);
+                    state.sent.insert(fp, Sent { at, repeats: a.count.min(u32::MAX as u64) as u32 });
+                    self.dirty.insert((i, fp));
+                }
+                Kept::Alert(a) => {
+                    state.alerts.insert(fp, a);
+                }
             }
         }
         self.rebuild(now);
@@ -284,10 +336,8 @@ impl Router {
                     AlertStatus::Pending => {
                         timers.push((after(a.since, rule.hold_for), Timer::Promote { rule: i, fp: *fp }));
                     }
-                    AlertStatus::Sent => {
-                        let t = a.last_notified.map_or(now, |t| after(t, rule.repeat_interval));
-                        timers.push((t, Timer::Expire { rule: i, fp: *fp }));
-                    }
+                    // Only restored ones are `Sent`, and those became `Sent` records.
+                    AlertStatus::Sent => {}
                     AlertStatus::Firing | AlertStatus::Resolved => {
                         let (key, labels) = group_key(&rule, &a.event, *fp);
                         let g = groups.entry(key).or_insert_with(|| Group { labels, ..Group::default() });
@@ -332,6 +382,14 @@ impl Router {
                 }
             }
             self.states[i].groups = groups;
+            let state = &mut self.states[i];
+            let mut expiries: Vec<(DateTime<Utc>, Fingerprint)> =
+                state.sent.iter().map(|(fp, s)| (after(s.at, rule.repeat_interval), *fp)).collect();
+            expiries.sort_unstable();
+            state.expiries = expiries.into();
+            if let Some((t, _)) = state.expiries.front() {
+                timers.push((*t, Timer::Expire { rule: i }));
+            }
             for (t, timer) in timers {
                 self.add_timer(t, timer);
             }
@@ -425,14 +483,22 @@ impl Router {
                         self.flush(rule, group, at, out);
                     }
                 }
-                Timer::Expire { rule, fp } => {
+                Timer::Expire { rule } => {
                     let repeat = self.rules[rule].repeat_interval;
-                    let expired = self.states[rule].alerts.get(&fp).is_some_and(|a| {
-                        a.status == AlertStatus::Sent && a.last_notified.is_none_or(|t| after(t, repeat) <= at)
-                    });
-                    if expired {
-                        self.states[rule].alerts.remove(&fp);
-                        self.dirty.insert((rule, fp));
+                    let state = &mut self.states[rule];
+                    while let Some(&(t, fp)) = state.expiries.front() {
+                        if t > at {
+                            break;
+                        }
+                        state.expiries.pop_front();
+                        // Not if it was notified again since (queued again).
+                        if state.sent.get(&fp).is_some_and(|s| after(s.at, repeat) <= at) {
+                            state.sent.remove(&fp);
+                            self.dirty.insert((rule, fp));
+                        }
+                    }
+                    if let Some(&(t, _)) = state.expiries.front() {
+                        self.add_timer(t, Timer::Expire { rule });
                     }
                 }
             }
@@ -442,28 +508,30 @@ impl Router {
     fn accept(&mut self, i: usize, fp: Fingerprint, event: Event, now: DateTime<Utc>, out: &mut Vec<Output>) {
         let rule = self.rules[i].clone();
         let state = &mut self.states[i];
+        if let Some(s) = state.sent.get_mut(&fp) {
+            let until = after(s.at, rule.repeat_interval);
+            if event.oneshot && now < until {
+                s.repeats = s.repeats.saturating_add(1);
+                // Recorded once per quiet period, not once per event:
+                // a log line repeating a thousand times a second must
+                // not write a thousand audit records a second.
+                if s.repeats == 1 {
+                    self.dirty.insert((i, fp));
+                    out.push(Output::Suppressed(Suppression {
+                        at: now,
+                        rule: rule.name.clone(),
+                        fingerprint: fp,
+                        summary: event.summary.clone(),
+                        reason: SuppressReason::RepeatInterval { until },
+                    }));
+                }
+                return;
+            }
+            // Its throttle is over (or a condition took its key): news.
+            state.sent.remove(&fp);
+        }
         if let Some(a) = state.alerts.get_mut(&fp) {
             match a.status {
-                AlertStatus::Sent if event.oneshot => {
-                    let until = after(a.last_notified.unwrap_or(a.since), rule.repeat_interval);
-                    if now < until {
-                        a.count += 1;
-                        // Recorded once per quiet period, not once per event:
-                        // a log line repeating a thousand times a second must
-                        // not write a thousand audit records a second.
-                        if a.count == 1 {
-                            self.dirty.insert((i, fp));
-                            out.push(Output::Suppressed(Suppression {
-                                at: now,
-                                rule: rule.name.clone(),
-                                fingerprint: fp,
-                                summary: event.summary.clone(),
-                                reason: SuppressReason::RepeatInterval { until },
-                            }));
-                        }
-                        return;
-                    }
-                }
                 // A refresh of a known alert updates it in memory only: the
                 // store need not hear of every repeat of the same condition,
                 // just of changes that decide what is notified.
@@ -701,18 +769,20 @@ impl Router {
                     state.alerts.remove(fp);
                     g.members.remove(fp);
                 }
-                let mut expiries = Vec::new();
+                let first_expiry = state.expiries.is_empty();
+                let until = after(now, rule.repeat_interval);
                 for fp in &firing {
-                    let a = state.alerts.get_mut(fp).expect("member exists");
-                    if a.event.oneshot {
-                        a.status = AlertStatus::Sent;
-                        a.keep_only_identity();
+                    if state.alerts.get(fp).is_some_and(|a| a.event.oneshot) {
+                        state.alerts.remove(fp);
                         g.members.remove(fp);
-                        expiries.push((after(now, rule.repeat_interval), *fp));
+                        state.sent.insert(*fp, Sent { at: now, repeats: 0 });
+                        state.expiries.push_back((until, *fp));
                     }
                 }
-                for (t, fp) in expiries {
-                    self.add_timer(t, Timer::Expire { rule: i, fp });
+                // Queued in order, as `now` only moves on: one timer for the
+                // queue's head (the one that runs sets the next).
+                if first_expiry && !state.expiries.is_empty() {
+                    self.add_timer(until, Timer::Expire { rule: i });
                 }
             }
         }
@@ -752,13 +822,19 @@ impl Router {
         let mut changes: Vec<AlertChange> = std::mem::take(&mut self.pending_deletes);
         for (i, fp) in self.dirty.drain() {
             let Some(rule) = self.rules.get(i) else { continue };
-            changes.push(AlertChange {
-                rule: rule.name.clone(),
-                fingerprint: fp,
-                alert: self.states[i].alerts.get(&fp).cloned(),
-            });
+            let state = &self.states[i];
+            let kept = match state.alerts.get(&fp) {
+                Some(a) => Some(Kept::Alert(a.clone())),
+                None => state.sent.get(&fp).map(|s| Kept::Sent(*s)),
+            };
+            changes.push(AlertChange { rule: rule.name.clone(), fingerprint: fp, alert: kept });
         }
         changes
+    }
+
+    /// How many notified one-shots of a rule are throttled now.
+    pub fn throttled(&self, rule: &str) -> usize {
+        self.rules.iter().position(|r| r.name == rule).map_or(0, |i| self.states[i].sent.len())
     }
 
     /// All alerts of a rule (for status output and tests), by fingerprint.
