@@ -9,7 +9,9 @@
 //!
 //! Reload builds the complete new configuration (including opening its
 //! transports) before touching anything; if any part fails the old one keeps
-//! running and the failure is logged and raised as an `alerter` event.
+//! running and the failure is logged and raised as an `alerter` event. The
+//! workers of transports still configured keep running, with the new
+//! settings from their next send.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -547,8 +549,8 @@ fn reload(
     };
     let fresh_transports: HashMap<String, Arc<dyn Transport>> =
         built.iter().map(|(k, (t, _))| (k.clone(), t.clone())).collect();
-    let fresh = match start_dispatcher(cfg, built, reports, &opts.clock) {
-        Ok(d) => d,
+    let prepared = match dispatcher.prepare(built, &cfg.state_dir) {
+        Ok(p) => p,
         Err(e) => {
             error!("configuration not reloaded: {e}; the previous configuration keeps running");
             return Err(1);
@@ -562,8 +564,10 @@ fn reload(
     {
         warn!(orphans = n, "notifications for transports removed by the reload were marked failed");
     }
-    let old = std::mem::replace(dispatcher, fresh);
-    tokio::spawn(old.stop(opts.shutdown_grace));
+    // Workers of transports still configured keep running with their new
+    // settings; those of removed ones finish what is in flight and stop.
+    let retired = dispatcher.apply(prepared, reports, &opts.clock);
+    tokio::spawn(retired.stop(opts.shutdown_grace));
     let state_dir = cfg.state_dir.clone();
     *cfg = new;
     cfg.state_dir = state_dir;

@@ -36,23 +36,77 @@ use crate::transport::Transport;
 pub use crate::transport::RetryPolicy;
 pub use alerter_engine::engine::{Delivery as Report, Outcome};
 
+/// A transport and its retry policy: replaced in place when a reload
+/// keeps the transport's worker.
+type Settings = Arc<std::sync::Mutex<(Arc<dyn Transport>, RetryPolicy)>>;
+
+fn current(settings: &Settings) -> (Arc<dyn Transport>, RetryPolicy) {
+    let s = settings.lock().unwrap_or_else(|e| e.into_inner());
+    (s.0.clone(), s.1)
+}
+
 struct Worker {
     wake: Arc<Notify>,
     task: JoinHandle<()>,
-}
-
-/// The running workers.
-pub struct Dispatcher {
-    workers: HashMap<String, Worker>,
+    settings: Settings,
     /// Stop taking new work.
     stop: CancellationToken,
     /// Abandon work in flight.
     abandon: CancellationToken,
 }
 
+/// The running workers, one per transport.
+///
+/// A reload keeps the worker of every transport still configured and hands
+/// it the new transport and policy, used from its next send on: nothing in
+/// flight is interrupted or handed back, and the worker's leases stay
+/// where they are. Workers of removed transports stop (see [`Retired`]),
+/// and new transports get new workers.
+pub struct Dispatcher {
+    workers: HashMap<String, Worker>,
+}
+
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dispatcher").field("transports", &self.workers.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+/// The transports of a configuration, ready to be handed to the workers:
+/// what [`Dispatcher::prepare`] could fail at is done.
+pub struct Prepared {
+    kept: Vec<(String, Arc<dyn Transport>, RetryPolicy)>,
+    fresh: Vec<(String, Arc<dyn Transport>, RetryPolicy, Store)>,
+}
+
+/// Workers of transports a reload removed, to be stopped.
+pub struct Retired {
+    workers: Vec<Worker>,
+}
+
+impl Retired {
+    /// Stops taking new work, lets deliveries in flight finish for up to
+    /// `grace`, then abandons them (they stay pending in the outbox).
+    pub async fn stop(self, grace: Duration) {
+        for w in &self.workers {
+            w.stop.cancel();
+        }
+        let (mut tasks, abandon): (Vec<JoinHandle<()>>, Vec<CancellationToken>) =
+            self.workers.into_iter().map(|w| (w.task, w.abandon)).unzip();
+        let all = async {
+            for t in &mut tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            warn!("deliveries still in flight after {grace:?}; they stay in the outbox for the next start");
+            for a in abandon {
+                a.cancel();
+            }
+            for t in tasks {
+                t.abort();
+            }
+        }
     }
 }
 
@@ -64,15 +118,56 @@ impl Dispatcher {
         reports: mpsc::UnboundedSender<Report>,
         clock: Arc<dyn Clock>,
     ) -> Result<Dispatcher, StoreError> {
-        let stop = CancellationToken::new();
-        let abandon = CancellationToken::new();
-        let mut workers = HashMap::new();
+        let mut d = Dispatcher::none();
+        let prepared = d.prepare(transports, state_dir)?;
+        let retired = d.apply(prepared, &reports, &clock);
+        debug_assert!(retired.workers.is_empty());
+        Ok(d)
+    }
+
+    /// No workers at all (after shutdown).
+    pub fn none() -> Dispatcher {
+        Dispatcher { workers: HashMap::new() }
+    }
+
+    /// The half of a reload that can fail, changing nothing: opens a store
+    /// connection for each transport that has no worker yet.
+    pub fn prepare(
+        &self,
+        transports: HashMap<String, (Arc<dyn Transport>, RetryPolicy)>,
+        state_dir: &Path,
+    ) -> Result<Prepared, StoreError> {
+        let mut p = Prepared { kept: Vec::new(), fresh: Vec::new() };
         for (name, (transport, policy)) in transports {
-            let store = Store::open(state_dir)?;
+            if self.workers.contains_key(&name) {
+                p.kept.push((name, transport, policy));
+            } else {
+                let store = Store::open(state_dir)?;
+                p.fresh.push((name, transport, policy, store));
+            }
+        }
+        Ok(p)
+    }
+
+    /// The half that cannot fail: kept workers get their new transport and
+    /// policy, new ones start; the workers of transports no longer
+    /// configured are returned, to be stopped.
+    pub fn apply(&mut self, p: Prepared, reports: &mpsc::UnboundedSender<Report>, clock: &Arc<dyn Clock>) -> Retired {
+        let mut workers = HashMap::new();
+        for (name, transport, policy) in p.kept {
+            let w = self.workers.remove(&name).expect("prepared against these workers");
+            *w.settings.lock().unwrap_or_else(|e| e.into_inner()) = (transport, policy);
+            // It may be waiting: a policy with more concurrency, say.
+            w.wake.notify_one();
+            workers.insert(name, w);
+        }
+        for (name, transport, policy, store) in p.fresh {
             let wake = Arc::new(Notify::new());
+            let settings: Settings = Arc::new(std::sync::Mutex::new((transport, policy)));
+            let (stop, abandon) = (CancellationToken::new(), CancellationToken::new());
             let w = WorkerState {
                 name: name.clone(),
-                transport,
+                settings: settings.clone(),
                 policy,
                 store,
                 wake: wake.clone(),
@@ -84,14 +179,10 @@ impl Dispatcher {
                 store_failures: 0,
                 errors: LogThrottle::new(Duration::from_secs(30)),
             };
-            workers.insert(name, Worker { wake, task: tokio::spawn(w.run()) });
+            workers.insert(name, Worker { wake, task: tokio::spawn(w.run()), settings, stop, abandon });
         }
-        Ok(Dispatcher { workers, stop, abandon })
-    }
-
-    /// No workers at all (after shutdown).
-    pub fn none() -> Dispatcher {
-        Dispatcher { workers: HashMap::new(), stop: CancellationToken::new(), abandon: CancellationToken::new() }
+        let retired = std::mem::replace(&mut self.workers, workers);
+        Retired { workers: retired.into_values().collect() }
     }
 
     /// Tells a transport's worker that new notifications are waiting.
@@ -101,29 +192,16 @@ impl Dispatcher {
         }
     }
 
-    /// Stops taking new work, lets deliveries in flight finish for up to
-    /// `grace`, then abandons them (they stay pending in the outbox).
+    /// Stops every worker: see [`Retired::stop`].
     pub async fn stop(self, grace: Duration) {
-        self.stop.cancel();
-        let mut tasks: Vec<JoinHandle<()>> = self.workers.into_values().map(|w| w.task).collect();
-        let all = async {
-            for t in &mut tasks {
-                let _ = t.await;
-            }
-        };
-        if tokio::time::timeout(grace, all).await.is_err() {
-            warn!("deliveries still in flight after {grace:?}; they stay in the outbox for the next start");
-            self.abandon.cancel();
-            for t in tasks {
-                t.abort();
-            }
-        }
+        Retired { workers: self.workers.into_values().collect() }.stop(grace).await;
     }
 }
 
 struct WorkerState {
     name: String,
-    transport: Arc<dyn Transport>,
+    settings: Settings,
+    /// The policy of the batch under way (from `settings`).
     policy: RetryPolicy,
     store: Store,
     wake: Arc<Notify>,
@@ -246,6 +324,7 @@ impl WorkerState {
                 }
                 continue;
             }
+            self.policy = current(&self.settings).1;
             let now = self.clock.now();
             let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
             let due = match self.store.claim(&self.name, now, lease_until, self.batch()) {
@@ -270,12 +349,12 @@ impl WorkerState {
                 }
                 continue;
             }
-            let transport = self.transport.clone();
             let abandon = self.abandon.clone();
             let stop = self.stop.clone();
+            let settings = self.settings.clone();
             let mut in_flight = futures_util::stream::iter(due)
                 .map(|entry| {
-                    let transport = transport.clone();
+                    let settings = settings.clone();
                     let abandon = abandon.clone();
                     let stop = stop.clone();
                     async move {
@@ -285,6 +364,8 @@ impl WorkerState {
                         if stop.is_cancelled() {
                             return (entry, Sending::NotStarted);
                         }
+                        // The transport of now: a reload may have replaced it.
+                        let (transport, _) = current(&settings);
                         let result = tokio::select! {
                             r = transport.send(&entry.notification) => Sending::Done(r),
                             _ = abandon.cancelled() => Sending::Abandoned,
@@ -411,7 +492,7 @@ mod tests {
         let stop = CancellationToken::new();
         let w = WorkerState {
             name: "log".into(),
-            transport: transport.clone(),
+            settings: Arc::new(std::sync::Mutex::new((transport.clone() as Arc<dyn Transport>, policy))),
             policy,
             store: Store::open(dir).unwrap(),
             wake: Arc::new(Notify::new()),
@@ -424,6 +505,67 @@ mod tests {
             errors: LogThrottle::new(Duration::from_secs(30)),
         };
         (w, transport, reports, stop)
+    }
+
+    fn counting() -> Arc<Counting> {
+        Arc::new(Counting { sends: AtomicUsize::new(0), gate: tokio::sync::Semaphore::new(0) })
+    }
+
+    /// A reload keeps the worker of a transport still configured: the send
+    /// in flight finishes on the old transport, the rest of its batch goes
+    /// through the new one without being handed back, and it is the same
+    /// worker. A removed transport's worker finishes its send in flight and
+    /// hands back the rest.
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_the_workers_of_transports_still_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut store = ten_pending(dir.path(), t);
+        let notes: Vec<_> = (0..3).map(|i| crate::store::tests::note(&format!("g{i}"), "gone", t)).collect();
+        store.commit(&Turn { notifications: notes, ..Turn::default() }, t).unwrap();
+        let (old, new, gone) = (counting(), counting(), counting());
+        let (tx, _reports) = mpsc::unbounded_channel();
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::new(t));
+        let policy = RetryPolicy { concurrency: 1, ..RetryPolicy::default() };
+        let transports = |pairs: Vec<(&str, Arc<Counting>)>| -> HashMap<String, (Arc<dyn Transport>, RetryPolicy)> {
+            pairs.into_iter().map(|(n, c)| (n.to_string(), (c as Arc<dyn Transport>, policy))).collect()
+        };
+        let mut d = Dispatcher::start(
+            transports(vec![("log", old.clone()), ("gone", gone.clone())]),
+            dir.path(),
+            tx.clone(),
+            clock.clone(),
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(store.leased(), 13, "both workers took their batches");
+        let worker = d.workers["log"].wake.clone();
+
+        let prepared = d.prepare(transports(vec![("log", new.clone())]), dir.path()).unwrap();
+        let retired = d.apply(prepared, &tx, &clock);
+        assert!(Arc::ptr_eq(&worker, &d.workers["log"].wake), "the same worker");
+        assert_eq!(d.workers.len(), 1);
+        old.gate.add_permits(100);
+        new.gate.add_permits(100);
+        gone.gate.add_permits(100);
+        retired.stop(Duration::from_secs(5)).await;
+        let status = |id: &str| store.outbox_entry(id).unwrap().unwrap().status;
+        for _ in 0..1000 {
+            if (0..10).all(|i| status(&format!("n{i}")) == OutboxStatus::Sent) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!((0..10).all(|i| status(&format!("n{i}")) == OutboxStatus::Sent));
+        assert_eq!(old.sends.load(Ordering::SeqCst), 1, "the send in flight, on the old transport");
+        assert_eq!(new.sends.load(Ordering::SeqCst), 9, "the rest of the batch, on the new one");
+        assert_eq!(gone.sends.load(Ordering::SeqCst), 1, "the removed transport's send in flight");
+        assert_eq!(
+            [status("g0"), status("g1"), status("g2")],
+            [OutboxStatus::Sent, OutboxStatus::Pending, OutboxStatus::Pending]
+        );
+        assert_eq!(store.leased(), 0, "nothing left leased");
+        d.stop(Duration::from_secs(5)).await;
     }
 
     /// A worker told to stop (a reload replacing it) finishes the send in
