@@ -1028,13 +1028,16 @@ pub(crate) mod tests {
         let a = alert(t);
         {
             let mut s = Store::open(dir.path()).unwrap();
-            let change =
-                AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: Some(Kept::Alert(a.clone())) };
+            let change = AlertChange {
+                rule: "r".into(),
+                fingerprint: a.fingerprint,
+                alert: Some(Kept::Alert(Box::new(a.clone()))),
+            };
             s.apply_alert_changes(&[change], t).unwrap();
         }
         let mut s = Store::open(dir.path()).unwrap();
         assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
-        assert_eq!(s.load_alerts().unwrap(), vec![("r".to_string(), a.fingerprint, Kept::Alert(a.clone()))]);
+        assert_eq!(s.load_alerts().unwrap(), vec![("r".to_string(), a.fingerprint, Kept::Alert(Box::new(a.clone())))]);
         let gone = AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: None };
         s.apply_alert_changes(&[gone], t).unwrap();
         assert!(!s.has_alert("r", a.fingerprint).unwrap());
@@ -1059,7 +1062,7 @@ pub(crate) mod tests {
         let change = |rule: &str, alert: Option<&Alert>| AlertChange {
             rule: rule.into(),
             fingerprint: a.fingerprint,
-            alert: alert.cloned().map(Kept::Alert),
+            alert: alert.cloned().map(|a| Kept::Alert(Box::new(a))),
         };
         {
             let mut s = Store::open(dir.path()).unwrap();
@@ -1071,8 +1074,11 @@ pub(crate) mod tests {
             // Made and gone in one turn.
             let mut c = a.clone();
             c.fingerprint = Fingerprint(42);
-            let made =
-                AlertChange { rule: "r".into(), fingerprint: c.fingerprint, alert: Some(Kept::Alert(c.clone())) };
+            let made = AlertChange {
+                rule: "r".into(),
+                fingerprint: c.fingerprint,
+                alert: Some(Kept::Alert(Box::new(c.clone()))),
+            };
             let gone = AlertChange { rule: "r".into(), fingerprint: c.fingerprint, alert: None };
             s.apply_alert_changes(&[made, gone], t).unwrap();
             assert_eq!(alert_rows_in_file(&s).len(), 2);
@@ -1086,7 +1092,7 @@ pub(crate) mod tests {
         s.apply_alert_changes(&[change("q", Some(&a))], t).unwrap();
         assert_eq!(alert_rows_in_file(&s)[1].0, 4, "ids 2 and 3 are not reused");
         let loaded = s.load_alerts().unwrap();
-        let (fp, a, b) = (a.fingerprint, Kept::Alert(a.clone()), Kept::Alert(b));
+        let (fp, a, b) = (a.fingerprint, Kept::Alert(Box::new(a.clone())), Kept::Alert(Box::new(b)));
         assert_eq!(loaded, vec![("q".to_string(), fp, a), ("r".to_string(), fp, b)]);
     }
 
@@ -1101,15 +1107,17 @@ pub(crate) mod tests {
         let mut s = Store::open(dir.path()).unwrap();
         let changes = [
             AlertChange { rule: "r".into(), fingerprint: Fingerprint(7), alert: Some(Kept::Sent(sent)) },
-            AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: Some(Kept::Alert(a.clone())) },
+            AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: Some(Kept::Alert(Box::new(a.clone()))) },
         ];
         s.apply_alert_changes(&changes, t).unwrap();
         let rows = alert_rows_in_file(&s);
         assert_eq!(rows[0].2, r#"{"sent_ms":1800000000000,"repeats":3}"#);
         let mut loaded = s.load_alerts().unwrap();
         loaded.sort_by_key(|(_, fp, _)| *fp);
-        let mut expected =
-            vec![("r".to_string(), Fingerprint(7), Kept::Sent(sent)), ("r".to_string(), a.fingerprint, Kept::Alert(a))];
+        let mut expected = vec![
+            ("r".to_string(), Fingerprint(7), Kept::Sent(sent)),
+            ("r".to_string(), a.fingerprint, Kept::Alert(Box::new(a))),
+        ];
         expected.sort_by_key(|(_, fp, _)| *fp);
         assert_eq!(loaded, expected);
     }
@@ -1131,7 +1139,7 @@ pub(crate) mod tests {
             .unwrap();
         }
         let mut s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.load_alerts().unwrap(), vec![("r".to_string(), a.fingerprint, Kept::Alert(a.clone()))]);
+        assert_eq!(s.load_alerts().unwrap(), vec![("r".to_string(), a.fingerprint, Kept::Alert(Box::new(a.clone())))]);
         let gone = AlertChange { rule: "r".into(), fingerprint: a.fingerprint, alert: None };
         s.apply_alert_changes(&[gone], t).unwrap();
         assert!(s.load_alerts().unwrap().is_empty());

@@ -361,7 +361,7 @@ fn notified_one_shots_are_kept_as_when_they_were_sent() {
         notified_severity: Some(Severity::Warning),
         count: 0,
     };
-    stored[1].2 = Kept::Alert(old);
+    stored[1].2 = Kept::Alert(Box::new(old));
     let mut after = Router::new(vec![r], vec![]);
     after.restore(stored, at(2 * MIN));
     assert_eq!(after.throttled("ssh"), 2);

@@ -77,7 +77,7 @@ fn is_zero_u32(n: &u32) -> bool {
 #[serde(untagged)]
 pub enum Kept {
     Sent(Sent),
-    Alert(Alert),
+    Alert(Box<Alert>),
 }
 
 /// One alert's state within one rule. Persisted as JSON in the store.
@@ -315,7 +315,7 @@ impl Router {
                     self.dirty.insert((i, fp));
                 }
                 Kept::Alert(a) => {
-                    state.alerts.insert(fp, a);
+                    state.alerts.insert(fp, *a);
                 }
             }
         }
@@ -824,7 +824,7 @@ impl Router {
             let Some(rule) = self.rules.get(i) else { continue };
             let state = &self.states[i];
             let kept = match state.alerts.get(&fp) {
-                Some(a) => Some(Kept::Alert(a.clone())),
+                Some(a) => Some(Kept::Alert(Box::new(a.clone()))),
                 None => state.sent.get(&fp).map(|s| Kept::Sent(*s)),
             };
             changes.push(AlertChange { rule: rule.name.clone(), fingerprint: fp, alert: kept });
