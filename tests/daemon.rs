@@ -347,7 +347,8 @@ rules:
         want.iter().all(|w| got.iter().any(|s| s.contains(w.as_str()))).then_some(())
     });
     if !kill_while_full {
-        wait_for(Duration::from_secs(30), || {
+        // Announced once the store has worked for 10 s.
+        wait_for(Duration::from_secs(60), || {
             summaries(&cfg).iter().any(|s| s.contains("saves its state again")).then_some(())
         });
     }

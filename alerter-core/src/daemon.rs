@@ -110,6 +110,9 @@ struct Held {
     retry_at: tokio::time::Instant,
     /// When the store first failed (for `store_recovered`'s downtime).
     since: DateTime<Utc>,
+    /// Notifications held earlier in the same outage (before a moment
+    /// when the store worked).
+    earlier: usize,
 }
 
 /// The daemon's side of the store: commits turns, holds them while the
@@ -122,7 +125,25 @@ struct Committer {
     waiting: Option<Turn>,
     /// Repeated failures are logged once per interval, with a count.
     log: LogThrottle,
+    /// The store works again after failing; `store_recovered` is raised
+    /// once it has worked for [`RECOVERY_SETTLE`]. A failure before then
+    /// continues the same outage: no second `store_failing`.
+    recovering: Option<Recovering>,
 }
+
+struct Recovering {
+    announce_at: tokio::time::Instant,
+    /// When the store first failed.
+    since: DateTime<Utc>,
+    /// Notifications held while it failed.
+    held: usize,
+}
+
+/// How long the store must work after failing before its recovery is
+/// announced. A full disk often has room again for a moment (SQLite's log
+/// reused, a file deleted and recreated) and then none: without the wait
+/// that was `store_failing` twice, with a recovery between (bench/full-disk.sh).
+const RECOVERY_SETTLE: Duration = Duration::from_secs(10);
 
 /// Commits slower than this are logged (at debug level).
 const SLOW_COMMIT: Duration = Duration::from_millis(10);
@@ -133,7 +154,27 @@ const RETRY_MAX: Duration = Duration::from_secs(15);
 
 impl Committer {
     fn new() -> Committer {
-        Committer { held: None, waiting: None, log: LogThrottle::new(Duration::from_secs(30)) }
+        Committer { held: None, waiting: None, log: LogThrottle::new(Duration::from_secs(30)), recovering: None }
+    }
+
+    /// When something is due: the held turn's retry or the announcement of
+    /// a recovery.
+    fn due_at(&self) -> Option<tokio::time::Instant> {
+        let recovery = self.recovering.as_ref().map(|r| r.announce_at);
+        [self.held.as_ref().map(|h| h.retry_at), recovery].into_iter().flatten().min()
+    }
+
+    /// Raises `store_recovered` once the store has worked for
+    /// [`RECOVERY_SETTLE`] since it failed last.
+    fn announce_recovery(&mut self, engine: &mut Engine, now: DateTime<Utc>) {
+        let due = self.recovering.as_ref().is_some_and(|r| tokio::time::Instant::now() >= r.announce_at);
+        if !due || self.held.is_some() {
+            return;
+        }
+        let r = self.recovering.take().expect("checked above");
+        let down = (now - r.since).to_std().unwrap_or_default();
+        engine.raise(internal::store_recovered(&engine.config().name, down, r.held, now), now);
+        self.log = LogThrottle::new(Duration::from_secs(30));
     }
 
     /// Whether an ordinary turn waits for a hold of the store to end.
@@ -144,11 +185,6 @@ impl Committer {
     /// Whether a turn is waiting for the store.
     fn holding(&self) -> bool {
         self.held.is_some()
-    }
-
-    /// When the held turn is retried.
-    fn retry_at(&self) -> Option<tokio::time::Instant> {
-        self.held.as_ref().map(|h| h.retry_at)
     }
 
     /// Takes the engine's turn and commits it together with anything held
@@ -185,9 +221,14 @@ impl Committer {
                 h
             }
             None if turn.is_empty() => return,
-            None => {
-                Held { turn, direct: HashMap::new(), failures: 0, retry_at: tokio::time::Instant::now(), since: now }
-            }
+            None => Held {
+                turn,
+                direct: HashMap::new(),
+                failures: 0,
+                retry_at: tokio::time::Instant::now(),
+                since: now,
+                earlier: 0,
+            },
         };
         let urgent = urgent || held.turn.notifications.iter().any(|n| n.severity == Severity::Critical);
         let priority = if urgent { Priority::Urgent } else { Priority::Normal };
@@ -210,9 +251,11 @@ impl Committer {
                 if held.failures > 0 {
                     let n = held.turn.notifications.len();
                     info!(notifications = n, "the state store works again; the held decisions are saved");
-                    let down = (now - held.since).to_std().unwrap_or_default();
-                    engine.raise(internal::store_recovered(&engine.config().name, down, n, now), now);
-                    self.log = LogThrottle::new(Duration::from_secs(30));
+                    self.recovering = Some(Recovering {
+                        announce_at: tokio::time::Instant::now() + RECOVERY_SETTLE,
+                        since: held.since,
+                        held: held.earlier + n,
+                    });
                 }
             }
             Err(e) => {
@@ -224,7 +267,15 @@ impl Committer {
                     error!(held = n, "cannot save state: {e}{repeats}; holding what was decided and retrying");
                 }
                 if held.failures == 1 {
-                    engine.raise(internal::store_failing(&engine.config().name, &e.to_string(), now), now);
+                    match self.recovering.take() {
+                        // Failing again before the recovery was announced:
+                        // the same outage goes on.
+                        Some(r) => {
+                            held.since = r.since;
+                            held.earlier = r.held;
+                        }
+                        None => engine.raise(internal::store_failing(&engine.config().name, &e.to_string(), now), now),
+                    }
                 }
                 self.held = Some(held);
             }
@@ -346,6 +397,7 @@ pub async fn run(
     loop {
         let now = clock.now();
         let was_holding = committer.holding();
+        committer.announce_recovery(&mut engine, now);
         committer.commit(&mut store, &mut engine, &dispatcher, false, now);
         if committer.holding() {
             // What the engine raised about the store goes out now, outside
@@ -375,7 +427,7 @@ pub async fn run(
         let holding = committer.holding();
         let waiting = committer.waiting();
         let wake = engine.next_wakeup();
-        let retry_at = committer.retry_at();
+        let retry_at = committer.due_at();
         let sleep = async {
             let timer = wake.map(|w| tokio::time::Instant::now() + (w - clock.now()).to_std().unwrap_or_default());
             match [timer, retry_at].into_iter().flatten().min() {
@@ -500,6 +552,12 @@ fn final_commit(
     if let Some(h) = c.held.as_mut() {
         h.retry_at = tokio::time::Instant::now();
     }
+    // The store works at the end: say so now, or the outage would be
+    // restored as still going on at the next start.
+    if let Some(r) = c.recovering.as_mut() {
+        r.announce_at = tokio::time::Instant::now();
+    }
+    c.announce_recovery(engine, now);
     c.commit(store, engine, dispatcher, true, now);
     if let Some(h) = &c.held {
         error!(
@@ -573,4 +631,93 @@ fn reload(
     cfg.state_dir = state_dir;
     info!(rules = cfg.rules.len(), "configuration reloaded");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+
+    const CONFIG: &str = r#"
+alerter:
+  name: TESTHOST
+  state_dir: STATE
+transports:
+  file: { type: log, path: OUT }
+rules:
+  - name: all
+    match: { source: "*" }
+    notify: [{ workgroup: true, via: [file] }]
+"#;
+
+    /// The store fails, works for a moment, fails again, then works for
+    /// good: one outage, so one `store_failing` and one `store_recovered`,
+    /// the latter only once the store has worked for `RECOVERY_SETTLE`.
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_works_for_a_moment_between_failures_is_one_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let text = CONFIG
+            .replace("STATE", &state.display().to_string())
+            .replace("OUT", &dir.path().join("out.jsonl").display().to_string());
+        let plugins = crate::plugin::PluginRegistry::empty();
+        let cfg = config::load_str("alerter.yaml", &text, Some(dir.path()), &transport::load_options(&plugins))
+            .unwrap()
+            .config;
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut store = Store::open(&state).unwrap();
+        store.set_busy_timeout(Duration::ZERO).unwrap();
+        let mut engine = Engine::new(cfg.engine_config(), Vec::new(), HashMap::new(), t0);
+        let mut c = Committer::new();
+        let none = Dispatcher::none();
+        // Another process's write lock makes every commit fail at once.
+        let other = rusqlite::Connection::open(state.join(crate::store::DB_FILE)).unwrap();
+        let mut n = 0;
+        let mut step = |c: &mut Committer, engine: &mut Engine, store: &mut Store| {
+            n += 1;
+            let now = t0 + chrono::Duration::seconds(n);
+            let line = Event::new("app", "web01", Severity::Warning, format!("line {n}"), now)
+                .with_key(n.to_string())
+                .oneshot();
+            engine.handle(line.into(), now);
+            c.announce_recovery(engine, now);
+            c.commit(store, engine, &none, false, now);
+            c.take_direct(engine).len()
+        };
+        let advance = |secs: u64| tokio::time::advance(Duration::from_secs(secs));
+
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let direct = step(&mut c, &mut engine, &mut store);
+        assert_eq!(direct, 1, "store_failing goes out directly");
+        assert!(c.holding());
+        other.execute_batch("COMMIT").unwrap();
+        advance(16).await;
+        step(&mut c, &mut engine, &mut store);
+        assert!(!c.holding(), "the held turn is saved");
+        assert!(c.recovering.is_some(), "not announced yet");
+        // Fails again within the settle: the same outage, nothing new raised.
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        advance(1).await;
+        let direct = step(&mut c, &mut engine, &mut store);
+        assert_eq!(direct, 0, "no second store_failing");
+        assert!(c.holding(), "failing again");
+        assert!(c.recovering.is_none());
+        other.execute_batch("COMMIT").unwrap();
+        advance(16).await;
+        step(&mut c, &mut engine, &mut store);
+        assert!(!c.holding());
+        advance(5).await;
+        step(&mut c, &mut engine, &mut store);
+        assert!(c.recovering.is_some(), "still settling");
+        advance(6).await;
+        step(&mut c, &mut engine, &mut store);
+        assert!(c.recovering.is_none(), "announced");
+        // Its turn is committed with the next.
+        step(&mut c, &mut engine, &mut store);
+        let history = store.history(100).unwrap();
+        let count = |needle: &str| history.iter().filter(|h| h.summary.contains(needle)).count();
+        assert_eq!(count("cannot save its state"), 1, "{history:#?}");
+        assert_eq!(count("saves its state again"), 1, "{history:#?}");
+        assert_eq!(count("line "), 7, "every line saved once");
+    }
 }
