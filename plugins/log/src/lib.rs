@@ -23,6 +23,41 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// File events queued for the source's loop at most (see `watch_queue`).
+/// Tiny in tests, so that they drop events.
+const WATCH_QUEUE: usize = if cfg!(test) { 2 } else { 1024 };
+
+/// The source's end of the queue of file events.
+struct WatchQueue {
+    rx: mpsc::Receiver<notify::Result<notify::Event>>,
+    overflowed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WatchQueue {
+    /// Whether events were dropped since the last call.
+    fn take_overflow(&self) -> bool {
+        self.overflowed.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A bounded queue of file events: the watcher's handler and the source's
+/// end. A busy file beside the followed ones (the daemon's own output in
+/// the same directory, say) makes an event per write, and an unbounded
+/// queue held them all (15 MB during a 100,000-line storm). What does not
+/// fit is dropped and noted; the source then reads every followed file,
+/// which is all those events could have asked for.
+fn watch_queue(capacity: usize) -> (impl FnMut(notify::Result<notify::Event>) + Send + 'static, WatchQueue) {
+    let (tx, rx) = mpsc::sync_channel(capacity);
+    let overflowed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = overflowed.clone();
+    let push = move |ev| {
+        if let Err(mpsc::TrySendError::Full(_)) = tx.try_send(ev) {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    (push, WatchQueue { rx, overflowed })
+}
+
 use alerter_plugin_sdk::{Context, EmitError, Error, Event, Level as LogLevel, Severity, Source};
 use follow::{Follower, Lines, Notice, Saved, StartAt};
 use matcher::Matcher;
@@ -434,9 +469,10 @@ impl Source for Log {
 
     fn run(&mut self, cx: &Context) -> Result<(), Error> {
         use notify::Watcher;
-        let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
+        let (push, queue) = watch_queue(WATCH_QUEUE);
+        let rx = &queue.rx;
         let mut watcher =
-            notify::recommended_watcher(tx).map_err(|e| Error::msg(format!("cannot watch files (inotify): {e}")))?;
+            notify::recommended_watcher(push).map_err(|e| Error::msg(format!("cannot watch files (inotify): {e}")))?;
         let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
         let watch_all =
             |watcher: &mut notify::RecommendedWatcher, dirs: &BTreeSet<PathBuf>, watched: &mut BTreeSet<PathBuf>| {
@@ -514,6 +550,12 @@ impl Source for Log {
                 return Ok(());
             }
             let mut due: BTreeSet<String> = self.files.intersection(&touched).cloned().collect();
+            if queue.take_overflow() {
+                // Events were dropped: any followed file may have grown, and
+                // one may have appeared.
+                due.extend(self.files.iter().cloned());
+                rescan = true;
+            }
             if rescan {
                 let now = self.matching();
                 // New files (and rotated-to ones) are read from their start.
@@ -610,6 +652,61 @@ mod tests {
         let warnings: Vec<_> = out.logs.iter().filter(|(_, m)| m.contains("cannot read")).collect();
         assert_eq!(warnings.len(), 1, "one warning, not one per change: {warnings:?}");
         assert!(warnings[0].1.contains("loop.log"), "{warnings:?}");
+    }
+
+    /// The queue of file events holds what fits and notes what it dropped.
+    #[test]
+    fn the_watch_queue_is_bounded_and_notes_what_it_drops() {
+        let (mut push, q) = watch_queue(2);
+        assert!(!q.take_overflow());
+        for _ in 0..3 {
+            push(Ok(notify::Event::default()));
+        }
+        assert_eq!(q.rx.try_iter().count(), 2);
+        assert!(q.take_overflow(), "the third was dropped");
+        assert!(!q.take_overflow(), "noted once");
+        push(Ok(notify::Event::default()));
+        assert_eq!(q.rx.try_iter().count(), 1);
+        assert!(!q.take_overflow());
+    }
+
+    /// A busy file beside the followed one (an event per write) with a
+    /// queue of two file events: whatever the watcher drops, no line of
+    /// the followed file is missed.
+    #[test]
+    fn a_busy_neighbour_overflows_the_event_queue_and_no_line_is_missed() {
+        use std::io::Write;
+        const LINES: usize = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        std::fs::write(&log, "").unwrap();
+        let writer = {
+            let (dir, log) = (dir.path().to_path_buf(), log.clone());
+            std::thread::spawn(move || {
+                // Give the source time to start following.
+                std::thread::sleep(Duration::from_millis(300));
+                let mut busy = std::fs::File::create(dir.join("busy.out")).unwrap();
+                let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+                // Each line followed by a burst of noise: its own event
+                // finds the queue full more often than not, the last one's
+                // included, and nothing written later would make up for it.
+                for i in 0..LINES {
+                    writeln!(f, "ERROR {i}").unwrap();
+                    for _ in 0..200 {
+                        writeln!(busy, "noise").unwrap();
+                    }
+                }
+            })
+        };
+        let out = testing::run(
+            super::descriptor(),
+            json!({"paths": [log], "patterns": [{"name": "e", "regex": "ERROR (?P<n>[0-9]+)", "key": "{n}"}]}),
+            testing::Stop::After(Duration::from_secs(3)),
+        );
+        writer.join().unwrap();
+        let got: std::collections::BTreeSet<String> =
+            out.events.iter().map(|e| e["labels"]["n"].as_str().unwrap().to_string()).collect();
+        assert_eq!(got.len(), LINES, "every line once: {} of {LINES}", got.len());
     }
 
     #[test]
