@@ -156,6 +156,11 @@ const MIGRATIONS: &[&str] = &[
          SELECT rule, fingerprint, state, updated_at FROM alerts ORDER BY updated_at;
      DROP TABLE alerts;
      ALTER TABLE alerts_by_id RENAME TO alerts;",
+    // 6: no index on the outbox's creation time. Rows are made in the order
+    // of their creation, so their rowids order them as well: history reads
+    // by rowid, and pruning finds where old rows end by walking them from
+    // the start. One b-tree fewer to write per notification under a storm.
+    "DROP INDEX outbox_created;",
 ];
 
 fn migrations() -> Migrations<'static> {
@@ -832,7 +837,7 @@ impl Store {
         {
             let mut stmt = self.conn.prepare(
                 "SELECT rowid, payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox
-                 ORDER BY created_ms DESC LIMIT ?1",
+                 ORDER BY rowid DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map([limit as i64], row_to_entry)?;
             for e in collect_entries(rows)? {
@@ -903,9 +908,16 @@ impl Store {
 const PRUNE_BATCH: usize = 20_000;
 
 fn prune_in(tx: &rusqlite::Transaction<'_>, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+    // Rows are in the order they were made (see migration 6): the old ones
+    // come first, and the first one that is not old ends them. Reading up to
+    // it reads only what is pruned, what is still pending, and one row.
     let n = tx.execute(
-        "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE created_ms < ?1
-             AND status IN ('sent', 'failed', 'expired') LIMIT ?2)",
+        "DELETE FROM outbox WHERE rowid IN (
+             SELECT rowid FROM outbox
+             WHERE rowid < (SELECT COALESCE(MIN(rowid), 9223372036854775807) FROM
+                               (SELECT rowid FROM outbox WHERE created_ms >= ?1 ORDER BY rowid LIMIT 1))
+               AND created_ms < ?1 AND status IN ('sent', 'failed', 'expired')
+             ORDER BY rowid LIMIT ?2)",
         params![ms(before), limit as i64],
     )?;
     let m = tx.execute(
@@ -1352,6 +1364,33 @@ pub(crate) mod tests {
         assert_eq!(s.prune(later, 15).unwrap(), 5);
         assert_eq!(s.prune(later, 15).unwrap(), 0, "pending rows are never pruned");
         assert!(s.outbox_entry("n00025").unwrap().is_some());
+    }
+
+    /// Without an index on creation time, pruning reads rows in the order
+    /// they were made and stops at the first young one: it never removes a
+    /// row made after `before`, and an old row made after it (a turn held
+    /// while the store failed) waits until the rows before it are old too.
+    #[test]
+    fn prune_stops_at_the_first_young_row() {
+        let mut s = Store::in_memory().unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let young = t + chrono::Duration::days(40);
+        let before = t + chrono::Duration::days(30);
+        let notes = vec![
+            note("old-1", "log", t),
+            note("old-2", "log", t),
+            note("young", "log", young),
+            note("late-old", "log", t),
+        ];
+        s.commit(&Turn { notifications: notes, ..Turn::default() }, t).unwrap();
+        let sent = Attempt { status: OutboxStatus::Sent, attempts: 1, next_attempt: t, error: None, reply: None };
+        let claimed = s.claim("log", young, young, 10).unwrap();
+        let done: Vec<_> = claimed.iter().map(|e| (e.rowid, sent.clone())).collect();
+        s.record_attempts(&done, t).unwrap();
+        assert_eq!(s.prune(before, 100).unwrap(), 2);
+        let left: Vec<String> = s.history(10).unwrap().into_iter().map(|h| h.summary).collect();
+        assert_eq!(left, ["title young", "title late-old"], "the young one and the old one made after it");
+        assert_eq!(s.prune(young + chrono::Duration::days(1), 100).unwrap(), 2, "both once the young one is old");
     }
 
     #[test]
