@@ -206,11 +206,6 @@ impl Committer {
             waiting.absorb(turn);
             turn = waiting;
         }
-        let urgent = turn.notifications.iter().any(|n| n.severity == Severity::Critical);
-        if self.held.is_none() && !turn.is_empty() && !urgent && !wait && store.writes_held() {
-            self.waiting = Some(turn);
-            return;
-        }
         let mut held = match self.held.take() {
             Some(mut h) => {
                 h.turn.absorb(turn);
@@ -230,8 +225,15 @@ impl Committer {
                 earlier: 0,
             },
         };
-        let urgent = urgent || held.turn.notifications.iter().any(|n| n.severity == Severity::Critical);
-        let priority = if urgent { Priority::Urgent } else { Priority::Normal };
+        let urgent = held.turn.notifications.iter().any(|n| n.severity == Severity::Critical);
+        let priority = if urgent {
+            Priority::Urgent
+        } else if wait || held.failures > 0 {
+            Priority::Normal
+        } else {
+            // Not behind a checkpoint round: critical events come in meanwhile.
+            Priority::Yield
+        };
         let began = std::time::Instant::now();
         let result = store.commit_with_sent(&held.turn, &held.direct, priority, now);
         let took = began.elapsed();
@@ -244,7 +246,8 @@ impl Committer {
             );
         }
         match result {
-            Ok(()) => {
+            Ok(false) => self.waiting = Some(held.turn),
+            Ok(true) => {
                 for t in held.turn.transports() {
                     dispatcher.wake(t);
                 }

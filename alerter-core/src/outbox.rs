@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
-use crate::store::{Attempt, OutboxEntry, OutboxStatus, Store, StoreError};
+use crate::store::{Attempt, OutboxEntry, OutboxStatus, Priority, Store, StoreError};
 use crate::throttle::LogThrottle;
 use crate::transport::Transport;
 
@@ -277,9 +277,7 @@ impl WorkerState {
         if self.unrecorded.is_empty() {
             return Ok(());
         }
-        if self.unrecorded.len() < HELD_OUTCOMES && self.store.writes_held() && !self.stop.is_cancelled() {
-            return Ok(());
-        }
+        let can_wait = self.unrecorded.len() < HELD_OUTCOMES && !self.stop.is_cancelled();
         let now = self.clock.now();
         let attempts: Vec<(i64, Attempt<'_>)> = self
             .unrecorded
@@ -297,7 +295,11 @@ impl WorkerState {
                 )
             })
             .collect();
-        self.store.record_attempts(&attempts, now)?;
+        let priority = if can_wait { Priority::Yield } else { Priority::Normal };
+        if !self.store.record_attempts_with(&attempts, priority, now)? {
+            // A checkpoint round: written when it is over.
+            return Ok(());
+        }
         self.unrecorded.clear();
         if self.store_failures > 0 {
             self.store_failures = 0;

@@ -18,10 +18,12 @@
 //! (for up to tens of milliseconds, whenever the lock comes free), and a
 //! transaction that began by reading can fail outright when it tries to
 //! write after another commit. So the writers of one database in this
-//! process queue on one mutex, the *write gate*, and then begin their
-//! transactions `IMMEDIATE`: the next writer runs the moment the previous
-//! one commits, and none fails for having read first. Other processes (the
-//! CLI reading history) are unaffected: WAL readers never wait.
+//! process queue at one *write gate* (a mutex and a condition variable),
+//! and then begin their transactions `IMMEDIATE`: the next writer runs the
+//! moment the previous one commits, and none fails for having read first.
+//! Other processes (the CLI reading history) are unaffected: WAL readers
+//! never wait. A checkpoint round holds the gate for ordinary writers; how
+//! each writer treats that is its [`Priority`].
 //!
 //! Leases live in memory, beside the gate: a row handed to a worker is
 //! noted (with when the lease runs out) in the set shared by every `Store`
@@ -280,16 +282,11 @@ fn load_alert_rows(conn: &Connection) -> Result<AlertRows, StoreError> {
 /// What the `Store`s of one file in this process share.
 #[derive(Debug, Default)]
 struct FileShared {
-    /// The write gate: ordinary writers pass it before taking `writer`, and
-    /// a hold ([`Store::hold_writes`], a checkpoint round) closes it.
-    gate: Mutex<()>,
-    /// One writer at a time. Urgent commits take it without the gate.
-    writer: Mutex<()>,
-    /// Holds under way or waiting for the gate: ordinary writers that can
-    /// wait (the engine's turns, workers' outcomes) leave their writes for
-    /// later rather than block behind one.
-    holds: std::sync::atomic::AtomicUsize,
-    /// Woken when a hold ends.
+    /// The write gate: who writes now, and holds (see [`Priority`]).
+    gate: Mutex<Gate>,
+    /// Woken when a writer leaves or a hold ends.
+    gate_changed: std::sync::Condvar,
+    /// Woken when a hold ends (for tasks; see [`HoldWatch`]).
     released: tokio::sync::Notify,
     /// Outbox rows handed to a worker, by rowid, with when the lease runs out.
     leases: Mutex<HashMap<i64, DateTime<Utc>>>,
@@ -335,11 +332,26 @@ fn hold<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// How a commit treats a hold of the write gate.
+/// The state of a file's write gate.
+#[derive(Debug, Default)]
+struct Gate {
+    /// A writer is in.
+    writing: bool,
+    /// Holds under way (see [`Store::hold_writes`]).
+    holds: usize,
+}
+
+/// How a write treats a hold of the write gate (a checkpoint round).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
-    /// Waits while the gate is held.
+    /// Waits for the hold to end.
     Normal,
+    /// Writes nothing while a hold is on (the call says so) and returns at
+    /// once: for a writer with something better to do than wait (the
+    /// engine takes critical events meanwhile; a worker goes on sending).
+    /// Decided under the gate's lock, so a hold that begins while it waits
+    /// for another writer turns it back too.
+    Yield,
     /// Passes a hold: a turn with a critical notification is not kept
     /// waiting for a checkpoint round (tens of milliseconds under a storm,
     /// waiting for fsyncs). The round then does not start the log over;
@@ -348,28 +360,49 @@ pub enum Priority {
 }
 
 impl FileShared {
-    /// Lets a writer in: through the gate unless urgent, then the writer
-    /// lock. Dropping the pair lets the next one in.
-    fn enter(&self, priority: Priority) -> (Option<MutexGuard<'_, ()>>, MutexGuard<'_, ()>) {
-        let gate = match priority {
-            Priority::Normal => Some(hold(&self.gate)),
-            Priority::Urgent => None,
-        };
-        (gate, hold(&self.writer))
+    /// Lets a writer in (one at a time; see [`Priority`] for holds); `None`
+    /// for [`Priority::Yield`] while a hold is on. Dropping the pass lets
+    /// the next one in.
+    fn enter(&self, priority: Priority) -> Option<WritePass<'_>> {
+        let mut g = hold(&self.gate);
+        loop {
+            match priority {
+                Priority::Yield if g.holds > 0 => return None,
+                Priority::Urgent if !g.writing => break,
+                Priority::Normal | Priority::Yield if !g.writing && g.holds == 0 => break,
+                _ => g = self.gate_changed.wait(g).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+        g.writing = true;
+        Some(WritePass { shared: self })
     }
 
-    /// Closes the gate until the hold is dropped. Counted before the gate
-    /// is taken, so writers that can wait stop coming while the hold
-    /// waits for the writer in front of it.
+    /// Closes the gate to all but urgent writers until the hold is dropped,
+    /// once the writer in (if any) is done. Counted at once, so writers
+    /// that yield stop coming while it waits.
     fn hold_writes(&self) -> WriteHold<'_> {
-        use std::sync::atomic::Ordering;
-        self.holds.fetch_add(1, Ordering::SeqCst);
-        let gate = hold(&self.gate);
-        WriteHold { shared: self, _gate: gate }
+        let mut g = hold(&self.gate);
+        g.holds += 1;
+        while g.writing {
+            g = self.gate_changed.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        WriteHold { shared: self }
     }
 
     fn writes_held(&self) -> bool {
-        self.holds.load(std::sync::atomic::Ordering::SeqCst) > 0
+        hold(&self.gate).holds > 0
+    }
+}
+
+/// A writer's turn at the gate.
+struct WritePass<'a> {
+    shared: &'a FileShared,
+}
+
+impl Drop for WritePass<'_> {
+    fn drop(&mut self) {
+        hold(&self.shared.gate).writing = false;
+        self.shared.gate_changed.notify_all();
     }
 }
 
@@ -378,12 +411,12 @@ impl FileShared {
 #[must_use = "the hold ends when dropped"]
 pub struct WriteHold<'a> {
     shared: &'a FileShared,
-    _gate: MutexGuard<'a, ()>,
 }
 
 impl Drop for WriteHold<'_> {
     fn drop(&mut self) {
-        self.shared.holds.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        hold(&self.shared.gate).holds -= 1;
+        self.shared.gate_changed.notify_all();
         self.shared.released.notify_waiters();
     }
 }
@@ -445,7 +478,7 @@ impl Store {
         // The migration's transaction takes the write lock from the start too.
         conn.set_transaction_behavior(TransactionBehavior::Immediate);
         let shared = shared_for(&path);
-        let held = (hold(&shared.gate), hold(&shared.writer));
+        let held = shared.enter(Priority::Normal);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_KEEP_BYTES)?;
@@ -591,27 +624,28 @@ impl Store {
     /// positions, and the sources' saved states that cover the events behind
     /// all that. A crash leaves either all of it or none.
     pub fn commit(&mut self, turn: &Turn, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.commit_with_sent(turn, &HashMap::new(), Priority::Normal, now)
+        self.commit_with_sent(turn, &HashMap::new(), Priority::Normal, now).map(|_| ())
     }
 
     /// [`Store::commit`], with the notifications of the turn that were
     /// already delivered outside the outbox (while the store could not
-    /// write), by id with their reply: they are recorded as sent. An
-    /// [`Priority::Urgent`] turn passes a hold of the gate.
+    /// write), by id with their reply: they are recorded as sent. How it
+    /// treats a hold of the gate is `priority`'s; `Ok(false)`: it yielded
+    /// to one and wrote nothing.
     pub fn commit_with_sent(
         &mut self,
         turn: &Turn,
         sent: &HashMap<String, Option<String>>,
         priority: Priority,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         if turn.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         if self.alert_rows.is_none() && !turn.changes.is_empty() {
             self.alert_rows = Some(load_alert_rows(&self.conn)?);
         }
-        let _held = self.shared.enter(priority);
+        let Some(_pass) = self.shared.enter(priority) else { return Ok(false) };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let moved = match &self.alert_rows {
             Some(rows) => write_alert_changes(&tx, rows, &turn.changes, now)?,
@@ -673,7 +707,7 @@ impl Store {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Stops the ordinary writers of this file in this process (every
@@ -754,7 +788,7 @@ impl Store {
     /// Makes every row left `sending` pending again: rows an older alerter
     /// leased in the file itself, at start, when no worker runs.
     pub fn release_all(&mut self) -> Result<usize, StoreError> {
-        let _held = self.shared.enter(Priority::Normal);
+        let _pass = self.shared.enter(Priority::Normal);
         Ok(self.conn.execute("UPDATE outbox SET status = 'pending' WHERE status = 'sending'", [])?)
     }
 
@@ -781,8 +815,20 @@ impl Store {
     /// Records attempts' outcomes, by rowid, all in one transaction, and
     /// then ends their leases.
     pub fn record_attempts(&mut self, attempts: &[(i64, Attempt<'_>)], now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.record_attempts_with(attempts, Priority::Normal, now).map(|_| ())
+    }
+
+    /// [`Store::record_attempts`], treating a hold of the gate as
+    /// `priority` says; `Ok(false)`: it yielded to one, wrote nothing, and
+    /// the leases stay.
+    pub fn record_attempts_with(
+        &mut self,
+        attempts: &[(i64, Attempt<'_>)],
+        priority: Priority,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         {
-            let _held = self.shared.enter(Priority::Normal);
+            let Some(_pass) = self.shared.enter(priority) else { return Ok(false) };
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut stmt = tx.prepare_cached(
@@ -805,14 +851,14 @@ impl Store {
         }
         self.wrote();
         self.release(&attempts.iter().map(|(r, _)| *r).collect::<Vec<_>>());
-        Ok(())
+        Ok(true)
     }
 
     /// Fails everything pending for transports that no longer exist, in
     /// one statement (a backlog of a removed transport can be large).
     pub fn fail_orphans(&mut self, transports: &[&str], now: DateTime<Utc>) -> Result<usize, StoreError> {
         let configured = serde_json::to_string(transports)?;
-        let _held = self.shared.enter(Priority::Normal);
+        let _pass = self.shared.enter(Priority::Normal);
         Ok(self.conn.execute(
             "UPDATE outbox SET status = 'failed', lease_until_ms = 0, updated_ms = ?2,
                  last_error = 'transport `' || transport || '` is no longer configured'
@@ -881,7 +927,7 @@ impl Store {
     /// `before`, at most `limit` of each per call so a long-due prune never
     /// holds the database for long. Returns how many rows went.
     pub fn prune(&mut self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
-        let _held = self.shared.enter(Priority::Normal);
+        let _pass = self.shared.enter(Priority::Normal);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = prune_in(&tx, before, limit)?;
         tx.commit()?;
@@ -1245,6 +1291,7 @@ pub(crate) mod tests {
         let holder = Store::open(dir.path()).unwrap();
         // Opened before the hold: opening migrates, at the gate.
         let mut s = Store::open(dir.path()).unwrap();
+        let mut yielding = Store::open(dir.path()).unwrap();
         let watch = holder.hold_watch();
         assert!(!watch.held());
         let hold = holder.hold_writes();
@@ -1265,6 +1312,10 @@ pub(crate) mod tests {
         assert!(holder.outbox_entry("urgent").unwrap().is_some());
         assert_eq!(done.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty), "the ordinary commit waits");
         assert!(holder.outbox_entry("ordinary").unwrap().is_none());
+        // One that yields writes nothing and says so, at once.
+        let turn = Turn { notifications: vec![note("yielded", "log", t)], ..Turn::default() };
+        assert!(!yielding.commit_with_sent(&turn, &HashMap::new(), Priority::Yield, t).unwrap());
+        assert!(holder.outbox_entry("yielded").unwrap().is_none());
         drop(hold);
         assert_eq!(done.recv_timeout(Duration::from_secs(30)), Ok("ordinary"));
         assert_eq!(done.recv_timeout(Duration::from_secs(1)), Err(RecvTimeoutError::Disconnected));
