@@ -134,6 +134,8 @@ sys.exit(0 if not missing else 1)
 PY
 }
 wait_until 120 "delivery of all $n lines" delivered > /dev/null
+# store_recovered follows once the store has worked for 10 s.
+wait_until 60 "store_recovered" grep -q "saves its state again" "$dir/out.jsonl"
 kill -TERM "$apid"
 wait "$apid" || true
 read -r got twice < <(delivered)
