@@ -719,11 +719,6 @@ impl Store {
         self.shared.hold_writes()
     }
 
-    /// Whether the writes of this file are held now.
-    pub fn writes_held(&self) -> bool {
-        self.shared.writes_held()
-    }
-
     /// A handle that tells when holds of this file's writes end.
     pub fn hold_watch(&self) -> HoldWatch {
         HoldWatch { shared: self.shared.clone() }
@@ -1295,7 +1290,7 @@ pub(crate) mod tests {
         let watch = holder.hold_watch();
         assert!(!watch.held());
         let hold = holder.hold_writes();
-        assert!(watch.held() && holder.writes_held());
+        assert!(watch.held());
         let (done_tx, done) = channel();
         let writer = {
             std::thread::spawn(move || {

@@ -13,10 +13,12 @@
 //! A passive checkpoint copies what it can but never starts the log over
 //! while writers keep appending, so under a storm the log would grow
 //! without end (850 MB for 100,000 notifications). Past
-//! [`RESTART_FRAMES`] the checkpointer takes the write gate, so no writer
-//! of this process appends meanwhile, and copies the rest, passive again:
-//! what the round before has not copied yet is little, so writers wait
-//! briefly, and the next writer starts the log over (SQLite does so when
+//! [`RESTART_FRAMES`] the checkpointer holds the writes (`hold_writes`), so
+//! no ordinary writer of this process appends meanwhile (an urgent turn
+//! may, and the log then starts over a round later), and copies the rest,
+//! passive again: what the round before has not copied yet is little, so
+//! writers wait briefly (the engine and the workers do other work meanwhile:
+//! see `Priority::Yield`), and the next writer starts the log over (SQLite does so when
 //! every frame has been copied back and no reader is using the log). A
 //! `RESTART` checkpoint would do the same but wait for readers in SQLite's
 //! busy handler, which sleeps up to 100 ms at a time: with the gate held,
