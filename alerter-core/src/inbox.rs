@@ -192,31 +192,30 @@ impl Inbox {
 
     /// Waits until something is queued, then takes up to `max` of it.
     pub async fn recv_many(&self, out: &mut Vec<Inbound>, max: usize) -> usize {
-        loop {
-            let arrived = self.shared.arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            let n = self.take(out, max);
-            if n > 0 {
-                return n;
-            }
-            arrived.await;
-        }
+        self.recv_with(|| self.take(out, max)).await
     }
 
     /// Waits until a critical event is queued, then takes an urgent turn
     /// (lanes are left alone): what the engine takes while its ordinary
     /// turn waits for the store.
     pub async fn recv_urgent(&self, out: &mut Vec<Inbound>, max: usize) -> usize {
+        self.recv_with(|| {
+            let mut st = self.lock();
+            if st.urgent.is_empty() { 0 } else { take_urgent(&mut st, out, max) }
+        })
+        .await
+    }
+
+    /// Calls `take` until it takes something, waiting for arrivals between
+    /// calls (registered before each call, so none is missed).
+    async fn recv_with(&self, mut take: impl FnMut() -> usize) -> usize {
         loop {
             let arrived = self.shared.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            {
-                let mut st = self.lock();
-                if !st.urgent.is_empty() {
-                    return take_urgent(&mut st, out, max);
-                }
+            let n = take();
+            if n > 0 {
+                return n;
             }
             arrived.await;
         }
