@@ -134,6 +134,39 @@ fn severity_change_is_news() {
 }
 
 #[test]
+fn a_refresh_keeps_the_latest_report() {
+    let mut router = new_router(vec![rule("disk")]);
+    router.handle(disk(Severity::Warning, "/"), at(0));
+    let mut later = disk(Severity::Warning, "/");
+    later.summary = "/ is 97% full".into();
+    later.details = "12 GB left".into();
+    later.time = at(30);
+    router.handle(later, at(30));
+    let alerts = router.alerts("disk");
+    assert_eq!(alerts.len(), 1);
+    let e = &alerts[0].event;
+    assert_eq!((e.summary.as_str(), e.details.as_str(), e.time), ("/ is 97% full", "12 GB left", at(30)));
+    assert_eq!(e.labels.get("mount").map(String::as_str), Some("/"));
+    // Counted since the notification that went out at once.
+    assert_eq!(alerts[0].count, 1);
+
+    // With a key the labels are not part of the identity: a refresh may
+    // bring other labels, and the latest ones are kept.
+    let mut router = new_router(vec![rule("disk")]);
+    let keyed = |mount: &str| {
+        let mut e = disk(Severity::Warning, mount);
+        e.key = Some("disk-full".into());
+        e
+    };
+    router.handle(keyed("/"), at(0));
+    router.handle(keyed("/srv"), at(10));
+    let alerts = router.alerts("disk");
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].event.labels.get("mount").map(String::as_str), Some("/srv"));
+    assert_eq!(alerts[0].event.summary, "/srv is full");
+}
+
+#[test]
 fn send_resolved_sends_once_on_recovery() {
     let mut router = new_router(vec![rule("disk")]);
     router.handle(disk(Severity::Warning, "/"), at(0));
