@@ -22,7 +22,9 @@ use alerter_core::transport;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod history;
 mod init_cli;
+mod listen_cli;
 mod messenger_cli;
 mod scan_cli;
 
@@ -92,7 +94,7 @@ enum Command {
     Send(messenger_cli::SendArgs),
     /// Receive popups: the Messenger service for this machine. Registers
     /// the name, answers name queries, and shows each message.
-    Listen(messenger_cli::ListenArgs),
+    Listen(listen_cli::ListenArgs),
     /// Show recent notifications (sent, failed, pending, expired) and
     /// suppressions, with the server's reply or the reason.
     History {
@@ -176,7 +178,7 @@ fn main() -> ExitCode {
         }
         Command::Listen(args) => {
             init_logging(&cli.log);
-            messenger_cli::listen(args)
+            listen_cli::listen(args)
         }
         Command::Keygen(args) => messenger_cli::keygen(args),
         Command::History { config, limit, json } => history(config, limit, json),

@@ -399,10 +399,19 @@ fn sealed_messages_are_accepted_and_unsealed_ones_refused_when_required() {
     assert_eq!(code, Some(0), "{err}");
     let (code, err) = send(&ns, &["--key-file", &key, "--datagram", "-I", "127.0.0.1", "BOB", "sealed datagram"], None);
     assert_eq!(code, Some(0), "{err}");
-    let (code, _) = send(&ns, &["--from", "MALLORY", "-I", "127.0.0.1", "BOB", "unsealed: click here"], None);
-    assert_eq!(code, Some(0), "a classic sender cannot tell; the receiver refuses");
-    until(LONG, "two messages and a rejection", || {
-        messages(&l).len() == 2 && l.json_lines().iter().any(|v| v.get("rejected").is_some())
+    // Refused in the session form: the sender is told (an SMB error), so
+    // neither `alerter send` nor smbclient reports it delivered.
+    let (code, err) = send(&ns, &["--from", "MALLORY", "-I", "127.0.0.1", "BOB", "unsealed: click here"], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("BOB refused the message (it accepts only sealed messages"), "{err}");
+    let conf = client_conf(dir.path(), "MALLORY", "");
+    let (code, out) = smbclient(&ns, &conf, &["-M", "BOB", "-I", "127.0.0.1", "-U", "mallory", "-N"], "click here\n");
+    // smbclient says so, though it exits 0 as it does for every refused
+    // message (a Windows receiver with Messenger off included).
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("cli_message returned NT_STATUS_NETWORK_ACCESS_DENIED"), "{out}");
+    until(LONG, "two messages and two rejections", || {
+        messages(&l).len() == 2 && l.json_lines().iter().filter(|v| v.get("rejected").is_some()).count() == 2
     });
     let m = messages(&l);
     assert!(m.iter().all(|v| v["sealed"]["severity"] == "info"));
@@ -689,7 +698,8 @@ fn two_listeners_share_a_history_file_without_corrupting_it() {
         .map(|port| {
             let mut c = ns.cmd(alerter_bin());
             c.args(["listen", "--json", "--no-desktop", "--name", "PROTOSRV", "--bind", "127.0.0.1"])
-                .args(["--name-port", "0", "--datagram-port", "0", "-p", &port.to_string(), "--history"])
+                .args(["--name-port", "0", "--datagram-port", "0", "--peer-messages", "0"])
+                .args(["-p", &port.to_string(), "--history"])
                 .arg(&history);
             Proc::spawn(c)
         })
@@ -725,5 +735,119 @@ fn two_listeners_share_a_history_file_without_corrupting_it() {
     for line in text.lines() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("a corrupt history line ({e}): {line:?}"));
         assert_eq!(v["text"], "hello from alice\n");
+    }
+}
+
+/// An attacker holding `connections` connections to port 139 with
+/// keep-alives, from `sources` addresses, reconnecting whenever one is
+/// closed; returned once every connection has been tried.
+fn hold_connections(ns: &Netns, connections: usize, sources: usize) -> Proc {
+    let mut c = ns.cmd("python3");
+    c.arg(util::repo().join("tests/fixtures/hold_connections.py")).args([
+        "--connections",
+        &connections.to_string(),
+        "--sources",
+        &sources.to_string(),
+        "--called",
+        "BOB",
+    ]);
+    let p = Proc::spawn(c);
+    until(Duration::from_secs(60), "the attacker's connections", || p.stdout().contains("ready"));
+    p
+}
+
+/// 2,000 connections held open with keep-alives, from one address and
+/// from 200, and under an open-file limit of 64: a legitimate smbclient
+/// from another address still gets its message through within 5 s.
+#[test]
+fn connection_floods_do_not_lock_out_a_legitimate_sender() {
+    for (sources, nofile) in [(1, None), (200, None), (200, Some(64))] {
+        let ns = Netns::new("flood");
+        let mut c = ns.cmd("sh");
+        let limit = nofile.map_or(String::new(), |n| format!("ulimit -n {n}; "));
+        c.arg("-c").arg(format!("{limit}exec \"$0\" \"$@\"")).arg(alerter_bin());
+        c.args(["listen", "--json", "--no-desktop", "--history", "/dev/null", "--name", "BOB", "--name-port", "0"]);
+        let l = Proc::spawn(c);
+        until(LONG, "the listener", || ns.tcp_listening(139));
+        let attack = hold_connections(&ns, 2000, sources);
+        let dir = tempfile::tempdir().unwrap();
+        let conf = client_conf(dir.path(), "ALICE", "");
+        let started = std::time::Instant::now();
+        let text = format!("through the flood from {sources}\n");
+        let (_, out) = smbclient(&ns, &conf, &["-M", "BOB", "-I", "127.0.0.1", "-U", "alice", "-N"], &text);
+        until(Duration::from_secs(5), "the legitimate message", || {
+            messages(&l).iter().any(|m| m["text"] == text.as_str() && m["from"] == "alice")
+        });
+        let took = started.elapsed();
+        assert!(!out.contains("NT_STATUS"), "{out}");
+        let counters = attack.stdout();
+        let last: Value = counters.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
+        eprintln!("{sources} source(s), open files {nofile:?}: delivered in {took:?}; attacker {last}");
+        let err = l.stderr();
+        match (sources, nofile) {
+            (1, _) => assert!(err.contains("already holds 16 connections"), "{err}"),
+            (_, None) => assert!(err.contains("connection table full (256 held)"), "{err}"),
+            (_, Some(_)) => {
+                assert!(err.contains("the open-file limit is 64"), "{err}");
+                assert!(err.contains("connection table full"), "{err}");
+            }
+        }
+    }
+}
+
+/// A peer sending 64 KiB messages as fast as it can for 10 s (rate limits
+/// off, the worst case for the disk): the history rotates and stays within
+/// its cap, every line whole; a second peer is still served meanwhile.
+#[test]
+fn a_flood_of_large_messages_keeps_the_history_within_its_cap() {
+    let lan = Lan::new(3);
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("hist/messages.jsonl");
+    let mut c = lan.hosts[0].cmd(alerter_bin());
+    c.args(["listen", "--json", "--no-desktop", "--name", "BOB", "--name-port", "0", "--datagram-port", "0"])
+        .args(["--max-text", "65536", "--peer-messages", "0", "--peer-bytes", "0"])
+        .args(["--history-size", "256KiB", "--history-keep", "2", "--history"])
+        .arg(&history);
+    let l = Proc::spawn(c);
+    until(LONG, "the listener", || lan.hosts[0].tcp_listening(139));
+    let big = dir.path().join("big.txt");
+    std::fs::write(&big, "F".repeat(64 * 1024)).unwrap();
+    let target = lan.ip(0).to_string();
+    let flood = format!(
+        "end=$(( $(date +%s) + 10 )); n=0; while [ $(date +%s) -lt $end ]; do \
+         \"$0\" send -q --max-length 65536 -I {target} BOB < {} && n=$((n+1)); done; echo $n",
+        big.display()
+    );
+    let flooders: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            lan.hosts[1].cmd("sh").arg("-c").arg(&flood).arg(alerter_bin()).stdout(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let conf = client_conf(dir.path(), "CAROL", "");
+    for i in 0..5 {
+        let text = format!("calm {i}\n");
+        smbclient(&lan.hosts[2], &conf, &["-M", "BOB", "-I", &target, "-U", "carol", "-N"], &text);
+        until(Duration::from_secs(5), "the calm peer's message", || {
+            messages(&l).iter().any(|m| m["text"] == text.as_str())
+        });
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let mut sent = 0;
+    for f in flooders {
+        let out = f.wait_with_output().unwrap();
+        sent += String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap();
+    }
+    let files: Vec<_> = std::fs::read_dir(history.parent().unwrap()).unwrap().map(|e| e.unwrap().path()).collect();
+    let total: u64 = files.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    eprintln!("{sent} messages of 64 KiB delivered in 10 s; history {total} bytes in {} files", files.len());
+    assert!(sent * 65536 > 4 * 256 * 1024, "the flood was a flood: {sent} messages");
+    assert!(files.len() <= 3, "{files:?}");
+    // Each file ends before the line that would take it past 256 KiB.
+    for p in &files {
+        let len = std::fs::metadata(p).unwrap().len();
+        assert!(len <= 256 * 1024 + 70 * 1024, "{} is {len} bytes", p.display());
+        for line in std::fs::read_to_string(p).unwrap().lines() {
+            serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("a torn line in {}: {e}", p.display()));
+        }
     }
 }

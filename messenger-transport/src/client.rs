@@ -35,6 +35,10 @@ pub enum SendError {
     SessionRefused { addr: SocketAddr, name: String, reason: String },
     #[error("{0} is not accepting messages (its Messenger service is off)")]
     NotAccepting(String),
+    #[error("{0} refused the message (it accepts only sealed messages, or none from this sender)")]
+    Refused(String),
+    #[error("{0} is busy: it takes no more messages from this sender for now (its rate limit)")]
+    Busy(String),
     #[error("no answer from {0} in time")]
     Timeout(SocketAddr),
     #[error("protocol error talking to {addr}: {detail}")]
@@ -53,6 +57,7 @@ impl SendError {
             SendError::NameNotFound(_)
                 | SendError::Connect { .. }
                 | SendError::Timeout(_)
+                | SendError::Busy(_)
                 | SendError::Io { .. }
                 | SendError::Broadcast(_)
                 // An interface may come up (DHCP, a cable); turned off or
@@ -144,6 +149,11 @@ impl Conn {
         }
         if smb.is_not_accepting() {
             return Err(SendError::NotAccepting(to.to_string()));
+        }
+        match smb.dos_status() {
+            Some((smb::ERRSRV, smb::ERR_ACCESS)) => return Err(SendError::Refused(to.to_string())),
+            Some((smb::ERRSRV, smb::ERR_NOROOM)) => return Err(SendError::Busy(to.to_string())),
+            _ => {}
         }
         if smb.is_error() {
             return Err(SendError::Protocol {

@@ -20,6 +20,7 @@
 pub mod client;
 pub mod dgram;
 pub mod iface;
+pub mod limits;
 pub mod listener;
 pub mod name;
 pub mod nbns;

@@ -9,9 +9,14 @@
 //!
 //! Every input is untrusted: a malformed packet is dropped and counted,
 //! never a crash, and a connection that misbehaves is closed. Limits bound
-//! what one peer can make the listener hold: message size, connection
-//! count, idle time.
+//! what one peer can make the listener hold (see [`crate::limits`]):
+//! message size, connections per address and in all (a full table evicts
+//! the longest-idle connection of the address holding most), a deadline for
+//! the first real packet, an idle time that keep-alives do not reset, a
+//! lifetime, and messages and bytes per second per address. Refusals are
+//! counted and logged at most once per ten seconds each.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,13 +24,15 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::client::local_ip_towards;
 use crate::dgram::{self, Datagram};
 use crate::iface::{self, Broadcast, Interface};
+use crate::limits::{self, Admit, ConnectionTimes, Connections, LogEvery, PeerRates, RateLimit};
 use crate::name::{self, NetbiosName};
 use crate::nbns;
 use crate::nbss::{self, Packet};
@@ -62,10 +69,20 @@ pub struct ListenerConfig {
     pub broadcast: Broadcast,
     pub code_page: CodePage,
     pub seal: Option<SealPolicy>,
-    /// Longest text kept from one message.
+    /// Longest text kept from one message, in bytes before decoding.
     pub max_text: usize,
+    /// Between real packets (keep-alives do not count).
     pub idle_timeout: Duration,
+    /// For a new connection's first real packet.
+    pub handshake_timeout: Duration,
+    /// How long one connection may stay, however busy.
+    pub max_lifetime: Duration,
+    /// Connections held in all; lowered at bind to what RLIMIT_NOFILE allows.
     pub max_connections: usize,
+    /// Connections held by one address.
+    pub max_per_peer: usize,
+    /// Messages and bytes per second per address.
+    pub rate: RateLimit,
 }
 
 impl ListenerConfig {
@@ -80,9 +97,14 @@ impl ListenerConfig {
             broadcast: Broadcast::AllInterfaces,
             code_page: CodePage::CP850,
             seal: None,
-            max_text: 64 * 1024,
+            // What a popup can sensibly show, and what `alerter send` sends.
+            max_text: 4096,
             idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            max_lifetime: Duration::from_secs(300),
             max_connections: 256,
+            max_per_peer: 16,
+            rate: RateLimit::DEFAULT,
         }
     }
 }
@@ -141,6 +163,15 @@ pub struct Stats {
     pub not_for_us: AtomicU64,
     pub name_queries_answered: AtomicU64,
     pub dropped_events: AtomicU64,
+    /// Messages refused for exceeding a peer's rate.
+    pub rate_limited: AtomicU64,
+    /// Connections refused because their address held its share.
+    pub refused_connections: AtomicU64,
+    /// Connections closed to make room for a newcomer.
+    pub evicted_connections: AtomicU64,
+    /// Connections closed at their handshake, idle or lifetime deadline.
+    pub timed_out_connections: AtomicU64,
+    pub accept_errors: AtomicU64,
 }
 
 /// A running listener; dropping it stops it.
@@ -189,6 +220,17 @@ struct Shared {
     tx: mpsc::Sender<Event>,
     stats: Arc<Stats>,
     replay: Mutex<ReplayGuard>,
+    /// The connections held; each one's payload closes it when dropped.
+    conns: Mutex<Connections<oneshot::Sender<()>>>,
+    rates: Mutex<PeerRates>,
+    /// One rate-limited log per kind of refusal.
+    logs: Mutex<HashMap<&'static str, LogEvery>>,
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked
+/// (every critical section here is a single table update).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
@@ -208,47 +250,93 @@ impl Shared {
         debug!(%peer, "dropped malformed {what}: {e}");
     }
 
+    /// Logs a refusal of kind `kind`, at most once per ten seconds, with
+    /// how many of that kind went unlogged in between.
+    fn refusal(&self, kind: &'static str, line: impl FnOnce() -> String) {
+        let now = Instant::now().into_std();
+        let hit = lock(&self.logs).entry(kind).or_insert_with(|| LogEvery::new(Duration::from_secs(10))).hit(now);
+        match hit {
+            Some(0) => warn!("{}", line()),
+            Some(n) => warn!("{} ({n} more like it not logged)", line()),
+            None => {}
+        }
+    }
+
+    /// Whether `peer` may send a message of `bytes` now.
+    fn within_rate(&self, peer: SocketAddr, bytes: usize) -> bool {
+        let verdict = lock(&self.rates).allow(peer.ip(), bytes, Instant::now().into_std());
+        match verdict {
+            Ok(()) => true,
+            Err(what) => {
+                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let what = match what {
+                    limits::Limited::Messages => "messages",
+                    limits::Limited::Bytes => "bytes",
+                };
+                self.refusal("rate", || {
+                    format!("messages from {} dropped: over its rate of {what} per second", peer.ip())
+                });
+                false
+            }
+        }
+    }
+
     fn is_our_group(&self, n: &NetbiosName) -> bool {
         n.name() == "*" || self.cfg.workgroup.as_deref().is_some_and(|w| w.eq_ignore_ascii_case(&n.name()))
     }
 
     /// A plain (unsealed) message: delivered, unless seals are required.
-    fn plain(&self, m: Received) {
-        if self.cfg.seal.as_ref().is_some_and(|s| s.require) {
-            self.emit(Event::Rejected {
-                peer: m.peer,
-                from: Some(m.from),
-                reason: "unsealed message refused: this receiver requires sealed messages".into(),
-            });
-            return;
+    /// Whether it was delivered.
+    fn plain(&self, m: Received) -> bool {
+        if self.requires_seal() {
+            self.refuse_plain(m.peer, m.from);
+            return false;
         }
         self.emit(Event::Message(m));
+        true
+    }
+
+    fn requires_seal(&self) -> bool {
+        self.cfg.seal.as_ref().is_some_and(|s| s.require)
+    }
+
+    fn refuse_plain(&self, peer: SocketAddr, from: String) {
+        self.emit(Event::Rejected {
+            peer,
+            from: Some(from),
+            reason: "unsealed message refused: this receiver requires sealed messages".into(),
+        });
     }
 
     /// A sealed message: opened and checked, or rejected with the reason.
-    fn sealed(&self, bytes: &[u8], form: Form, group: bool, peer: SocketAddr) {
+    fn sealed(&self, bytes: &[u8], form: Form, group: bool, peer: SocketAddr) -> bool {
         let Some(policy) = &self.cfg.seal else {
             self.emit(Event::Rejected {
                 peer,
                 from: None,
                 reason: "sealed message, but no workgroup key is configured here".into(),
             });
-            return;
+            return false;
         };
         let reject =
             |reason: SealError, from: Option<String>| Event::Rejected { peer, from, reason: reason.to_string() };
         let m = match seal::open(&policy.key, bytes) {
             Ok(m) => m,
-            Err(e) => return self.emit(reject(e, None)),
+            Err(e) => {
+                self.emit(reject(e, None));
+                return false;
+            }
         };
         let to = NetbiosName::new(&m.to, name::MESSENGER);
         let for_us = m.to.eq_ignore_ascii_case(&self.cfg.name) || to.is_ok_and(|n| self.is_our_group(&n));
         if !for_us {
-            return self.emit(reject(SealError::WrongRecipient(m.to.clone()), Some(m.from)));
+            self.emit(reject(SealError::WrongRecipient(m.to.clone()), Some(m.from)));
+            return false;
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         if let Err(e) = self.replay.lock().unwrap_or_else(|p| p.into_inner()).check(&m, now) {
-            return self.emit(reject(e, Some(m.from)));
+            self.emit(reject(e, Some(m.from)));
+            return false;
         }
         self.emit(Event::Message(Received {
             from: m.from,
@@ -259,6 +347,7 @@ impl Shared {
             peer,
             sealed: Some(SealInfo { id: m.id, severity: m.severity, time: m.time }),
         }));
+        true
     }
 }
 
@@ -275,8 +364,18 @@ impl Listener {
             hint: "",
         })?;
         let window = cfg.seal.as_ref().map_or(Duration::from_secs(300), |s| s.window);
-        let shared =
-            Arc::new(Shared { cfg, our_name, tx, stats: stats.clone(), replay: Mutex::new(ReplayGuard::new(window)) });
+        let mut cfg = cfg;
+        cfg.max_connections = fit_to_open_files(cfg.max_connections, cfg.tcp.len());
+        let shared = Arc::new(Shared {
+            replay: Mutex::new(ReplayGuard::new(window)),
+            conns: Mutex::new(Connections::new(cfg.max_connections, cfg.max_per_peer)),
+            rates: Mutex::new(PeerRates::new(cfg.rate, 4096)),
+            logs: Mutex::new(HashMap::new()),
+            cfg,
+            our_name,
+            tx,
+            stats: stats.clone(),
+        });
         let mut listener = Listener { tasks: Vec::new(), stats, tcp: Vec::new(), datagram: None, name_service: None };
         for addr in shared.cfg.tcp.clone() {
             let l = TcpListener::bind(addr).await.map_err(|e| bind_error("TCP", addr, e))?;
@@ -477,6 +576,10 @@ async fn serve_datagrams(sock: UdpSocket, shared: Arc<Shared>) {
                 continue;
             }
         };
+        let known = slot.eq_ignore_ascii_case(dgram::ALERTER_SEALED) || slot.eq_ignore_ascii_case(dgram::MESSNGR);
+        if known && !shared.within_rate(peer, data.len()) {
+            continue;
+        }
         if slot.eq_ignore_ascii_case(dgram::ALERTER_SEALED) {
             shared.sealed(&data, Form::Datagram, to_group, peer);
         } else if slot.eq_ignore_ascii_case(dgram::MESSNGR) {
@@ -503,20 +606,94 @@ async fn serve_datagrams(sock: UdpSocket, shared: Arc<Shared>) {
     }
 }
 
+/// Descriptors kept for everything but connections: the runtime, the
+/// listening and UDP sockets, standard streams, the history file, a resolver.
+const RESERVED_FILES: u64 = 32;
+
+/// The number of connections RLIMIT_NOFILE allows: the soft limit is raised
+/// (up to the hard one) to make room for `wanted`; if it cannot be, the
+/// connection limit is lowered to fit and a warning says how to raise it,
+/// so the listener evicts and refuses by its own rules instead of failing
+/// to accept.
+fn fit_to_open_files(wanted: usize, listeners: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let need = wanted as u64 + RESERVED_FILES + listeners as u64;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return wanted };
+    if soft >= need {
+        return wanted;
+    }
+    let raised = need.min(hard);
+    let soft = if setrlimit(Resource::RLIMIT_NOFILE, raised, hard).is_ok() { raised } else { soft };
+    if soft >= need {
+        return wanted;
+    }
+    let fits = soft.saturating_sub(RESERVED_FILES + listeners as u64).max(4) as usize;
+    warn!(
+        "the open-file limit is {soft} (hard limit {hard}): at most {fits} connections are held instead of {wanted}; \
+         raise it (ulimit -n, or LimitNOFILE= in the unit) or lower --max-connections"
+    );
+    fits.min(wanted)
+}
+
 async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
-    let limit = Arc::new(Semaphore::new(shared.cfg.max_connections));
+    let mut failures = 0u32;
     loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            debug!(%peer, "too many connections; closing");
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => {
+                failures = 0;
+                x
+            }
+            Err(e) => {
+                shared.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                // A connection reset before it was accepted is the peer's
+                // business; anything else (EMFILE, ENFILE, ENOMEM) repeats
+                // if retried at once, so wait, longer each time.
+                if matches!(e.kind(), std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset) {
+                    continue;
+                }
+                failures = failures.saturating_add(1);
+                let pause = limits::accept_backoff(failures);
+                shared.refusal("accept", || {
+                    format!("cannot accept connections: {e}; trying again in {} ms (raise the open-file limit or lower --max-connections)", pause.as_millis())
+                });
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        let (kill, killed) = oneshot::channel();
+        let admitted = lock(&shared.conns).admit(peer.ip(), Instant::now().into_std(), kill);
+        let id = match admitted {
+            Admit::Accept(id) => id,
+            Admit::Evict { id, victim: _, payload } => {
+                // Dropping the victim's sender closes it.
+                drop(payload);
+                shared.stats.evicted_connections.fetch_add(1, Ordering::Relaxed);
+                shared.refusal("evict", || {
+                    format!(
+                        "connection table full ({} held): closing the longest-idle connection of the busiest address",
+                        shared.cfg.max_connections
+                    )
+                });
+                id
+            }
+            Admit::Refuse(limits::Refusal::PeerLimit) => {
+                shared.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                shared.refusal("peer-limit", || {
+                    format!(
+                        "connection from {} refused: it already holds {} connections",
+                        peer.ip(),
+                        shared.cfg.max_per_peer
+                    )
+                });
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = serve_connection(stream, peer, &shared).await {
+            if let Err(e) = serve_connection(stream, peer, id, &shared, killed).await {
                 shared.malformed(peer, "session", e);
             }
+            lock(&shared.conns).close(id);
         });
     }
 }
@@ -528,10 +705,34 @@ struct Pending {
     text: Vec<u8>,
 }
 
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(), String> {
+/// How long a reply may take to leave: a peer that does not read must not
+/// hold a task (and a slot) forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn write_packet(stream: &mut TcpStream, p: &Packet) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&p.encode())).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("the peer does not read its answers".into()),
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: &Shared,
+    mut killed: oneshot::Receiver<()>,
+) -> Result<(), String> {
     let mut buf: Vec<u8> = Vec::new();
     let mut pending: Option<Pending> = None;
     let mut chunk = vec![0u8; 8192];
+    let times = ConnectionTimes {
+        handshake: shared.cfg.handshake_timeout,
+        idle: shared.cfg.idle_timeout,
+        lifetime: shared.cfg.max_lifetime,
+    };
+    let start = Instant::now().into_std();
+    let mut last_active = None;
     // A session packet can announce up to 128 KiB; nothing legitimate here
     // comes near that.
     const MAX_PACKET: usize = 70 * 1024;
@@ -547,13 +748,28 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shar
                 buf.drain(..used);
                 break p;
             }
-            let n = match tokio::time::timeout(shared.cfg.idle_timeout, stream.read(&mut chunk)).await {
-                Ok(Ok(0)) | Err(_) => return Ok(()),
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(e.to_string()),
+            let deadline = Instant::from_std(times.deadline(start, last_active));
+            let n = tokio::select! {
+                r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => match r {
+                    Ok(Ok(0)) => return Ok(()),
+                    Ok(Ok(n)) => n,
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) => {
+                        shared.stats.timed_out_connections.fetch_add(1, Ordering::Relaxed);
+                        debug!(%peer, "connection closed at its deadline");
+                        return Ok(());
+                    }
+                },
+                // Evicted to make room: the sender was dropped.
+                _ = &mut killed => return Ok(()),
             };
             buf.extend_from_slice(&chunk[..n]);
         };
+        if packet.kind != nbss::KEEP_ALIVE {
+            let now = Instant::now().into_std();
+            last_active = Some(now);
+            lock(&shared.conns).touch(id, now);
+        }
         match packet.kind {
             nbss::SESSION_REQUEST => {
                 let (called, _calling) = packet.session_names().map_err(|e| e.to_string())?;
@@ -565,7 +781,7 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shar
                 } else {
                     Packet::new(nbss::NEGATIVE_RESPONSE, vec![nbss::CALLED_NAME_NOT_PRESENT])
                 };
-                stream.write_all(&answer.encode()).await.map_err(|e| e.to_string())?;
+                write_packet(&mut stream, &answer).await?;
                 if !ours {
                     return Ok(());
                 }
@@ -574,7 +790,7 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shar
             nbss::SESSION_MESSAGE => {
                 let req = Smb::decode(&packet.payload).map_err(|e| e.to_string())?;
                 let reply = handle_smb(&req, &packet.payload, &mut pending, peer, shared);
-                stream.write_all(&Packet::message(reply.encode()).encode()).await.map_err(|e| e.to_string())?;
+                write_packet(&mut stream, &Packet::message(reply.encode())).await?;
             }
             other => return Err(format!("unexpected session packet {other:#04x}")),
         }
@@ -584,19 +800,26 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shar
 fn handle_smb(req: &Smb, raw: &[u8], pending: &mut Option<Pending>, peer: SocketAddr, shared: &Shared) -> Smb {
     let ok = |words| Smb::reply_to(req, 0, words);
     let bad = || Smb::reply_to(req, Smb::dos_error(smb::ERRSRV, 0x0001), vec![]);
+    // What the sender is told of a message we did not deliver, so that it
+    // does not report it delivered.
+    let refused = || Smb::reply_to(req, Smb::dos_error(smb::ERRSRV, smb::ERR_ACCESS), vec![]);
+    let busy = || Smb::reply_to(req, Smb::dos_error(smb::ERRSRV, smb::ERR_NOROOM), vec![]);
     let cp = shared.cfg.code_page;
     let deliver = |from: &[u8], to: &[u8], text: &[u8]| {
-        let mut text = text.to_vec();
-        text.truncate(shared.cfg.max_text);
-        shared.plain(Received {
+        if !shared.within_rate(peer, from.len() + to.len() + text.len()) {
+            return busy();
+        }
+        let text = &text[..text.len().min(shared.cfg.max_text)];
+        let delivered = shared.plain(Received {
             from: cp.decode(from),
             to: cp.decode(to),
-            text: cp.decode(&text),
+            text: cp.decode(text),
             form: Form::Session,
             group: false,
             peer,
             sealed: None,
         });
+        if delivered { ok(vec![]) } else { refused() }
     };
     match req.command {
         smb::COM_NEGOTIATE => {
@@ -605,16 +828,19 @@ fn handle_smb(req: &Smb, raw: &[u8], pending: &mut Option<Pending>, peer: Socket
             smb::negotiate_response(req, idx)
         }
         smb::COM_SEND_MESSAGE => match smb::parse_names(req) {
-            Ok((from, to, Some(text))) => {
-                deliver(&from, &to, &text);
-                ok(vec![])
-            }
+            Ok((from, to, Some(text))) => deliver(&from, &to, &text),
             _ => {
                 shared.malformed(peer, "SMBsends", "bad fields");
                 bad()
             }
         },
         smb::COM_SEND_START => match smb::parse_names(req) {
+            // Refused at the start, as a receiver with Messenger off does,
+            // before the sender types out the text.
+            Ok((from, _, _)) if shared.requires_seal() => {
+                shared.refuse_plain(peer, cp.decode(&from));
+                refused()
+            }
             Ok((from, to, _)) => {
                 *pending = Some(Pending { from, to, text: Vec::new() });
                 ok(vec![1])
@@ -636,10 +862,7 @@ fn handle_smb(req: &Smb, raw: &[u8], pending: &mut Option<Pending>, peer: Socket
             }
         },
         smb::COM_SEND_END => match pending.take() {
-            Some(p) => {
-                deliver(&p.from, &p.to, &p.text);
-                ok(vec![])
-            }
+            Some(p) => deliver(&p.from, &p.to, &p.text),
             None => {
                 shared.malformed(peer, "SMBsendend", "end without a start");
                 bad()
@@ -647,14 +870,16 @@ fn handle_smb(req: &Smb, raw: &[u8], pending: &mut Option<Pending>, peer: Socket
         },
         smb::COM_TRANSACTION => match smb::parse_mailslot_write(raw) {
             Ok((slot, data)) if slot.eq_ignore_ascii_case(dgram::ALERTER_SEALED) => {
-                shared.sealed(&data, Form::Session, false, peer);
-                ok(vec![])
+                if !shared.within_rate(peer, data.len()) {
+                    busy()
+                } else if shared.sealed(&data, Form::Session, false, peer) {
+                    ok(vec![])
+                } else {
+                    refused()
+                }
             }
             Ok((slot, data)) if slot.eq_ignore_ascii_case(dgram::MESSNGR) => match dgram::parse_messenger_body(&data) {
-                Ok((from, to, text)) => {
-                    deliver(&from, &to, &text);
-                    ok(vec![])
-                }
+                Ok((from, to, text)) => deliver(&from, &to, &text),
                 Err(e) => {
                     shared.malformed(peer, "messenger body", e);
                     bad()
@@ -841,5 +1066,214 @@ mod tests {
         texts.sort();
         assert_eq!(texts, vec!["and here".to_string(), "still here".to_string()]);
         assert!(l.stats.malformed.load(Ordering::Relaxed) > 5_000, "{:?}", l.stats);
+    }
+
+    /// A connection from `source` (any 127.x address) to `to`.
+    async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::from((source, 0))).unwrap();
+        sock.connect(to).await.unwrap()
+    }
+
+    /// Waits until the listener closes `c` (end of file or reset).
+    async fn closed(c: &mut TcpStream) -> bool {
+        let mut b = [0u8; 64];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), c.read(&mut b)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    const KEEP_ALIVE: [u8; 4] = [0x85, 0, 0, 0];
+
+    #[tokio::test]
+    async fn keepalives_do_not_keep_a_connection_open() {
+        let mut cfg = ListenerConfig::new("BOB");
+        cfg.tcp = vec!["127.0.0.1:0".parse().unwrap()];
+        cfg.handshake_timeout = Duration::from_millis(300);
+        cfg.idle_timeout = Duration::from_millis(600);
+        let (l, _rx) = Listener::bind(cfg).await.unwrap();
+        // Keep-alives only: closed at the handshake deadline however many.
+        let mut c = TcpStream::connect(l.tcp[0]).await.unwrap();
+        let feeder = async {
+            loop {
+                if c.write_all(&KEEP_ALIVE).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), feeder).await.expect("closed in time");
+        assert_eq!(l.stats.timed_out_connections.load(Ordering::Relaxed), 1);
+        // After a session request, keep-alives still do not reset the idle time.
+        let mut c = TcpStream::connect(l.tcp[0]).await.unwrap();
+        let called: NetbiosName = "BOB".parse().unwrap();
+        let calling = NetbiosName::new("MALLORY", name::WORKSTATION).unwrap();
+        c.write_all(&Packet::session_request(&called, &calling).encode()).await.unwrap();
+        let mut answer = [0u8; 4];
+        c.read_exact(&mut answer).await.unwrap();
+        assert_eq!(answer[0], nbss::POSITIVE_RESPONSE);
+        let feeder = async {
+            loop {
+                if c.write_all(&KEEP_ALIVE).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), feeder).await.expect("closed in time");
+        assert_eq!(l.stats.timed_out_connections.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_listener_evicts_the_busiest_address_and_serves_a_newcomer() {
+        let mut cfg = ListenerConfig::new("BOB");
+        cfg.tcp = vec!["127.0.0.1:0".parse().unwrap()];
+        cfg.max_connections = 8;
+        cfg.max_per_peer = 3;
+        let (l, mut rx) = Listener::bind(cfg).await.unwrap();
+        let to = l.tcp[0];
+        // One address: three held, the fourth refused.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(connect_from([127, 0, 0, 2], to).await);
+        }
+        let mut fourth = connect_from([127, 0, 0, 2], to).await;
+        assert!(closed(&mut fourth).await);
+        assert_eq!(l.stats.refused_connections.load(Ordering::Relaxed), 1);
+        // Five more addresses fill the table (3 + 5 = 8).
+        for i in 3..8 {
+            held.push(connect_from([127, 0, 0, i], to).await);
+        }
+        for c in &mut held {
+            c.write_all(&KEEP_ALIVE).await.unwrap();
+        }
+        // A sender from yet another address is served, and one of the
+        // busiest address's connections made room.
+        let m = SessionMessage { from: "ALICE", to: "BOB", text: "let me in" };
+        client::send_session(to, &m, &SessionOptions::default()).await.unwrap();
+        let Event::Message(r) = next(&mut rx).await else { panic!() };
+        assert_eq!(r.text, "let me in");
+        assert_eq!(l.stats.evicted_connections.load(Ordering::Relaxed), 1);
+        assert!(closed(&mut held[0]).await, "the longest idle of 127.0.0.2 goes");
+    }
+
+    #[tokio::test]
+    async fn a_flooding_peer_is_told_to_wait_and_others_are_served() {
+        let mut cfg = ListenerConfig::new("BOB");
+        cfg.tcp = vec!["127.0.0.1:0".parse().unwrap()];
+        cfg.datagram = Some("127.0.0.1:0".parse().unwrap());
+        cfg.rate = RateLimit { messages_per_sec: 0.001, message_burst: 3.0, ..RateLimit::DEFAULT };
+        let (l, mut rx) = Listener::bind(cfg).await.unwrap();
+        let m = SessionMessage { from: "FLOOD", to: "BOB", text: "x" };
+        for _ in 0..3 {
+            client::send_session(l.tcp[0], &m, &SessionOptions::default()).await.unwrap();
+        }
+        let err = client::send_session(l.tcp[0], &m, &SessionOptions::default()).await.unwrap_err();
+        assert!(matches!(err, client::SendError::Busy(_)), "{err}");
+        assert!(err.is_transient());
+        // Datagrams from the same address are dropped too.
+        let d = DatagramMessage { from: "FLOOD", to: "BOB", text: "y", group: false };
+        client::send_datagram(l.datagram.unwrap(), &d, CodePage::CP850).await.unwrap();
+        // Another address is not affected.
+        let other = UdpSocket::bind("127.0.0.9:0").await.unwrap();
+        let d = DatagramMessage { from: "CALM", to: "BOB", text: "z", group: false };
+        let frame = client::build_datagram(&d, Ipv4Addr::new(127, 0, 0, 9), 1, CodePage::CP850).unwrap();
+        other.send_to(&frame, l.datagram.unwrap()).await.unwrap();
+        let mut from = Vec::new();
+        for _ in 0..4 {
+            let Event::Message(r) = next(&mut rx).await else { panic!() };
+            from.push(r.from);
+        }
+        from.sort();
+        assert_eq!(from, ["CALM", "FLOOD", "FLOOD", "FLOOD"]);
+        let until = Instant::now() + Duration::from_secs(5);
+        while l.stats.rate_limited.load(Ordering::Relaxed) < 2 {
+            assert!(Instant::now() < until, "{:?}", l.stats);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(rx.try_recv().is_err(), "nothing over the rate was delivered");
+    }
+
+    #[tokio::test]
+    async fn long_messages_are_cut_at_max_text() {
+        let (l, mut rx) = listener(None).await;
+        let text = "a".repeat(10_000);
+        let m = SessionMessage { from: "ALERTER", to: "BOB", text: &text };
+        client::send_session(l.tcp[0], &m, &SessionOptions::default()).await.unwrap();
+        let Event::Message(r) = next(&mut rx).await else { panic!() };
+        assert_eq!(r.text.len(), 4096);
+    }
+
+    /// Accept errors (here EMFILE: every descriptor taken) are retried
+    /// after a growing pause, not in a loop that burns a core; when
+    /// descriptors are free again, the listener serves. The descriptors
+    /// are taken for the whole process, so this runs in a child process of
+    /// its own under any test runner.
+    #[test]
+    fn accept_errors_back_off() {
+        const CHILD: &str = "ALERTER_TEST_ACCEPT_BACKOFF_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "listener::tests::accept_errors_back_off", "--nocapture", "--test-threads=1"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "{all}");
+            assert!(all.contains("accept errors:"), "the child ran the test: {all}");
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut cfg = ListenerConfig::new("BOB");
+            cfg.tcp = vec!["127.0.0.1:0".parse().unwrap()];
+            let (l, mut rx) = Listener::bind(cfg).await.unwrap();
+            let to = l.tcp[0];
+            // Two client sockets, then every descriptor left taken: the
+            // clients connect, and the listener cannot accept them.
+            let clients = [tokio::net::TcpSocket::new_v4().unwrap(), tokio::net::TcpSocket::new_v4().unwrap()];
+            let null = std::fs::File::open("/dev/null").unwrap();
+            let mut hoard = Vec::new();
+            while let Ok(fd) = null.try_clone() {
+                hoard.push(fd);
+            }
+            let mut held = Vec::new();
+            for c in clients {
+                held.push(c.connect(to).await.unwrap());
+            }
+            let errors = || l.stats.accept_errors.load(Ordering::Relaxed);
+            let t0 = Instant::now();
+            while errors() == 0 {
+                assert!(t0.elapsed() < Duration::from_secs(10), "no accept error");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Retried at once, this would be hundreds of thousands of errors
+            // a second; with the pauses (10 ms doubling to 1 s) at most
+            // eight fit in 1.3 s, counted from the first.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let n = errors();
+            println!("accept errors: {n}");
+            assert!((1..=8).contains(&n), "{n} accept errors in a second");
+            drop(hoard);
+            drop(held);
+            let m = SessionMessage { from: "ALERTER", to: "BOB", text: "after the drought" };
+            client::send_session(
+                to,
+                &m,
+                &SessionOptions { timeout: Duration::from_secs(10), ..SessionOptions::default() },
+            )
+            .await
+            .unwrap();
+            loop {
+                if let Event::Message(r) = next(&mut rx).await {
+                    assert_eq!(r.text, "after the drought");
+                    break;
+                }
+            }
+        });
     }
 }

@@ -23,6 +23,12 @@ pub const ERRDOS: u8 = 0x01;
 pub const ERRSRV: u8 = 0x02;
 pub const ERROR_REQ_NOT_ACCEP: u16 = 71;
 pub const ERR_MSGOFF: u16 = 82;
+/// ERRSRV ERRaccess: our listener's answer to a message its policy refuses
+/// (unsealed where seals are required, a seal that does not open).
+pub const ERR_ACCESS: u16 = 4;
+/// ERRSRV ERRnoroom, "no room to buffer the message": our listener's answer
+/// to a sender over its rate, worth trying again later.
+pub const ERR_NOROOM: u16 = 83;
 /// NT status STATUS_REQUEST_NOT_ACCEPTED.
 pub const STATUS_REQUEST_NOT_ACCEPTED: u32 = 0xc000_00d0;
 
@@ -127,6 +133,14 @@ impl Smb {
         let class = (self.status & 0xff) as u8;
         let code = (self.status >> 16) as u16;
         (class == ERRDOS && code == ERROR_REQ_NOT_ACCEP) || (class == ERRSRV && code == ERR_MSGOFF)
+    }
+
+    /// The DOS error (class, code) of this reply, if it carries one.
+    pub fn dos_status(&self) -> Option<(u8, u16)> {
+        if self.flags2 & FLAGS2_NT_STATUS != 0 || self.status == 0 {
+            return None;
+        }
+        Some(((self.status & 0xff) as u8, (self.status >> 16) as u16))
     }
 
     pub fn is_error(&self) -> bool {

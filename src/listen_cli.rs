@@ -1,0 +1,267 @@
+//! `alerter listen`: the receiver, like WinPopup. Prints each message (text
+//! made safe for a terminal), shows it on the desktop, and keeps the
+//! history.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use alerter_core::config;
+use alerter_core::transport::messenger::read_key_file;
+use clap::Args;
+use messenger_transport::CodePage;
+use messenger_transport::iface::{Broadcast, InterfaceSpec};
+use messenger_transport::limits::RateLimit;
+use messenger_transport::listener::{Event, Form, Listener, ListenerConfig, SealPolicy};
+
+use crate::history::{Cap, History};
+
+/// `alerter listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// The name to receive for (`NAME<03>`); default: this host's name.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Also receive messages to this workgroup.
+    #[arg(long, default_value = "WORKGROUP", value_name = "NAME")]
+    workgroup: String,
+    /// TCP ports for the session form (repeatable): 139, 445, or any.
+    #[arg(short, long = "port", default_values_t = [139u16], value_name = "PORT")]
+    ports: Vec<u16>,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0", value_name = "ADDRESS")]
+    bind: IpAddr,
+    /// UDP port of the datagram form; 0 turns it off.
+    #[arg(long, default_value_t = 138, value_name = "PORT")]
+    datagram_port: u16,
+    /// UDP port of the name service; 0 turns it off (no registration, no answers).
+    #[arg(long, default_value_t = 137, value_name = "PORT")]
+    name_port: u16,
+    /// Register the name by broadcasting to this address only (repeatable),
+    /// instead of to each interface's own broadcast address.
+    #[arg(long, value_name = "ADDRESS")]
+    broadcast: Vec<Ipv4Addr>,
+    /// Register the name on these interfaces only (repeatable), as Samba's
+    /// `interfaces`: a name (`eth0`, `enp*`), an address of this machine, or
+    /// a network (`10.0.0.0/24`). Default: every interface that is up.
+    #[arg(long, value_name = "IFACE")]
+    interface: Vec<InterfaceSpec>,
+    /// Do not register the name by broadcast (still answer queries for it).
+    #[arg(long)]
+    no_register: bool,
+    /// Workgroup key for sealed messages.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Refuse unsealed messages (needs --key-file).
+    #[arg(long, requires = "key_file")]
+    require_seal: bool,
+    /// How far a sealed message's time may be from ours, in seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    seal_window: u64,
+    /// OEM code page of received text.
+    #[arg(long, default_value_t = 850, value_name = "NUMBER")]
+    code_page: u16,
+    /// Print one JSON object per message instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Keep the history in this file (JSON lines); default: in the XDG state directory.
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
+    /// Rotate the history when it reaches this size (`10MiB`, `512KiB`; 0: never).
+    #[arg(long, default_value = "10MiB", value_name = "SIZE")]
+    history_size: bytesize::ByteSize,
+    /// Rotated history files kept (`messages.jsonl.1`, `.2`, ...).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    history_keep: usize,
+    /// Do not show desktop notifications.
+    #[arg(long)]
+    no_desktop: bool,
+    /// Longest text kept from one message, in bytes (longer is cut).
+    #[arg(long, default_value_t = 4096, value_name = "BYTES")]
+    max_text: usize,
+    /// Connections held at once; when full, the longest-idle connection of
+    /// the address holding most is closed for a newcomer.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_connections: usize,
+    /// Connections one address may hold.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    max_per_peer: usize,
+    /// Close a connection after this many seconds without a message
+    /// (keep-alives do not count).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    idle_timeout: u64,
+    /// Messages per second one address may send (bursts of four times as
+    /// many pass); 0: no limit.
+    #[arg(long, default_value_t = 5.0, value_name = "N")]
+    peer_messages: f64,
+    /// Bytes per second one address may send (bursts of four times as many
+    /// pass); 0: no limit.
+    #[arg(long, default_value = "16KiB", value_name = "SIZE")]
+    peer_bytes: bytesize::ByteSize,
+}
+
+/// The per-address rate limit from `--peer-messages` and `--peer-bytes`.
+fn rate_limit(messages: f64, bytes: u64) -> RateLimit {
+    let per = |v: f64| if v <= 0.0 { (f64::INFINITY, f64::INFINITY) } else { (v, v * 4.0) };
+    let (messages_per_sec, message_burst) = per(messages);
+    let (bytes_per_sec, byte_burst) = per(bytes as f64);
+    RateLimit { messages_per_sec, message_burst, bytes_per_sec, byte_burst }
+}
+
+pub fn listen(a: ListenArgs) -> ExitCode {
+    match listen_inner(a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alerter listen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn history_path(a: &ListenArgs) -> PathBuf {
+    a.history.clone().unwrap_or_else(|| {
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("/var/lib"));
+        base.join("alerter/messages.jsonl")
+    })
+}
+
+fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| config::hostname().split('.').next().unwrap_or("ALERTER").chars().take(15).collect());
+    let mut cfg = ListenerConfig::new(&name);
+    cfg.max_text = a.max_text;
+    cfg.max_connections = a.max_connections;
+    cfg.max_per_peer = a.max_per_peer;
+    cfg.idle_timeout = Duration::from_secs(a.idle_timeout.max(1));
+    cfg.rate = rate_limit(a.peer_messages, a.peer_bytes.as_u64());
+    cfg.workgroup = Some(a.workgroup.clone());
+    cfg.code_page = CodePage::new(a.code_page)?;
+    cfg.tcp = a.ports.iter().map(|p| SocketAddr::new(a.bind, *p)).collect();
+    if a.datagram_port != 0 {
+        cfg.datagram = Some(SocketAddr::new(a.bind, a.datagram_port));
+    }
+    if let Some(k) = &a.key_file {
+        let key = read_key_file(k).map_err(anyhow::Error::msg)?;
+        cfg.seal = Some(SealPolicy { key, require: a.require_seal, window: Duration::from_secs(a.seal_window) });
+    }
+    let history = history_path(&a);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        if a.name_port != 0 {
+            cfg.name_service = Some(SocketAddr::new(a.bind, a.name_port));
+            cfg.register = !a.no_register;
+            cfg.broadcast = if !a.broadcast.is_empty() {
+                Broadcast::Addresses(a.broadcast.clone())
+            } else if !a.interface.is_empty() {
+                Broadcast::Interfaces(a.interface.clone())
+            } else {
+                Broadcast::AllInterfaces
+            };
+        }
+        let (listener, mut rx) = Listener::bind(cfg).await?;
+        tracing::info!(name = %name, tcp = ?listener.tcp, datagram = ?listener.datagram, names = ?listener.name_service, "listening");
+        let cap = Cap { bytes: a.history_size.as_u64(), keep: a.history_keep };
+        let mut hist = match History::open(&history, cap) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!("cannot keep the message history in {}: {e}", history.display());
+                None
+            }
+        };
+        let desktop = !a.no_desktop && std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some();
+        loop {
+            tokio::select! {
+                e = rx.recv() => match e {
+                    Some(Event::Message(m)) => {
+                        show(&m, a.json, desktop);
+                        if let Some(h) = hist.as_mut()
+                            && let Err(e) = h.append(&message_json(&m).to_string())
+                        {
+                            tracing::warn!("cannot add to the message history {}: {e}", history.display());
+                        }
+                    }
+                    Some(Event::Rejected { peer, from, reason }) => {
+                        tracing::warn!(%peer, from = from.as_deref().unwrap_or("?"), "message rejected: {reason}");
+                        if a.json {
+                            println!("{}", serde_json::json!({"rejected": reason, "peer": peer.to_string(), "from": from}));
+                            let _ = std::io::stdout().flush();
+                        }
+                    }
+                    Some(Event::NameConflict { name, holder }) => {
+                        tracing::error!("the name {name} is already in use by {holder}; messages by name will go there");
+                    }
+                    None => break,
+                },
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate() => break,
+            }
+        }
+        let s = &listener.stats;
+        tracing::info!(
+            messages = s.messages.load(std::sync::atomic::Ordering::Relaxed),
+            rejected = s.rejected.load(std::sync::atomic::Ordering::Relaxed),
+            malformed = s.malformed.load(std::sync::atomic::Ordering::Relaxed),
+            "stopped"
+        );
+        anyhow::Ok(())
+    })
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+fn message_json(m: &messenger_transport::listener::Received) -> serde_json::Value {
+    serde_json::json!({
+        "time": chrono::Utc::now().to_rfc3339(),
+        "from": m.from,
+        "to": m.to,
+        "text": m.text,
+        "form": match m.form { Form::Session => "session", Form::Datagram => "datagram" },
+        "group": m.group,
+        "peer": m.peer.to_string(),
+        "sealed": m.sealed.as_ref().map(|s| serde_json::json!({"id": s.id, "severity": s.severity, "time": s.time})),
+    })
+}
+
+fn show(m: &messenger_transport::listener::Received, json: bool, desktop: bool) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(out, "{}", message_json(m));
+    } else {
+        let when = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+        let seal = match &m.sealed {
+            Some(s) => format!(" (sealed, {})", s.severity),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "Message from {} to {} on {when}{seal}", m.from, m.to);
+        for line in m.text.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    let _ = out.flush();
+    if desktop {
+        // A desktop notification where a notification service runs; the
+        // terminal copy above is the record either way.
+        let _ = std::process::Command::new("notify-send")
+            .arg("--app-name=alerter")
+            .arg(format!("Message from {}", m.from))
+            .arg(&m.text)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+}
