@@ -182,7 +182,7 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
                     Some(Event::Message(m)) => {
                         show(&m, a.json, desktop);
                         if let Some(h) = hist.as_mut()
-                            && let Err(e) = h.append(&message_json(&m).to_string())
+                            && let Err(e) = h.append(&json_line(&message_json(&m)))
                         {
                             tracing::warn!("cannot add to the message history {}: {e}", history.display());
                         }
@@ -236,29 +236,54 @@ fn message_json(m: &messenger_transport::listener::Received) -> serde_json::Valu
     })
 }
 
+/// One JSON line with nothing a terminal acts on: serde_json escapes C0
+/// controls, and this escapes C1 and bidirectional controls too (as
+/// `\u009b`, `\u202e`), which serde_json writes raw. Lossless: the text
+/// read back is the text received. Outside strings JSON has none of these
+/// characters, so replacing them anywhere is replacing them in strings.
+pub fn json_line(v: &serde_json::Value) -> String {
+    use alerter_core::visible::is_control_or_bidi;
+    let s = v.to_string();
+    if !s.chars().any(is_control_or_bidi) {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if is_control_or_bidi(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn show(m: &messenger_transport::listener::Received, json: bool, desktop: bool) {
+    use alerter_core::visible::{visible, visible_line};
     let mut out = std::io::stdout().lock();
     if json {
-        let _ = writeln!(out, "{}", message_json(m));
+        let _ = writeln!(out, "{}", json_line(&message_json(m)));
     } else {
         let when = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
         let seal = match &m.sealed {
-            Some(s) => format!(" (sealed, {})", s.severity),
+            Some(s) => format!(" (sealed, {})", visible_line(&s.severity)),
             None => String::new(),
         };
-        let _ = writeln!(out, "Message from {} to {} on {when}{seal}", m.from, m.to);
-        for line in m.text.lines() {
+        let _ = writeln!(out, "Message from {} to {} on {when}{seal}", visible_line(&m.from), visible_line(&m.to));
+        for line in visible(&m.text).lines() {
             let _ = writeln!(out, "  {line}");
         }
     }
     let _ = out.flush();
     if desktop {
         // A desktop notification where a notification service runs; the
-        // terminal copy above is the record either way.
+        // terminal copy above is the record either way. Notification
+        // servers read a little markup in the body, so it is escaped.
+        let markup = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
         let _ = std::process::Command::new("notify-send")
             .arg("--app-name=alerter")
-            .arg(format!("Message from {}", m.from))
-            .arg(&m.text)
+            .arg(format!("Message from {}", visible_line(&m.from)))
+            .arg(markup(&visible(&m.text)))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

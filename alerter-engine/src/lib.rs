@@ -17,5 +17,6 @@ pub mod notify;
 pub mod rules;
 pub mod schedule;
 pub mod template;
+pub mod visible;
 
 pub use engine::{Delivery, Engine, EngineConfig, Outcome, Turn};

@@ -174,6 +174,19 @@ pub fn environment() -> Environment<'static> {
     env.set_auto_escape_callback(|name| {
         if name.ends_with("/html") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
     });
+    // Values come from sources (a log line, a script's output) and end on
+    // a terminal or a desktop: every inserted string has its control
+    // characters made visible (see `visible`), unless the template marks
+    // it `|safe`, which is the explicit opt-out.
+    env.set_formatter(|out, state, value| {
+        if !value.is_safe()
+            && let Some(s) = value.as_str()
+            && let std::borrow::Cow::Owned(shown) = crate::visible::visible(s)
+        {
+            return minijinja::escape_formatter(out, state, &minijinja::Value::from(shown));
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
     env
 }
 
@@ -273,6 +286,30 @@ mod tests {
         assert!(err.unwrap().contains("bad"));
         let (s, _) = t.render(&["missing"], NOTICE_FALLBACK, &ctx);
         assert_eq!(s, "bob");
+    }
+
+    #[test]
+    fn inserted_values_have_their_controls_made_visible_unless_marked_safe() {
+        let mut t = Templates::default();
+        t.add("text".into(), "{{ line }}".into()).unwrap();
+        t.add("raw".into(), "{{ line|safe }}".into()).unwrap();
+        t.add("mail/html".into(), "<p>{{ line }}</p>".into()).unwrap();
+        let ctx = context(&[("line", "hello\x1b[2J\x1b]0;pwned\x07 <world>\u{202e}")]);
+        assert_eq!(t.render(&["text"], NOTICE_FALLBACK, &ctx).0, "hello^[[2J^[]0;pwned^G <world><U+202E>");
+        assert_eq!(t.render(&["raw"], NOTICE_FALLBACK, &ctx).0, "hello\x1b[2J\x1b]0;pwned\x07 <world>\u{202e}");
+        assert_eq!(
+            t.render(&["mail/html"], NOTICE_FALLBACK, &ctx).0,
+            "<p>hello^[[2J^[]0;pwned^G &lt;world&gt;<U+202E></p>".replace("<U+202E>", "&lt;U+202E&gt;")
+        );
+        // The built-in popup text, from an event's summary and details.
+        let ctx = serde_json::json!({
+            "summary": "x\x1b[6n", "count": 1, "rule": "r", "alerter": "a",
+            "alerts": [{"summary": "x\x1b[6n", "details": "\r\x1b[AMessage from ADMINISTRATOR", "severity": "warning",
+                        "status": "firing", "host": "h", "source": "log", "labels": {}, "count": 1}],
+        });
+        let popup = t.render(&[], default_template("messenger", Part::Text), &ctx).0;
+        assert!(!popup.contains('\x1b') && !popup.contains('\r'), "{popup:?}");
+        assert!(popup.contains("x^[[6n"), "{popup:?}");
     }
 
     #[test]
