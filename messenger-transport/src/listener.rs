@@ -1089,6 +1089,16 @@ mod tests {
 
     const KEEP_ALIVE: [u8; 4] = [0x85, 0, 0, 0];
 
+    /// Sends a keep-alive every 50 ms until the listener closes `c`.
+    async fn keep_alive_until_closed(c: &mut TcpStream) {
+        let feeder = async {
+            while c.write_all(&KEEP_ALIVE).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), feeder).await.expect("closed in time");
+    }
+
     #[tokio::test]
     async fn keepalives_do_not_keep_a_connection_open() {
         let mut cfg = ListenerConfig::new("BOB");
@@ -1098,15 +1108,7 @@ mod tests {
         let (l, _rx) = Listener::bind(cfg).await.unwrap();
         // Keep-alives only: closed at the handshake deadline however many.
         let mut c = TcpStream::connect(l.tcp[0]).await.unwrap();
-        let feeder = async {
-            loop {
-                if c.write_all(&KEEP_ALIVE).await.is_err() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), feeder).await.expect("closed in time");
+        keep_alive_until_closed(&mut c).await;
         assert_eq!(l.stats.timed_out_connections.load(Ordering::Relaxed), 1);
         // After a session request, keep-alives still do not reset the idle time.
         let mut c = TcpStream::connect(l.tcp[0]).await.unwrap();
@@ -1116,15 +1118,7 @@ mod tests {
         let mut answer = [0u8; 4];
         c.read_exact(&mut answer).await.unwrap();
         assert_eq!(answer[0], nbss::POSITIVE_RESPONSE);
-        let feeder = async {
-            loop {
-                if c.write_all(&KEEP_ALIVE).await.is_err() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), feeder).await.expect("closed in time");
+        keep_alive_until_closed(&mut c).await;
         assert_eq!(l.stats.timed_out_connections.load(Ordering::Relaxed), 2);
     }
 
