@@ -190,7 +190,7 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
                     Some(Event::Rejected { peer, from, reason }) => {
                         tracing::warn!(%peer, from = from.as_deref().unwrap_or("?"), "message rejected: {reason}");
                         if a.json {
-                            println!("{}", serde_json::json!({"rejected": reason, "peer": peer.to_string(), "from": from}));
+                            println!("{}", json_line(&serde_json::json!({"rejected": reason, "peer": peer.to_string(), "from": from})));
                             let _ = std::io::stdout().flush();
                         }
                     }
