@@ -352,3 +352,98 @@ fn docs_have_no_placeholders_and_no_broken_links() {
     }
     assert!(problems.is_empty(), "{} problems in the docs:\n{}", problems.len(), problems.join("\n"));
 }
+
+/// `alerter check` on a config whose secret files (an email password and a
+/// workgroup key) are set up as `mode`, owned by `owner` (`uid:gid`), run
+/// with `env` and as the group `run_gid` when given; its exit code and
+/// report.
+fn check_secrets(mode: u32, owner: (u32, u32), env: &[(&str, &Path)], run_gid: Option<u32>) -> (Option<i32>, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    let pw = creds.join("smtp-password");
+    let key = dir.path().join("workgroup.key");
+    std::fs::write(&pw, "secret\n").unwrap();
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    for f in [&pw, &key] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(f, Some(owner.0), Some(owner.1)).unwrap();
+    }
+    let config = dir.path().join("alerter.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "transports:\n  mail:\n    type: email\n    relay: localhost\n    tls: none\n    username: alerter\n    \
+             password_file: ${{CREDENTIALS_DIRECTORY:-{}}}/smtp-password\n    from: \"Alerter <alerter@example.org>\"\n  \
+             popup:\n    type: messenger\n    seal_key_file: {}\n",
+            creds.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = match run_gid {
+        // setpriv changes only the group: the daemon's user stays root, so
+        // the test needs no executable path readable by another user.
+        Some(gid) => {
+            let mut c = std::process::Command::new("setpriv");
+            c.args([format!("--regid={gid}"), "--clear-groups".into(), "--".into()]);
+            c.arg(env!("CARGO_BIN_EXE_alerter"));
+            c
+        }
+        None => alerter(),
+    };
+    cmd.args(["check", "-c"]).arg(&config).env_remove("CREDENTIALS_DIRECTORY");
+    for (k, v) in env {
+        cmd.env(k, v.to_str().unwrap().replace("{creds}", creds.to_str().unwrap()));
+    }
+    let out = cmd.output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn secret_files_others_can_touch_are_refused_with_the_fix() {
+    assert!(nix::unistd::Uid::effective().is_root(), "this test sets owners, so it runs as root (CI does)");
+    let (code, report) = check_secrets(0o600, (0, 0), &[], None);
+    assert_eq!(code, Some(0), "{report}");
+    // Readable by everyone, group-writable, writable by everyone.
+    for (mode, problem, fix) in [
+        (0o644, "can be read or changed by every user (mode 0644", "fix with `chmod o-rwx "),
+        (0o660, "can be changed by its group (mode 0660", "fix with `chmod g-w "),
+        (0o602, "can be read or changed by every user (mode 0602", "fix with `chmod o-rwx "),
+    ] {
+        let (code, report) = check_secrets(mode, (0, 0), &[], None);
+        assert_eq!(code, Some(78), "{mode:o}: {report}");
+        assert_eq!(report.matches(problem).count(), 2, "both files, {mode:o}: {report}");
+        assert_eq!(report.matches(fix).count(), 2, "{mode:o}: {report}");
+    }
+    // Owned by another user (nobody), though private.
+    let (code, report) = check_secrets(0o600, (65534, 65534), &[], None);
+    assert_eq!(code, Some(78), "{report}");
+    assert_eq!(report.matches("who is neither the daemon's user (root) nor root").count(), 2, "{report}");
+    assert!(report.contains("fix with `chown root "), "{report}");
+}
+
+#[test]
+fn root_and_the_daemon_group_0640_and_systemd_credentials_are_accepted() {
+    assert!(nix::unistd::Uid::effective().is_root(), "this test sets owners, so it runs as root (CI does)");
+    // The Debian pattern: root:<daemon's group> 0640, with the daemon's group
+    // nogroup (65534) here.
+    let (code, report) = check_secrets(0o640, (0, 65534), &[], Some(65534));
+    assert_eq!(code, Some(0), "{report}");
+    // The same files readable by a group that is not the daemon's.
+    let (code, report) = check_secrets(0o640, (0, 0), &[], Some(65534));
+    assert_eq!(code, Some(78), "{report}");
+    assert!(report.contains("can be read by the group root, which is not the daemon's group (nogroup)"), "{report}");
+    // A systemd credential: owner and group are systemd's business, so a
+    // password owned by another user is accepted there, and only there (the
+    // key outside the credentials directory is still refused).
+    let creds = Path::new("{creds}");
+    let (code, report) = check_secrets(0o440, (65534, 65534), &[("CREDENTIALS_DIRECTORY", creds)], None);
+    assert_eq!(code, Some(78), "{report}");
+    assert!(!report.contains("smtp-password"), "the credential is accepted: {report}");
+    assert_eq!(report.matches("workgroup.key is owned by nobody").count(), 1, "{report}");
+    let (code, report) = check_secrets(0o444, (65534, 65534), &[("CREDENTIALS_DIRECTORY", creds)], None);
+    assert_eq!(code, Some(78));
+    assert!(report.contains("smtp-password can be read or changed by every user"), "{report}");
+}

@@ -11,6 +11,7 @@ pub use alerter_engine::{event, notices, notify, rules, schedule, template, visi
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod files;
 pub mod inbox;
 pub mod outbox;
 pub mod plugin;

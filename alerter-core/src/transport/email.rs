@@ -44,19 +44,9 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Reads a secret from a `*_file`, refusing a file everyone can read.
+/// Reads a secret from a `*_file`, checked as in [`crate::files`].
 pub fn read_secret_file(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if meta.mode() & 0o004 != 0 {
-        return Err(format!(
-            "{} is readable by everyone (mode {:04o}); fix with `chmod 600`",
-            path.display(),
-            meta.mode() & 0o7777
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+    crate::files::read_secret(path).map_err(|e| e.to_string())
 }
 
 /// Checks an email transport's settings; each problem with the key it is about.
@@ -426,7 +416,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
         c.password_file = Some(pw.clone());
-        assert!(check(&c)[0].1.contains("readable by everyone"));
+        assert!(check(&c)[0].1.contains("can be read or changed by every user"));
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(check(&c).is_empty());
         assert_eq!(read_secret_file(&pw).unwrap(), "secret");

@@ -94,19 +94,9 @@ pub fn check(m: &MessengerConfig) -> Vec<(YamlPath, String)> {
     out
 }
 
-/// Reads a workgroup key file, refusing one that others can read.
+/// Reads a workgroup key file, checked as a secret (see [`crate::files`]).
 pub fn read_key_file(path: &Path) -> Result<SealKey, String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
-    if meta.mode() & 0o004 != 0 {
-        return Err(format!(
-            "the key file {} is readable by everyone (mode {:04o}); fix with `chmod 600`",
-            path.display(),
-            meta.mode() & 0o7777
-        ));
-    }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    let text = crate::files::read_secret(path).map_err(|e| format!("the key file: {e}"))?;
     SealKey::from_text(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
