@@ -96,7 +96,12 @@ pub fn check(m: &MessengerConfig) -> Vec<(YamlPath, String)> {
 
 /// Reads a workgroup key file, checked as a secret (see [`crate::files`]).
 pub fn read_key_file(path: &Path) -> Result<SealKey, String> {
-    let text = crate::files::read_secret(path).map_err(|e| format!("the key file: {e}"))?;
+    let text = crate::files::read_secret(path).map_err(|e| match e {
+        crate::files::FileError::Io { path, source } => {
+            format!("cannot read the key file {}: {source}", path.display())
+        }
+        e => e.to_string(),
+    })?;
     SealKey::from_text(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
