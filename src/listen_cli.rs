@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use alerter_core::config;
-use alerter_core::transport::messenger::read_key_file;
+use alerter_core::transport::messenger::{read_key_file, read_trusted_senders};
 use clap::Args;
 use messenger_transport::CodePage;
 use messenger_transport::iface::{Broadcast, InterfaceSpec};
@@ -57,6 +57,15 @@ pub struct ListenArgs {
     /// Refuse unsealed messages (needs --key-file).
     #[arg(long, requires = "key_file")]
     require_seal: bool,
+    /// Accept only sealed messages signed by a sender listed in this file
+    /// (`ed25519:<key> NAME` per line, as `alerter keygen --sign` prints),
+    /// and show the sender as verified.
+    #[arg(long, value_name = "FILE", requires = "key_file")]
+    trusted_senders: Option<PathBuf>,
+    /// Where the sealed messages already shown are remembered, so a replay
+    /// after a restart is refused; default: beside the history.
+    #[arg(long, value_name = "FILE")]
+    replay_file: Option<PathBuf>,
     /// How far a sealed message's time may be from ours, in seconds.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     seal_window: u64,
@@ -149,7 +158,18 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
     }
     if let Some(k) = &a.key_file {
         let key = read_key_file(k).map_err(anyhow::Error::msg)?;
-        cfg.seal = Some(SealPolicy { key, require: a.require_seal, window: Duration::from_secs(a.seal_window) });
+        let trusted = match &a.trusted_senders {
+            Some(f) => Some(std::sync::Arc::new(read_trusted_senders(f).map_err(anyhow::Error::msg)?)),
+            None => None,
+        };
+        let replay_file = a.replay_file.clone().unwrap_or_else(|| history_path(&a).with_file_name("sealed-seen"));
+        cfg.seal = Some(SealPolicy {
+            require: a.require_seal,
+            window: Duration::from_secs(a.seal_window),
+            trusted,
+            replay_file: Some(replay_file),
+            ..SealPolicy::new(key)
+        });
     }
     let history = history_path(&a);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -232,7 +252,9 @@ fn message_json(m: &messenger_transport::listener::Received) -> serde_json::Valu
         "form": match m.form { Form::Session => "session", Form::Datagram => "datagram" },
         "group": m.group,
         "peer": m.peer.to_string(),
-        "sealed": m.sealed.as_ref().map(|s| serde_json::json!({"id": s.id, "severity": s.severity, "time": s.time})),
+        "sealed": m.sealed.as_ref().map(|s| serde_json::json!({
+            "id": s.id, "severity": s.severity, "time": s.time, "verified_sender": s.verified_sender,
+        })),
     })
 }
 
@@ -266,6 +288,9 @@ fn show(m: &messenger_transport::listener::Received, json: bool, desktop: bool) 
     } else {
         let when = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
         let seal = match &m.sealed {
+            Some(s) if s.verified_sender.is_some() => {
+                format!(" (sealed, signed by a trusted key, {})", visible_line(&s.severity))
+            }
             Some(s) => format!(" (sealed, {})", visible_line(&s.severity)),
             None => String::new(),
         };

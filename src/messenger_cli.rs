@@ -15,7 +15,7 @@ use alerter_core::notify::Notification;
 use alerter_core::rules::Recipient;
 use alerter_core::transport;
 use alerter_core::transport::Transport;
-use alerter_core::transport::messenger::{MessengerOptions, MessengerTransport, read_key_file};
+use alerter_core::transport::messenger::{MessengerOptions, MessengerTransport, read_key_file, read_sign_key_file};
 use anyhow::{Context, bail};
 use clap::Args;
 use messenger_transport::CodePage;
@@ -65,6 +65,9 @@ pub struct SendArgs {
     /// Seal the message with this workgroup key file.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// Sign the sealed message with this sender key (`alerter keygen --sign`).
+    #[arg(long, value_name = "FILE", requires = "key_file")]
+    sign_key: Option<PathBuf>,
     /// OEM code page of the text (default: the config's, else 850).
     #[arg(long, value_name = "NUMBER")]
     code_page: Option<u16>,
@@ -180,6 +183,9 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
     }
     if let Some(k) = &a.key_file {
         opts.seal = Some(read_key_file(k).map_err(anyhow::Error::msg)?);
+    }
+    if let Some(k) = &a.sign_key {
+        opts.sign = Some(read_sign_key_file(k).map_err(anyhow::Error::msg)?);
     }
     opts.max_length = a.max_length;
     opts.timeout = Duration::from_secs(a.timeout);
@@ -304,33 +310,75 @@ fn send_email(a: &SendArgs, cfg: Option<config::Config>) -> anyhow::Result<()> {
 /// `alerter keygen`.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
-    /// Write the key to this file (mode 0600) instead of standard output.
+    /// Write the key to this file (mode 0600) instead of standard output;
+    /// with `--sign`, the public key goes to FILE.pub as well.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Make a sender's signing key (Ed25519) instead of a workgroup key.
+    #[arg(long)]
+    sign: bool,
+    /// With `--sign`: the sender name its public key vouches for (default:
+    /// this host's name).
+    #[arg(long, value_name = "NAME", requires = "sign")]
+    name: Option<String>,
+}
+
+/// Creates `path` with `mode` and `text`, never replacing a file.
+fn create(path: &std::path::Path, mode: u32, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create_new(true).write(true).mode(mode).open(path)?.write_all(text.as_bytes())
 }
 
 pub fn keygen(a: KeygenArgs) -> ExitCode {
-    let key = messenger_transport::seal::SealKey::generate_text();
-    match a.output {
-        None => {
-            println!("{key}");
-            ExitCode::SUCCESS
-        }
-        Some(path) => {
-            use std::os::unix::fs::OpenOptionsExt;
-            let written = std::fs::OpenOptions::new()
-                .create_new(true)
-                .write(true)
-                .mode(0o600)
-                .open(&path)
-                .and_then(|mut f| writeln!(f, "{key}"));
-            match written {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("alerter keygen: cannot write {}: {e}", path.display());
-                    ExitCode::FAILURE
-                }
-            }
+    match keygen_inner(a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alerter keygen: {e:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn keygen_inner(a: KeygenArgs) -> anyhow::Result<()> {
+    use messenger_transport::seal::{SealKey, SigningKey};
+    if !a.sign {
+        let key = SealKey::generate_text();
+        match &a.output {
+            None => println!("{key}"),
+            Some(path) => {
+                create(path, 0o600, &format!("{key}\n")).with_context(|| format!("cannot write {}", path.display()))?
+            }
+        }
+        return Ok(());
+    }
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| config::hostname().split('.').next().unwrap_or("ALERTER").chars().take(15).collect())
+        .to_ascii_uppercase();
+    messenger_transport::NetbiosName::new(&name, 0).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    let secret = SigningKey::generate_text();
+    let public = SigningKey::from_text(&secret).map_err(anyhow::Error::msg)?.public().to_text();
+    let line = format!("{public} {name}");
+    match &a.output {
+        None => {
+            println!("{secret}");
+            eprintln!("public key, for the receivers' trusted senders (alerter listen --trusted-senders):\n{line}");
+        }
+        Some(path) => {
+            let mut pub_path = path.as_os_str().to_owned();
+            pub_path.push(".pub");
+            let pub_path = PathBuf::from(pub_path);
+            create(path, 0o600, &format!("{secret}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+            create(&pub_path, 0o644, &format!("{line}\n"))
+                .with_context(|| format!("cannot write {}", pub_path.display()))?;
+            println!("{line}");
+            eprintln!(
+                "signing key in {}; add the line above (also in {}) to each receiver's trusted senders",
+                path.display(),
+                pub_path.display()
+            );
+        }
+    }
+    Ok(())
 }

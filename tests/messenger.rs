@@ -422,6 +422,197 @@ fn sealed_messages_are_accepted_and_unsealed_ones_refused_when_required() {
     assert!(rejected[0]["rejected"].as_str().unwrap().starts_with("unsealed message refused"));
 }
 
+/// `alerter keygen` with `args`, writing `file` in `dir`; its path.
+fn keygen(dir: &Path, file: &str, args: &[&str]) -> String {
+    let path = dir.join(file);
+    let out = Command::new(alerter_bin()).arg("keygen").args(args).arg("-o").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    path.display().to_string()
+}
+
+fn rejections(l: &Proc) -> Vec<String> {
+    l.json_lines().iter().filter_map(|v| v.get("rejected").and_then(Value::as_str).map(str::to_string)).collect()
+}
+
+/// An attacker on the LAN records a sealed datagram (tshark here) and
+/// sends the same bytes again: refused while the listener runs, and after
+/// it is killed and started again, since the ids it showed are on disk.
+#[test]
+fn a_captured_sealed_datagram_replayed_after_a_listener_restart_is_refused() {
+    let ns = Netns::new("replay");
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "workgroup.key", &[]);
+    let seen = dir.path().join("state/sealed-seen").display().to_string();
+    let args = ["--name", "BOB", "--name-port", "0", "--key-file", &key, "--replay-file", &seen];
+    let l = listen(&ns, &args);
+    until(LONG, "the listener", || ns.udp_bound(138));
+    let pcap = dir.path().join("sealed.pcapng");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let cap = Proc::spawn({
+        let mut c = ns.cmd("tshark");
+        c.args(["-i", "lo", "-f", "udp port 138", "-w"]).arg(&pcap);
+        c
+    });
+    until(LONG, "tshark to start capturing", || cap.stderr().contains("Capture started"));
+    // tshark's filter goes live a little after it says so: send until one
+    // sealed datagram is in the capture.
+    let mut payloads = Vec::new();
+    for i in 0..50 {
+        let text = format!("server room door open ({i})");
+        let (code, err) = send(&ns, &["--key-file", &key, "--datagram", "-I", "127.0.0.1", "BOB", &text], None);
+        assert_eq!(code, Some(0), "{err}");
+        until(LONG, "the message shown", || messages(&l).len() == i + 1);
+        if std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 200) {
+            payloads = tshark_fields(&pcap, &["udp.payload"]);
+        }
+        if !payloads.is_empty() {
+            break;
+        }
+    }
+    drop(cap);
+    let captured = payloads.first().expect("a sealed datagram captured").clone();
+    assert!(captured.contains(&hex_of(b"\\MAILSLOT\\ALERTER\\SEALED")), "the sealed mailslot: {captured}");
+    let replay = |ns: &Netns| {
+        let py = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.sendto(bytes.fromhex('{captured}'),('127.0.0.1',138))\n"
+        );
+        let out = ns.cmd("python3").arg("-c").arg(&py).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    replay(&ns);
+    until(LONG, "the replay refused", || rejections(&l).len() == 1);
+    assert!(rejections(&l)[0].starts_with("replayed: message"), "{:?}", rejections(&l));
+    let shown = messages(&l).len();
+    // Killed (SIGKILL: nothing is flushed on the way out) and started again.
+    drop(l);
+    let l = listen(&ns, &args);
+    until(LONG, "the listener again", || ns.udp_bound(138));
+    replay(&ns);
+    until(LONG, "the replay refused after the restart", || rejections(&l).len() == 1);
+    assert!(rejections(&l)[0].starts_with("replayed: message"), "{:?}", rejections(&l));
+    // A fresh message still passes, and nothing old was shown again.
+    let (code, err) = send(&ns, &["--key-file", &key, "--datagram", "-I", "127.0.0.1", "BOB", "new"], None);
+    assert_eq!(code, Some(0), "{err}");
+    until(LONG, "the new message", || messages(&l).len() == 1);
+    assert_eq!(messages(&l)[0]["text"], "new");
+    assert!(shown >= 1);
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Sender signatures: one shared workgroup key lets any holder seal, but
+/// only a sender whose key the receiver trusts is shown, as verified; the
+/// name it claims must be the one its key vouches for.
+#[test]
+fn signed_messages_show_the_verified_sender_and_untrusted_signers_are_refused() {
+    let ns = Netns::new("sign");
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "workgroup.key", &[]);
+    let alerter = keygen(dir.path(), "alerter.sign", &["--sign", "--name", "alerter"]);
+    let mallory = keygen(dir.path(), "mallory.sign", &["--sign", "--name", "mallory"]);
+    // The receiver trusts the daemon's key only (its .pub line as written).
+    let trusted = dir.path().join("trusted-senders");
+    let line = std::fs::read_to_string(format!("{alerter}.pub")).unwrap();
+    assert!(line.starts_with("ed25519:") && line.trim_end().ends_with(" ALERTER"), "{line}");
+    std::fs::write(&trusted, format!("# who may pop up here\n{line}")).unwrap();
+    let trusted = trusted.display().to_string();
+    let seen = dir.path().join("seen").display().to_string();
+    let l = listen(
+        &ns,
+        &[
+            "--name",
+            "BOB",
+            "--name-port",
+            "0",
+            "--key-file",
+            &key,
+            "--trusted-senders",
+            &trusted,
+            "--replay-file",
+            &seen,
+        ],
+    );
+    until(LONG, "the listener", || ns.tcp_listening(139) && ns.udp_bound(138));
+    let sealed = ["--key-file", key.as_str(), "-I", "127.0.0.1"];
+    let send_with = |extra: &[&str], text: &str| {
+        let mut args = sealed.to_vec();
+        args.extend_from_slice(extra);
+        args.extend(["BOB", text]);
+        send(&ns, &args, None)
+    };
+    let (code, err) = send_with(&["--sign-key", &alerter, "--from", "ALERTER"], "signed by the daemon");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = send_with(&["--sign-key", &alerter, "--from", "ALERTER", "--datagram"], "signed datagram");
+    assert_eq!(code, Some(0), "{err}");
+    // Refused in the session form, so the sender is told.
+    let (code, err) = send_with(&["--sign-key", &mallory, "--from", "MALLORY"], "untrusted signer");
+    assert_eq!(code, Some(1), "{err}");
+    let (code, err) = send_with(&["--sign-key", &mallory, "--from", "ALERTER"], "mallory claims ALERTER");
+    assert_eq!(code, Some(1), "{err}");
+    let (code, err) = send_with(&["--from", "ALERTER"], "sealed, unsigned, claims ALERTER");
+    assert_eq!(code, Some(1), "{err}");
+    // The daemon's transport signs with `sign_key_file` (`alerter send -c`
+    // builds the same transport from the config).
+    let config = dir.path().join("alerter.yaml");
+    std::fs::write(
+        &config,
+        format!("transports:\n  popup:\n    type: messenger\n    from: ALERTER\n    seal_key_file: {key}\n    sign_key_file: {alerter}\n"),
+    )
+    .unwrap();
+    let (code, err) = send(&ns, &["-c", config.to_str().unwrap(), "-I", "127.0.0.1", "BOB", "from the config"], None);
+    assert_eq!(code, Some(0), "{err}");
+    until(LONG, "three messages and three rejections", || messages(&l).len() == 3 && rejections(&l).len() == 3);
+    for m in messages(&l) {
+        assert_eq!(m["from"], "ALERTER");
+        assert_eq!(m["sealed"]["verified_sender"], "ALERTER", "{m}");
+    }
+    let r = rejections(&l);
+    let mallory_key = std::fs::read_to_string(format!("{mallory}.pub")).unwrap();
+    let mallory_key = mallory_key.split_whitespace().next().unwrap();
+    assert_eq!(
+        r[0],
+        format!(
+            "signed by {mallory_key}, a key this receiver does not trust; add it to the trusted senders to accept it"
+        )
+    );
+    assert_eq!(r[1], r[0], "a trusted name does not help an untrusted key");
+    assert_eq!(r[2], "unsigned: this receiver accepts only messages signed by a trusted sender");
+
+    // The terminal shows the verified sender.
+    let plain = {
+        let mut c = ns.cmd(alerter_bin());
+        c.args(["listen", "--no-desktop", "--history", "/dev/null", "--name", "CAROL", "--name-port", "0"]);
+        c.args(["--datagram-port", "0", "-p", "10139", "--key-file", &key, "--trusted-senders", &trusted]);
+        c.args(["--replay-file", &format!("{seen}2")]);
+        Proc::spawn(c)
+    };
+    until(LONG, "the second listener", || ns.tcp_listening(10139));
+    let (code, err) = send(
+        &ns,
+        &[
+            "--key-file",
+            &key,
+            "-I",
+            "127.0.0.1",
+            "-p",
+            "10139",
+            "--sign-key",
+            &alerter,
+            "--from",
+            "ALERTER",
+            "CAROL",
+            "hi",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    until(LONG, "the terminal line", || plain.stdout().contains("  hi\n"));
+    assert!(plain.stdout().contains("Message from ALERTER to CAROL on "), "{}", plain.stdout());
+    assert!(plain.stdout().contains("(sealed, signed by a trusted key, info)"), "{}", plain.stdout());
+}
+
 #[test]
 fn a_rule_in_a_running_daemon_pops_up_on_alerter_listen() {
     let ns = Netns::new("daemon");

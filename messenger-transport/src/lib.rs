@@ -13,7 +13,8 @@
 //! - [`dgram`]: the datagram service (UDP 138) and the WinPopup mailslot body.
 //! - [`nbss`]: the session service framing (TCP 139, and 445).
 //! - [`smb`]: SMB1 message commands, negotiate, mailslot writes.
-//! - [`seal`]: sealed messages (ChaCha20-Poly1305).
+//! - [`seal`]: sealed messages (ChaCha20-Poly1305) and sender signatures (Ed25519).
+//! - [`replay`]: the replay guard's memory on disk.
 //! - [`iface`]: the machine's interfaces, and where broadcasts go.
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod name;
 pub mod nbns;
 pub mod nbss;
 pub mod oem;
+pub mod replay;
 pub mod resolve;
 pub mod seal;
 pub mod smb;

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,7 +38,8 @@ use crate::name::{self, NetbiosName};
 use crate::nbns;
 use crate::nbss::{self, Packet};
 use crate::oem::CodePage;
-use crate::seal::{self, ReplayGuard, SealError, SealKey};
+use crate::replay::{Replay, ReplayFileError};
+use crate::seal::{self, SealError, SealKey, TrustedSenders};
 use crate::smb::{self, Smb};
 
 /// How sealed messages are treated.
@@ -48,6 +50,19 @@ pub struct SealPolicy {
     pub require: bool,
     /// How far a message's time may be from ours.
     pub window: Duration,
+    /// Accept only messages signed by one of these senders.
+    pub trusted: Option<Arc<TrustedSenders>>,
+    /// Remember accepted messages here, so a restart does not forget them;
+    /// without it the replay guard is in memory only.
+    pub replay_file: Option<PathBuf>,
+}
+
+impl SealPolicy {
+    /// Seals verified with `key`; nothing required, a 5-minute window, the
+    /// replay guard in memory.
+    pub fn new(key: SealKey) -> SealPolicy {
+        SealPolicy { key, require: false, window: Duration::from_secs(300), trusted: None, replay_file: None }
+    }
 }
 
 /// What to listen on.
@@ -122,6 +137,8 @@ pub struct SealInfo {
     pub id: String,
     pub severity: String,
     pub time: i64,
+    /// The sender named by a trusted signature.
+    pub verified_sender: Option<String>,
 }
 
 /// A message received.
@@ -219,7 +236,7 @@ struct Shared {
     our_name: NetbiosName,
     tx: mpsc::Sender<Event>,
     stats: Arc<Stats>,
-    replay: Mutex<ReplayGuard>,
+    replay: Mutex<Replay>,
     /// The connections held; each one's payload closes it when dropped.
     conns: Mutex<Connections<oneshot::Sender<()>>>,
     rates: Mutex<PeerRates>,
@@ -333,10 +350,27 @@ impl Shared {
             self.emit(reject(SealError::WrongRecipient(m.to.clone()), Some(m.from)));
             return false;
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        if let Err(e) = self.replay.lock().unwrap_or_else(|p| p.into_inner()).check(&m, now) {
-            self.emit(reject(e, Some(m.from)));
-            return false;
+        let verified_sender = match &policy.trusted {
+            Some(trusted) => match m.verify(trusted) {
+                Ok(name) => Some(name),
+                Err(e) => {
+                    self.emit(reject(e, Some(m.from)));
+                    return false;
+                }
+            },
+            None => None,
+        };
+        // Last, so that only a message about to be shown is remembered.
+        let checked = lock(&self.replay).check(&m, unix_now());
+        match checked {
+            Ok(None) => {}
+            Ok(Some(e)) => self.refusal("replay-file", || {
+                format!("sealed message shown, but the replay guard could not save it (a restart would forget it): {e}")
+            }),
+            Err(e) => {
+                self.emit(reject(e, Some(m.from)));
+                return false;
+            }
         }
         self.emit(Event::Message(Received {
             from: m.from,
@@ -345,16 +379,29 @@ impl Shared {
             form,
             group,
             peer,
-            sealed: Some(SealInfo { id: m.id, severity: m.severity, time: m.time }),
+            sealed: Some(SealInfo { id: m.id, severity: m.severity, time: m.time, verified_sender }),
         }));
         true
     }
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Replay(#[from] ReplayFileError),
+}
+
 impl Listener {
     /// Binds everything configured and starts serving. Events arrive on the
     /// returned channel.
-    pub async fn bind(cfg: ListenerConfig) -> Result<(Listener, mpsc::Receiver<Event>), BindError> {
+    pub async fn bind(cfg: ListenerConfig) -> Result<(Listener, mpsc::Receiver<Event>), ListenError> {
         let (tx, rx) = mpsc::channel(1024);
         let stats = Arc::new(Stats::default());
         let our_name = NetbiosName::new(&cfg.name, name::MESSENGER).map_err(|e| BindError {
@@ -364,10 +411,21 @@ impl Listener {
             hint: "",
         })?;
         let window = cfg.seal.as_ref().map_or(Duration::from_secs(300), |s| s.window);
+        let replay = match cfg.seal.as_ref().and_then(|s| s.replay_file.as_deref()) {
+            Some(path) => {
+                let (replay, loaded) = Replay::persistent(path, window, unix_now())?;
+                if loaded.bad > 0 {
+                    warn!("{} lines of the replay file {} did not parse and were skipped", loaded.bad, path.display());
+                }
+                debug!("the replay guard remembers {} sealed messages from {}", loaded.live, path.display());
+                replay
+            }
+            None => Replay::in_memory(window),
+        };
         let mut cfg = cfg;
         cfg.max_connections = fit_to_open_files(cfg.max_connections, cfg.tcp.len());
         let shared = Arc::new(Shared {
-            replay: Mutex::new(ReplayGuard::new(window)),
+            replay: Mutex::new(replay),
             conns: Mutex::new(Connections::new(cfg.max_connections, cfg.max_per_peer)),
             rates: Mutex::new(PeerRates::new(cfg.rate, 4096)),
             logs: Mutex::new(HashMap::new()),
@@ -960,7 +1018,7 @@ mod tests {
     #[tokio::test]
     async fn sealed_messages_and_policy() {
         let key = SealKey::from_text(&"11".repeat(32)).unwrap();
-        let policy = SealPolicy { key: key.clone(), require: true, window: Duration::from_secs(300) };
+        let policy = SealPolicy { require: true, ..SealPolicy::new(key.clone()) };
         let (l, mut rx) = listener(Some(policy)).await;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         let m = seal::Sealed::new("ALERTER", "BOB", now, "critical", "disk full");

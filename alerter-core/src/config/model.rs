@@ -241,6 +241,10 @@ pub struct MessengerConfig {
     /// Seal every message with this workgroup key file (`alerter keygen` makes one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal_key_file: Option<PathBuf>,
+    /// Sign every sealed message with this sender key (`alerter keygen --sign`), so receivers
+    /// that trust its public key show the sender as verified. Needs `seal_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_key_file: Option<PathBuf>,
     /// With a key: send each message unsealed too, for classic receivers. Default: false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub also_plain: Option<bool>,

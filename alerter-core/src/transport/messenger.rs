@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use messenger_transport::client::{self, BroadcastReport, DatagramMessage, SendError, SessionMessage, SessionOptions};
 use messenger_transport::iface::{Broadcast, InterfaceSpec};
 use messenger_transport::resolve::{Resolver, ResolverConfig, Target};
-use messenger_transport::seal::{self, SealKey, Sealed};
+use messenger_transport::seal::{self, SealKey, Sealed, SigningKey, TrustedSenders};
 use messenger_transport::{CodePage, NetbiosName, dgram, oem, smb};
 
 use super::{BoxFuture, Delivered, Transport, TransportError};
@@ -50,6 +50,8 @@ pub struct MessengerOptions {
     pub datagram_port: u16,
     pub resolver: ResolverConfig,
     pub seal: Option<SealKey>,
+    /// Signs sealed messages.
+    pub sign: Option<SigningKey>,
     pub also_plain: bool,
 }
 
@@ -81,6 +83,17 @@ pub fn check(m: &MessengerConfig) -> Vec<(YamlPath, String)> {
     {
         out.push((key("seal_key_file"), e));
     }
+    if let Some(k) = &m.sign_key_file {
+        if m.seal_key_file.is_none() {
+            out.push((
+                key("sign_key_file"),
+                "a signature travels inside a sealed message: add a `seal_key_file`".to_string(),
+            ));
+        }
+        if let Err(e) = read_sign_key_file(k) {
+            out.push((key("sign_key_file"), e));
+        }
+    }
     for name in m.hosts.keys() {
         if let Err(e) = messenger_transport::NetbiosName::new(name, 3) {
             out.push((key("hosts").key(name.clone()), e.to_string()));
@@ -94,15 +107,31 @@ pub fn check(m: &MessengerConfig) -> Vec<(YamlPath, String)> {
     out
 }
 
-/// Reads a workgroup key file, checked as a secret (see [`crate::files`]).
-pub fn read_key_file(path: &Path) -> Result<SealKey, String> {
-    let text = crate::files::read_secret(path).map_err(|e| match e {
+/// A key file's text, checked as a secret (see [`crate::files`]).
+fn read_secret_key(path: &Path) -> Result<String, String> {
+    crate::files::read_secret(path).map_err(|e| match e {
         crate::files::FileError::Io { path, source } => {
             format!("cannot read the key file {}: {source}", path.display())
         }
         e => e.to_string(),
-    })?;
-    SealKey::from_text(&text).map_err(|e| format!("{}: {e}", path.display()))
+    })
+}
+
+/// Reads a workgroup key file.
+pub fn read_key_file(path: &Path) -> Result<SealKey, String> {
+    SealKey::from_text(&read_secret_key(path)?).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Reads a sender's signing key file (`alerter keygen --sign`).
+pub fn read_sign_key_file(path: &Path) -> Result<SigningKey, String> {
+    SigningKey::from_text(&read_secret_key(path)?).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Reads a list of trusted sender keys, which may be public but must not
+/// be changed by others (see [`crate::files`]).
+pub fn read_trusted_senders(path: &Path) -> Result<TrustedSenders, String> {
+    let text = crate::files::read(path, crate::files::Kind::TrustList).map_err(|e| e.to_string())?;
+    TrustedSenders::parse(&text).map_err(|problems| format!("{}: {}", path.display(), problems.join("; ")))
 }
 
 impl MessengerOptions {
@@ -133,6 +162,10 @@ impl MessengerOptions {
             Some(p) => Some(read_key_file(p)?),
             None => None,
         };
+        let sign = match &c.sign_key_file {
+            Some(p) => Some(read_sign_key_file(p)?),
+            None => None,
+        };
         Ok(MessengerOptions {
             from,
             workgroup: workgroup.to_string(),
@@ -153,6 +186,7 @@ impl MessengerOptions {
                 ..ResolverConfig::default()
             },
             seal,
+            sign,
             also_plain: c.also_plain.unwrap_or(false),
         })
     }
@@ -300,7 +334,11 @@ impl MessengerTransport {
             Dest::Workgroup => o.workgroup.clone(),
             Dest::Machine(m) => m.clone(),
         };
-        let sealed = seal::seal(key, &Sealed::new(&o.from, &to_name, now, n.severity.as_str(), text));
+        let mut m = Sealed::new(&o.from, &to_name, now, n.severity.as_str(), text);
+        if let Some(k) = &o.sign {
+            m.sign(k);
+        }
+        let sealed = seal::seal(key, &m);
         let smb = smb::mailslot_write(dgram::ALERTER_SEALED, &sealed, false);
         let to = NetbiosName::new(&to_name, messenger_transport::name::MESSENGER)
             .map_err(|e| SendError::BadName(e.to_string()))?;
