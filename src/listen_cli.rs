@@ -63,7 +63,8 @@ pub struct ListenArgs {
     #[arg(long, value_name = "FILE", requires = "key_file")]
     trusted_senders: Option<PathBuf>,
     /// Where the sealed messages already shown are remembered, so a replay
-    /// after a restart is refused; default: beside the history.
+    /// after a restart is refused; default: `sealed-seen-NAME` in the state
+    /// directory (where the history goes by default).
     #[arg(long, value_name = "FILE")]
     replay_file: Option<PathBuf>,
     /// How far a sealed message's time may be from ours, in seconds.
@@ -129,14 +130,18 @@ pub fn listen(a: ListenArgs) -> ExitCode {
     }
 }
 
+/// The receiver's state directory: `$XDG_STATE_HOME/alerter`, else
+/// `~/.local/state/alerter`, else `/var/lib/alerter`.
+fn state_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"));
+    base.join("alerter")
+}
+
 fn history_path(a: &ListenArgs) -> PathBuf {
-    a.history.clone().unwrap_or_else(|| {
-        let base = std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-            .unwrap_or_else(|| PathBuf::from("/var/lib"));
-        base.join("alerter/messages.jsonl")
-    })
+    a.history.clone().unwrap_or_else(|| state_dir().join("messages.jsonl"))
 }
 
 fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
@@ -162,7 +167,9 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
             Some(f) => Some(std::sync::Arc::new(read_trusted_senders(f).map_err(anyhow::Error::msg)?)),
             None => None,
         };
-        let replay_file = a.replay_file.clone().unwrap_or_else(|| history_path(&a).with_file_name("sealed-seen"));
+        // One per name: the ids one receiver showed are its own.
+        let replay_file =
+            a.replay_file.clone().unwrap_or_else(|| state_dir().join(format!("sealed-seen-{}", name.to_uppercase())));
         cfg.seal = Some(SealPolicy {
             require: a.require_seal,
             window: Duration::from_secs(a.seal_window),

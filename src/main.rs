@@ -162,6 +162,11 @@ fn init_logging(filter: &str) {
 }
 
 fn main() -> ExitCode {
+    // Run as a script's reaper (see alerter-spawn) before anything else.
+    alerter_spawn::run_reaper_if_invoked();
+    // Reapers are this very binary: `/proc/self/exe` in the forked child is
+    // still this image, even after a package upgrade replaced the file.
+    alerter_spawn::set_reaper("/proc/self/exe".into());
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config, shutdown_grace } => {

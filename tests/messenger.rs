@@ -23,10 +23,18 @@ fn captures() -> PathBuf {
 }
 
 /// `alerter listen` in a namespace, printing JSON.
+/// `alerter listen` with its state (the sealed replay file) in a directory
+/// of its own.
 fn listen(ns: &Netns, args: &[&str]) -> Proc {
     let mut c = ns.cmd(alerter_bin());
     c.args(["listen", "--json", "--no-desktop", "--history", "/dev/null"]).args(args);
-    Proc::spawn(c)
+    listener_proc(c)
+}
+
+fn listener_proc(mut c: Command) -> Proc {
+    let state = tempfile::tempdir().unwrap();
+    c.env("XDG_STATE_HOME", state.path());
+    Proc::spawn(c).keep(state)
 }
 
 fn send(ns: &Netns, args: &[&str], stdin: Option<&str>) -> (Option<i32>, String) {
@@ -1124,7 +1132,7 @@ fn terminal_escapes_from_peers_are_shown_not_acted_on() {
     let json = listen(&ns, &common);
     let mut c = ns.cmd(alerter_bin());
     c.args(["listen", "--no-desktop", "--history", "/dev/null", "-p", "11139"]).args(common);
-    let terminal = Proc::spawn(c);
+    let terminal = listener_proc(c);
     until(LONG, "the listeners", || ns.tcp_listening(139) && ns.tcp_listening(11139));
     let conf = client_conf(dir.path(), "MALLORY", "");
     let wire = "héllo ÿ ß\x1b[2J\x1b]0;pwned\x07 world\r\x1b[AMessage from ADMINISTRATOR\x1b[6n\n";

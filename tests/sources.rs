@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use util::{Daemon, TempConfig, Tmpfs};
+use util::{Daemon, TempConfig, Tmpfs, wait_for};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -247,6 +247,83 @@ fn a_hanging_script_is_killed_with_its_children_and_a_flood_stays_capped() {
     d.signal("TERM");
     assert_eq!(d.wait(LONG).code(), Some(0));
     assert_eq!(processes_with("98765"), Vec::<u32>::new(), "a script outlived the daemon");
+}
+
+/// Threads and open descriptors of a process.
+fn threads_and_fds(pid: u32) -> (usize, usize) {
+    let count = |d: String| std::fs::read_dir(d).map_or(0, |e| e.count());
+    (count(format!("/proc/{pid}/task")), count(format!("/proc/{pid}/fd")))
+}
+
+/// Runs logged so far by the sources whose id starts with `source`.
+fn runs_of(d: &Daemon, source: &str) -> usize {
+    let tag = format!("source=\"{source}");
+    d.stderr_so_far().lines().filter(|l| l.contains(" ran in ") && l.contains(&tag)).count()
+}
+
+/// A script that detaches a child with `setsid` (out of its process
+/// group, so killing the group misses it), in ten sources every second,
+/// run 100 times: after each run the reaper kills the child, and the
+/// daemon's threads and descriptors stay flat. Then a `kill -9` of the
+/// daemon mid-run leaves no script running.
+#[test]
+fn scripts_that_detach_leave_nothing_behind_even_when_the_daemon_is_killed() {
+    // Command lines are NUL-separated: this is the sleep itself, not the
+    // shell or the reaper that name it in theirs.
+    const DETACHED: &str = "sleep\u{0}876543\u{0}";
+    let sources: String = (0..10)
+        .map(|i| {
+            format!(
+                "  detach{i}: {{ type: script, shell: \"setsid sleep 876543 & echo OK\", interval: 1s, timeout: 2s }}\n"
+            )
+        })
+        .collect();
+    let names: Vec<String> = (0..10).map(|i| format!("detach{i}")).collect();
+    let cfg = TempConfig::new("");
+    cfg.write(&script_config(&sources, &names.iter().map(String::as_str).collect::<Vec<_>>()));
+    let d = Daemon::start(&cfg.path, &["--log", "info,alerter_core::plugin::supervisor=debug"]);
+    let runs = || runs_of(&d, "detach");
+    wait(&d, "ten runs", || (runs() >= 10).then_some(()));
+    // The fewest threads and descriptors over a window of runs: a run in
+    // flight holds reader threads and pipes for a moment; a leak stays.
+    let quiet = |until: usize, most_left: &mut usize| {
+        let mut least = (usize::MAX, usize::MAX);
+        while runs() < until {
+            *most_left = (*most_left).max(processes_with(DETACHED).len());
+            let now = threads_and_fds(d.pid());
+            least = (least.0.min(now.0), least.1.min(now.1));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        least
+    };
+    let mut most_left = 0;
+    let before = quiet(20, &mut most_left);
+    let after_runs = runs();
+    let _ = quiet(100, &mut most_left);
+    let after = quiet(110, &mut most_left);
+    let total = runs() - after_runs;
+    eprintln!("{total} runs: threads and fds {before:?} -> {after:?}; at most {most_left} detached children at once");
+    assert!(total >= 90, "{total}");
+    assert!(after.0 <= before.0 + 2, "threads grew from {} to {}", before.0, after.0);
+    assert!(after.1 <= before.1 + 4, "descriptors grew from {} to {}", before.1, after.1);
+    assert!(most_left <= 10, "{most_left} detached children alive at once: they are not being killed");
+    drop(d);
+    wait_for(LONG, || processes_with(DETACHED).is_empty().then_some(()));
+
+    // kill -9 mid-run: the reapers notice (their control pipe closes with
+    // the daemon) and kill what they watch, detached or not.
+    cfg.write(&script_config(
+        "  linger: { type: script, shell: \"setsid sleep 876544 & sleep 876545\", interval: 1s, timeout: 60s }\n",
+        &["linger"],
+    ));
+    let mut d = Daemon::start(&cfg.path, &[]);
+    wait(&d, "the script and its detached child", || {
+        (processes_with("sleep\u{0}876544\u{0}").len() == 1 && processes_with("sleep\u{0}876545\u{0}").len() == 1)
+            .then_some(())
+    });
+    d.signal("KILL");
+    d.wait(LONG);
+    wait_for(LONG, || (processes_with("876544").is_empty() && processes_with("876545").is_empty()).then_some(()));
 }
 
 /// Lines in a file so far (cheap: no parsing).

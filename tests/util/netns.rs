@@ -159,6 +159,8 @@ pub struct Proc {
     child: Child,
     out: Arc<Mutex<String>>,
     err: Arc<Mutex<String>>,
+    /// Directories that live as long as the process.
+    _dirs: Vec<tempfile::TempDir>,
 }
 
 fn collect(mut r: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
@@ -180,7 +182,13 @@ impl Proc {
         let err = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().unwrap(), out.clone());
         collect(child.stderr.take().unwrap(), err.clone());
-        Proc { child, out, err }
+        Proc { child, out, err, _dirs: Vec::new() }
+    }
+
+    /// Keeps `dir` until the process is gone.
+    pub fn keep(mut self, dir: tempfile::TempDir) -> Proc {
+        self._dirs.push(dir);
+        self
     }
 
     pub fn stdout(&self) -> String {

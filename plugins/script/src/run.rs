@@ -1,14 +1,11 @@
-//! Running one command: its own process group, a clean environment,
-//! output capped, and a timeout that kills the whole group.
+//! Running one command: a clean environment, output capped, and nothing
+//! left behind: through `alerter-spawn`'s reaper, every process the command
+//! started is killed when it exits, at the timeout, and when the daemon
+//! stops or dies, including ones that left its process group.
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -68,26 +65,16 @@ fn drain(mut r: impl Read, cap: usize) -> (Vec<u8>, bool) {
 /// waiting; when it says so, the command is killed like on a timeout.
 pub fn run(spec: &Spec, mut stop: impl FnMut(Duration) -> bool) -> Ran {
     let started = Instant::now();
-    let mut cmd = Command::new(&spec.argv[0]);
-    cmd.args(&spec.argv[1..])
-        .env_clear()
-        .env("PATH", PATH)
-        .env("LC_ALL", "C")
-        .env("LANG", "C")
-        .env("HOME", spec.user.as_ref().map_or("/", |u| u.2.as_str()))
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .current_dir("/")
-        // Its own process group, so the timeout kills what it started too.
-        .process_group(0);
-    if let Some((uid, gid, _)) = &spec.user {
-        // std drops supplementary groups when root sets a uid.
-        cmd.uid(*uid).gid(*gid);
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    let mut env = vec![
+        ("PATH".to_string(), PATH.to_string()),
+        ("LC_ALL".into(), "C".into()),
+        ("LANG".into(), "C".into()),
+        ("HOME".into(), spec.user.as_ref().map_or("/", |u| u.2.as_str()).to_string()),
+    ];
+    env.extend(spec.env.iter().cloned());
+    let how = alerter_spawn::Spec { argv: spec.argv.clone(), env, user: spec.user.as_ref().map(|u| (u.0, u.1)) };
+    let mut run = match alerter_spawn::spawn(&how) {
+        Ok(r) => r,
         Err(e) => {
             return Ran {
                 code: None,
@@ -100,7 +87,7 @@ pub fn run(spec: &Spec, mut stop: impl FnMut(Duration) -> bool) -> Ran {
             };
         }
     };
-    let pgid = Pid::from_raw(child.id() as i32);
+    let child = &mut run.child;
     let (tx, rx) = mpsc::channel::<(bool, Vec<u8>, bool)>();
     let cap = spec.max_output;
     let out = child.stdout.take().expect("piped");
@@ -140,11 +127,13 @@ pub fn run(spec: &Spec, mut stop: impl FnMut(Duration) -> bool) -> Ran {
             break;
         }
     }
-    // Whatever it left behind in its group goes too: children that kept
-    // our pipes open would otherwise keep the readers (and us) waiting.
-    let _ = killpg(pgid, Signal::SIGKILL);
+    // Whatever it left behind goes too: children that kept our pipes open
+    // would otherwise keep the readers (and us) waiting.
     if status.is_none() {
-        status = child.wait().ok();
+        run.kill();
+        status = run.child.wait().ok();
+    } else {
+        run.finish();
     }
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
@@ -169,13 +158,19 @@ pub fn run(spec: &Spec, mut stop: impl FnMut(Duration) -> bool) -> Ran {
         }
     }
     let code = if timed_out { None } else { status.and_then(|s| s.code()) };
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    // The reaper could not start the command: the same report as without one.
+    let spawn_error = (code == Some(127))
+        .then(|| stderr.strip_prefix(alerter_spawn::CANNOT_RUN))
+        .flatten()
+        .map(|rest| format!("cannot run {}", rest.trim_end()));
     Ran {
-        code,
+        code: if spawn_error.is_some() { None } else { code },
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        stderr: if spawn_error.is_some() { String::new() } else { stderr },
         truncated,
         timed_out,
-        spawn_error: None,
+        spawn_error,
         took: started.elapsed(),
     }
 }
