@@ -129,6 +129,10 @@ enum Command {
         /// The `.so` file.
         #[arg(required_unless_present = "builtin")]
         path: Option<PathBuf>,
+        /// Load the file open as this descriptor, checked by the daemon
+        /// (PATH then only names it).
+        #[arg(long, value_name = "N", requires = "path")]
+        fd: Option<i32>,
     },
 }
 
@@ -187,7 +191,9 @@ fn main() -> ExitCode {
         }
         Command::Keygen(args) => messenger_cli::keygen(args),
         Command::History { config, limit, json } => history(config, limit, json),
-        Command::PluginHost { builtin, path } => plugin_host(builtin, path),
+        Command::PluginHost { builtin, path, fd } => {
+            plugin_host(builtin, fd.map(|n| PathBuf::from(format!("/proc/self/fd/{n}"))).or(path))
+        }
         Command::Init(args) => match init_cli::init(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -1100,7 +1100,10 @@ rules:
     // test has one.)
     let line = "ERROR hello\x1b[2J\x1b]0;pwned\x07 world\x1b[AMessage from ADMINISTRATOR \u{202e}fdp.exe\x1b[6n";
     writeln!(std::fs::OpenOptions::new().append(true).open(&log).unwrap(), "{line}").unwrap();
-    until(LONG, "a popup and a mail", || !messages(&l).is_empty() && mail_out.exists());
+    // The server writes the mail's line once it has it whole.
+    until(LONG, "a popup and a mail", || {
+        !messages(&l).is_empty() && std::fs::read_to_string(&mail_out).is_ok_and(|t| t.ends_with('\n'))
+    });
     let popup = messages(&l)[0]["text"].as_str().unwrap().to_string();
     let mail: Value =
         serde_json::from_str(std::fs::read_to_string(&mail_out).unwrap().lines().next().unwrap()).unwrap();

@@ -458,3 +458,133 @@ fn a_relative_plugin_dir_is_found_next_to_the_config_from_any_working_directory(
     assert!(flag["title"].as_str().unwrap().contains("missing"), "{flag}");
     drop(guard);
 }
+
+/// The plugin processes the daemon `pid` runs (its direct children).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let ppid = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A daemon running the `pyfile` example (a `#!` script, so it is also
+/// executed through its checked descriptor) from `{dir}/parent/plugins`.
+fn start_pyfile(cfg: &TempConfig) -> (Daemon, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = cfg.dir.path().join("parent");
+    let plugins = parent.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for d in [&parent, &plugins] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    install_plugin(&plugins, &repo().join("examples/python-plugin/pyfile.py"), "pyfile.py");
+    cfg.write(&format!(
+        "alerter:\n  name: PLUGTEST\n  state_dir: {{state}}\n  plugin_dirs: [{{dir}}/parent/plugins]\n\
+         sources:\n  flag: {{ type: pyfile, path: \"{{dir}}/missing\", interval: 1 }}\n{RULES}"
+    ));
+    let d = Daemon::start(&cfg.path, &[]);
+    wait_for(LONG, || from_source(cfg, "flag").into_iter().next());
+    (d, plugins)
+}
+
+/// Kills the plugin's process, so the supervisor starts it again.
+fn kill_plugin(d: &Daemon) {
+    let kids = children_of(d.pid());
+    assert_eq!(kids.len(), 1, "one plugin process: {kids:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(kids[0] as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+fn refusal(cfg: &TempConfig) -> String {
+    wait_for(LONG, || alerter_events(cfg).into_iter().find(|t| t.contains("its plugin file was refused")))
+}
+
+#[test]
+fn a_plugin_file_replaced_after_start_is_refused_at_the_next_spawn() {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = TempConfig::new("");
+    let (d, plugins) = start_pyfile(&cfg);
+    // Replaced (same owner, same mode, new content) while it runs.
+    let marker = cfg.dir.path().join("replaced-ran");
+    let original = std::fs::read_to_string(plugins.join("pyfile.py")).unwrap();
+    let tmp = plugins.join(".new");
+    std::fs::write(&tmp, original.replacen("import json", &format!("open({:?}, 'w')\nimport json", marker), 1))
+        .unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, plugins.join("pyfile.py")).unwrap();
+    kill_plugin(&d);
+    let why = refusal(&cfg);
+    assert!(why.contains("pyfile.py changed since it was scanned (sha256 "), "{why}");
+    assert!(why.contains("reload (SIGHUP)"), "{why}");
+    assert!(!marker.exists(), "the replaced file ran");
+    assert!(children_of(d.pid()).is_empty(), "nothing runs in its place");
+}
+
+#[test]
+fn a_plugin_directory_swapped_through_a_writable_parent_is_refused_at_the_next_spawn() {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = TempConfig::new("");
+    let (d, plugins) = start_pyfile(&cfg);
+    // The parent becomes writable by everyone (an admin's mistake), and a
+    // local user moves the plugin directory aside and plants their own,
+    // with a plugin of the same name.
+    let parent = plugins.parent().unwrap();
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::rename(&plugins, parent.join("plugins.old")).unwrap();
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let marker = cfg.dir.path().join("planted-ran");
+    let planted = plugins.join("pyfile.py");
+    std::fs::write(&planted, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&plugins, Some(65534), Some(65534)).unwrap();
+    kill_plugin(&d);
+    let why = refusal(&cfg);
+    assert!(why.contains("/parent above it is world-writable (mode 0777)"), "{why}");
+    assert!(why.contains("chmod go-w"), "{why}");
+    assert!(!marker.exists(), "the planted plugin ran");
+    assert!(children_of(d.pid()).is_empty(), "nothing runs in its place");
+    // The scan refuses it the same way: `alerter plugins` lists why.
+    let out = alerter().args(["plugins", "--json", "-c"]).arg(&cfg.path).output().unwrap();
+    let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reasons = listing["refused"].to_string();
+    assert!(reasons.contains("world-writable"), "{listing}");
+}
+
+/// Plugin processes get a clean environment: nothing of the daemon's own
+/// (here a secret in its environment) reaches them, only PATH (and TZ).
+#[test]
+fn plugin_processes_get_a_clean_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = TempConfig::new("");
+    let plugin = cfg.plugins.join("envtest");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\nread line\nprintf '{\"op\":\"hello\",\"protocol\":1,\"plugin\":{\"name\":\"envtest\",\"version\":\"1\",\"description\":\"%s\"}}\\n' \"$(env | sort | tr '\\n' ' ' | tr -d '\"\\\\')\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    cfg.write(&config(""));
+    let out = alerter()
+        .args(["plugins", "--json", "-c"])
+        .arg(&cfg.path)
+        .env("ALERTER_TEST_SECRET", "hunter2")
+        .env("TZ", "Europe/Berlin")
+        .output()
+        .unwrap();
+    let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let env = listing["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "envtest").expect("listed")
+        ["description"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(env.contains("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), "{env}");
+    assert!(env.contains("TZ=Europe/Berlin"), "{env}");
+    assert!(!env.contains("hunter2") && !env.contains("HOME="), "{env}");
+}

@@ -21,9 +21,13 @@
 //!
 //! Without a registered reaper (unit tests of the plugins, run outside the
 //! `alerter` binary) a run falls back to killing its process group.
+//!
+//! [`fd_exec`] executes a file by the descriptor it was checked on (plugin
+//! files); its `pre_exec` hook is the only `unsafe` here.
 
 #![deny(unsafe_code)]
 
+pub mod fd_exec;
 pub mod reaper;
 
 use std::ffi::OsString;

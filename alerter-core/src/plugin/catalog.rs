@@ -7,10 +7,11 @@
 //! A plugin that crashes while being inspected is refused, with the reason.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::discover::{self, CandidateKind, Refusal};
 use super::ffi::Descriptor;
@@ -18,6 +19,28 @@ use super::protocol::{ConfigProblem, FromPlugin, PROTOCOL_VERSION, PluginMeta, T
 
 /// How long a plugin process may take to answer at inspection or validation.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Answers kept from one probe, and bytes of its standard error.
+const PROBE_REPLIES: usize = 16;
+const PROBE_STDERR: usize = 4096;
+
+/// The PATH plugin processes see: they get a clean environment.
+pub const PLUGIN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A plugin process ready to spawn. For a plugin file, it executes (or its
+/// host loads) the descriptor the file was checked on, which must stay open
+/// until the spawn: keep this value until then.
+#[derive(Debug)]
+pub struct Prepared {
+    pub cmd: Command,
+    checked: Option<OwnedFd>,
+}
+
+impl Prepared {
+    /// The command, and the descriptor to keep open until it is spawned.
+    pub fn into_parts(self) -> (Command, Option<OwnedFd>) {
+        (self.cmd, self.checked)
+    }
+}
 
 /// How a plugin is run.
 #[derive(Debug, Clone)]
@@ -110,14 +133,14 @@ impl PluginRegistry {
                 CandidateKind::SharedObject => PluginKind::SharedObject(c.path.clone()),
                 CandidateKind::Executable => PluginKind::Executable(c.path.clone()),
             };
-            let Some(mut cmd) = set.command_for(&kind) else {
-                set.refused.push(Refusal {
-                    path: c.path,
-                    reason: "cannot inspect a .so without the alerter binary's plugin host".into(),
-                });
-                continue;
+            let mut prepared = match set.command_for(&kind, Some(&c.sha256)) {
+                Ok(p) => p,
+                Err(reason) => {
+                    set.refused.push(Refusal { path: c.path, reason });
+                    continue;
+                }
             };
-            let meta = match probe(&mut cmd, &[ToPlugin::Hello { protocol: PROTOCOL_VERSION }]) {
+            let meta = match probe(&mut prepared.cmd, &[ToPlugin::Hello { protocol: PROTOCOL_VERSION }]) {
                 Ok(replies) => match replies.into_iter().next() {
                     Some(FromPlugin::Hello { plugin, .. }) => plugin,
                     Some(FromPlugin::Refused { error }) => {
@@ -163,21 +186,38 @@ pub struct PluginSet {
 }
 
 impl PluginSet {
-    /// The command that runs a plugin as a protocol-speaking child process.
-    pub fn command_for(&self, kind: &PluginKind) -> Option<Command> {
-        match kind {
-            PluginKind::Executable(path) => Some(Command::new(path)),
+    /// The command that runs a plugin as a protocol-speaking child process,
+    /// in a clean environment. A plugin file is opened and checked now
+    /// (`discover::open_for_run`, against `sha256` when given), so this is
+    /// called afresh for every spawn; `Err` says why the file is refused.
+    pub fn command_for(&self, kind: &PluginKind, sha256: Option<&str>) -> Result<Prepared, String> {
+        let host =
+            || self.host_exe.as_ref().ok_or_else(|| "cannot find the alerter binary to host the plugin".to_string());
+        let (mut cmd, checked) = match kind {
+            PluginKind::Executable(path) => {
+                let fd = discover::open_for_run(path, sha256)?;
+                (alerter_spawn::fd_exec::command_for_fd(&fd, &path.display().to_string()), Some(fd))
+            }
             PluginKind::SharedObject(path) => {
-                let mut c = Command::new(self.host_exe.as_ref()?);
-                c.arg("plugin-host").arg(path);
-                Some(c)
+                let fd = discover::open_for_run(path, sha256)?;
+                let mut c = Command::new(host()?);
+                // The path names it in `ps`; the host loads the descriptor.
+                c.arg("plugin-host").arg(path).arg("--fd").arg(std::os::fd::AsRawFd::as_raw_fd(&fd).to_string());
+                alerter_spawn::fd_exec::keep_open_across_exec(&mut c, &fd);
+                (c, Some(fd))
             }
             PluginKind::Builtin(d) => {
-                let mut c = Command::new(self.host_exe.as_ref()?);
+                let mut c = Command::new(host()?);
                 c.arg("plugin-host").arg("--builtin").arg(d.name());
-                Some(c)
+                (c, None)
             }
+        };
+        cmd.env_clear().env("PATH", PLUGIN_PATH);
+        // Times in the plugin's messages are the machine's.
+        if let Some(tz) = std::env::var_os("TZ") {
+            cmd.env("TZ", tz);
         }
+        Ok(Prepared { cmd, checked })
     }
 
     /// Checks a source's settings with the plugin's own validation. Built-in
@@ -189,10 +229,13 @@ impl PluginSet {
         match &plugin.kind {
             PluginKind::Builtin(d) => super::ffi::validate(d, &settings.to_string()).err().unwrap_or_default(),
             kind => {
-                let Some(mut cmd) = self.command_for(kind) else { return Vec::new() };
+                let mut prepared = match self.command_for(kind, plugin.sha256.as_deref()) {
+                    Ok(p) => p,
+                    Err(e) => return vec![ConfigProblem { path: None, message: format!("cannot validate: {e}") }],
+                };
                 let msgs =
                     [ToPlugin::Hello { protocol: PROTOCOL_VERSION }, ToPlugin::Validate { config: settings.clone() }];
-                match probe(&mut cmd, &msgs) {
+                match probe(&mut prepared.cmd, &msgs) {
                     Ok(replies) => replies
                         .into_iter()
                         .find_map(|r| match r {
@@ -212,6 +255,10 @@ impl PluginSet {
 /// Runs a plugin process, sends `msgs`, closes its input and collects its
 /// answers until it exits (or the timeout, after which it is killed).
 fn probe(cmd: &mut Command, msgs: &[ToPlugin]) -> Result<Vec<FromPlugin>, String> {
+    probe_within(cmd, msgs, PROBE_TIMEOUT)
+}
+
+fn probe_within(cmd: &mut Command, msgs: &[ToPlugin], timeout: Duration) -> Result<Vec<FromPlugin>, String> {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -227,32 +274,83 @@ fn probe(cmd: &mut Command, msgs: &[ToPlugin]) -> Result<Vec<FromPlugin>, String
     drop(stdin);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // Lines are cut at the protocol's limit, and only the first few
+        // answers are kept: a plugin cannot grow our memory.
         let mut replies = Vec::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(m) = serde_json::from_str::<FromPlugin>(&line) {
+        let mut reader = BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match (&mut reader).take(super::protocol::MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if line.last() != Some(&b'\n') && line.len() > super::protocol::MAX_LINE {
+                // Overlong: skip to the end of the line, a bounded piece at a time.
+                loop {
+                    line.clear();
+                    match (&mut reader).take(super::protocol::MAX_LINE as u64).read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if line.last() == Some(&b'\n') => break,
+                        Ok(_) => {}
+                    }
+                }
+                continue;
+            }
+            if replies.len() < PROBE_REPLIES
+                && let Ok(m) = serde_json::from_slice::<FromPlugin>(&line)
+            {
                 replies.push(m);
             }
         }
         let _ = tx.send(replies);
     });
-    let err_reader = std::thread::spawn(move || {
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         // Read it all (a plugin blocked on a full pipe would never exit) and
         // keep the end, where the reason usually is.
-        let mut bytes = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut { stderr }, &mut bytes);
-        let tail = &bytes[bytes.len().saturating_sub(4096)..];
-        String::from_utf8_lossy(tail).into_owned()
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 8192];
+        let mut stderr = stderr;
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > 2 * PROBE_STDERR {
+                tail.drain(..tail.len() - PROBE_STDERR);
+            }
+        }
+        let tail = &tail[tail.len().saturating_sub(PROBE_STDERR)..];
+        let _ = err_tx.send(String::from_utf8_lossy(tail).into_owned());
     });
-    let replies = match rx.recv_timeout(PROBE_TIMEOUT) {
+    let deadline = Instant::now() + timeout;
+    let replies = match rx.recv_timeout(timeout) {
         Ok(r) => r,
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("no answer within {PROBE_TIMEOUT:?}"));
+            return Err(format!("no answer within {timeout:?}"));
         }
     };
-    let status = child.wait().map_err(|e| e.to_string())?;
-    let stderr = err_reader.join().unwrap_or_default();
+    // Its output is closed; it has until the deadline to exit.
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("it closed its output but did not exit within {timeout:?}"));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    // A child it left behind may hold its standard error open: wait no
+    // longer than the deadline (and a moment) for the tail.
+    let stderr = err_rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(100))
+        .unwrap_or_default();
     if replies.is_empty() {
         let how = describe_exit(status);
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
@@ -275,5 +373,42 @@ pub fn describe_exit(status: std::process::ExitStatus) -> String {
             Err(_) => format!("was killed by signal {sig}"),
         },
         _ => "ended".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg(script);
+        c
+    }
+
+    const HELLO: &str = r#"{"op":"hello","protocol":1,"plugin":{"name":"p","version":"1"}}"#;
+
+    #[test]
+    fn a_probe_skips_overlong_lines_and_keeps_a_few_answers() {
+        // 50 MB without a line break, then twenty answers.
+        let script =
+            format!("head -c 50000000 /dev/zero | tr '\\0' x; echo; for i in $(seq 20); do echo '{HELLO}'; done");
+        let replies = probe_within(&mut sh(&script), &[], Duration::from_secs(30)).unwrap();
+        assert_eq!(replies.len(), PROBE_REPLIES);
+        assert!(matches!(&replies[0], FromPlugin::Hello { plugin, .. } if plugin.name == "p"));
+    }
+
+    #[test]
+    fn a_probe_does_not_wait_for_a_plugin_that_will_not_exit() {
+        let t = Instant::now();
+        let e = probe_within(&mut sh(&format!("echo '{HELLO}'; exec >&-; sleep 3")), &[], Duration::from_millis(500))
+            .unwrap_err();
+        assert!(e.contains("closed its output but did not exit within"), "{e}");
+        let e = probe_within(&mut sh("sleep 3"), &[], Duration::from_millis(500)).unwrap_err();
+        assert!(e.contains("no answer within"), "{e}");
+        // A child holding standard error does not hold us either.
+        let e = probe_within(&mut sh("sleep 3 & exit 3"), &[], Duration::from_millis(500)).unwrap_err();
+        assert!(e.contains("no answer"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
 }

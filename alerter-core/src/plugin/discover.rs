@@ -3,13 +3,25 @@
 //! Loading a plugin runs its code, so a file is a candidate only if nobody
 //! but root or the daemon's own user could have written it: the file and
 //! its directory must be owned by one of them and not group- or
-//! world-writable, and a symlink must not lead out of the directory.
+//! world-writable, every directory above up to `/` too (a sticky one owned
+//! by root, like `/tmp`, may be writable by all: nobody can rename what is
+//! not theirs in it), and a symlink must not lead out of the directory.
 //! Every refusal says exactly why. Nothing here loads or runs a plugin.
+//!
+//! The scan's checks go by path. Before every run, [`open_for_run`] does
+//! them again without trusting a path: it opens each directory from `/`
+//! down without following links, checks it on its descriptor, opens the
+//! file the same way, and checks the file's owner, mode and SHA-256 on the
+//! descriptor that is then executed or loaded.
 
 use std::fs;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{OFlag, open, openat};
+use nix::sys::stat::{Mode, fstat};
 
 use sha2::{Digest, Sha256};
 
@@ -65,7 +77,11 @@ fn unsafe_because(meta: &fs::Metadata, what: &str) -> Option<String> {
 
 /// The hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = fs::File::open(path)?;
+    sha256_of(fs::File::open(path)?)
+}
+
+/// The hex SHA-256 of what `f` reads to its end.
+fn sha256_of(mut f: impl Read) -> std::io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -139,7 +155,9 @@ pub fn scan(dirs: &[PathBuf]) -> (Vec<Candidate>, Vec<Refusal>) {
         };
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
-        if let Some(reason) = unsafe_because(&dir_meta, "the plugin directory") {
+        // From the top down, as `open_for_run` walks.
+        let unsafe_dir = unsafe_parents(&canonical_dir).or_else(|| unsafe_because(&dir_meta, "the plugin directory"));
+        if let Some(reason) = unsafe_dir {
             // Anyone who can write the directory can swap any plugin in it.
             for path in paths {
                 refused.push(Refusal { path, reason: reason.clone() });
@@ -159,6 +177,114 @@ pub fn scan(dirs: &[PathBuf]) -> (Vec<Candidate>, Vec<Refusal>) {
         }
     }
     (found, refused)
+}
+
+/// Why a directory above a plugin directory must not be trusted: its
+/// owner, or who can write it (see the module header).
+fn unsafe_parent(mode: u32, uid: u32, path: &Path) -> Option<String> {
+    let what = format!("the directory {} above it", path.display());
+    let sticky_roots = mode & 0o1000 != 0 && uid == 0;
+    if mode & 0o022 != 0 && !sticky_roots {
+        let who = if mode & 0o002 != 0 { "world-writable" } else { "group-writable" };
+        return Some(format!(
+            "{what} is {who} (mode {:04o}): whoever can write it can swap the plugin directory; fix with `chmod go-w {}`",
+            mode & 0o7777,
+            path.display()
+        ));
+    }
+    if !trusted_owner(uid) {
+        return Some(format!(
+            "{what} is owned by uid {uid}, neither root nor the alerter's user ({}); fix with `chown root {}`",
+            nix::unistd::geteuid(),
+            path.display()
+        ));
+    }
+    None
+}
+
+/// Checks every directory above `dir` (canonical), by path, for the scan.
+fn unsafe_parents(dir: &Path) -> Option<String> {
+    let mut above: Vec<&Path> = dir.ancestors().skip(1).collect();
+    above.reverse();
+    above.into_iter().find_map(|p| match fs::metadata(p) {
+        Ok(m) => unsafe_parent(m.mode(), m.uid(), p),
+        Err(e) => Some(format!("cannot check the directory {} above it: {e}", p.display())),
+    })
+}
+
+/// Opens a plugin file to run or load it, checking on descriptors (see the
+/// module header): every directory from `/` down, the file's owner and
+/// mode, and, when given, that its SHA-256 is still the one it had when it
+/// was scanned. The descriptor returned is the file to execute or load.
+pub fn open_for_run(path: &Path, sha256: Option<&str>) -> Result<OwnedFd, String> {
+    let canonical = fs::canonicalize(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+    let names: Vec<&std::ffi::OsStr> = canonical
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let Some((file_name, dirs)) = names.split_last() else {
+        return Err(format!("{} is not a file", canonical.display()));
+    };
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut walked = PathBuf::from("/");
+    let mut dir = open("/", dir_flags, Mode::empty()).map_err(|e| format!("cannot open /: {e}"))?;
+    let st = fstat(&dir).map_err(|e| format!("cannot check /: {e}"))?;
+    if let Some(reason) = unsafe_parent(st.st_mode, st.st_uid, &walked) {
+        return Err(reason);
+    }
+    for (i, name) in dirs.iter().enumerate() {
+        walked.push(name);
+        dir = openat(&dir, *name, dir_flags, Mode::empty()).map_err(|e| match e {
+            nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
+                format!("{} was replaced by a symbolic link or a file since the plugin was scanned", walked.display())
+            }
+            e => format!("cannot open {}: {e}", walked.display()),
+        })?;
+        let st = fstat(&dir).map_err(|e| format!("cannot check {}: {e}", walked.display()))?;
+        let is_plugin_dir = i + 1 == dirs.len();
+        let reason = if is_plugin_dir {
+            let writable = st.st_mode & 0o022 != 0;
+            (writable || !trusted_owner(st.st_uid)).then(|| {
+                format!(
+                    "the plugin directory {} is writable by others or owned by uid {} (mode {:04o}); fix with `chmod go-w` and `chown root`",
+                    walked.display(),
+                    st.st_uid,
+                    st.st_mode & 0o7777
+                )
+            })
+        } else {
+            unsafe_parent(st.st_mode, st.st_uid, &walked)
+        };
+        if let Some(reason) = reason {
+            return Err(reason);
+        }
+    }
+    let file = openat(&dir, *file_name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| match e {
+            nix::errno::Errno::ELOOP => format!("{} was replaced by a symbolic link", canonical.display()),
+            e => format!("cannot open {}: {e}", canonical.display()),
+        })?;
+    let file = fs::File::from(file);
+    let meta = file.metadata().map_err(|e| format!("cannot check {}: {e}", canonical.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", canonical.display()));
+    }
+    if let Some(reason) = unsafe_because(&meta, "the file") {
+        return Err(reason);
+    }
+    if let Some(want) = sha256 {
+        let got = sha256_of(&file).map_err(|e| format!("cannot read {}: {e}", canonical.display()))?;
+        if got != want {
+            return Err(format!(
+                "{} changed since it was scanned (sha256 {got}, was {want}); if the change is yours, reload (SIGHUP) to take the new file",
+                canonical.display()
+            ));
+        }
+    }
+    Ok(OwnedFd::from(file))
 }
 
 fn check_file(path: &Path, dir: &Path) -> Result<Option<Candidate>, String> {
@@ -203,6 +329,17 @@ mod tests {
         b[5] = 1;
         b[16] = 3;
         b
+    }
+
+    #[test]
+    fn directories_above_may_be_sticky_and_roots_but_not_writable_by_others() {
+        let tmp = Path::new("/tmp");
+        assert_eq!(unsafe_parent(0o41777, 0, tmp), None, "/tmp itself");
+        assert_eq!(unsafe_parent(0o40755, 0, tmp), None);
+        assert!(unsafe_parent(0o40777, 0, tmp).unwrap().contains("world-writable (mode 0777)"));
+        assert!(unsafe_parent(0o40775, 0, tmp).unwrap().contains("group-writable"));
+        assert!(unsafe_parent(0o41777, 4242, tmp).unwrap().contains("world-writable"), "sticky, but not root's");
+        assert!(unsafe_parent(0o40755, 4242, tmp).is_some());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! daemon's memory stays bounded whatever a plugin does.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -429,10 +430,18 @@ async fn healthy(feed: &Feed, spec: &SourceSpec, alerted: &mut bool) {
 async fn run_in_process(spec: &SourceSpec, feed: &Feed, stop: &CancellationToken, alerted: &mut bool) -> String {
     let d = match &spec.plugin.kind {
         PluginKind::Builtin(d) => *d,
-        PluginKind::SharedObject(path) => match ffi::load(path) {
-            Ok(d) => d,
-            Err(e) => return e.to_string(),
-        },
+        PluginKind::SharedObject(path) => {
+            // Loaded through the descriptor it was checked on; the mapping
+            // stays after the descriptor closes.
+            let fd = match super::discover::open_for_run(path, spec.plugin.sha256.as_deref()) {
+                Ok(fd) => fd,
+                Err(reason) => return refused(spec, feed, reason).await,
+            };
+            match ffi::load(Path::new(&alerter_spawn::fd_exec::fd_path(&fd))) {
+                Ok(d) => d,
+                Err(e) => return e.to_string(),
+            }
+        }
         PluginKind::Executable(_) => return "an executable plugin cannot run in-process".into(),
     };
     let host = Arc::new(Host::with_state(Arc::new(FeedSink(feed.clone())), feed.saved_state()));
@@ -482,10 +491,28 @@ fn describe_end(end: Option<RunEnd>) -> String {
     }
 }
 
+/// A plugin file refused at spawn: an `alerter` event says so at once
+/// (someone may be tampering with it), and the reason ends the run.
+async fn refused(spec: &SourceSpec, feed: &Feed, reason: String) -> String {
+    let e = internal_event(
+        &feed.env,
+        Severity::Critical,
+        format!("plugin_refused:{}", spec.id),
+        format!("source `{}`: its plugin file was refused and not run: {reason}", spec.id),
+        &[("event", "plugin_refused"), ("source_id", &spec.id), ("plugin", &spec.plugin.meta.name)],
+    );
+    let _ = feed.alerts.send(e.into()).await;
+    format!("the plugin file was refused: {reason}")
+}
+
 async fn run_child(spec: &SourceSpec, feed: &Feed, stop: &CancellationToken, alerted: &mut bool) -> String {
-    let Some(std_cmd) = feed.env.plugins.command_for(&spec.plugin.kind) else {
-        return "cannot run the plugin host".into();
+    // Checked afresh at every spawn: the file may have changed since the scan.
+    let prepared = match feed.env.plugins.command_for(&spec.plugin.kind, spec.plugin.sha256.as_deref()) {
+        Ok(p) => p,
+        Err(reason) => return refused(spec, feed, reason).await,
     };
+    // The checked descriptor stays open until the spawn below.
+    let (std_cmd, _checked) = prepared.into_parts();
     let mut cmd = tokio::process::Command::from(std_cmd);
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
