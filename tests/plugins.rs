@@ -579,11 +579,11 @@ fn plugin_processes_get_a_clean_environment() {
         .output()
         .unwrap();
     let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let env = listing["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "envtest").expect("listed")
-        ["description"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let env =
+        listing["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "envtest").expect("listed")["description"]
+            .as_str()
+            .unwrap()
+            .to_string();
     assert!(env.contains("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), "{env}");
     assert!(env.contains("TZ=Europe/Berlin"), "{env}");
     assert!(!env.contains("hunter2") && !env.contains("HOME="), "{env}");

@@ -62,7 +62,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
 }
 
-/// Dies of the command's signal, or returns its exit code.
+/// Dies of the command's signal, or returns its exit code. Rust's runtime
+/// ignores SIGPIPE and handles SIGSEGV and SIGBUS itself, so for those the
+/// reaper exits with 128 + the signal's number instead, as a shell does.
 fn exit_like(s: ExitStatus) -> i32 {
     if let Some(code) = s.code() {
         return code;
@@ -110,7 +112,10 @@ fn descendants() -> Vec<Pid> {
 /// forks while this runs has its children found in the next round: they
 /// are ours once their parent is killed.
 fn kill_descendants() {
-    for _ in 0..10_000 {
+    // A process we may not kill (one that gained privileges) or one stuck
+    // in the kernel must not keep us, and the run, going forever.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
         let found = descendants();
         for &p in &found {
             let _ = kill(p, Signal::SIGKILL);

@@ -153,6 +153,16 @@ impl ReplayFile {
                 None => loaded.bad += 1,
             }
         }
+        let mut file = file;
+        // A crash mid-line left a torn record: end it, so the next one
+        // starts on a line of its own instead of being swallowed by it.
+        if meta.len() > 0 {
+            let mut last = [0u8; 1];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut last, meta.len() - 1).map_err(io)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n").map_err(io)?;
+            }
+        }
         let mut me = ReplayFile { path: path.to_path_buf(), file, lines, _lock: lock };
         if lines > 2 * loaded.live + 1024 {
             me.compact(guard).map_err(io)?;
@@ -191,11 +201,13 @@ impl ReplayFile {
         tmp.write_all(text.as_bytes())?;
         tmp.sync_all()?;
         std::fs::rename(&tmp_path, &self.path)?;
+        // The new file first: if syncing the directory fails, later records
+        // still go where a restart reads them.
+        self.file = open_append(&self.path)?;
+        self.lines = guard.len();
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir)?.sync_all()?;
         }
-        self.file = open_append(&self.path)?;
-        self.lines = guard.len();
         Ok(())
     }
 }
@@ -222,9 +234,16 @@ mod tests {
         assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
         // A torn last line and garbage are skipped, and counted.
         std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"junk\n1001 zz\n1002 ab").unwrap();
-        let (mut r, loaded) = Replay::persistent(&path, Duration::from_secs(300), 1100).unwrap();
-        assert_eq!(loaded, Loaded { live: 2, bad: 2 }, "the id `ab` parses: ids are any hex");
-        assert_eq!(r.check(&m, 1100).unwrap_err(), SealError::Replayed(m.id.clone()));
+        let next = Sealed::new("A", "B", 1100, "info", "after the torn line");
+        {
+            let (mut r, loaded) = Replay::persistent(&path, Duration::from_secs(300), 1100).unwrap();
+            assert_eq!(loaded, Loaded { live: 2, bad: 2 }, "the id `ab` parses: ids are any hex");
+            assert_eq!(r.check(&m, 1100).unwrap_err(), SealError::Replayed(m.id.clone()));
+            assert!(r.check(&next, 1100).unwrap().is_none());
+        }
+        // What was recorded after the torn line is remembered too.
+        let (mut r, _) = Replay::persistent(&path, Duration::from_secs(300), 1100).unwrap();
+        assert_eq!(r.check(&next, 1100).unwrap_err(), SealError::Replayed(next.id.clone()));
         // In memory only, a restart forgets.
         assert!(Replay::in_memory(Duration::from_secs(300)).check(&m, 1100).is_ok());
     }

@@ -433,11 +433,20 @@ async fn run_in_process(spec: &SourceSpec, feed: &Feed, stop: &CancellationToken
         PluginKind::SharedObject(path) => {
             // Loaded through the descriptor it was checked on; the mapping
             // stays after the descriptor closes.
-            let fd = match super::discover::open_for_run(path, spec.plugin.sha256.as_deref()) {
-                Ok(fd) => fd,
-                Err(reason) => return refused(spec, feed, reason).await,
+            let (path, sha256) = (path.clone(), spec.plugin.sha256.clone());
+            let checked = tokio::task::spawn_blocking(move || super::discover::open_for_run(&path, sha256.as_deref()));
+            let fd = match checked.await {
+                Ok(Ok(fd)) => fd,
+                Ok(Err(reason)) => return refused(spec, feed, reason).await,
+                Err(e) => return format!("cannot check the plugin file: {e}"),
             };
-            match ffi::load(Path::new(&alerter_spawn::fd_exec::fd_path(&fd))) {
+            let loaded = ffi::load(Path::new(&alerter_spawn::fd_exec::fd_path(&fd)));
+            // Kept open for good, as the library is never unloaded: glibc
+            // knows a loaded library by the name it was opened with, and a
+            // later load of another file under a reused descriptor number
+            // would get this one back.
+            std::mem::forget(fd);
+            match loaded {
                 Ok(d) => d,
                 Err(e) => return e.to_string(),
             }
@@ -507,9 +516,13 @@ async fn refused(spec: &SourceSpec, feed: &Feed, reason: String) -> String {
 
 async fn run_child(spec: &SourceSpec, feed: &Feed, stop: &CancellationToken, alerted: &mut bool) -> String {
     // Checked afresh at every spawn: the file may have changed since the scan.
-    let prepared = match feed.env.plugins.command_for(&spec.plugin.kind, spec.plugin.sha256.as_deref()) {
-        Ok(p) => p,
-        Err(reason) => return refused(spec, feed, reason).await,
+    // Off the async workers: it walks directories and hashes the file.
+    let (plugins, kind, sha256) = (feed.env.plugins.clone(), spec.plugin.kind.clone(), spec.plugin.sha256.clone());
+    let checked = tokio::task::spawn_blocking(move || plugins.command_for(&kind, sha256.as_deref())).await;
+    let prepared = match checked {
+        Ok(Ok(p)) => p,
+        Ok(Err(reason)) => return refused(spec, feed, reason).await,
+        Err(e) => return format!("cannot check the plugin file: {e}"),
     };
     // The checked descriptor stays open until the spawn below.
     let (std_cmd, _checked) = prepared.into_parts();
