@@ -284,69 +284,100 @@ fn test(files: &[PathBuf]) -> ExitCode {
 }
 
 fn run(path: Option<PathBuf>, grace: Duration) -> ExitCode {
-    let plugins = registry();
-    let loaded = match config::load(path.as_deref(), &transport::load_options(&plugins)) {
-        Ok(l) => l,
-        Err(errors) => {
-            eprint!("{}", errors.render(std::io::stderr().is_terminal()));
-            return ExitCode::from(EX_CONFIG);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("alerter: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
         }
     };
-    for line in config::diag::render_short(&loaded.warnings, &loaded.sources) {
-        tracing::warn!("{line}");
-    }
-    for r in &loaded.config.plugins.refused {
-        tracing::warn!(path = %r.path.display(), "plugin refused: {}", r.reason);
-    }
-    match run_daemon(loaded.config, path, grace, plugins) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("alerter: {e:#}");
-            ExitCode::FAILURE
+    rt.block_on(async move {
+        // Signals first: the default action of SIGHUP and SIGTERM is to end
+        // the process, so one that arrives while the config loads (a reload
+        // right after start, say) would kill the daemon. Taken now, it waits
+        // until the daemon runs.
+        let signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("alerter: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let plugins = registry();
+        let loaded = match config::load(path.as_deref(), &transport::load_options(&plugins)) {
+            Ok(l) => l,
+            Err(errors) => {
+                eprint!("{}", errors.render(std::io::stderr().is_terminal()));
+                return ExitCode::from(EX_CONFIG);
+            }
+        };
+        for line in config::diag::render_short(&loaded.warnings, &loaded.sources) {
+            tracing::warn!("{line}");
         }
-    }
+        for r in &loaded.config.plugins.refused {
+            tracing::warn!(path = %r.path.display(), "plugin refused: {}", r.reason);
+        }
+        match run_daemon(loaded.config, path, grace, plugins, signals).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("alerter: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
-fn run_daemon(
+async fn run_daemon(
     cfg: config::Config,
     path: Option<PathBuf>,
     grace: Duration,
     plugins: PluginRegistry,
+    signals: Signals,
 ) -> anyhow::Result<()> {
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    rt.block_on(async move {
-        let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(8);
-        let signals = tokio::spawn(forward_signals(ctl_tx));
-        let opts = RunOptions {
-            config_path: path,
-            plugins: Arc::new(plugins),
-            clock: Arc::new(SystemClock),
-            shutdown_grace: grace,
-            backoff: Backoff::default(),
-            drop_report_every: Duration::from_secs(10),
-        };
-        let result = daemon::run(cfg, opts, ctl_rx, None).await;
-        signals.abort();
-        result.context("the daemon stopped with an error")
-    })
+    let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(8);
+    let forward = tokio::spawn(signals.forward(ctl_tx));
+    let opts = RunOptions {
+        config_path: path,
+        plugins: Arc::new(plugins),
+        clock: Arc::new(SystemClock),
+        shutdown_grace: grace,
+        backoff: Backoff::default(),
+        drop_report_every: Duration::from_secs(10),
+    };
+    let result = daemon::run(cfg, opts, ctl_rx, None).await;
+    forward.abort();
+    result.context("the daemon stopped with an error")
 }
 
-/// Turns SIGHUP into a reload and SIGTERM/SIGINT into a shutdown.
-async fn forward_signals(tx: tokio::sync::mpsc::Sender<Control>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    loop {
-        let ctl = tokio::select! {
-            _ = hup.recv() => Control::Reload,
-            _ = term.recv() => Control::Shutdown,
-            _ = int.recv() => Control::Shutdown,
-        };
-        if tx.send(ctl).await.is_err() {
-            return Ok(());
+/// SIGHUP (a reload) and SIGTERM/SIGINT (a shutdown), taken from the start.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    /// Turns them into the daemon's controls.
+    async fn forward(mut self, tx: tokio::sync::mpsc::Sender<Control>) {
+        loop {
+            let ctl = tokio::select! {
+                _ = self.hup.recv() => Control::Reload,
+                _ = self.term.recv() => Control::Shutdown,
+                _ = self.int.recv() => Control::Shutdown,
+            };
+            if tx.send(ctl).await.is_err() {
+                return;
+            }
         }
     }
 }

@@ -588,3 +588,28 @@ fn plugin_processes_get_a_clean_environment() {
     assert!(env.contains("TZ=Europe/Berlin"), "{env}");
     assert!(!env.contains("hunter2") && !env.contains("HOME="), "{env}");
 }
+
+/// A SIGHUP or SIGTERM that arrives while the daemon is still loading its
+/// config (here: scanning a plugin that takes its time to answer) does not
+/// kill it, as their default action would: the reload and the shutdown are
+/// handled once it runs.
+#[test]
+fn signals_during_startup_are_handled_not_fatal() {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = TempConfig::new("");
+    let slow = cfg.plugins.join("slow");
+    std::fs::write(
+        &slow,
+        "#!/bin/sh\nread line\nsleep 2\necho '{\"op\":\"hello\",\"protocol\":1,\"plugin\":{\"name\":\"slow\",\"version\":\"1\"}}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    cfg.write(&config("  beat: { type: heartbeat, interval: 1h }\n"));
+    let mut d = Daemon::start(&cfg.path, &[]);
+    // The scan is running the slow plugin: the config is still loading.
+    wait_for(LONG, || (!children_of(d.pid()).is_empty()).then_some(()));
+    d.signal("HUP");
+    d.signal("TERM");
+    let status = d.wait(LONG);
+    assert_eq!(status.code(), Some(0), "{status:?}: {}", d.stderr_so_far());
+}
