@@ -56,7 +56,11 @@ fn trusted_owner(uid: u32) -> bool {
 
 /// Why a file or directory with this metadata must not be trusted.
 fn unsafe_because(meta: &fs::Metadata, what: &str) -> Option<String> {
-    let mode = meta.permissions().mode();
+    unsafe_mode_or_owner(meta.permissions().mode(), meta.uid(), what)
+}
+
+/// [`unsafe_because`] on the mode and owner alone (from an `fstat`).
+fn unsafe_mode_or_owner(mode: u32, uid: u32, what: &str) -> Option<String> {
     if mode & 0o022 != 0 {
         let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
             (true, true) => "group- and world-writable",
@@ -65,10 +69,10 @@ fn unsafe_because(meta: &fs::Metadata, what: &str) -> Option<String> {
         };
         return Some(format!("{what} is {who} (mode {:04o}); fix with `chmod go-w`", mode & 0o7777));
     }
-    if !trusted_owner(meta.uid()) {
+    if !trusted_owner(uid) {
         return Some(format!(
             "{what} is owned by uid {}, neither root nor the alerter's user ({}); fix with `chown root`",
-            meta.uid(),
+            uid,
             nix::unistd::geteuid()
         ));
     }
@@ -246,15 +250,7 @@ pub fn open_for_run(path: &Path, sha256: Option<&str>) -> Result<OwnedFd, String
         let st = fstat(&dir).map_err(|e| format!("cannot check {}: {e}", walked.display()))?;
         let is_plugin_dir = i + 1 == dirs.len();
         let reason = if is_plugin_dir {
-            let writable = st.st_mode & 0o022 != 0;
-            (writable || !trusted_owner(st.st_uid)).then(|| {
-                format!(
-                    "the plugin directory {} is writable by others or owned by uid {} (mode {:04o}); fix with `chmod go-w` and `chown root`",
-                    walked.display(),
-                    st.st_uid,
-                    st.st_mode & 0o7777
-                )
-            })
+            unsafe_mode_or_owner(st.st_mode, st.st_uid, &format!("the plugin directory {}", walked.display()))
         } else {
             unsafe_parent(st.st_mode, st.st_uid, &walked)
         };
