@@ -22,6 +22,7 @@ use alerter_core::transport;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod api_cli;
 mod history;
 mod init_cli;
 mod listen_cli;
@@ -110,6 +111,17 @@ enum Command {
     },
     /// Make a workgroup key for sealed messages.
     Keygen(messenger_cli::KeygenArgs),
+    /// Show a running daemon's state: its sources and transports, alerts,
+    /// silences, the outbox, the next notices.
+    Status(api_cli::ApiArgs),
+    /// Silence alerts on a running daemon (kept across reloads and
+    /// restarts), list silences, or end them.
+    Silence {
+        #[command(flatten)]
+        api: api_cli::ApiArgs,
+        #[command(subcommand)]
+        command: api_cli::SilenceCommand,
+    },
     /// Print the JSON Schema of the config file (for editors).
     Schema,
     /// Write a starter config to edit: the default one (disks, auth log),
@@ -190,6 +202,8 @@ fn main() -> ExitCode {
             listen_cli::listen(args)
         }
         Command::Keygen(args) => messenger_cli::keygen(args),
+        Command::Status(args) => api_cli::run("status", || api_cli::status(&args)),
+        Command::Silence { api, command } => api_cli::run("silence", || api_cli::silence(&api, command)),
         Command::History { config, limit, json } => history(config, limit, json),
         Command::PluginHost { builtin, path, fd } => {
             plugin_host(builtin, fd.map(|n| PathBuf::from(format!("/proc/self/fd/{n}"))).or(path))

@@ -26,6 +26,7 @@ use alerter_engine::{Engine, Turn};
 
 use crate::clock::Clock;
 use crate::config::{self, Config};
+use crate::control;
 use crate::event::{Inbound, Severity, internal};
 use crate::inbox::{Inbox, LaneSender};
 use crate::notify::Notification;
@@ -49,6 +50,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("transport `{name}`: {source}")]
     Transport { name: String, source: TransportError },
+    #[error("control API: {0}")]
+    Api(String),
 }
 
 /// How to run.
@@ -349,6 +352,16 @@ pub async fn run(
     // now counts as known at the next restart (see `notices`), even before
     // it fires.
     let mut engine = Engine::new(cfg.engine_config(), stored, store.notice_history()?, now);
+    // Silences set through the API stay beside the config's.
+    let keep = chrono::Duration::from_std(alerter_engine::engine::KEEP_ENDED).expect("small");
+    let (silences, unreadable) = store.load_silences(now - keep)?;
+    for problem in unreadable {
+        warn!("{problem}; left out");
+    }
+    if !silences.is_empty() {
+        info!(silences = silences.len(), "restored silences set through the API");
+    }
+    engine.restore_silences(silences, now);
 
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<Report>();
     // No worker runs yet: whatever was being delivered when the last run
@@ -380,6 +393,9 @@ pub async fn run(
         backoff: opts.backoff,
         drop_report_every: opts.drop_report_every,
     };
+    let mut api = control::start(&cfg).await.map_err(DaemonError::Api)?;
+    let started_at = now;
+    let mut loaded_at = now;
     let specs: Vec<_> = cfg.sources.values().cloned().collect();
     let mut sources = Sources::default();
     sources.reconcile(&specs, &supervisor_env(&cfg)).await;
@@ -462,14 +478,36 @@ pub async fn run(
                 }
                 {
                     let now = clock.now();
-                    match reload(loaded, &opts, &mut cfg, &mut engine, &mut store, &mut dispatcher, &mut transports, &report_tx, now) {
+                    match reload(loaded, &opts, &mut cfg, &mut engine, &mut store, &mut dispatcher, &mut transports, &report_tx, &api, now) {
                         Ok(()) => {
+                            loaded_at = now;
                             let specs: Vec<_> = cfg.sources.values().cloned().collect();
                             sources.reconcile(&specs, &supervisor_env(&cfg)).await;
                             engine.raise(internal::reloaded(&cfg.name, cfg.rules.len(), now), now);
                         }
                         Err(problems) => engine.raise(internal::reload_failed(&cfg.name, problems, now), now),
                     }
+                }
+            }
+            Some(call) = api.calls.recv() => {
+                let now = clock.now();
+                let mut cx = control::Cx {
+                    engine: &mut engine,
+                    store: &store,
+                    cfg: &cfg,
+                    sources: &sources,
+                    started_at,
+                    loaded_at,
+                    store_failing: holding,
+                    now,
+                };
+                // A change is answered once it is committed (or held, if
+                // the store fails: in force, and saved when it works). It
+                // waits out a checkpoint round rather than being left for
+                // later: the caller waits for it.
+                if let Some(done) = control::answer(call, &mut cx) {
+                    committer.commit(&mut store, &mut engine, &dispatcher, true, now);
+                    done();
                 }
             }
             Some((id, reply)) = direct_rx.recv() => committer.delivered_directly(id, reply),
@@ -501,6 +539,9 @@ pub async fn run(
     }
 
     info!("shutting down");
+    // No more calls: clients are told the daemon is shutting down.
+    api.server.stop().await;
+    api.calls.close();
     // Sources first, so what they send while stopping is still handled.
     sources.stop_all().await;
     let now = clock.now();
@@ -580,6 +621,7 @@ fn reload(
     dispatcher: &mut Dispatcher,
     transports: &mut HashMap<String, Arc<dyn Transport>>,
     reports: &mpsc::UnboundedSender<Report>,
+    api: &control::Api,
     now: DateTime<Utc>,
 ) -> Result<(), usize> {
     let loaded = match loaded {
@@ -608,6 +650,17 @@ fn reload(
             return Err(1);
         }
     };
+    // Token files are read again: a reload is how a token is revoked.
+    let access = match control::access(&new.api) {
+        Ok(a) => a,
+        Err(e) => {
+            error!("configuration not reloaded: {e}; the previous configuration keeps running");
+            return Err(1);
+        }
+    };
+    if (new.api.socket_path(&cfg.state_dir), new.api.listen) != api.listening {
+        warn!("the API's socket or `api.listen` changed; that takes effect at the next restart");
+    }
     let fresh_transports: HashMap<String, Arc<dyn Transport>> =
         built.iter().map(|(k, (t, _))| (k.clone(), t.clone())).collect();
     let prepared = match dispatcher.prepare(built, &cfg.state_dir) {
@@ -619,6 +672,7 @@ fn reload(
     };
     // Nothing can fail from here on: the swap is all or nothing.
     engine.reconfigure(new.engine_config(), now);
+    api.access.set(access);
     *transports = fresh_transports;
     if let Ok(n) = store.fail_orphans(&new.transports.keys().map(String::as_str).collect::<Vec<_>>(), now)
         && n > 0

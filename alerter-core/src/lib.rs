@@ -10,6 +10,7 @@ pub use alerter_engine::{event, notices, notify, rules, schedule, template, visi
 
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod files;
 pub mod inbox;

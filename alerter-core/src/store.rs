@@ -45,6 +45,7 @@ use rusqlite_migration::{M, Migrations};
 use crate::event::Fingerprint;
 use crate::notify::Notification;
 use crate::rules::router::{AlertChange, Kept};
+use crate::rules::{Silence, SilenceRecord};
 use alerter_engine::Turn;
 
 /// File name of the database inside the state directory.
@@ -163,6 +164,14 @@ const MIGRATIONS: &[&str] = &[
     // by rowid, and pruning finds where old rows end by walking them from
     // the start. One b-tree fewer to write per notification under a storm.
     "DROP INDEX outbox_created;",
+    // 7: silences set at run time through the control API (the config's
+    // are in the config), kept across restarts; pruned with history once
+    // they ended.
+    "CREATE TABLE silences (
+         id TEXT PRIMARY KEY,
+         body TEXT NOT NULL,
+         ends_ms INTEGER NOT NULL
+     );",
 ];
 
 fn migrations() -> Migrations<'static> {
@@ -221,6 +230,10 @@ pub struct OutboxEntry {
     pub reply: Option<String>,
     pub updated: DateTime<Utc>,
 }
+
+/// The audit statuses of changes made through the control API (each
+/// record names who made it).
+pub const CHANGE_KINDS: &[&str] = &["silence", "ack", "notice", "reload"];
 
 /// One line of `alerter history`: a notification and what became of it,
 /// or a suppression and why.
@@ -560,6 +573,45 @@ impl Store {
         Ok(out)
     }
 
+    /// How many notifications of a transport wait for delivery, and when
+    /// the oldest of them was made. Reads the `outbox_due` index only (its
+    /// entries carry the rowid, and rowids follow creation), then one row.
+    pub fn outbox_pending(&self, transport: &str) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+        let (n, first): (i64, Option<i64>) = self.conn.query_row(
+            "SELECT COUNT(*), MIN(rowid) FROM outbox WHERE transport = ?1 AND status = 'pending'",
+            [transport],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let oldest = match first {
+            Some(rowid) => self
+                .conn
+                .query_row("SELECT created_ms FROM outbox WHERE rowid = ?1", [rowid], |r| r.get::<_, i64>(0))
+                .optional()?
+                .map(from_ms),
+            None => None,
+        };
+        Ok((n.max(0) as u64, oldest))
+    }
+
+    /// The silences set at run time that ended after `since` (or have not
+    /// ended). A record that no longer compiles (written by a newer
+    /// alerter, say) is left out and reported in the second list.
+    pub fn load_silences(&self, since: DateTime<Utc>) -> Result<(Vec<Silence>, Vec<String>), StoreError> {
+        let mut stmt = self.conn.prepare("SELECT id, body FROM silences WHERE ends_ms >= ?1 ORDER BY rowid")?;
+        let rows = stmt.query_map([ms(since)], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let (mut out, mut bad) = (Vec::new(), Vec::new());
+        for row in rows {
+            let (id, body) = row?;
+            let silence =
+                serde_json::from_str::<SilenceRecord>(&body).map_err(|e| e.to_string()).and_then(Silence::from_record);
+            match silence {
+                Ok(s) => out.push(s),
+                Err(e) => bad.push(format!("silence `{id}`: {e}")),
+            }
+        }
+        Ok((out, bad))
+    }
+
     /// Each (notice, offset in seconds)'s cursor: firings at or before it
     /// were sent or skipped (see `notices::NoticeScheduler::history`). The
     /// column is still called `last_fired`, what it first held.
@@ -686,6 +738,16 @@ impl Store {
             )?;
             for ((name, off), t) in &turn.notice_positions {
                 stmt.execute(params![name, *off as i64, t.to_rfc3339()])?;
+            }
+        }
+        if !turn.silences.is_empty() {
+            let mut up = tx.prepare_cached(
+                "INSERT INTO silences (id, body, ends_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body, ends_ms = excluded.ends_ms",
+            )?;
+            for silence in &turn.silences {
+                let record = silence.record();
+                up.execute(params![record.id, serde_json::to_string(&record)?, ms(record.ends)])?;
             }
         }
         if let Some(before) = turn.prune_before {
@@ -899,7 +961,9 @@ impl Store {
             }
         }
         for a in self.recent_audit(limit)? {
-            if a.status != "suppressed" {
+            // Suppressions and changes made through the API; what was sent
+            // or failed is the outbox's part.
+            if a.status != "suppressed" && !CHANGE_KINDS.contains(&a.status.as_str()) {
                 continue;
             }
             items.push(HistoryItem {
@@ -965,7 +1029,8 @@ fn prune_in(tx: &rusqlite::Transaction<'_>, before: DateTime<Utc>, limit: usize)
         "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time < ?1 ORDER BY time LIMIT ?2)",
         params![before.to_rfc3339(), limit as i64],
     )?;
-    Ok(n + m)
+    let s = tx.execute("DELETE FROM silences WHERE ends_ms < ?1", params![ms(before)])?;
+    Ok(n + m + s)
 }
 
 /// Writes alert changes by row id; returns the rows made or deleted (by

@@ -120,6 +120,8 @@ pub struct Turn {
     pub notice_positions: HashMap<NoticeKey, DateTime<Utc>>,
     /// Forget finished history from before this time (retention).
     pub prune_before: Option<DateTime<Utc>>,
+    /// Silences set or changed at run time, to keep in the store.
+    pub silences: Vec<Silence>,
 }
 
 impl Turn {
@@ -130,6 +132,7 @@ impl Turn {
             && self.states.is_empty()
             && self.notice_positions.is_empty()
             && self.prune_before.is_none()
+            && self.silences.is_empty()
     }
 
     /// Appends a later turn to this one. Alert changes are applied in
@@ -142,6 +145,7 @@ impl Turn {
         self.states.extend(later.states);
         self.notice_positions.extend(later.notice_positions);
         self.prune_before = self.prune_before.max(later.prune_before);
+        self.silences.extend(later.silences);
     }
 
     /// The transports that have new notifications in this turn.
@@ -171,6 +175,33 @@ pub struct Engine {
     turn: Turn,
     /// When old history is next pruned.
     next_prune: DateTime<Utc>,
+    /// Silences set at run time (the config's are in `cfg`), including
+    /// those ended less than [`KEEP_ENDED`] ago, for listing.
+    runtime_silences: Vec<Silence>,
+}
+
+/// How long a silence set at run time is still listed after it ended.
+pub const KEEP_ENDED: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// How many silences set at run time may be in force at once: a client
+/// with the `operate` scope must not be able to slow every event down.
+pub const MAX_SILENCES: usize = 10_000;
+
+/// Why a change asked of the engine was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeError {
+    /// Nothing has this id.
+    NotFound(String),
+    /// The change makes no sense (the message says why).
+    Invalid(String),
+}
+
+impl std::fmt::Display for ChangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeError::NotFound(m) | ChangeError::Invalid(m) => f.write_str(m),
+        }
+    }
 }
 
 impl Engine {
@@ -195,6 +226,7 @@ impl Engine {
             out: Vec::new(),
             turn: Turn::default(),
             next_prune: now,
+            runtime_silences: Vec::new(),
         };
         engine.note_positions();
         engine
@@ -208,14 +240,126 @@ impl Engine {
         &self.router
     }
 
+    pub fn notices(&self) -> &NoticeScheduler {
+        &self.notices
+    }
+
+    /// Failures of each transport since its last success (failing ones only).
+    pub fn failing(&self) -> &HashMap<String, usize> {
+        &self.failing
+    }
+
     /// Swaps in a new configuration: rules keep their alerts where they
-    /// still exist, notices keep their positions.
+    /// still exist, notices keep their positions, silences set at run time
+    /// stay beside the config's.
     pub fn reconfigure(&mut self, cfg: EngineConfig, now: DateTime<Utc>) {
         self.flush();
-        self.router.reconfigure(cfg.rules.clone(), cfg.silences.clone(), now);
+        let silences = cfg.silences.iter().chain(&self.runtime_silences).cloned().collect();
+        self.router.reconfigure(cfg.rules.clone(), silences, now);
         self.notices = NoticeScheduler::new(cfg.notices.clone(), &self.positions, now);
         self.cfg = cfg;
         self.note_positions();
+    }
+
+    /// Silences set at run time that were kept in the store (after a
+    /// restart); those ended more than [`KEEP_ENDED`] ago are left out.
+    pub fn restore_silences(&mut self, silences: Vec<Silence>, now: DateTime<Utc>) {
+        self.runtime_silences = silences;
+        self.forget_ended(now);
+        self.apply_silences(now);
+    }
+
+    /// Every silence: the config's first, then those set at run time
+    /// (ended ones included, for [`KEEP_ENDED`]).
+    pub fn silences(&self) -> impl Iterator<Item = &Silence> {
+        self.cfg.silences.iter().chain(&self.runtime_silences)
+    }
+
+    /// Sets a silence at run time. It is in force from this call on, and
+    /// in the turn (with an audit record naming who set it) to be stored.
+    pub fn add_silence(&mut self, silence: Silence, now: DateTime<Utc>) -> Result<(), ChangeError> {
+        let Some(by) = silence.created_by.clone() else {
+            return Err(ChangeError::Invalid("a silence set at run time needs its creator".into()));
+        };
+        if silence.ends <= now {
+            return Err(ChangeError::Invalid("the silence would end before it starts".into()));
+        }
+        if self.silences().any(|s| s.id == silence.id) {
+            return Err(ChangeError::Invalid(format!("a silence `{}` exists already", silence.id)));
+        }
+        self.forget_ended(now);
+        if self.runtime_silences.iter().filter(|s| s.ends > now).count() >= MAX_SILENCES {
+            return Err(ChangeError::Invalid(format!(
+                "{MAX_SILENCES} silences are in force already; expire some first"
+            )));
+        }
+        let until = match silence.starts {
+            Some(s) if s > now => format!("from {} until {}", s.to_rfc3339(), silence.ends.to_rfc3339()),
+            _ => format!("until {}", silence.ends.to_rfc3339()),
+        };
+        self.change_record(
+            "silence",
+            &by,
+            silence.comment.as_deref(),
+            format!("silence {} set: {} {until}", silence.id, silence.matchers.join(" ")),
+            now,
+        );
+        self.turn.silences.push(silence.clone());
+        self.runtime_silences.push(silence);
+        self.apply_silences(now);
+        Ok(())
+    }
+
+    /// Ends a silence set at run time now; what it held back is notified as
+    /// its rule's timing allows.
+    pub fn expire_silence(&mut self, id: &str, by: &str, now: DateTime<Utc>) -> Result<Silence, ChangeError> {
+        if self.cfg.silences.iter().any(|s| s.id == id) {
+            return Err(ChangeError::Invalid(format!(
+                "silence `{id}` is in the config file; remove it there and reload"
+            )));
+        }
+        let Some(s) = self.runtime_silences.iter_mut().find(|s| s.id == id) else {
+            return Err(ChangeError::NotFound(format!("no silence `{id}`")));
+        };
+        if s.ends <= now {
+            return Err(ChangeError::Invalid(format!("silence `{id}` has ended already")));
+        }
+        s.ends = now;
+        let s = s.clone();
+        self.change_record("silence", by, None, format!("silence {id} expired"), now);
+        self.turn.silences.push(s.clone());
+        self.apply_silences(now);
+        Ok(s)
+    }
+
+    fn forget_ended(&mut self, now: DateTime<Utc>) {
+        let keep = chrono::Duration::from_std(KEEP_ENDED).expect("small");
+        self.runtime_silences.retain(|s| s.ends + keep > now);
+    }
+
+    fn apply_silences(&mut self, now: DateTime<Utc>) {
+        let all = self.cfg.silences.iter().chain(&self.runtime_silences).cloned().collect();
+        self.router.set_silences(all, now);
+    }
+
+    /// An audit record of a change made through the control API: what,
+    /// by whom, why.
+    fn change_record(&mut self, kind: &str, by: &str, why: Option<&str>, summary: String, now: DateTime<Utc>) {
+        info!(by, "{summary}");
+        let reason = match why {
+            Some(w) if !w.is_empty() => format!("by {by}: {w}"),
+            _ => format!("by {by}"),
+        };
+        self.turn.audit.push(AuditRecord {
+            time: now,
+            rule: String::new(),
+            fingerprint: None,
+            transport: None,
+            notification: None,
+            status: kind.into(),
+            reason: Some(reason),
+            summary: Some(summary),
+        });
     }
 
     /// An event from a source, or a source's saved state.

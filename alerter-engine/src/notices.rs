@@ -175,6 +175,20 @@ impl NoticeScheduler {
             .min()
     }
 
+    /// The next firing of each notice and offset, earliest first: (notice,
+    /// when it goes out, when its event happens).
+    pub fn upcoming(&self) -> Vec<(&str, DateTime<Utc>, DateTime<Utc>)> {
+        let mut out: Vec<(&str, DateTime<Utc>, DateTime<Utc>)> = self
+            .notices
+            .iter()
+            .flat_map(|(n, offsets)| {
+                offsets.iter().filter_map(|o| self.next_fire(n, *o).map(|(event, fire)| (n.name.as_str(), fire, event)))
+            })
+            .collect();
+        out.sort_by_key(|(name, fire, _)| (*fire, *name));
+        out
+    }
+
     /// Everything due at or before `now`, in time order. Moves the cursors
     /// past them, and past reminders skipped because their occurrence has
     /// begun.

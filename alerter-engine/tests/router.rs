@@ -223,9 +223,12 @@ fn silences_suppress_and_record_why() {
     let silence = Silence {
         id: "silence#1".into(),
         matcher: Matcher::new(None, vec![], vec![("mount".into(), LabelCond::Equals("/boot".into()))]),
+        matchers: vec!["mount=/boot".into()],
         starts: Some(at(0)),
         ends: at(HOUR),
         comment: Some("replacing the disk".into()),
+        created_by: None,
+        created_at: None,
     };
     let mut router = Router::new(vec![Arc::new(rule("disk"))], vec![silence]);
     let out = router.handle(disk(Severity::Critical, "/boot"), at(MIN));

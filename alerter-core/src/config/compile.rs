@@ -20,7 +20,7 @@ const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 use super::diag::{Diagnostic, Place, Target as DiagTarget, YamlPath};
 use super::model::{self, LabelMatch, LabelOp, MatcherConfig, RecipientsConfig};
 use super::source::SourceMap;
-use super::{Config, ParsedFile, SourceCheck, default_state_dir, hostname, relative_to};
+use super::{ApiSettings, Config, ParsedFile, SourceCheck, default_state_dir, hostname, relative_to};
 use crate::event::ALERTER_SOURCE;
 use crate::notices::Notice;
 use crate::notify::TransportInfo;
@@ -242,6 +242,31 @@ fn compile_matcher(m: &MatcherConfig) -> Matcher {
         })
         .collect();
     Matcher::new(m.severity, sources, labels)
+}
+
+/// A config matcher in amtool's words, for listing the config's silences
+/// beside those set at run time.
+fn describe_matcher(m: &MatcherConfig) -> Vec<String> {
+    let quote = |v: &str| serde_json::to_string(v).unwrap_or_default();
+    let mut out = Vec::new();
+    if let Some(src) = &m.source {
+        let list = src.to_vec();
+        // Source patterns are globs: shown as written, not as a regex.
+        let list: Vec<String> = list.iter().map(|p| quote(p)).collect();
+        out.push(format!("source~glob({})", list.join(", ")));
+    }
+    if let Some(sev) = m.severity {
+        out.push(format!("severity>={}", sev.as_str()));
+    }
+    for (k, v) in &m.labels {
+        out.push(match v {
+            LabelMatch::Equals(s) => format!("{k}={}", quote(s)),
+            LabelMatch::Op(LabelOp::Regex(r)) => format!("{k}=~{}", quote(&r.raw)),
+            LabelMatch::Op(LabelOp::Not(s)) => format!("{k}!={}", quote(s)),
+            LabelMatch::Op(LabelOp::NotRegex(r)) => format!("{k}!~{}", quote(&r.raw)),
+        });
+    }
+    out
 }
 
 fn check_matcher(cx: &mut Ctx<'_>, m: &MatcherConfig, file: usize, path: &YamlPath) {
@@ -844,9 +869,12 @@ pub fn compile(
             silences.push(Silence {
                 id: format!("silence#{}", silences.len() + 1),
                 matcher: compile_matcher(&s.matcher),
+                matchers: describe_matcher(&s.matcher),
                 starts: s.starts.as_ref().map(|t| t.value),
                 ends: s.ends.value,
                 comment: s.comment.clone(),
+                created_by: None,
+                created_at: None,
             });
         }
     }
@@ -909,6 +937,16 @@ pub fn compile(
     {
         cx.error(*main_file, &YamlPath::root().key("alerter").key("event_queue"), "`event_queue` must be at least 1");
     }
+    let api = compile_api(&mut cx, *main_file, main.api.as_ref(), base);
+    let hash = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for f in sources.files() {
+            h.update((f.text().len() as u64).to_le_bytes());
+            h.update(f.text().as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    };
     Some(Config {
         name: section.name.clone().unwrap_or_else(hostname),
         workgroup: section.workgroup.clone().unwrap_or_else(|| "WORKGROUP".to_string()),
@@ -927,7 +965,67 @@ pub fn compile(
         notices,
         templates: Arc::new(templates),
         files: paths,
+        hash,
+        api,
     })
+}
+
+/// Checks the `api:` section: a TCP address that parses, plain HTTP only
+/// on loopback, TLS only with an address. Files are read when the server
+/// is built, not here (loading has no side effects and reads no secrets
+/// it does not need).
+fn compile_api(cx: &mut Ctx<'_>, file: usize, api: Option<&model::ApiSection>, base: Option<&Path>) -> ApiSettings {
+    let Some(api) = api else {
+        return ApiSettings {
+            socket: None,
+            socket_group: None,
+            listen: None,
+            tls: None,
+            tokens: Vec::new(),
+            users: Vec::new(),
+            others: Some(alerter_api::Scope::Read),
+        };
+    };
+    let at = |key: &str| YamlPath::root().key("api").key(key);
+    let listen = api.listen.as_ref().and_then(|l| match l.parse::<std::net::SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            cx.error(file, &at("listen"), format!("`{l}` is not an address and port"))
+                .notes
+                .push("write it as `127.0.0.1:9310` or `[::1]:9310`".into());
+            None
+        }
+    });
+    if let Some(a) = listen
+        && !a.ip().is_loopback()
+        && api.tls.is_none()
+    {
+        cx.error(
+            file,
+            &at("listen"),
+            format!("`{a}` is not a loopback address, and plain HTTP would carry tokens in the clear"),
+        )
+        .notes
+        .push("add `tls: { cert_file: ..., key_file: ... }`, or listen on 127.0.0.1".into());
+    }
+    if api.tls.is_some() && api.listen.is_none() {
+        cx.diags.push(
+            Diagnostic::warning(
+                Place::Path { file, path: at("tls"), target: DiagTarget::Key },
+                "`tls` has no effect without `listen`",
+            )
+            .with_note("the Unix socket needs no TLS; set `listen` to serve the API over TCP"),
+        );
+    }
+    ApiSettings {
+        socket: api.socket.as_ref().map(|p| relative_to(base, p)),
+        socket_group: api.socket_group.clone(),
+        listen,
+        tls: api.tls.as_ref().map(|t| (relative_to(base, &t.cert_file), relative_to(base, &t.key_file))),
+        tokens: api.tokens.iter().map(|(name, t)| (name.clone(), relative_to(base, &t.file), t.scope)).collect(),
+        users: api.users.iter().map(|(u, s)| (u.clone(), *s)).collect(),
+        others: api.others.map_or(Some(alerter_api::Scope::Read), |o| o.scope()),
+    }
 }
 
 /// `mounts[1].path` as a YAML path.

@@ -107,7 +107,46 @@ pub struct Config {
     pub templates: Arc<Templates>,
     /// Every file read, main file first (empty path for the embedded default).
     pub files: Vec<PathBuf>,
+    /// SHA-256 of the files' text as read (hex), for `alerter status`.
+    pub hash: String,
+    /// The control API (`api:`).
+    pub api: ApiSettings,
 }
+
+/// The `api:` section, checked, with paths resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSettings {
+    /// The socket; `None` for the default (decided where it is bound,
+    /// from the environment and the state directory).
+    pub socket: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub listen: Option<std::net::SocketAddr>,
+    /// Certificate and key files.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Name, file, scope.
+    pub tokens: Vec<(String, PathBuf, alerter_api::Scope)>,
+    /// Local user (name or uid) and scope.
+    pub users: Vec<(String, alerter_api::Scope)>,
+    pub others: Option<alerter_api::Scope>,
+}
+
+impl ApiSettings {
+    /// The socket path: the configured one, else `api.sock` in systemd's
+    /// `$RUNTIME_DIRECTORY`, else in the state directory.
+    pub fn socket_path(&self, state_dir: &Path) -> PathBuf {
+        if let Some(p) = &self.socket {
+            return p.clone();
+        }
+        if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
+            let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_string();
+            return PathBuf::from(first).join(API_SOCKET);
+        }
+        state_dir.join(API_SOCKET)
+    }
+}
+
+/// The file name of the API socket in its directory.
+pub const API_SOCKET: &str = "api.sock";
 
 impl Config {
     /// What the engine needs of this configuration.
@@ -360,6 +399,7 @@ pub fn syntax_error(src: &SourceFile, file: usize, message: &str, pos: Option<(u
 #[derive(Debug, Default)]
 pub struct ParsedFile {
     pub alerter: Option<model::AlerterSection>,
+    pub api: Option<model::ApiSection>,
     pub include: Vec<String>,
     pub sources: IndexMap<String, model::SourceConfig>,
     pub transports: IndexMap<String, model::TransportConfig>,
@@ -419,7 +459,7 @@ fn parse_one(
         diags.push(Diagnostic::at(file, path, msg));
     });
     if !is_main && let serde_norway::Value::Mapping(m) = &mut value {
-        for key in ["alerter", "include"] {
+        for key in ["alerter", "api", "include"] {
             if m.remove(key).is_some() {
                 diags.push(
                         Diagnostic::at_key(file, &YamlPath::root().key(key), format!("`{key}` is only allowed in the main config file"))
@@ -514,6 +554,7 @@ fn deserialize_resilient(
         }
         match key {
             "alerter" if !is_bad(&path) => out.alerter = item(v, &path, file, diags),
+            "api" if !is_bad(&path) => out.api = item(v, &path, file, diags),
             "include" if !is_bad(&path) => out.include = item(v, &path, file, diags).unwrap_or_default(),
             "sources" => map_section!(sources, "sources"),
             "transports" => map_section!(transports, "transports"),

@@ -31,6 +31,10 @@ pub struct ConfigFile {
     /// Settings of the alerter itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerter: Option<AlerterSection>,
+    /// The control API (what `alerter status`, `alerter silence` and other
+    /// clients talk to) and who may use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiSection>,
     /// Further config files to read, as paths or glob patterns relative to
     /// this file (e.g. `rules.d/*.yaml`). Matches are read in sorted order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -97,6 +101,88 @@ pub struct AlerterSection {
     /// Pending notifications are never pruned. Default: 30d.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Duration>,
+}
+
+/// The `api:` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// The Unix socket of the API (mode 0660). Default: `api.sock` in
+    /// `$RUNTIME_DIRECTORY` (systemd's `RuntimeDirectory=`), else in the
+    /// state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// The group that owns the socket: its members may connect. Default:
+    /// the daemon's own group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<String>,
+    /// Also serve the API on this TCP address (`127.0.0.1:9310`,
+    /// `[::1]:9310`, `0.0.0.0:9310`). Callers over TCP need a token. Plain
+    /// HTTP is allowed on a loopback address only; any other needs `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// TLS for `listen`: a PEM certificate chain and its private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ApiTls>,
+    /// Named tokens: each names a file holding the secret (readable by the
+    /// daemon only) and the scope it grants: `read`, `ingest`, `operate`
+    /// or `admin`. The name is who acted, in history.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub tokens: IndexMap<String, ApiToken>,
+    /// Local users (by name or uid) and their scope on the socket. root
+    /// and the daemon's own user are `admin` unless named here.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub users: IndexMap<String, alerter_api::Scope>,
+    /// The scope of other local users who can open the socket (members of
+    /// `socket_group`): `read` (default), `ingest`, `operate`, `admin`, or
+    /// `none` to refuse them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub others: Option<OthersScope>,
+}
+
+/// The scope of local users not named in `api.users`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OthersScope {
+    Read,
+    Ingest,
+    Operate,
+    Admin,
+    None,
+}
+
+impl OthersScope {
+    pub fn scope(self) -> Option<alerter_api::Scope> {
+        use alerter_api::Scope;
+        match self {
+            OthersScope::Read => Some(Scope::Read),
+            OthersScope::Ingest => Some(Scope::Ingest),
+            OthersScope::Operate => Some(Scope::Operate),
+            OthersScope::Admin => Some(Scope::Admin),
+            OthersScope::None => None,
+        }
+    }
+}
+
+/// TLS for the API's TCP listener.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTls {
+    /// PEM certificate chain, server certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (readable by the daemon only).
+    pub key_file: PathBuf,
+}
+
+/// One API token.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// The file holding the token (at least 22 printable characters, e.g.
+    /// from `openssl rand -hex 24`), readable by the daemon only.
+    pub file: PathBuf,
+    /// What the token may do.
+    pub scope: alerter_api::Scope,
 }
 
 /// One source: `type` picks the plugin, the remaining keys configure it.

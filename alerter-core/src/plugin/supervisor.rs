@@ -136,8 +136,35 @@ impl std::fmt::Debug for SupervisorEnv {
 #[derive(Debug)]
 pub struct RunningSource {
     pub fingerprint: String,
+    pub health: Arc<Health>,
     stop: CancellationToken,
     task: JoinHandle<()>,
+}
+
+/// How a source is doing, for `alerter status` and the metrics: written by
+/// its supervisor, read by anyone.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Restarting after it stopped on its own (waiting out its backoff).
+    restarting: std::sync::atomic::AtomicBool,
+    /// Times it stopped on its own and was restarted.
+    restarts: AtomicU64,
+    /// Events dropped because its queue was full, in all.
+    dropped: AtomicU64,
+}
+
+impl Health {
+    pub fn restarting(&self) -> bool {
+        self.restarting.load(Ordering::Relaxed)
+    }
+
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
 }
 
 impl RunningSource {
@@ -153,8 +180,9 @@ impl RunningSource {
 pub fn spawn(spec: SourceSpec, env: SupervisorEnv) -> RunningSource {
     let stop = CancellationToken::new();
     let fingerprint = spec.fingerprint();
-    let task = tokio::spawn(supervise(spec, env, stop.clone()));
-    RunningSource { fingerprint, stop, task }
+    let health = Arc::new(Health::default());
+    let task = tokio::spawn(supervise(spec, env, stop.clone(), health.clone()));
+    RunningSource { fingerprint, health, stop, task }
 }
 
 /// Turns a plugin's wire events into engine events, through the source's queue.
@@ -171,6 +199,7 @@ struct Feed {
     drops: Arc<std::sync::Mutex<Drops>>,
     bad: Arc<AtomicU64>,
     env: SupervisorEnv,
+    health: Arc<Health>,
 }
 
 impl Feed {
@@ -307,7 +336,7 @@ fn internal_event(
     e
 }
 
-async fn supervise(spec: SourceSpec, env: SupervisorEnv, stop: CancellationToken) {
+async fn supervise(spec: SourceSpec, env: SupervisorEnv, stop: CancellationToken, health: Arc<Health>) {
     let feed = Feed {
         id: Arc::from(spec.id.as_str()),
         tx: env.inbox.lane(&spec.id, spec.queue),
@@ -316,6 +345,7 @@ async fn supervise(spec: SourceSpec, env: SupervisorEnv, stop: CancellationToken
         drops: Arc::default(),
         bad: Arc::new(AtomicU64::new(0)),
         env: env.clone(),
+        health: health.clone(),
     };
     let reporter = tokio::spawn(report_drops(feed.clone(), stop.clone()));
     let b = env.backoff;
@@ -353,10 +383,13 @@ async fn supervise(spec: SourceSpec, env: SupervisorEnv, stop: CancellationToken
             );
             let _ = feed.alerts.send(e.into()).await;
         }
+        health.restarts.fetch_add(1, Ordering::Relaxed);
+        health.restarting.store(true, Ordering::Relaxed);
         tokio::select! {
             _ = tokio::time::sleep(jittered) => {}
             _ = stop.cancelled() => break,
         }
+        health.restarting.store(false, Ordering::Relaxed);
         delay = (delay * 2).min(b.max);
     }
     reporter.abort();
@@ -378,6 +411,7 @@ async fn report_drops(feed: Feed, stop: CancellationToken) {
         }
         let dropped =
             feed.dropped.swap(0, Ordering::Relaxed) + feed.drops.lock().unwrap_or_else(|p| p.into_inner()).take();
+        feed.health.dropped.fetch_add(dropped, Ordering::Relaxed);
         let bad = feed.bad.swap(0, Ordering::Relaxed);
         if bad > 1 {
             warn!(source = %feed.id, "ignored {bad} more bad events from the plugin");
@@ -670,6 +704,13 @@ impl Sources {
                 self.running.insert(spec.id.clone(), spawn(spec.clone(), env.clone()));
             }
         }
+    }
+
+    /// Each running source's health, by id.
+    pub fn health(&self) -> Vec<(&str, &Health)> {
+        let mut v: Vec<(&str, &Health)> = self.running.iter().map(|(k, r)| (k.as_str(), &*r.health)).collect();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        v
     }
 
     pub fn ids(&self) -> Vec<&str> {

@@ -32,6 +32,7 @@ const TABLES: &[(&str, &str)] = &[
     ("alerts", "alert states"),
     ("notices", "notice positions"),
     ("source_state", "source positions"),
+    ("silences", "silences"),
     ("outbox", "notifications"),
     ("audit", "audit records"),
 ];
@@ -407,6 +408,9 @@ fn decodes(table: &str, cols: &[String], row: &[Value]) -> bool {
     match table {
         "outbox" => text("payload").is_some_and(|p| serde_json::from_str::<Notification>(p).is_ok()),
         "alerts" => text("state").is_some_and(|s| serde_json::from_str::<Kept>(s).is_ok()),
+        "silences" => {
+            text("body").is_some_and(|s| serde_json::from_str::<alerter_engine::rules::SilenceRecord>(s).is_ok())
+        }
         _ => true,
     }
 }

@@ -4,6 +4,7 @@
 //! every regex is compiled, every reference resolved and every duration
 //! parsed; nothing here can fail at run time.
 
+pub mod matchers;
 pub mod router;
 
 use std::collections::HashMap;
@@ -35,6 +36,9 @@ pub enum LabelKey {
     Source,
     Host,
     Severity,
+    /// The rule an alert belongs to: only silences match on it (`rule=` or
+    /// `alertname=` in a matcher), as an event has no rule of its own.
+    Rule,
     Label(String),
 }
 
@@ -49,11 +53,12 @@ impl LabelKey {
     }
 
     #[inline]
-    fn get<'e>(&self, e: &'e Event) -> Option<&'e str> {
+    fn get<'e>(&self, e: &'e Event, rule: Option<&'e str>) -> Option<&'e str> {
         match self {
             LabelKey::Source => Some(&e.source),
             LabelKey::Host => Some(&e.host),
             LabelKey::Severity => Some(e.severity.as_str()),
+            LabelKey::Rule => rule,
             LabelKey::Label(name) => e.labels.get(name).map(String::as_str),
         }
     }
@@ -136,6 +141,12 @@ impl Matcher {
     /// Whether the event matches. Severity is compared only for
     /// non-resolved events; `resolved` is routed by alert identity instead.
     pub fn matches(&self, e: &Event) -> bool {
+        self.matches_in(e, None)
+    }
+
+    /// Whether an alert of rule `rule` with this event matches (a
+    /// silence's matcher may name the rule).
+    pub fn matches_in(&self, e: &Event, rule: Option<&str>) -> bool {
         if let Some(min) = self.min_severity
             && e.severity != Severity::Resolved
             && e.severity < min
@@ -146,13 +157,13 @@ impl Matcher {
         // they come before source globs and regexes.
         let split = self.labels.partition_point(|(_, c)| c.cost() == 0);
         let (exact, regexes) = self.labels.split_at(split);
-        if !exact.iter().all(|(key, cond)| cond.matches(key.get(e))) {
+        if !exact.iter().all(|(key, cond)| cond.matches(key.get(e, rule))) {
             return false;
         }
         if !self.sources.is_empty() && !self.sources.iter().any(|p| p.matches(&e.source)) {
             return false;
         }
-        regexes.iter().all(|(key, cond)| cond.matches(key.get(e)))
+        regexes.iter().all(|(key, cond)| cond.matches(key.get(e, rule)))
     }
 }
 
@@ -221,7 +232,7 @@ impl RuleIndex {
         out.extend_from_slice(&self.always);
         let mut sources = usize::from(!self.always.is_empty());
         for (key, values) in &self.keys {
-            if let Some(list) = key.get(e).and_then(|v| values.get(v)) {
+            if let Some(list) = key.get(e, None).and_then(|v| values.get(v)) {
                 out.extend_from_slice(list);
                 sources += 1;
             }
@@ -342,15 +353,22 @@ impl Rule {
     }
 }
 
-/// A compiled silence.
+/// A compiled silence: from the config, or set at run time through the
+/// control API (then it has a creator and is kept in the store).
 #[derive(Debug, Clone)]
 pub struct Silence {
-    /// Stable id for the audit trail (`config:<index>` for config silences).
+    /// Stable id for the audit trail (`silence#<n>` for config silences,
+    /// a random id for those set at run time).
     pub id: String,
     pub matcher: Matcher,
+    /// The matchers as written (amtool's syntax), for listing and storing.
+    pub matchers: Vec<String>,
     pub starts: Option<DateTime<Utc>>,
     pub ends: DateTime<Utc>,
     pub comment: Option<String>,
+    /// Who set it at run time; `None` for the config's silences.
+    pub created_by: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl Silence {
@@ -361,6 +379,58 @@ impl Silence {
     pub fn silences(&self, e: &Event, now: DateTime<Utc>) -> bool {
         self.is_active(now) && self.matcher.matches(e)
     }
+
+    /// Whether it silences an alert of rule `rule` at `now`.
+    pub fn silences_alert(&self, rule: &str, e: &Event, now: DateTime<Utc>) -> bool {
+        self.is_active(now) && self.matcher.matches_in(e, Some(rule))
+    }
+
+    /// Whether it was set at run time (and so is kept in the store).
+    pub fn is_runtime(&self) -> bool {
+        self.created_by.is_some()
+    }
+
+    /// What the store keeps of a silence set at run time.
+    pub fn record(&self) -> SilenceRecord {
+        SilenceRecord {
+            id: self.id.clone(),
+            matchers: self.matchers.clone(),
+            starts: self.starts,
+            ends: self.ends,
+            comment: self.comment.clone(),
+            created_by: self.created_by.clone().unwrap_or_default(),
+            created_at: self.created_at.unwrap_or(self.ends),
+        }
+    }
+
+    /// A silence set at run time, from its record; the matchers are
+    /// compiled again (their syntax is [`matchers`]').
+    pub fn from_record(r: SilenceRecord) -> Result<Silence, String> {
+        Ok(Silence {
+            matcher: matchers::compile(&r.matchers)?,
+            id: r.id,
+            matchers: r.matchers,
+            starts: r.starts,
+            ends: r.ends,
+            comment: r.comment,
+            created_by: Some(r.created_by),
+            created_at: Some(r.created_at),
+        })
+    }
+}
+
+/// A silence set at run time as the store keeps it (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SilenceRecord {
+    pub id: String,
+    pub matchers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts: Option<DateTime<Utc>>,
+    pub ends: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

@@ -112,16 +112,33 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum SuppressReason {
-    Silenced { silence: String, comment: Option<String> },
-    Muted { detail: String },
-    RepeatInterval { until: DateTime<Utc> },
+    Silenced {
+        silence: String,
+        comment: Option<String>,
+        /// Who set the silence (at run time); `None` for the config's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    Muted {
+        detail: String,
+    },
+    RepeatInterval {
+        until: DateTime<Utc>,
+    },
 }
 
 impl std::fmt::Display for SuppressReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SuppressReason::Silenced { silence, comment: Some(c) } => write!(f, "silenced by {silence} ({c})"),
-            SuppressReason::Silenced { silence, comment: None } => write!(f, "silenced by {silence}"),
+            SuppressReason::Silenced { silence, comment, by } => {
+                write!(f, "silenced by {silence}")?;
+                match (by, comment) {
+                    (Some(by), Some(c)) => write!(f, " (set by {by}: {c})"),
+                    (Some(by), None) => write!(f, " (set by {by})"),
+                    (None, Some(c)) => write!(f, " ({c})"),
+                    (None, None) => Ok(()),
+                }
+            }
             SuppressReason::Muted { detail } => f.write_str(detail),
             SuppressReason::RepeatInterval { until } => {
                 write!(f, "repeat interval: already notified, quiet until {}", until.to_rfc3339())
@@ -688,8 +705,39 @@ impl Router {
         }
     }
 
-    fn silenced_by(&self, e: &Event, now: DateTime<Utc>) -> Option<&Silence> {
-        self.silences.iter().find(|s| s.silences(e, now))
+    fn silenced_by(&self, rule: &str, e: &Event, now: DateTime<Utc>) -> Option<&Silence> {
+        self.silences.iter().find(|s| s.silences_alert(rule, e, now))
+    }
+
+    /// The silences in force (the config's and those set at run time).
+    pub fn silences(&self) -> &[Silence] {
+        &self.silences
+    }
+
+    /// Replaces the silences (one was set or expired at run time). Groups
+    /// holding news that was not told (silenced, say) are looked at again
+    /// as their timing allows, so expiring a silence early brings what it
+    /// held back without waiting for its original end.
+    pub fn set_silences(&mut self, silences: Vec<Silence>, now: DateTime<Utc>) {
+        self.silences = silences;
+        let mut due = Vec::new();
+        for (i, state) in self.states.iter().enumerate() {
+            for (key, g) in &state.groups {
+                let held = g.members.iter().any(|fp| {
+                    state.alerts.get(fp).is_some_and(|a| {
+                        is_news(a)
+                            || (a.status == AlertStatus::Firing
+                                && a.last_notified.is_some_and(|l| now >= after(l, self.rules[i].repeat_interval)))
+                    })
+                });
+                if held {
+                    due.push((i, key.clone()));
+                }
+            }
+        }
+        for (i, key) in due {
+            self.schedule_flush(i, key, now);
+        }
     }
 
     fn flush(&mut self, i: usize, key: Arc<str>, now: DateTime<Utc>, out: &mut Vec<Output>) {
@@ -715,7 +763,7 @@ impl Router {
             let Some(a) = self.states[i].alerts.get(fp) else { continue };
             match a.status {
                 AlertStatus::Firing | AlertStatus::Resolved => {
-                    if let Some(s) = self.silenced_by(&a.event, now) {
+                    if let Some(s) = self.silenced_by(&rule.name, &a.event, now) {
                         silenced.push((*fp, s));
                         continue;
                     }
@@ -734,7 +782,11 @@ impl Router {
                     rule: rule.name.clone(),
                     fingerprint: *fp,
                     summary: a.event.summary.clone(),
-                    reason: SuppressReason::Silenced { silence: s.id.clone(), comment: s.comment.clone() },
+                    reason: SuppressReason::Silenced {
+                        silence: s.id.clone(),
+                        comment: s.comment.clone(),
+                        by: s.created_by.clone(),
+                    },
                 }));
             }
             // Look again when the silence ends: the alert may still fire.
@@ -853,6 +905,21 @@ impl Router {
             changes.push(AlertChange { rule: rule.name.clone(), fingerprint: fp, alert: kept });
         }
         changes
+    }
+
+    /// How many alerts fire and how many wait for their `for:`, in all rules.
+    pub fn alert_counts(&self) -> (usize, usize) {
+        let (mut firing, mut pending) = (0, 0);
+        for state in &self.states {
+            for a in state.alerts.values() {
+                match a.status {
+                    AlertStatus::Firing => firing += 1,
+                    AlertStatus::Pending => pending += 1,
+                    AlertStatus::Resolved | AlertStatus::Sent => {}
+                }
+            }
+        }
+        (firing, pending)
     }
 
     /// How many notified one-shots of a rule are throttled now.

@@ -1,0 +1,38 @@
+//! alerter-api: the control API of a running daemon, and the client of it
+//! that the command line uses.
+//!
+//! The daemon answers [`Call`]s: the server turns HTTP requests into calls
+//! (after deciding who the caller is and whether their scope allows the
+//! call, see [`access`]) and hands them over a channel; whoever holds the
+//! other end (the daemon's engine loop) answers each through its reply
+//! channel. This crate knows nothing of the engine or the store.
+#![forbid(unsafe_code)]
+
+pub mod access;
+pub mod client;
+mod error;
+pub mod server;
+pub mod types;
+
+pub use error::ApiError;
+pub use types::{Caller, Need, Scope};
+
+use tokio::sync::oneshot;
+
+/// Where a call's answer goes.
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// One request to the daemon, with the channel its answer goes back on.
+#[derive(Debug)]
+pub enum Call {
+    Status(Reply<types::Status>),
+    Silences { query: types::SilenceQuery, reply: Reply<Vec<types::Silence>> },
+    AddSilence { silence: types::SilenceRequest, by: Caller, reply: Reply<types::Silence> },
+    ExpireSilence { id: String, by: Caller, reply: Reply<types::Silence> },
+}
+
+/// The paths of the API, shared by server and client.
+pub mod paths {
+    pub const STATUS: &str = "/api/v1/status";
+    pub const SILENCES: &str = "/api/v1/silences";
+}

@@ -1,0 +1,209 @@
+//! What travels over the API, as serde types: requests, answers and the
+//! error body. Server and client share them, and the OpenAPI document is
+//! generated from them, so the three cannot disagree.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What a caller may do. `read` sees everything; `ingest` only posts
+/// events (an Alertmanager webhook, a script); `operate` reads and
+/// changes silences, acknowledgements and notices; `admin` does all of
+/// that, ingests, and reloads the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Ingest,
+    Operate,
+    Admin,
+}
+
+/// What an endpoint needs of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Read,
+    Ingest,
+    Operate,
+    Admin,
+}
+
+impl Scope {
+    pub fn allows(self, need: Need) -> bool {
+        match need {
+            Need::Read => matches!(self, Scope::Read | Scope::Operate | Scope::Admin),
+            Need::Ingest => matches!(self, Scope::Ingest | Scope::Operate | Scope::Admin),
+            Need::Operate => matches!(self, Scope::Operate | Scope::Admin),
+            Need::Admin => self == Scope::Admin,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Ingest => "ingest",
+            Scope::Operate => "operate",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Scope, String> {
+        match s {
+            "read" => Ok(Scope::Read),
+            "ingest" => Ok(Scope::Ingest),
+            "operate" => Ok(Scope::Operate),
+            "admin" => Ok(Scope::Admin),
+            other => Err(format!("`{other}` is not a scope (read, ingest, operate, admin)")),
+        }
+    }
+}
+
+impl Need {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Need::Read => "read",
+            Need::Ingest => "ingest",
+            Need::Operate => "operate",
+            Need::Admin => "admin",
+        }
+    }
+}
+
+/// Who made a call: a token's name (`token:NAME`) or a local user
+/// (`user:NAME`), and what they may do. This name is what history records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Caller {
+    pub name: String,
+    pub scope: Scope,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorBody {
+    /// What went wrong, and what to do about it.
+    pub error: String,
+}
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Status {
+    /// This alerter's name (`alerter.name`).
+    pub name: String,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub uptime_seconds: u64,
+    /// SHA-256 of the configuration files as loaded (hex), to tell which
+    /// version of them runs.
+    pub config_hash: String,
+    pub config_loaded_at: DateTime<Utc>,
+    pub sources: Vec<SourceHealth>,
+    pub transports: Vec<TransportHealth>,
+    pub outbox: OutboxStatus,
+    pub alerts: AlertCounts,
+    /// Silences in force now (the config's and those set at run time).
+    pub active_silences: usize,
+    /// The next notices and reminders due, earliest first.
+    pub next_notices: Vec<NextNotice>,
+    /// The state store refuses writes (a full disk): decisions are held.
+    pub store_failing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SourceHealth {
+    pub id: String,
+    /// The plugin behind it.
+    pub kind: String,
+    /// `running`, `restarting` or `stopped`.
+    pub state: String,
+    pub restarts: u64,
+    pub dropped_events: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TransportHealth {
+    pub id: String,
+    pub kind: String,
+    /// `ok`, or `failing` after a delivery failed for good, expired, or
+    /// needed a third attempt, until the next success.
+    pub state: String,
+    pub failures_since_success: u64,
+    pub pending: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OutboxStatus {
+    /// Notifications not delivered yet.
+    pub pending: u64,
+    /// Age of the oldest of them, in seconds.
+    pub oldest_pending_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AlertCounts {
+    pub firing: u64,
+    pub pending: u64,
+    pub acknowledged: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NextNotice {
+    pub name: String,
+    /// When it goes out.
+    pub at: DateTime<Utc>,
+    /// When the announced event happens.
+    pub event_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/silences`: what to silence, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceRequest {
+    /// Matchers in amtool's syntax: `rule=disk-space`, `host=~"web.*"`,
+    /// `severity!=info`. `rule` (or `alertname`) names the rule; `source`,
+    /// `host`, `severity` the event's fields; anything else a label.
+    pub matchers: Vec<String>,
+    /// When it starts; default now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts: Option<DateTime<Utc>>,
+    /// When it ends. Give this or `duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends: Option<DateTime<Utc>>,
+    /// How long it lasts from its start (`2h`, `30m`, `1d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// Why: shown in history beside every notification it suppresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// One silence, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Silence {
+    pub id: String,
+    pub matchers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts: Option<DateTime<Utc>>,
+    pub ends: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Who set it; absent for silences of the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// `config` or `api`.
+    pub origin: String,
+    /// `active`, `pending` (starts later) or `expired`.
+    pub state: String,
+}
+
+/// `GET /api/v1/silences` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SilenceQuery {
+    /// Also list silences that ended (in the last day).
+    #[serde(default)]
+    pub expired: bool,
+}

@@ -1,0 +1,328 @@
+//! The daemon's side of the control API: the server built from the
+//! config's `api:` section (token files read and checked, local users
+//! resolved to uids), and the answers to calls, given in the engine loop.
+//!
+//! Reads are answered at once from the engine's memory and the store.
+//! Changes (a silence set or expired) are applied to the engine, which
+//! puts them in its turn with an audit record naming the caller; the loop
+//! commits that turn and only then sends the answer, so a change is in
+//! force and saved when the call returns.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use alerter_api::access::{Access, Token};
+use alerter_api::server::{self, AccessHandle, Server, ServerConfig, SocketConfig, TcpConfig};
+use alerter_api::{ApiError, Call, types};
+use alerter_engine::{ChangeError, Engine};
+
+use crate::config::{ApiSettings, Config};
+use crate::plugin::supervisor::Sources;
+use crate::rules::{Silence, matchers};
+use crate::store::Store;
+
+/// How many calls may wait for the engine loop.
+const QUEUE: usize = 64;
+
+/// The running API: the server, the access model it checks (replaced on
+/// reload), and the calls it hands over.
+#[derive(Debug)]
+pub struct Api {
+    pub server: Server,
+    pub access: AccessHandle,
+    pub calls: mpsc::Receiver<Call>,
+    /// What the server was started with; a reload that changes it is
+    /// applied at the next start.
+    pub listening: (std::path::PathBuf, Option<std::net::SocketAddr>),
+}
+
+/// Starts the API of a configuration.
+pub async fn start(cfg: &Config) -> Result<Api, String> {
+    let access = access(&cfg.api)?;
+    let server_cfg = server_config(&cfg.api, &cfg.state_dir)?;
+    let (tx, calls) = mpsc::channel(QUEUE);
+    let handle = AccessHandle::new(access);
+    let server = server::start(&server_cfg, tx, handle.clone()).await.map_err(|e| e.to_string())?;
+    let socket = cfg.api.socket_path(&cfg.state_dir);
+    Ok(Api { server, access: handle, calls, listening: (socket, cfg.api.listen) })
+}
+
+/// The access model of the settings: every token file read and checked
+/// as a secret, every user resolved. All problems are reported together.
+pub fn access(api: &ApiSettings) -> Result<Access, String> {
+    let mut problems = Vec::new();
+    let mut tokens = Vec::new();
+    for (name, file, scope) in &api.tokens {
+        match crate::files::read_secret(file) {
+            Ok(text) => match Token::new(name, *scope, text.as_bytes()) {
+                Ok(t) => tokens.push(t),
+                Err(e) => problems.push(format!("api token `{name}` ({}): {e}", file.display())),
+            },
+            Err(e) => problems.push(format!("api token `{name}`: {e}")),
+        }
+    }
+    let mut users = Vec::new();
+    for (user, scope) in &api.users {
+        match resolve_user(user) {
+            Ok((uid, name)) => users.push((uid, name, *scope)),
+            Err(e) => problems.push(format!("api.users: {e}")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    Ok(Access::new(tokens, users, api.others, nix::unistd::geteuid().as_raw()))
+}
+
+fn resolve_user(user: &str) -> Result<(u32, String), String> {
+    if let Ok(uid) = user.parse::<u32>() {
+        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(|| uid.to_string(), |u| u.name);
+        return Ok((uid, name));
+    }
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => Ok((u.uid.as_raw(), u.name)),
+        Ok(None) => Err(format!("no user `{user}` on this machine (name a user or a uid)")),
+        Err(e) => Err(format!("cannot look up user `{user}`: {e}")),
+    }
+}
+
+fn server_config(api: &ApiSettings, state_dir: &Path) -> Result<ServerConfig, String> {
+    let group = match &api.socket_group {
+        None => None,
+        Some(g) => match nix::unistd::Group::from_name(g) {
+            Ok(Some(g)) => Some(g.gid.as_raw()),
+            Ok(None) => return Err(format!("api.socket_group: no group `{g}` on this machine")),
+            Err(e) => return Err(format!("api.socket_group: cannot look up `{g}`: {e}")),
+        },
+    };
+    let socket = SocketConfig { path: api.socket_path(state_dir), mode: 0o660, group };
+    let tcp = match api.listen {
+        None => None,
+        Some(addr) => {
+            let tls = match &api.tls {
+                None => None,
+                Some((cert, key)) => {
+                    let cert = std::fs::read(cert).map_err(|e| format!("api.tls.cert_file {}: {e}", cert.display()))?;
+                    let key = crate::files::read_secret(key).map_err(|e| format!("api.tls.key_file: {e}"))?;
+                    Some(std::sync::Arc::new(server::tls_config(&cert, key.as_bytes()).map_err(|e| e.to_string())?))
+                }
+            };
+            Some(TcpConfig { addr, tls })
+        }
+    };
+    Ok(ServerConfig { socket: Some(socket), tcp })
+}
+
+/// What answering needs of the daemon.
+pub struct Cx<'a> {
+    pub engine: &'a mut Engine,
+    pub store: &'a Store,
+    pub cfg: &'a Config,
+    pub sources: &'a Sources,
+    pub started_at: DateTime<Utc>,
+    pub loaded_at: DateTime<Utc>,
+    pub store_failing: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// An answer to send once the engine's turn (holding the change the call
+/// made) has been committed.
+pub type Deferred = Box<dyn FnOnce() + Send>;
+
+/// Answers a call; a change's answer is returned to be sent after the
+/// commit.
+pub fn answer(call: Call, cx: &mut Cx<'_>) -> Option<Deferred> {
+    match call {
+        Call::Status(reply) => {
+            let _ = reply.send(Ok(status(cx)));
+            None
+        }
+        Call::Silences { query, reply } => {
+            let now = cx.now;
+            let list = cx.engine.silences().filter(|s| query.expired || s.ends > now).map(|s| view(s, now)).collect();
+            let _ = reply.send(Ok(list));
+            None
+        }
+        Call::AddSilence { silence, by, reply } => {
+            let result = add_silence(cx, silence, &by.name);
+            Some(Box::new(move || {
+                let _ = reply.send(result);
+            }))
+        }
+        Call::ExpireSilence { id, by, reply } => {
+            let now = cx.now;
+            let result = cx.engine.expire_silence(&id, &by.name, now).map(|s| view(&s, now)).map_err(change_error);
+            Some(Box::new(move || {
+                let _ = reply.send(result);
+            }))
+        }
+    }
+}
+
+fn change_error(e: ChangeError) -> ApiError {
+    match e {
+        ChangeError::NotFound(m) => ApiError::NotFound(m),
+        ChangeError::Invalid(m) => ApiError::Conflict(m),
+    }
+}
+
+/// Longest comment and matcher accepted, and most matchers.
+const MAX_TEXT: usize = 1024;
+const MAX_MATCHERS: usize = 64;
+
+/// Text from a client ends up in terminals (`alerter history`): controls
+/// are refused rather than stored.
+fn check_text(what: &str, s: &str) -> Result<(), ApiError> {
+    if s.len() > MAX_TEXT {
+        return Err(ApiError::BadRequest(format!("{what} is longer than {MAX_TEXT} bytes")));
+    }
+    if s.chars().any(crate::visible::is_control_or_bidi) {
+        return Err(ApiError::BadRequest(format!("{what} holds control characters; send plain text")));
+    }
+    Ok(())
+}
+
+fn add_silence(cx: &mut Cx<'_>, req: types::SilenceRequest, by: &str) -> Result<types::Silence, ApiError> {
+    let now = cx.now;
+    if req.matchers.len() > MAX_MATCHERS {
+        return Err(ApiError::BadRequest(format!("at most {MAX_MATCHERS} matchers")));
+    }
+    for m in &req.matchers {
+        check_text("a matcher", m)?;
+    }
+    if let Some(c) = &req.comment {
+        check_text("the comment", c)?;
+    }
+    let matcher = matchers::compile(&req.matchers).map_err(ApiError::BadRequest)?;
+    let starts = req.starts.filter(|s| *s > now);
+    let from = starts.unwrap_or(now);
+    let ends = match (req.ends, &req.duration) {
+        (Some(_), Some(_)) => return Err(ApiError::BadRequest("give `ends` or `duration`, not both".into())),
+        (None, None) => return Err(ApiError::BadRequest("give `ends` or `duration` (e.g. \"2h\")".into())),
+        (Some(e), None) => e,
+        (None, Some(d)) => {
+            let d = humantime::parse_duration(d)
+                .map_err(|e| ApiError::BadRequest(format!("`{d}` is not a duration (e.g. 30m, 2h, 1d): {e}")))?;
+            let d =
+                chrono::Duration::from_std(d).map_err(|_| ApiError::BadRequest("the duration is too long".into()))?;
+            from.checked_add_signed(d).ok_or_else(|| ApiError::BadRequest("the duration is too long".into()))?
+        }
+    };
+    if ends <= from {
+        return Err(ApiError::BadRequest("the silence would end before it starts".into()));
+    }
+    let silence = Silence {
+        id: format!("s-{:016x}", fastrand::u64(..)),
+        matcher,
+        matchers: req.matchers,
+        starts,
+        ends,
+        comment: req.comment.filter(|c| !c.trim().is_empty()),
+        created_by: Some(by.to_string()),
+        created_at: Some(now),
+    };
+    let out = view(&silence, now);
+    cx.engine.add_silence(silence, now).map_err(change_error)?;
+    Ok(out)
+}
+
+fn view(s: &Silence, now: DateTime<Utc>) -> types::Silence {
+    let state = if s.ends <= now {
+        "expired"
+    } else if s.starts.is_some_and(|t| t > now) {
+        "pending"
+    } else {
+        "active"
+    };
+    types::Silence {
+        id: s.id.clone(),
+        matchers: s.matchers.clone(),
+        starts: s.starts,
+        ends: s.ends,
+        comment: s.comment.clone(),
+        created_by: s.created_by.clone(),
+        created_at: s.created_at,
+        origin: if s.is_runtime() { "api" } else { "config" }.into(),
+        state: state.into(),
+    }
+}
+
+fn status(cx: &Cx<'_>) -> types::Status {
+    let now = cx.now;
+    let health: std::collections::HashMap<&str, &crate::plugin::supervisor::Health> =
+        cx.sources.health().into_iter().collect();
+    let sources = cx
+        .cfg
+        .sources
+        .values()
+        .map(|spec| {
+            let h = health.get(spec.id.as_str());
+            types::SourceHealth {
+                id: spec.id.clone(),
+                kind: spec.plugin.meta.name.clone(),
+                state: match h {
+                    None => "stopped",
+                    Some(h) if h.restarting() => "restarting",
+                    Some(_) => "running",
+                }
+                .into(),
+                restarts: h.map_or(0, |h| h.restarts()),
+                dropped_events: h.map_or(0, |h| h.dropped()),
+            }
+        })
+        .collect();
+    let mut pending_all = 0;
+    let mut oldest: Option<DateTime<Utc>> = None;
+    let transports = cx
+        .cfg
+        .transports
+        .iter()
+        .map(|(id, t)| {
+            let (pending, first) = cx.store.outbox_pending(id).unwrap_or((0, None));
+            pending_all += pending;
+            oldest = match (oldest, first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let failures = cx.engine.failing().get(id).copied().unwrap_or(0) as u64;
+            types::TransportHealth {
+                id: id.clone(),
+                kind: t.kind().to_string(),
+                state: if failures > 0 { "failing" } else { "ok" }.into(),
+                failures_since_success: failures,
+                pending,
+            }
+        })
+        .collect();
+    let (firing, pending) = cx.engine.router().alert_counts();
+    types::Status {
+        name: cx.cfg.name.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: cx.started_at,
+        uptime_seconds: (now - cx.started_at).num_seconds().max(0) as u64,
+        config_hash: cx.cfg.hash.clone(),
+        config_loaded_at: cx.loaded_at,
+        sources,
+        transports,
+        outbox: types::OutboxStatus {
+            pending: pending_all,
+            oldest_pending_seconds: oldest.map(|t| ((now - t).num_milliseconds().max(0) as f64) / 1e3),
+        },
+        alerts: types::AlertCounts { firing: firing as u64, pending: pending as u64, acknowledged: 0 },
+        active_silences: cx.engine.silences().filter(|s| s.is_active(now)).count(),
+        next_notices: cx
+            .engine
+            .notices()
+            .upcoming()
+            .into_iter()
+            .take(10)
+            .map(|(name, at, event_at)| types::NextNotice { name: name.into(), at, event_at })
+            .collect(),
+        store_failing: cx.store_failing,
+    }
+}

@@ -1,0 +1,345 @@
+//! The commands that talk to a running daemon through its control API:
+//! `alerter status` and `alerter silence add|list|expire`.
+//!
+//! Which daemon: `--url` (TCP, with `--token-file`), else `--socket`, else
+//! the socket of `--config`'s daemon, else the default places (systemd's
+//! /run/alerter/api.sock, then the default state directory). Text from the
+//! daemon has its control characters made visible before it is printed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use alerter_api::client::{Client, ClientError, Endpoint};
+use alerter_api::types;
+use alerter_core::config;
+use alerter_core::visible::visible_line;
+use anyhow::Context;
+use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
+use clap::{Args, Subcommand};
+
+/// How to reach the daemon (every API command takes these).
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// The daemon's API socket.
+    #[arg(long, env = "ALERTER_SOCKET", value_name = "PATH", global = true)]
+    socket: Option<PathBuf>,
+    /// The daemon's API over TCP, `http://127.0.0.1:9310` or `https://...`
+    /// (needs `--token-file`).
+    #[arg(long, env = "ALERTER_URL", value_name = "URL", global = true, conflicts_with = "socket")]
+    url: Option<String>,
+    /// A file holding an API token (`api.tokens`).
+    #[arg(long, env = "ALERTER_TOKEN_FILE", value_name = "FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for an `https` URL.
+    #[arg(long, value_name = "FILE", global = true)]
+    ca_file: Option<PathBuf>,
+    /// The daemon's config file, to find its socket.
+    #[arg(short, long, env = "ALERTER_CONFIG", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// `alerter silence`.
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Silence alerts matching all the matchers, as amtool writes them:
+    /// `rule=disk-space host=~"web.*" severity!=info`. Prints the id.
+    Add {
+        /// Matchers: `NAME=VALUE`, `NAME!=VALUE`, `NAME=~REGEX`, `NAME!~REGEX`.
+        #[arg(required = true, value_name = "MATCHER")]
+        matchers: Vec<String>,
+        /// How long it lasts (`30m`, `2h`, `1d`); default 1h.
+        #[arg(short, long, conflicts_with = "end")]
+        duration: Option<String>,
+        /// When it ends: `2026-12-05 18:00` (local time) or RFC 3339.
+        #[arg(long, value_name = "TIME")]
+        end: Option<String>,
+        /// When it starts (default now).
+        #[arg(long, value_name = "TIME")]
+        start: Option<String>,
+        /// Why: shown in history beside what it suppresses.
+        #[arg(short = 'm', long)]
+        comment: Option<String>,
+    },
+    /// List silences in force or to come (with `--expired`, also those
+    /// that ended in the last day).
+    List {
+        #[arg(long)]
+        expired: bool,
+    },
+    /// End silences now.
+    Expire {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+}
+
+/// A time as people type it: RFC 3339, or `YYYY-MM-DD HH:MM[:SS]` (also
+/// with `T`) in local time.
+pub fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(s, f) {
+            return Local
+                .from_local_datetime(&naive)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc))
+                .with_context(|| format!("`{s}` does not exist in the local time zone (a daylight-saving gap)"));
+        }
+    }
+    anyhow::bail!("`{s}` is not a time: write `2026-12-05 18:00` (local time) or `2026-12-05T18:00:00+01:00`")
+}
+
+impl ApiArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        let token = match &self.token_file {
+            None => None,
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read the token file {}", f.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+        };
+        if let Some(url) = &self.url {
+            let ca = match &self.ca_file {
+                None => None,
+                Some(f) => Some(std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?),
+            };
+            let endpoint = Endpoint::from_url(url, ca.as_deref()).map_err(anyhow::Error::msg)?;
+            return Ok(Client::new(endpoint, token));
+        }
+        Ok(Client::new(Endpoint::Unix(self.socket_path()?), token))
+    }
+
+    fn socket_path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        if let Some(c) = &self.config {
+            let plugins = crate::registry();
+            let loaded = config::load_for_delivery(Some(c), &alerter_core::transport::load_options(&plugins))
+                .map_err(|e| anyhow::anyhow!("{}", e.render(false)))?;
+            return Ok(loaded.config.api.socket_path(&loaded.config.state_dir));
+        }
+        let systemd = PathBuf::from("/run/alerter").join(config::API_SOCKET);
+        if systemd.exists() {
+            return Ok(systemd);
+        }
+        Ok(config::default_state_dir().join(config::API_SOCKET))
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// Runs one API command and turns its outcome into an exit status: 0, or
+/// 1 with the error on standard error.
+pub fn run(name: &str, f: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match f() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alerter {name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn call<T>(fut: impl Future<Output = Result<T, ClientError>>) -> anyhow::Result<T> {
+    Ok(runtime()?.block_on(fut)?)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn local(t: DateTime<Utc>) -> String {
+    t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn human_secs(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// Prints rows as columns, the last one unpadded.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let n = cells.len();
+        let parts: Vec<String> = cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| if i + 1 == n { c } else { format!("{c:<w$}", w = widths[i]) })
+            .collect();
+        println!("  {}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r.iter().map(|c| visible_line(c).into_owned()).collect());
+    }
+}
+
+/// `alerter status`.
+pub fn status(args: &ApiArgs) -> anyhow::Result<()> {
+    let client = args.client()?;
+    let s: types::Status = call(client.get(alerter_api::paths::STATUS))?;
+    if args.json {
+        return print_json(&s);
+    }
+    println!(
+        "alerter {} {}, up {} (since {}), config {}",
+        visible_line(&s.name),
+        s.version,
+        human_secs(s.uptime_seconds),
+        local(s.started_at),
+        &s.config_hash[..s.config_hash.len().min(12)]
+    );
+    if s.store_failing {
+        println!("THE STATE STORE FAILS: decisions are held until it can write (a full disk?)");
+    }
+    println!(
+        "alerts: {} firing, {} pending, {} acknowledged; silences: {} active",
+        s.alerts.firing, s.alerts.pending, s.alerts.acknowledged, s.active_silences
+    );
+    match s.outbox.oldest_pending_seconds {
+        Some(age) => println!("outbox: {} pending, the oldest {} old", s.outbox.pending, human_secs(age as u64)),
+        None => println!("outbox: nothing pending"),
+    }
+    if !s.sources.is_empty() {
+        println!("sources:");
+        let rows: Vec<Vec<String>> = s
+            .sources
+            .iter()
+            .map(|x| {
+                vec![
+                    x.id.clone(),
+                    x.kind.clone(),
+                    x.state.clone(),
+                    x.restarts.to_string(),
+                    x.dropped_events.to_string(),
+                ]
+            })
+            .collect();
+        table(&["ID", "PLUGIN", "STATE", "RESTARTS", "DROPPED"], &rows);
+    }
+    if !s.transports.is_empty() {
+        println!("transports:");
+        let rows: Vec<Vec<String>> = s
+            .transports
+            .iter()
+            .map(|x| {
+                vec![
+                    x.id.clone(),
+                    x.kind.clone(),
+                    x.state.clone(),
+                    x.pending.to_string(),
+                    x.failures_since_success.to_string(),
+                ]
+            })
+            .collect();
+        table(&["ID", "KIND", "STATE", "PENDING", "FAILURES"], &rows);
+    }
+    if !s.next_notices.is_empty() {
+        println!("next notices:");
+        let rows: Vec<Vec<String>> = s
+            .next_notices
+            .iter()
+            .map(|n| vec![local(n.at), n.name.clone(), format!("for {}", local(n.event_at))])
+            .collect();
+        table(&["AT", "NOTICE", "EVENT"], &rows);
+    }
+    Ok(())
+}
+
+/// `alerter silence ...`.
+pub fn silence(args: &ApiArgs, cmd: SilenceCommand) -> anyhow::Result<()> {
+    let client = args.client()?;
+    match cmd {
+        SilenceCommand::Add { matchers, duration, end, start, comment } => {
+            let ends = end.as_deref().map(parse_time).transpose()?;
+            let duration = match (&ends, duration) {
+                (None, None) => Some("1h".to_string()),
+                (_, d) => d,
+            };
+            let req = types::SilenceRequest {
+                matchers,
+                starts: start.as_deref().map(parse_time).transpose()?,
+                ends,
+                duration,
+                comment,
+            };
+            let s: types::Silence = call(client.post(alerter_api::paths::SILENCES, &req))?;
+            if args.json {
+                return print_json(&s);
+            }
+            println!("{}", s.id);
+        }
+        SilenceCommand::List { expired } => {
+            let path = format!("{}?expired={expired}", alerter_api::paths::SILENCES);
+            let list: Vec<types::Silence> = call(client.get(&path))?;
+            if args.json {
+                return print_json(&list);
+            }
+            if list.is_empty() {
+                println!("no silences");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.id.clone(),
+                        s.state.clone(),
+                        local(s.ends),
+                        s.created_by.clone().unwrap_or_else(|| "config".into()),
+                        s.comment.clone().unwrap_or_default(),
+                        s.matchers.join(" "),
+                    ]
+                })
+                .collect();
+            table(&["ID", "STATE", "ENDS", "BY", "COMMENT", "MATCHERS"], &rows);
+        }
+        SilenceCommand::Expire { ids } => {
+            for id in ids {
+                let path = format!("{}/{}", alerter_api::paths::SILENCES, percent_encode(&id));
+                let s: types::Silence = call(client.delete(&path))?;
+                if args.json {
+                    print_json(&s)?;
+                } else {
+                    println!("expired {}", s.id);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An id as one path segment: anything but unreserved characters escaped.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,405 @@
+//! End-to-end: the control API of a running `alerter run`, through the
+//! command line (`alerter status`, `alerter silence`) and raw HTTP: what a
+//! silence does and how long it lasts, and who may do what.
+
+mod util;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use util::{Daemon, TempConfig, alerter, wait_for};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A log source turns each appended line into a one-shot event with the
+/// labels `app` and `n`; rule `app-errors` sends each to the log transport.
+const CONFIG: &str = r#"
+alerter: { name: APIHOST, state_dir: {state} }
+api:
+  socket: {dir}/run/api.sock
+  socket_group: nogroup
+  listen: 127.0.0.1:0
+  tokens:
+    ops: { file: {dir}/tokens/ops, scope: operate }
+    hook: { file: {dir}/tokens/hook, scope: ingest }
+    viewer: { file: {dir}/tokens/viewer, scope: read }
+sources:
+  app:
+    type: log
+    paths: [{dir}/app.log]
+    start_at: beginning
+    patterns:
+      - { name: error, regex: 'ERROR app=(?P<app>\S+) n=(?P<n>[0-9]+)', severity: warning }
+transports:
+  out: { type: log, path: {out} }
+subscribers:
+  ops: { name: Operations }
+rules:
+  - name: app-errors
+    match: { source: app }
+    notify: [{ subscribers: [ops], via: [out] }]
+"#;
+
+const TOKENS: [(&str, &str); 3] = [
+    ("ops", "ops-0123456789abcdef0123456789"),
+    ("hook", "hook-0123456789abcdef0123456789"),
+    ("viewer", "viewer-0123456789abcdef01234567"),
+];
+
+fn setup() -> TempConfig {
+    let cfg = TempConfig::new(CONFIG);
+    let tokens = cfg.dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    for (name, secret) in TOKENS {
+        let f = tokens.join(name);
+        std::fs::write(&f, format!("{secret}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::fs::write(cfg.dir.path().join("app.log"), "").unwrap();
+    cfg
+}
+
+fn token_file(cfg: &TempConfig, name: &str) -> PathBuf {
+    cfg.dir.path().join("tokens").join(name)
+}
+
+fn socket(cfg: &TempConfig) -> PathBuf {
+    cfg.dir.path().join("run/api.sock")
+}
+
+/// Appends error lines for (app, n).
+fn log_errors(cfg: &TempConfig, lines: &[(&str, u32)]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(cfg.dir.path().join("app.log")).unwrap();
+    for (app, n) in lines {
+        writeln!(f, "ERROR app={app} n={n}").unwrap();
+    }
+}
+
+/// The `n` of every notification so far.
+fn notified(cfg: &TempConfig) -> Vec<u32> {
+    cfg.notifications()
+        .iter()
+        .filter(|n| n["rule"] == "app-errors")
+        .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["labels"]["n"].as_str().and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+fn wait_notified(cfg: &TempConfig, n: u32) -> Vec<u32> {
+    wait_for(WAIT, || {
+        let seen = notified(cfg);
+        seen.contains(&n).then_some(seen)
+    })
+}
+
+/// Runs `alerter ARGS` against the test's daemon (by its config).
+fn cli(cfg: &TempConfig, args: &[&str]) -> Output {
+    alerter().args(args).arg("-c").arg(&cfg.path).env_remove("ALERTER_SOCKET").output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn failed(out: Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "should fail: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn history(cfg: &TempConfig) -> Vec<serde_json::Value> {
+    let out = ok(alerter().args(["history", "--json", "-n", "1000", "-c"]).arg(&cfg.path).output().unwrap());
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn started(cfg: &TempConfig) -> Daemon {
+    let d = Daemon::start(&cfg.path, &[]);
+    wait_for(WAIT, || d.stderr_so_far().contains("alerter started").then_some(()));
+    d
+}
+
+/// The TCP address the daemon's API listens on (it asked for port 0).
+fn tcp_url(d: &Daemon) -> String {
+    wait_for(WAIT, || {
+        d.stderr_so_far().lines().find(|l| l.contains("control API listening") && l.contains("addr=")).map(|l| {
+            let addr = l.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap();
+            format!("http://{addr}")
+        })
+    })
+}
+
+#[test]
+fn a_silence_suppresses_from_the_moment_it_is_set_and_survives_reload_and_restart() {
+    let cfg = setup();
+    let mut d = started(&cfg);
+    log_errors(&cfg, &[("web", 1)]);
+    wait_notified(&cfg, 1);
+
+    let id = ok(cli(&cfg, &["silence", "add", "rule=app-errors", r#"app=~"we.*""#, "-m", "deploying web", "-d", "2h"]));
+    let id = id.trim().to_string();
+    assert!(id.starts_with("s-"), "{id}");
+    // Effective when the call returned: the very next line is silenced,
+    // and the one after it (another app) is not.
+    log_errors(&cfg, &[("web", 2), ("db", 3)]);
+    let seen = wait_notified(&cfg, 3);
+    assert!(!seen.contains(&2), "silenced: {seen:?}");
+    let h = history(&cfg);
+    let suppressed = h
+        .iter()
+        .find(|i| i["status"] == "suppressed" && i["summary"].as_str().unwrap().contains("n=2"))
+        .unwrap_or_else(|| panic!("n=2 is in history as suppressed: {h:#?}"));
+    let detail = suppressed["detail"].as_str().unwrap();
+    assert_eq!(detail, format!("silenced by {id} (set by user:root: deploying web)"));
+    let set = h.iter().find(|i| i["status"] == "silence").expect("the change itself is in history");
+    assert!(set["detail"].as_str().unwrap().contains("by user:root: deploying web"), "{set:#?}");
+
+    let list = ok(cli(&cfg, &["silence", "list", "--json"]));
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["state"], "active");
+    assert_eq!(list[0]["created_by"], "user:root");
+    assert_eq!(list[0]["matchers"], serde_json::json!(["rule=app-errors", r#"app=~"we.*""#]));
+
+    // A reload keeps it.
+    d.signal("HUP");
+    wait_for(WAIT, || d.stderr_so_far().contains("configuration reloaded").then_some(()));
+    log_errors(&cfg, &[("web", 4), ("db", 5)]);
+    let seen = wait_notified(&cfg, 5);
+    assert!(!seen.contains(&4), "still silenced after SIGHUP: {seen:?}");
+
+    // So does a restart.
+    d.signal("TERM");
+    assert!(d.wait(WAIT).success());
+    let d = started(&cfg);
+    assert!(d.stderr_so_far().contains("restored silences set through the API silences=1"), "{}", d.stderr_so_far());
+    log_errors(&cfg, &[("web", 6), ("db", 7)]);
+    let seen = wait_notified(&cfg, 7);
+    assert!(!seen.contains(&6), "still silenced after a restart: {seen:?}");
+
+    // Expired, delivery comes back at once.
+    let out = ok(cli(&cfg, &["silence", "expire", &id]));
+    assert_eq!(out.trim(), format!("expired {id}"));
+    log_errors(&cfg, &[("web", 8)]);
+    let seen = wait_notified(&cfg, 8);
+    assert_eq!(seen.iter().filter(|n| **n == 8).count(), 1);
+    let list = ok(cli(&cfg, &["silence", "list", "--json"]));
+    assert_eq!(list.trim(), "[]", "an expired silence is not listed");
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(cli(&cfg, &["silence", "list", "--expired", "--json"]))).unwrap();
+    assert_eq!(list[0]["state"], "expired");
+    let h = history(&cfg);
+    assert!(h.iter().any(|i| i["status"] == "silence" && i["summary"] == format!("silence {id} expired")), "{h:#?}");
+
+    // `status` sees the daemon and what it holds.
+    let status: serde_json::Value = serde_json::from_str(&ok(cli(&cfg, &["status", "--json"]))).unwrap();
+    assert_eq!(status["name"], "APIHOST");
+    assert_eq!(status["active_silences"], 0);
+    assert_eq!(status["sources"][0]["id"], "app");
+    assert_eq!(status["sources"][0]["state"], "running");
+    assert_eq!(status["transports"][0]["id"], "out");
+    assert_eq!(status["config_hash"].as_str().unwrap().len(), 64);
+    let text = ok(cli(&cfg, &["status"]));
+    assert!(text.starts_with("alerter APIHOST "), "{text}");
+}
+
+#[test]
+fn bad_silences_are_refused_with_a_reason() {
+    let cfg = setup();
+    let _d = started(&cfg);
+    let err = failed(cli(&cfg, &["silence", "add", "host=~.*"]));
+    assert!(err.contains("match every alert"), "{err}");
+    let err = failed(cli(&cfg, &["silence", "add", "app=~(", "-d", "1h"]));
+    assert!(err.contains("not a valid regex"), "{err}");
+    let err = failed(cli(&cfg, &["silence", "add", "app=web", "-d", "soon"]));
+    assert!(err.contains("not a duration"), "{err}");
+    let err = failed(cli(&cfg, &["silence", "expire", "s-nope"]));
+    assert!(err.contains("no silence `s-nope`"), "{err}");
+    let err = failed(cli(&cfg, &["silence", "add", "app=web", "-m", "bell\u{7}"]));
+    assert!(err.contains("control characters"), "{err}");
+}
+
+#[test]
+fn no_daemon_is_a_clear_error() {
+    let cfg = setup();
+    let err = failed(cli(&cfg, &["status"]));
+    assert!(err.contains("no alerter daemon answers at") && err.contains("api.sock"), "{err}");
+}
+
+#[test]
+fn tcp_callers_need_a_token_within_its_scope() {
+    let cfg = setup();
+    let d = started(&cfg);
+    let url = tcp_url(&d);
+    let over_tcp = |token: Option<&str>, args: &[&str]| {
+        let mut cmd = alerter();
+        cmd.args(args).arg("--url").arg(&url);
+        if let Some(t) = token {
+            cmd.arg("--token-file").arg(token_file(&cfg, t));
+        }
+        cmd.output().unwrap()
+    };
+    let err = failed(over_tcp(None, &["status"]));
+    assert!(err.contains("a token is needed over TCP"), "{err}");
+    // Any token works for reading but `ingest`; only `operate` silences.
+    ok(over_tcp(Some("viewer"), &["status"]));
+    let err = failed(over_tcp(Some("hook"), &["status"]));
+    assert!(err.contains("token:hook has the scope `ingest`"), "{err}");
+    let err = failed(over_tcp(Some("hook"), &["silence", "add", "app=web"]));
+    assert!(err.contains("token:hook has the scope `ingest`, which does not allow this (it needs `operate`)"), "{err}");
+    let err = failed(over_tcp(Some("viewer"), &["silence", "add", "app=web"]));
+    assert!(err.contains("needs `operate`"), "{err}");
+    let id = ok(over_tcp(Some("ops"), &["silence", "add", "app=web", "-m", "from afar"]));
+    let h = history(&cfg);
+    assert!(
+        h.iter().any(|i| i["status"] == "silence"
+            && i["summary"].as_str().unwrap().contains(id.trim())
+            && i["detail"] == "by token:ops: from afar"),
+        "{h:#?}"
+    );
+    // A wrong token is refused, whatever the scope it claims.
+    let wrong = cfg.dir.path().join("wrong");
+    std::fs::write(&wrong, "not-a-token-0123456789abcdef").unwrap();
+    let out = alerter().args(["status", "--url", &url, "--token-file"]).arg(&wrong).output().unwrap();
+    assert!(failed(out).contains("not one of the configured `api.tokens`"));
+}
+
+/// Runs `alerter status` and `alerter silence add` as another user: root
+/// ignores file modes, so the test drops to uids that the socket's mode
+/// and group do and do not admit.
+#[test]
+fn unix_socket_callers_are_who_the_kernel_says() {
+    let cfg = setup();
+    let _d = started(&cfg);
+    // A copy of the binary every user can run, whatever the mode of the
+    // directories above the build.
+    let bin = cfg.dir.path().join("alerter-bin");
+    std::fs::copy(env!("CARGO_BIN_EXE_alerter"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = socket(&cfg);
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let as_user = |uid: u32, gid: u32, args: &[&str]| {
+        std::process::Command::new(&bin)
+            .args(args)
+            .arg("--socket")
+            .arg(&sock)
+            .uid(uid)
+            .gid(gid)
+            .env("HOME", "/")
+            .output()
+            .unwrap()
+    };
+    // Not in the socket's group: the kernel refuses the connection.
+    let err = failed(as_user(12345, 12345, &["status"]));
+    assert!(err.contains("permission denied on") && err.contains("api.socket_group"), "{err}");
+    // In the group (nogroup), not named in `api.users`: `others`, read.
+    ok(as_user(65534, 65534, &["status"]));
+    let err = failed(as_user(65534, 65534, &["silence", "add", "app=web"]));
+    assert!(err.contains("user:nobody has the scope `read`") && err.contains("needs `operate`"), "{err}");
+}
+
+/// One raw HTTP/1.1 request on the socket. The body is written on a
+/// thread of its own, so an answer the server gives before reading all of
+/// it (413) is still read.
+fn raw_http(sock: &std::path::Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&req);
+    });
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    drop(s);
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status =
+        text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status: {text}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn malformed_and_oversized_requests_get_a_4xx_with_a_message() {
+    let cfg = setup();
+    let _d = started(&cfg);
+    let sock = socket(&cfg);
+    let post = |body: &[u8]| {
+        let (status, body) = raw_http(&sock, "POST", "/api/v1/silences", body);
+        let error: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("a JSON error body ({e}): {body}"));
+        (status, error["error"].as_str().expect("a message").to_string())
+    };
+    let (status, msg) = post(b"{\"matchers\": [");
+    assert_eq!(status, 400, "{msg}");
+    assert!(msg.contains("parse the request body as JSON"), "{msg}");
+    let (status, msg) = post(br#"{"matchers": 5}"#);
+    assert_eq!(status, 422, "{msg}");
+    let (status, msg) = post(br#"{"matchers": ["app=web"], "duration": "1h", "colour": "red"}"#);
+    assert_eq!(status, 422);
+    assert!(msg.contains("unknown field `colour`"), "{msg}");
+    let mut huge = br#"{"matchers": ["app=web"], "duration": "1h", "comment": ""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 1 << 20));
+    huge.extend(b"\"}");
+    let (status, msg) = post(&huge);
+    assert_eq!(status, 413, "{msg}");
+    assert!(msg.contains("length limit"), "{msg}");
+    let (status, body) = raw_http(&sock, "GET", "/api/v2/nothing", b"");
+    assert_eq!(status, 404);
+    assert!(body.contains("paths begin with /api/v1/"), "{body}");
+    // The daemon is none the worse.
+    let (status, body) = raw_http(&sock, "GET", "/api/v1/status", b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"name\":\"APIHOST\""), "{body}");
+}
+
+#[test]
+fn tls_on_tcp_with_the_ca_the_client_trusts() {
+    let cfg = setup();
+    let dir = cfg.dir.path();
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), key.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.signing_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    cfg.write(&CONFIG.replace(
+        "  listen: 127.0.0.1:0\n",
+        "  listen: 127.0.0.1:0\n  tls: { cert_file: {dir}/cert.pem, key_file: {dir}/key.pem }\n",
+    ));
+    let d = started(&cfg);
+    let url = tcp_url(&d).replace("http://127.0.0.1", "https://localhost");
+    let status = |ca: Option<&std::path::Path>| {
+        let mut cmd = alerter();
+        cmd.args(["status", "--json", "--url", &url, "--token-file"]).arg(token_file(&cfg, "viewer"));
+        if let Some(ca) = ca {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        cmd.output().unwrap()
+    };
+    let out = ok(status(Some(&dir.join("cert.pem"))));
+    assert!(out.contains("\"name\": \"APIHOST\""), "{out}");
+    // A certificate the client does not trust: refused before any token is sent.
+    let err = failed(status(None));
+    assert!(err.contains("TLS") && err.contains("certificate"), "{err}");
+    // Plain HTTP to the TLS port gets nowhere either.
+    let plain = url.replace("https://localhost", "http://127.0.0.1");
+    let out =
+        alerter().args(["status", "--url", &plain, "--token-file"]).arg(token_file(&cfg, "viewer")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
