@@ -1,5 +1,6 @@
 //! The commands that talk to a running daemon through its control API:
-//! `alerter status` and `alerter silence add|list|expire`.
+//! `alerter status`, `alerter alerts`, `alerter ack` and `alerter silence
+//! add|list|expire`.
 //!
 //! Which daemon: `--url` (TCP, with `--token-file`), else `--socket`, else
 //! the socket of `--config`'s daemon, else the default places (systemd's
@@ -328,6 +329,107 @@ pub fn silence(args: &ApiArgs, cmd: SilenceCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `alerter alerts`.
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    /// Only alerts all these match (amtool's syntax: `rule=disk-space host=~"web.*"`).
+    #[arg(value_name = "MATCHER")]
+    matchers: Vec<String>,
+    /// Which: `active` (firing and pending), `firing`, `pending`, `all`.
+    #[arg(long, default_value = "active")]
+    state: String,
+    /// How many (at most 1000).
+    #[arg(short = 'n', long, default_value_t = 100)]
+    limit: usize,
+    /// Skip this many (the next page).
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+}
+
+/// `alerter ack`.
+#[derive(Debug, Args)]
+pub struct AckArgs {
+    /// Alert ids as `alerter alerts` shows them (4 or more hex digits
+    /// will do), or matchers for a group (`rule=disk-space host=web01`).
+    #[arg(required = true, value_name = "ID|MATCHER")]
+    targets: Vec<String>,
+    /// Why: in history and in `alerter alerts`.
+    #[arg(short = 'm', long)]
+    comment: Option<String>,
+}
+
+/// A query string value, escaped.
+fn query_value(s: &str) -> String {
+    percent_encode(s)
+}
+
+/// `alerter alerts`.
+pub fn alerts(api: &ApiArgs, args: AlertsArgs) -> anyhow::Result<()> {
+    let client = api.client()?;
+    let mut path = format!(
+        "{}?state={}&limit={}&offset={}",
+        alerter_api::paths::ALERTS,
+        query_value(&args.state),
+        args.limit,
+        args.offset
+    );
+    if !args.matchers.is_empty() {
+        path.push_str(&format!("&filter={}", query_value(&args.matchers.join(" "))));
+    }
+    let page: types::AlertsPage = call(client.get(&path))?;
+    if api.json {
+        return print_json(&page);
+    }
+    if page.alerts.is_empty() {
+        println!("no alerts");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = page.alerts.iter().map(alert_row).collect();
+    table(&["ID", "RULE", "SEVERITY", "STATE", "SINCE", "HOST", "NOTE", "SUMMARY"], &rows);
+    let shown = page.offset + page.alerts.len();
+    if shown < page.total {
+        println!("{}-{} of {}; `--offset {shown}` for more", page.offset + 1, shown, page.total);
+    }
+    Ok(())
+}
+
+fn alert_row(a: &types::AlertInfo) -> Vec<String> {
+    let note = match (&a.ack, &a.silenced_by) {
+        (Some(k), _) => match &k.comment {
+            Some(c) => format!("acked by {}: {c}", k.by),
+            None => format!("acked by {}", k.by),
+        },
+        (None, Some(s)) => format!("silenced by {s}"),
+        (None, None) => String::new(),
+    };
+    vec![
+        a.id.clone(),
+        a.rule.clone(),
+        a.severity.clone(),
+        a.state.clone(),
+        local(a.fired_at.unwrap_or(a.since)),
+        a.host.clone(),
+        note,
+        a.summary.clone(),
+    ]
+}
+
+/// `alerter ack`.
+pub fn ack(api: &ApiArgs, args: AckArgs) -> anyhow::Result<()> {
+    let client = api.client()?;
+    let (matchers, ids): (Vec<String>, Vec<String>) = args.targets.into_iter().partition(|t| t.contains(['=', '~']));
+    let req = types::AckRequest { ids, matchers, comment: args.comment };
+    let res: types::AckResult = call(client.post(alerter_api::paths::ACKS, &req))?;
+    if api.json {
+        return print_json(&res);
+    }
+    let n = res.acknowledged.len();
+    println!("acknowledged {n} alert{}", if n == 1 { "" } else { "s" });
+    let rows: Vec<Vec<String>> = res.acknowledged.iter().map(alert_row).collect();
+    table(&["ID", "RULE", "SEVERITY", "STATE", "SINCE", "HOST", "NOTE", "SUMMARY"], &rows);
     Ok(())
 }
 

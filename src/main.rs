@@ -114,6 +114,22 @@ enum Command {
     /// Show a running daemon's state: its sources and transports, alerts,
     /// silences, the outbox, the next notices.
     Status(api_cli::ApiArgs),
+    /// List a running daemon's alerts (firing and pending; the most severe
+    /// first), with who acknowledged or silenced them.
+    Alerts {
+        #[command(flatten)]
+        api: api_cli::ApiArgs,
+        #[command(flatten)]
+        args: api_cli::AlertsArgs,
+    },
+    /// Acknowledge alerts (by id, or a group by matchers): their repeats
+    /// stop for every recipient, until their severity rises or they resolve.
+    Ack {
+        #[command(flatten)]
+        api: api_cli::ApiArgs,
+        #[command(flatten)]
+        args: api_cli::AckArgs,
+    },
     /// Silence alerts on a running daemon (kept across reloads and
     /// restarts), list silences, or end them.
     Silence {
@@ -203,6 +219,8 @@ fn main() -> ExitCode {
         }
         Command::Keygen(args) => messenger_cli::keygen(args),
         Command::Status(args) => api_cli::run("status", || api_cli::status(&args)),
+        Command::Alerts { api, args } => api_cli::run("alerts", || api_cli::alerts(&api, args)),
+        Command::Ack { api, args } => api_cli::run("ack", || api_cli::ack(&api, args)),
         Command::Silence { api, command } => api_cli::run("silence", || api_cli::silence(&api, command)),
         Command::History { config, limit, json } => history(config, limit, json),
         Command::PluginHost { builtin, path, fd } => {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use util::{Daemon, TempConfig, alerter, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -402,4 +403,91 @@ fn tls_on_tcp_with_the_ca_the_client_trusts() {
     let out =
         alerter().args(["status", "--url", &plain, "--token-file"]).arg(token_file(&cfg, "viewer")).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// A condition from Monitoring Plugins' `check_dummy`, at the level in a
+/// file, checked every second; its rule repeats every 2 s to two people
+/// through two transports.
+const ACK_CONFIG: &str = r#"
+alerter: { name: APIHOST, state_dir: {state} }
+sources:
+  dummy: { type: script, shell: "exec check_dummy $(cat {dir}/level) 'disk array degraded'", interval: 1s }
+transports:
+  out: { type: log, path: {out} }
+  second: { type: log, path: {dir}/second.jsonl }
+subscribers:
+  ops: { name: Operations }
+  boss: { name: The boss }
+rules:
+  - name: array
+    match: { source: dummy }
+    group_interval: 1s
+    repeat_interval: 2s
+    notify:
+      - { subscribers: [ops], via: [out] }
+      - { subscribers: [boss], via: [second] }
+"#;
+
+fn time(v: &serde_json::Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().with_timezone(&Utc)
+}
+
+#[test]
+fn an_ack_stops_repeats_for_everyone_until_the_severity_rises() {
+    let cfg = TempConfig::new(ACK_CONFIG);
+    let dir = cfg.dir.path();
+    std::fs::write(dir.join("level"), "1").unwrap();
+    let _d = started(&cfg);
+    let severities = |file: &std::path::Path| -> Vec<String> {
+        util::read_jsonl(file)
+            .iter()
+            .filter(|n| n["rule"] == "array")
+            .map(|n| n["severity"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    // It repeats, to both.
+    for file in [cfg.out.clone(), dir.join("second.jsonl")] {
+        wait_for(WAIT, || (severities(&file).len() >= 2).then_some(()));
+    }
+    let page: serde_json::Value = serde_json::from_str(&ok(cli(&cfg, &["alerts", "--json"]))).unwrap();
+    assert_eq!(page["total"], 1);
+    let alert = &page["alerts"][0];
+    assert_eq!((alert["rule"].as_str(), alert["severity"].as_str()), (Some("array"), Some("warning")));
+    let id = alert["id"].as_str().unwrap();
+
+    let out = ok(cli(&cfg, &["ack", &id[..8], "-m", "replacing the disk"]));
+    assert!(out.starts_with("acknowledged 1 alert\n"), "{out}");
+    let page: serde_json::Value = serde_json::from_str(&ok(cli(&cfg, &["alerts", "--json"]))).unwrap();
+    let ack = &page["alerts"][0]["ack"];
+    assert_eq!(ack["by"], "user:root");
+    assert_eq!(ack["comment"], "replacing the disk");
+    let acked_at = time(&ack["at"]);
+    let text = ok(cli(&cfg, &["alerts"]));
+    assert!(text.contains("acked by user:root: replacing the disk"), "{text}");
+
+    // The next repeat falls due and is held back, for both transports;
+    // nothing about the alert was queued after the ack.
+    let h = wait_for(WAIT, || {
+        let h = history(&cfg);
+        h.iter()
+            .any(|i| i["status"] == "suppressed" && i["detail"] == "acknowledged by user:root: replacing the disk")
+            .then_some(h)
+    });
+    let after: Vec<_> = h
+        .iter()
+        .filter(|i| i["rule"] == "array" && i["transport"].is_string() && time(&i["time"]) > acked_at)
+        .collect();
+    assert!(after.is_empty(), "no repeats after the ack: {after:#?}");
+    let ack_record = h.iter().find(|i| i["status"] == "ack").expect("the ack is in history");
+    assert_eq!(ack_record["detail"], "by user:root: replacing the disk");
+    assert_eq!(ack_record["rule"], "array");
+
+    // Critical is above what was acknowledged: both are told at once.
+    std::fs::write(dir.join("level"), "2").unwrap();
+    for file in [cfg.out.clone(), dir.join("second.jsonl")] {
+        wait_for(WAIT, || severities(&file).contains(&"critical".to_string()).then_some(()));
+    }
+    let page: serde_json::Value = serde_json::from_str(&ok(cli(&cfg, &["alerts", "--json"]))).unwrap();
+    assert!(page["alerts"][0]["ack"].is_null(), "re-opened: {page:#}");
+    assert_eq!(page["alerts"][0]["severity"], "critical");
 }

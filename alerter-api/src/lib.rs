@@ -29,10 +29,14 @@ pub enum Call {
     Silences { query: types::SilenceQuery, reply: Reply<Vec<types::Silence>> },
     AddSilence { silence: types::SilenceRequest, by: Caller, reply: Reply<types::Silence> },
     ExpireSilence { id: String, by: Caller, reply: Reply<types::Silence> },
+    Alerts { query: types::AlertsQuery, reply: Reply<types::AlertsPage> },
+    Ack { ack: types::AckRequest, by: Caller, reply: Reply<types::AckResult> },
 }
 
 /// The paths of the API, shared by server and client.
 pub mod paths {
     pub const STATUS: &str = "/api/v1/status";
     pub const SILENCES: &str = "/api/v1/silences";
+    pub const ALERTS: &str = "/api/v1/alerts";
+    pub const ACKS: &str = "/api/v1/acks";
 }

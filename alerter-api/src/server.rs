@@ -25,7 +25,7 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -33,7 +33,7 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::access::{Access, Peer, authorize};
-use crate::types::{Caller, Need, SilenceQuery, SilenceRequest};
+use crate::types::{AckRequest, AlertsQuery, Caller, Need, SilenceQuery, SilenceRequest};
 use crate::{ApiError, Call, paths};
 
 /// The largest request body: a silence or a batch of events, not a file.
@@ -218,6 +218,26 @@ async fn expire_silence(
     Ok(axum::Json(s.ask(|reply| Call::ExpireSilence { id, by, reply }).await?).into_response())
 }
 
+async fn alerts(
+    State(s): St,
+    axum::Extension(peer): PeerExt,
+    h: HeaderMap,
+    Query(query): Query<AlertsQuery>,
+) -> Result<Response, ApiError> {
+    s.caller(&peer, &h, Need::Read)?;
+    Ok(axum::Json(s.ask(|reply| Call::Alerts { query, reply }).await?).into_response())
+}
+
+async fn ack(
+    State(s): St,
+    axum::Extension(peer): PeerExt,
+    h: HeaderMap,
+    Body(ack): Body<AckRequest>,
+) -> Result<Response, ApiError> {
+    let by = s.caller(&peer, &h, Need::Operate)?;
+    Ok(axum::Json(s.ask(|reply| Call::Ack { ack, by, reply }).await?).into_response())
+}
+
 async fn not_found(req: Request) -> ApiError {
     ApiError::NotFound(format!(
         "no endpoint {} {}; the API's paths begin with /api/v1/",
@@ -243,6 +263,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(paths::STATUS, get(status))
         .route(paths::SILENCES, get(list_silences).post(add_silence))
         .route("/api/v1/silences/{id}", delete(expire_silence))
+        .route(paths::ALERTS, get(alerts))
+        .route(paths::ACKS, post(ack))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(deadline))

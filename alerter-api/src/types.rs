@@ -207,3 +207,90 @@ pub struct SilenceQuery {
     #[serde(default)]
     pub expired: bool,
 }
+
+/// `GET /api/v1/alerts` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsQuery {
+    /// Matchers, separated by spaces or commas: `rule=disk-space host=~"web.*"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// `active` (firing and pending, the default), `firing`, `pending`,
+    /// or `all` (also resolved ones whose notice has not gone out yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Page size (default 100, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// How many to skip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<usize>,
+}
+
+/// A page of alerts: the most severe first, then the oldest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AlertsPage {
+    /// How many alerts the query matched in all.
+    pub total: usize,
+    pub offset: usize,
+    pub alerts: Vec<AlertInfo>,
+}
+
+/// One alert of one rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AlertInfo {
+    /// Its fingerprint (what `alerter ack` takes; a prefix will do).
+    pub id: String,
+    pub rule: String,
+    /// `firing`, `pending` or `resolved` (its notice not yet out).
+    pub state: String,
+    pub severity: String,
+    pub summary: String,
+    pub source: String,
+    pub host: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// When it was first seen.
+    pub since: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_notified: Option<DateTime<Utc>>,
+    /// Events merged into it since it was last notified.
+    pub count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<AckInfo>,
+    /// The silence holding its notifications back, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silenced_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AckInfo {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The severity acknowledged: a rise above it re-opens the alert.
+    pub severity: String,
+}
+
+/// `POST /api/v1/acks`: which firing alerts to acknowledge.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// Alert ids (fingerprints, or their first 4 or more hex digits).
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Or every firing alert these matchers match (a group).
+    #[serde(default)]
+    pub matchers: Vec<String>,
+    /// Why: in history, and in `alerter alerts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// What an acknowledgement did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AckResult {
+    pub acknowledged: Vec<AlertInfo>,
+}

@@ -20,6 +20,7 @@ use alerter_engine::{ChangeError, Engine};
 
 use crate::config::{ApiSettings, Config};
 use crate::plugin::supervisor::Sources;
+use crate::rules::router::{Alert, AlertStatus, Router};
 use crate::rules::{Silence, matchers};
 use crate::store::Store;
 
@@ -154,6 +155,16 @@ pub fn answer(call: Call, cx: &mut Cx<'_>) -> Option<Deferred> {
                 let _ = reply.send(result);
             }))
         }
+        Call::Alerts { query, reply } => {
+            let _ = reply.send(alerts(cx, &query));
+            None
+        }
+        Call::Ack { ack, by, reply } => {
+            let result = acknowledge(cx, ack, &by.name);
+            Some(Box::new(move || {
+                let _ = reply.send(result);
+            }))
+        }
         Call::ExpireSilence { id, by, reply } => {
             let now = cx.now;
             let result = cx.engine.expire_silence(&id, &by.name, now).map(|s| view(&s, now)).map_err(change_error);
@@ -231,6 +242,111 @@ fn add_silence(cx: &mut Cx<'_>, req: types::SilenceRequest, by: &str) -> Result<
     Ok(out)
 }
 
+/// The largest page of alerts.
+const MAX_PAGE: usize = 1000;
+
+fn alerts(cx: &Cx<'_>, q: &types::AlertsQuery) -> Result<types::AlertsPage, ApiError> {
+    let now = cx.now;
+    let filter = match q.filter.as_deref() {
+        None => None,
+        Some(f) => {
+            check_text("the filter", f)?;
+            let list = matchers::split(f).map_err(ApiError::BadRequest)?;
+            if list.is_empty() { None } else { Some(matchers::compile(&list).map_err(ApiError::BadRequest)?) }
+        }
+    };
+    let want: &[AlertStatus] = match q.state.as_deref().unwrap_or("active") {
+        "active" => &[AlertStatus::Firing, AlertStatus::Pending],
+        "firing" => &[AlertStatus::Firing],
+        "pending" => &[AlertStatus::Pending],
+        "all" => &[AlertStatus::Firing, AlertStatus::Pending, AlertStatus::Resolved],
+        other => {
+            return Err(ApiError::BadRequest(format!("`state={other}`: use active, firing, pending or all")));
+        }
+    };
+    let limit = q.limit.unwrap_or(100).min(MAX_PAGE);
+    let offset = q.offset.unwrap_or(0);
+    let router = cx.engine.router();
+    let mut found: Vec<(&str, &Alert)> = router
+        .all_alerts()
+        .filter(|(r, a)| {
+            want.contains(&a.status) && filter.as_ref().is_none_or(|m| m.matches_in(&a.event, Some(&r.name)))
+        })
+        .map(|(r, a)| (r.name.as_str(), a))
+        .collect();
+    let total = found.len();
+    // Most severe first, then the oldest; ties broken for stable pages.
+    let key = |(r, a): &(&str, &Alert)| {
+        (std::cmp::Reverse(a.event.severity), a.fired_at.unwrap_or(a.since), r.to_string(), a.fingerprint)
+    };
+    if offset + limit < total {
+        // Only the page is sorted in full.
+        found.select_nth_unstable_by_key(offset + limit, key);
+        found.truncate(offset + limit);
+    }
+    found.sort_unstable_by_key(key);
+    let alerts = found.into_iter().skip(offset).map(|(r, a)| alert_info(router, r, a, now)).collect();
+    Ok(types::AlertsPage { total, offset, alerts })
+}
+
+fn alert_info(router: &Router, rule: &str, a: &Alert, now: DateTime<Utc>) -> types::AlertInfo {
+    types::AlertInfo {
+        id: a.fingerprint.to_string(),
+        rule: rule.to_string(),
+        state: match a.status {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Pending => "pending",
+            AlertStatus::Resolved => "resolved",
+            AlertStatus::Sent => "sent",
+        }
+        .into(),
+        severity: a.event.severity.as_str().into(),
+        summary: a.event.summary.clone(),
+        source: a.event.source.clone(),
+        host: a.event.host.clone(),
+        labels: a.event.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        since: a.since,
+        fired_at: a.fired_at,
+        last_notified: a.last_notified,
+        count: a.count,
+        ack: a.ack.as_ref().map(|k| types::AckInfo {
+            by: k.by.clone(),
+            at: k.at,
+            comment: k.comment.clone(),
+            severity: k.severity.as_str().into(),
+        }),
+        silenced_by: router.silence_of(rule, &a.event, now).map(|s| s.id.clone()),
+    }
+}
+
+fn acknowledge(cx: &mut Cx<'_>, req: types::AckRequest, by: &str) -> Result<types::AckResult, ApiError> {
+    let now = cx.now;
+    if req.ids.is_empty() && req.matchers.is_empty() {
+        return Err(ApiError::BadRequest("name alerts by id, or give matchers for a group".into()));
+    }
+    if req.ids.len() + req.matchers.len() > MAX_MATCHERS {
+        return Err(ApiError::BadRequest(format!("at most {MAX_MATCHERS} ids and matchers")));
+    }
+    for t in req.ids.iter().chain(&req.matchers) {
+        check_text("an id or matcher", t)?;
+    }
+    if let Some(c) = &req.comment {
+        check_text("the comment", c)?;
+    }
+    let matcher = if req.matchers.is_empty() {
+        None
+    } else {
+        Some(matchers::compile(&req.matchers).map_err(ApiError::BadRequest)?)
+    };
+    let comment = req.comment.as_deref().filter(|c| !c.trim().is_empty());
+    let acked = cx.engine.acknowledge(&req.ids, matcher.as_ref(), by, comment, now).map_err(|e| match e {
+        ChangeError::NotFound(m) => ApiError::NotFound(m),
+        ChangeError::Invalid(m) => ApiError::BadRequest(m),
+    })?;
+    let router = cx.engine.router();
+    Ok(types::AckResult { acknowledged: acked.iter().map(|(r, a)| alert_info(router, r, a, now)).collect() })
+}
+
 fn view(s: &Silence, now: DateTime<Utc>) -> types::Silence {
     let state = if s.ends <= now {
         "expired"
@@ -299,7 +415,7 @@ fn status(cx: &Cx<'_>) -> types::Status {
             }
         })
         .collect();
-    let (firing, pending) = cx.engine.router().alert_counts();
+    let (firing, pending, acknowledged) = cx.engine.router().alert_counts();
     types::Status {
         name: cx.cfg.name.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -313,7 +429,11 @@ fn status(cx: &Cx<'_>) -> types::Status {
             pending: pending_all,
             oldest_pending_seconds: oldest.map(|t| ((now - t).num_milliseconds().max(0) as f64) / 1e3),
         },
-        alerts: types::AlertCounts { firing: firing as u64, pending: pending as u64, acknowledged: 0 },
+        alerts: types::AlertCounts {
+            firing: firing as u64,
+            pending: pending as u64,
+            acknowledged: acknowledged as u64,
+        },
         active_silences: cx.engine.silences().filter(|s| s.is_active(now)).count(),
         next_notices: cx
             .engine

@@ -1135,6 +1135,7 @@ pub(crate) mod tests {
             last_notified: Some(t),
             notified_severity: Some(Severity::Warning),
             count: 0,
+            ack: None,
         }
     }
 

@@ -17,8 +17,8 @@ use tracing::{debug, error, info, warn};
 use crate::event::{ALERTER_SOURCE, Event, Fingerprint, Inbound, Severity};
 use crate::notices::{Notice, NoticeKey, NoticeScheduler};
 use crate::notify::{Notification, RenderCx, TransportInfo, notice_notifications, render_dispatch};
-use crate::rules::router::{AlertChange, Kept, Output, Router};
-use crate::rules::{Rule, Silence};
+use crate::rules::router::{Alert, AlertChange, Kept, Output, Router};
+use crate::rules::{Matcher, Rule, Silence};
 use crate::template::{NOTICE_FALLBACK, Templates};
 
 /// What the engine needs of a configuration.
@@ -330,6 +330,57 @@ impl Engine {
         self.turn.silences.push(s.clone());
         self.apply_silences(now);
         Ok(s)
+    }
+
+    /// Acknowledges firing alerts: those whose id (fingerprint) begins
+    /// with one of `ids`, and those `matcher` matches. Their repeats stop
+    /// for every recipient until their severity rises or they resolve.
+    /// Each is recorded with who and why.
+    pub fn acknowledge(
+        &mut self,
+        ids: &[String],
+        matcher: Option<&Matcher>,
+        by: &str,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, Alert)>, ChangeError> {
+        if ids.iter().any(|id| id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err(ChangeError::Invalid(
+                "an alert id is its fingerprint, 16 hex digits (the first 4 or more will do), as `alerter alerts` shows".into(),
+            ));
+        }
+        let ids: Vec<String> = ids.iter().map(|i| i.to_ascii_lowercase()).collect();
+        let acked = self.router.acknowledge(
+            |rule, a| {
+                let id = a.fingerprint.to_string();
+                ids.iter().any(|p| id.starts_with(p.as_str()))
+                    || matcher.is_some_and(|m| m.matches_in(&a.event, Some(rule)))
+            },
+            by,
+            comment,
+            now,
+        );
+        if acked.is_empty() {
+            return Err(ChangeError::NotFound("no firing alert matches; `alerter alerts` lists them".into()));
+        }
+        for (rule, a) in &acked {
+            let why = match comment {
+                Some(c) if !c.is_empty() => format!("by {by}: {c}"),
+                _ => format!("by {by}"),
+            };
+            info!(rule = %rule, alert = %a.fingerprint, "acknowledged {why}");
+            self.turn.audit.push(AuditRecord {
+                time: now,
+                rule: rule.clone(),
+                fingerprint: Some(a.fingerprint),
+                transport: None,
+                notification: None,
+                status: "ack".into(),
+                reason: Some(why),
+                summary: Some(format!("acknowledged: {}", a.event.summary)),
+            });
+        }
+        Ok(acked)
     }
 
     fn forget_ended(&mut self, now: DateTime<Utc>) {

@@ -396,6 +396,7 @@ fn notified_one_shots_are_kept_as_when_they_were_sent() {
         last_notified: Some(at(MIN)),
         notified_severity: Some(Severity::Warning),
         count: 0,
+        ack: None,
     };
     stored[1].2 = Kept::Alert(Box::new(old));
     let mut after = Router::new(vec![r], vec![]);
@@ -664,4 +665,73 @@ fn after_a_restart_new_alerts_are_not_held_unless_they_join_a_restored_group() {
     assert!(after.handle(disk(Severity::Critical, "/var"), restart + chrono::Duration::seconds(1)).is_empty());
     let settled = restart + chrono::Duration::seconds(60);
     assert_eq!(dispatches(&run_until(&mut after, settled)), vec![(settled, vec!["firing", "firing"], false)]);
+}
+
+/// An acknowledged alert is not repeated; a rise in severity re-opens it
+/// and is notified; its resolution is notified and ends the ack, so a new
+/// firing is repeated again.
+#[test]
+fn acknowledged_alerts_stop_repeating_until_their_severity_rises() {
+    let mut r = rule("disk");
+    r.repeat_interval = Duration::from_secs(HOUR as u64);
+    let mut router = new_router(vec![r]);
+    assert_eq!(notified(&router.handle(disk(Severity::Warning, "/var"), at(0))).len(), 1);
+    let acked = router.acknowledge(|rule, _| rule == "disk", "user:alice", Some("on it"), at(MIN));
+    assert_eq!(acked.len(), 1);
+    assert_eq!(acked[0].1.ack.as_ref().unwrap().severity, Severity::Warning);
+
+    // The repeat at 1h is held back, with who acknowledged in the record.
+    let out = run_until(&mut router, at(3 * HOUR));
+    assert!(notified(&out).is_empty(), "no repeats: {out:?}");
+    let reasons = suppressed(&out);
+    assert_eq!(reasons.len(), 1, "recorded once, not at every tick: {reasons:?}");
+    assert_eq!(reasons[0].to_string(), "acknowledged by user:alice: on it");
+    // The same severity again, or a lower one, is no news either.
+    assert!(notified(&router.handle(disk(Severity::Warning, "/var"), at(3 * HOUR))).is_empty());
+    assert!(notified(&router.handle(disk(Severity::Info, "/var"), at(3 * HOUR + 1))).is_empty());
+    assert!(notified(&router.handle(disk(Severity::Warning, "/var"), at(3 * HOUR + 2))).is_empty());
+    assert!(run_until(&mut router, at(4 * HOUR)).iter().all(|o| matches!(o, Output::Suppressed(_))));
+
+    // Critical is above what was acknowledged: notified, and re-opened.
+    let out = router.handle(disk(Severity::Critical, "/var"), at(5 * HOUR));
+    let out = if notified(&out).is_empty() { run_until(&mut router, at(5 * HOUR + MIN)) } else { out };
+    let n = notified(&out);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].alerts[0].event.severity, Severity::Critical);
+    assert!(router.alerts("disk")[0].ack.is_none(), "re-opened");
+    let out = run_until(&mut router, at(6 * HOUR + MIN));
+    assert_eq!(notified(&out).len(), 1, "repeats again once re-opened");
+
+    // Acked again, then resolved: the resolution is told, and the ack ends with the alert.
+    router.acknowledge(|_, _| true, "user:bob", None, at(7 * HOUR));
+    let out = router.handle(disk(Severity::Resolved, "/var"), at(7 * HOUR + MIN));
+    let out = if notified(&out).is_empty() { run_until(&mut router, at(7 * HOUR + 2 * MIN)) } else { out };
+    assert_eq!(notified(&out)[0].alerts[0].status, "resolved");
+    assert!(router.alerts("disk").is_empty());
+    assert_eq!(notified(&router.handle(disk(Severity::Warning, "/var"), at(8 * HOUR))).len(), 1);
+    let out = run_until(&mut router, at(9 * HOUR));
+    assert_eq!(notified(&out).len(), 1, "a new firing is repeated as usual");
+}
+
+/// In a group, only the acknowledged alert is left out of the repeats.
+#[test]
+fn an_ack_silences_only_its_own_alert_in_a_group() {
+    let mut r = rule("disk");
+    r.group_by = vec!["host".into()];
+    r.repeat_interval = Duration::from_secs(HOUR as u64);
+    let mut router = new_router(vec![r]);
+    router.handle(disk(Severity::Warning, "/var"), at(0));
+    router.handle(disk(Severity::Warning, "/srv"), at(0));
+    run_until(&mut router, at(MIN));
+    router.acknowledge(
+        |_, a| a.event.labels.get("mount").map(String::as_str) == Some("/var"),
+        "user:alice",
+        None,
+        at(2 * MIN),
+    );
+    let out = run_until(&mut router, at(HOUR + 2 * MIN));
+    let n = notified(&out);
+    assert_eq!(n.len(), 1);
+    let mounts: Vec<&str> = n[0].alerts.iter().map(|a| a.event.labels["mount"].as_str()).collect();
+    assert_eq!(mounts, vec!["/srv"], "the acknowledged one is not repeated");
 }

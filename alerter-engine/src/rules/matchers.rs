@@ -39,6 +39,49 @@ pub fn parse(text: &str) -> Result<(LabelKey, LabelCond), String> {
     Ok((key, cond))
 }
 
+/// Splits a filter into matchers: separated by spaces or commas outside
+/// quotes, optionally in braces as PromQL writes them
+/// (`{rule="disk-space", host=~"web.*"}`).
+pub fn split(text: &str) -> Result<Vec<String>, String> {
+    let t = text.trim();
+    let t = match t.strip_prefix('{') {
+        Some(inner) => inner.strip_suffix('}').ok_or_else(|| format!("`{text}`: the `{{` is not closed"))?,
+        None => t,
+    };
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut escaped) = (false, false);
+    for c in t.chars() {
+        match c {
+            _ if escaped => {
+                escaped = false;
+                cur.push(c);
+            }
+            '\\' if quoted => {
+                escaped = true;
+                cur.push(c);
+            }
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ' ' | '\t' | ',' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err(format!("`{text}`: a quoted value has no closing `\"`"));
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
 fn unquote(v: &str) -> Result<String, String> {
     let Some(inner) = v.strip_prefix('"') else {
         if v.contains('"') {
@@ -132,6 +175,16 @@ mod tests {
         assert!(matches!(c, LabelCond::Equals(v) if v == r#"say "hi""#));
         let (_, c) = parse(r#"host=~"web\d+""#).unwrap();
         assert!(matches!(c, LabelCond::Regex(r) if r.is_match("web12")));
+    }
+
+    #[test]
+    fn filters_split_into_matchers() {
+        assert_eq!(split(r#"rule=a host=~"web 1.*""#).unwrap(), vec!["rule=a", r#"host=~"web 1.*""#]);
+        assert_eq!(split(r#"{rule="a", n="x,y"}"#).unwrap(), vec![r#"rule="a""#, r#"n="x,y""#]);
+        assert_eq!(split(r#"a="q\"s""#).unwrap(), vec![r#"a="q\"s""#]);
+        assert!(split("  ").unwrap().is_empty());
+        assert!(split(r#"a="open"#).unwrap_err().contains("no closing"));
+        assert!(split("{a=b").unwrap_err().contains("not closed"));
     }
 
     #[test]

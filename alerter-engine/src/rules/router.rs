@@ -102,6 +102,21 @@ pub struct Alert {
     /// Events merged into this alert since it was last notified.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub count: u64,
+    /// Acknowledged while it fires: its repeats stop, for every recipient,
+    /// until its severity rises above the acknowledged one (which re-opens
+    /// it) or it resolves (which ends it with the alert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<Ack>,
+}
+
+/// Who acknowledged an alert, when, why, and at which severity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub severity: Severity,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -125,6 +140,11 @@ pub enum SuppressReason {
     RepeatInterval {
         until: DateTime<Utc>,
     },
+    /// Acknowledged: its repeats are held back.
+    Acknowledged {
+        by: String,
+        comment: Option<String>,
+    },
 }
 
 impl std::fmt::Display for SuppressReason {
@@ -140,6 +160,8 @@ impl std::fmt::Display for SuppressReason {
                 }
             }
             SuppressReason::Muted { detail } => f.write_str(detail),
+            SuppressReason::Acknowledged { by, comment: Some(c) } => write!(f, "acknowledged by {by}: {c}"),
+            SuppressReason::Acknowledged { by, comment: None } => write!(f, "acknowledged by {by}"),
             SuppressReason::RepeatInterval { until } => {
                 write!(f, "repeat interval: already notified, quiet until {}", until.to_rfc3339())
             }
@@ -586,6 +608,17 @@ impl Router {
                     a.count += 1;
                     if changed {
                         self.dirty.insert((i, fp));
+                        match &a.ack {
+                            // A rise above what was acknowledged re-opens it.
+                            Some(ack) if a.event.severity > ack.severity => a.ack = None,
+                            // Anything at or below it is covered by the ack:
+                            // no news to tell.
+                            Some(_) => {
+                                a.notified_severity = Some(a.event.severity);
+                                return;
+                            }
+                            None => {}
+                        }
                         let (key, _) = group_key(&rule, &a.event, fp);
                         self.schedule_flush(i, key, now);
                     }
@@ -621,6 +654,7 @@ impl Router {
             last_notified: None,
             notified_severity: None,
             count: 1,
+            ack: None,
         };
         state.alerts.insert(fp, alert);
         if oneshot || rule.hold_for.is_zero() {
@@ -757,6 +791,7 @@ impl Router {
 
         let mut firing = Vec::new();
         let mut resolved = Vec::new();
+        let mut acked = Vec::new();
         let mut silenced: Vec<(Fingerprint, &Silence)> = Vec::new();
         let mut news = false;
         for fp in &members {
@@ -768,7 +803,14 @@ impl Router {
                         continue;
                     }
                     news |= is_news(a);
-                    if a.status == AlertStatus::Firing { firing.push(*fp) } else { resolved.push(*fp) }
+                    if a.status == AlertStatus::Firing {
+                        if a.ack.is_some() {
+                            acked.push(*fp);
+                        }
+                        firing.push(*fp);
+                    } else {
+                        resolved.push(*fp);
+                    }
                 }
                 AlertStatus::Pending | AlertStatus::Sent => {}
             }
@@ -796,6 +838,21 @@ impl Router {
         let alerts = &self.states[i].alerts;
         firing.sort_by_key(|fp| (alerts[fp].fired_at.unwrap_or(alerts[fp].since), *fp));
         resolved.sort_by_key(|fp| (alerts[fp].fired_at.unwrap_or(alerts[fp].since), *fp));
+        if repeat_due && !news && !acked.is_empty() {
+            // Acknowledged: no reminders, for anyone; history says who.
+            for fp in &acked {
+                let a = &self.states[i].alerts[fp];
+                let ack = a.ack.as_ref().expect("acked");
+                out.push(Output::Suppressed(Suppression {
+                    at: now,
+                    rule: rule.name.clone(),
+                    fingerprint: *fp,
+                    summary: a.event.summary.clone(),
+                    reason: SuppressReason::Acknowledged { by: ack.by.clone(), comment: ack.comment.clone() },
+                }));
+            }
+            firing.retain(|fp| !acked.contains(fp));
+        }
         let send = news || (repeat_due && !firing.is_empty());
         if send {
             if let Some(detail) = rule.muted_by(now) {
@@ -907,19 +964,62 @@ impl Router {
         changes
     }
 
+    /// Every alert of every rule (firing, pending, resolved but not yet
+    /// told), with its rule; in no particular order.
+    pub fn all_alerts(&self) -> impl Iterator<Item = (&Arc<Rule>, &Alert)> {
+        self.rules.iter().zip(&self.states).flat_map(|(r, st)| st.alerts.values().map(move |a| (r, a)))
+    }
+
+    /// The silence in force that holds back notifications of this alert.
+    pub fn silence_of(&self, rule: &str, e: &Event, now: DateTime<Utc>) -> Option<&Silence> {
+        self.silenced_by(rule, e, now)
+    }
+
+    /// Acknowledges the firing alerts `select` picks (given the rule's name
+    /// and the alert): their repeats stop. Returns (rule, alert) of each.
+    pub fn acknowledge(
+        &mut self,
+        mut select: impl FnMut(&str, &Alert) -> bool,
+        by: &str,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Vec<(String, Alert)> {
+        let mut out = Vec::new();
+        for (i, (rule, state)) in self.rules.iter().zip(self.states.iter_mut()).enumerate() {
+            for (fp, a) in state.alerts.iter_mut() {
+                if a.status != AlertStatus::Firing || !select(&rule.name, a) {
+                    continue;
+                }
+                a.ack = Some(Ack {
+                    by: by.to_string(),
+                    at: now,
+                    comment: comment.map(str::to_string),
+                    severity: a.event.severity,
+                });
+                self.dirty.insert((i, *fp));
+                out.push((rule.name.clone(), a.clone()));
+            }
+        }
+        out
+    }
+
     /// How many alerts fire and how many wait for their `for:`, in all rules.
-    pub fn alert_counts(&self) -> (usize, usize) {
-        let (mut firing, mut pending) = (0, 0);
+    /// And how many of the firing ones are acknowledged.
+    pub fn alert_counts(&self) -> (usize, usize, usize) {
+        let (mut firing, mut pending, mut acked) = (0, 0, 0);
         for state in &self.states {
             for a in state.alerts.values() {
                 match a.status {
-                    AlertStatus::Firing => firing += 1,
+                    AlertStatus::Firing => {
+                        firing += 1;
+                        acked += usize::from(a.ack.is_some());
+                    }
                     AlertStatus::Pending => pending += 1,
                     AlertStatus::Resolved | AlertStatus::Sent => {}
                 }
             }
         }
-        (firing, pending)
+        (firing, pending, acked)
     }
 
     /// How many notified one-shots of a rule are throttled now.
