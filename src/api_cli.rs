@@ -361,6 +361,60 @@ pub struct AckArgs {
     comment: Option<String>,
 }
 
+/// `alerter emit`.
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    /// What happened (the summary).
+    summary: String,
+    /// `info`, `warning`, `critical`, or `resolved` to clear it.
+    #[arg(short, long, default_value = "warning")]
+    severity: String,
+    /// The source, as rules match it.
+    #[arg(long, default_value = "api")]
+    source: String,
+    /// The host it is about (default: the daemon's name).
+    #[arg(long)]
+    host: Option<String>,
+    /// A label, `NAME=VALUE` (repeatable).
+    #[arg(short, long = "label", value_name = "NAME=VALUE")]
+    labels: Vec<String>,
+    /// What identifies the alert across events (default: source, host, labels).
+    #[arg(long)]
+    key: Option<String>,
+    /// A happening rather than a condition: notified once, never resolved.
+    #[arg(long)]
+    oneshot: bool,
+    /// More text for mails and history.
+    #[arg(long, default_value = "")]
+    details: String,
+}
+
+/// `alerter emit`.
+pub fn emit(api: &ApiArgs, args: EmitArgs) -> anyhow::Result<()> {
+    let client = api.client()?;
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l.split_once('=').with_context(|| format!("`{l}`: a label is NAME=VALUE"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let event = types::EventIn {
+        source: Some(args.source),
+        host: args.host,
+        severity: args.severity,
+        summary: args.summary,
+        details: args.details,
+        labels,
+        key: args.key,
+        oneshot: args.oneshot,
+    };
+    let res: types::Ingested = call(client.post(alerter_api::paths::EVENTS, &types::EventsIn::One(event)))?;
+    if api.json {
+        return print_json(&res);
+    }
+    println!("accepted {}", res.accepted);
+    Ok(())
+}
+
 /// A query string value, escaped.
 fn query_value(s: &str) -> String {
     percent_encode(s)

@@ -130,6 +130,14 @@ enum Command {
         #[command(flatten)]
         args: api_cli::AckArgs,
     },
+    /// Send an event to a running daemon, routed by its rules like a
+    /// source's (needs the `ingest` scope).
+    Emit {
+        #[command(flatten)]
+        api: api_cli::ApiArgs,
+        #[command(flatten)]
+        args: api_cli::EmitArgs,
+    },
     /// Silence alerts on a running daemon (kept across reloads and
     /// restarts), list silences, or end them.
     Silence {
@@ -140,6 +148,8 @@ enum Command {
     },
     /// Print the JSON Schema of the config file (for editors).
     Schema,
+    /// Print the OpenAPI document of the control API.
+    Openapi,
     /// Write a starter config to edit: the default one (disks, auth log),
     /// with popups, mail and people ready to enable. Refuses to overwrite.
     Init(init_cli::InitArgs),
@@ -221,6 +231,7 @@ fn main() -> ExitCode {
         Command::Status(args) => api_cli::run("status", || api_cli::status(&args)),
         Command::Alerts { api, args } => api_cli::run("alerts", || api_cli::alerts(&api, args)),
         Command::Ack { api, args } => api_cli::run("ack", || api_cli::ack(&api, args)),
+        Command::Emit { api, args } => api_cli::run("emit", || api_cli::emit(&api, args)),
         Command::Silence { api, command } => api_cli::run("silence", || api_cli::silence(&api, command)),
         Command::History { config, limit, json } => history(config, limit, json),
         Command::PluginHost { builtin, path, fd } => {
@@ -233,6 +244,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Openapi => {
+            print!("{}", alerter_api::openapi::text());
+            ExitCode::SUCCESS
+        }
         Command::Schema => {
             print!("{}", config::json_schema_text());
             ExitCode::SUCCESS

@@ -267,6 +267,17 @@ fn tcp_callers_need_a_token_within_its_scope() {
             && i["detail"] == "by token:ops: from afar"),
         "{h:#?}"
     );
+    // The ingest token's one power: events, routed like a source's.
+    let out =
+        ok(over_tcp(Some("hook"), &["emit", "--source", "app", "-l", "app=hooked", "-l", "n=42", "from a webhook"]));
+    assert_eq!(out.trim(), "accepted 1");
+    wait_notified(&cfg, 42);
+    let err = failed(over_tcp(Some("hook"), &["emit", "--severity", "dire", "x"]));
+    assert!(err.contains("`dire` is not a severity"), "{err}");
+    let err = failed(over_tcp(Some("viewer"), &["emit", "x"]));
+    assert!(err.contains("needs `ingest`"), "{err}");
+    let err = failed(over_tcp(Some("hook"), &["emit", "--source", "alerter", "x"]));
+    assert!(err.contains("the daemon's own"), "{err}");
     // A wrong token is refused, whatever the scope it claims.
     let wrong = cfg.dir.path().join("wrong");
     std::fs::write(&wrong, "not-a-token-0123456789abcdef").unwrap();
@@ -490,4 +501,113 @@ fn an_ack_stops_repeats_for_everyone_until_the_severity_rises() {
     let page: serde_json::Value = serde_json::from_str(&ok(cli(&cfg, &["alerts", "--json"]))).unwrap();
     assert!(page["alerts"][0]["ack"].is_null(), "re-opened: {page:#}");
     assert_eq!(page["alerts"][0]["severity"], "critical");
+}
+
+/// One HTTP/1.1 GET over TCP: the status and the body, or `None` when
+/// nothing answers (yet).
+fn try_http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(WAIT)).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let status = answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    // Prometheus answers in chunks; the tests only search the text.
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    try_http_get(addr, path).unwrap_or_else(|| panic!("nothing answers at {addr}"))
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
+    let cfg = setup();
+    cfg.write(&CONFIG.replace("  listen: 127.0.0.1:0\n", "  listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n"));
+    let d = started(&cfg);
+    let addr = wait_for(WAIT, || {
+        d.stderr_so_far()
+            .lines()
+            .find(|l| l.contains("metrics listening"))
+            .map(|l| l.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_string())
+    });
+    log_errors(&cfg, &[("web", 1), ("web", 2), ("db", 3), ("db", 4), ("db", 5)]);
+    wait_notified(&cfg, 5);
+    // The counters say what the test caused: five events, five deliveries.
+    let text = wait_for(WAIT, || {
+        let (status, text) = http_get(&addr, "/metrics");
+        assert_eq!(status, 200);
+        text.contains(r#"alerter_notifications_total{outcome="sent",transport="out"} 5"#).then_some(text)
+    });
+    assert!(text.contains(r#"alerter_events_total{severity="warning",source="app"} 5"#), "{text}");
+    assert!(text.contains(r#"alerter_delivery_latency_seconds_count{transport="out"} 5"#), "{text}");
+    assert!(text.contains(r#"alerter_outbox_pending{transport="out"} 0"#), "{text}");
+    assert!(text.contains(r#"alerter_source_up{source="app"} 1"#), "{text}");
+    assert!(text.contains("alerter_store_errors_total 0"), "{text}");
+
+    // promtool finds nothing to complain about.
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(http_get(&addr, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(&addr, "/readyz"), (200, "ready\n".to_string()));
+
+    // A real Prometheus scrapes it and sees the same numbers.
+    let dir = cfg.dir.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!("global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: alerter\n    static_configs: [{{ targets: ['{addr}'] }}]\n"),
+    )
+    .unwrap();
+    let _prometheus = Killed(
+        std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian's prometheus package)"),
+    );
+    let prom = format!("127.0.0.1:{port}");
+    let value = |query: &str| -> Option<String> {
+        let (status, body) = try_http_get(&prom, &format!("/api/v1/query?query={query}"))?;
+        if status != 200 {
+            return None;
+        }
+        // The body may be chunked: the JSON starts at the first `{`.
+        let json = &body[body.find('{')?..=body.rfind('}')?];
+        let v: serde_json::Value = serde_json::from_str(json).ok()?;
+        v["data"]["result"][0]["value"][1].as_str().map(str::to_string)
+    };
+    let events = wait_for(Duration::from_secs(90), || value("alerter_events_total%7Bsource%3D%22app%22%7D"));
+    assert_eq!(events, "5");
+    let sent = value("alerter_notifications_total%7Boutcome%3D%22sent%22%7D").unwrap();
+    assert_eq!(sent, "5");
+    assert_eq!(value("up%7Bjob%3D%22alerter%22%7D").unwrap(), "1");
 }

@@ -11,6 +11,7 @@
 pub mod access;
 pub mod client;
 mod error;
+pub mod openapi;
 pub mod server;
 pub mod types;
 
@@ -26,11 +27,38 @@ pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 #[derive(Debug)]
 pub enum Call {
     Status(Reply<types::Status>),
-    Silences { query: types::SilenceQuery, reply: Reply<Vec<types::Silence>> },
-    AddSilence { silence: types::SilenceRequest, by: Caller, reply: Reply<types::Silence> },
-    ExpireSilence { id: String, by: Caller, reply: Reply<types::Silence> },
-    Alerts { query: types::AlertsQuery, reply: Reply<types::AlertsPage> },
-    Ack { ack: types::AckRequest, by: Caller, reply: Reply<types::AckResult> },
+    Silences {
+        query: types::SilenceQuery,
+        reply: Reply<Vec<types::Silence>>,
+    },
+    AddSilence {
+        silence: types::SilenceRequest,
+        by: Caller,
+        reply: Reply<types::Silence>,
+    },
+    ExpireSilence {
+        id: String,
+        by: Caller,
+        reply: Reply<types::Silence>,
+    },
+    Alerts {
+        query: types::AlertsQuery,
+        reply: Reply<types::AlertsPage>,
+    },
+    Ack {
+        ack: types::AckRequest,
+        by: Caller,
+        reply: Reply<types::AckResult>,
+    },
+    Ingest {
+        events: Vec<types::EventIn>,
+        by: Caller,
+        reply: Reply<types::Ingested>,
+    },
+    /// The Prometheus exposition.
+    Metrics(Reply<String>),
+    /// Whether the daemon is ready (started, its store writing); `Err` says why not.
+    Ready(Reply<()>),
 }
 
 /// The paths of the API, shared by server and client.
@@ -39,4 +67,9 @@ pub mod paths {
     pub const SILENCES: &str = "/api/v1/silences";
     pub const ALERTS: &str = "/api/v1/alerts";
     pub const ACKS: &str = "/api/v1/acks";
+    pub const EVENTS: &str = "/api/v1/events";
+    pub const OPENAPI: &str = "/api/v1/openapi.json";
+    pub const METRICS: &str = "/metrics";
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
 }

@@ -33,7 +33,7 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::access::{Access, Peer, authorize};
-use crate::types::{AckRequest, AlertsQuery, Caller, Need, SilenceQuery, SilenceRequest};
+use crate::types::{AckRequest, AlertsQuery, Caller, EventsIn, Need, SilenceQuery, SilenceRequest};
 use crate::{ApiError, Call, paths};
 
 /// The largest request body: a silence or a batch of events, not a file.
@@ -53,6 +53,15 @@ pub const MAX_PER_ADDRESS: usize = 32;
 pub struct ServerConfig {
     pub socket: Option<SocketConfig>,
     pub tcp: Option<TcpConfig>,
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The listener Prometheus scrapes: `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub addr: SocketAddr,
+    /// Scrapes need a token with the `read` scope.
+    pub token: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +118,8 @@ impl AccessHandle {
 struct Shared {
     calls: mpsc::Sender<Call>,
     access: AccessHandle,
+    /// On the metrics listener: whether scrapes need a `read` token.
+    metrics_token: bool,
 }
 
 impl Shared {
@@ -238,6 +249,55 @@ async fn ack(
     Ok(axum::Json(s.ask(|reply| Call::Ack { ack, by, reply }).await?).into_response())
 }
 
+/// The most events one request may carry.
+pub const MAX_EVENTS: usize = 1000;
+
+async fn ingest(
+    State(s): St,
+    axum::Extension(peer): PeerExt,
+    h: HeaderMap,
+    Body(events): Body<EventsIn>,
+) -> Result<Response, ApiError> {
+    let by = s.caller(&peer, &h, Need::Ingest)?;
+    let events = match events {
+        EventsIn::One(e) => vec![e],
+        EventsIn::Many(v) => v,
+    };
+    if events.len() > MAX_EVENTS {
+        return Err(ApiError::Http {
+            status: 413,
+            message: format!("{} events in one request; send at most {MAX_EVENTS}", events.len()),
+        });
+    }
+    Ok(axum::Json(s.ask(|reply| Call::Ingest { events, by, reply }).await?).into_response())
+}
+
+async fn metrics(State(s): St, axum::Extension(peer): PeerExt, h: HeaderMap) -> Result<Response, ApiError> {
+    if s.metrics_token {
+        s.caller(&peer, &h, Need::Read)?;
+    }
+    let text = s.ask(Call::Metrics).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}
+
+/// Alive: the engine loop answers (a stuck one does not, and the
+/// deadline makes that a 503).
+async fn healthz(State(s): St) -> Result<Response, ApiError> {
+    let _ = s.ask(Call::Ready).await;
+    Ok("ok\n".into_response())
+}
+
+/// Ready: started, and the state store takes writes.
+async fn readyz(State(s): St) -> Result<Response, ApiError> {
+    s.ask(Call::Ready).await?;
+    Ok("ready\n".into_response())
+}
+
+/// The OpenAPI document: no secret, served to anyone who reaches the API.
+async fn openapi() -> Response {
+    axum::Json(crate::openapi::document()).into_response()
+}
+
 async fn not_found(req: Request) -> ApiError {
     ApiError::NotFound(format!(
         "no endpoint {} {}; the API's paths begin with /api/v1/",
@@ -265,8 +325,21 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/silences/{id}", delete(expire_silence))
         .route(paths::ALERTS, get(alerts))
         .route(paths::ACKS, post(ack))
+        .route(paths::EVENTS, post(ingest))
+        .route(paths::OPENAPI, get(openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(deadline))
+        .with_state(shared)
+}
+
+fn metrics_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(paths::METRICS, get(metrics))
+        .route(paths::HEALTHZ, get(healthz))
+        .route(paths::READYZ, get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(1024))
         .layer(middleware::from_fn(deadline))
         .with_state(shared)
 }
@@ -278,9 +351,15 @@ pub struct Server {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     socket: Option<PathBuf>,
     tcp_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Server {
+    /// The metrics listener's address, if it listens.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// The TCP address bound (with the port the system chose for `:0`).
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
@@ -302,7 +381,7 @@ impl Server {
 /// Starts listening. Calls go to `calls`; `access` decides who may make
 /// them (and can be replaced while the server runs).
 pub async fn start(cfg: &ServerConfig, calls: mpsc::Sender<Call>, access: AccessHandle) -> Result<Server, ServeError> {
-    let shared = Arc::new(Shared { calls, access });
+    let shared = Arc::new(Shared { calls: calls.clone(), access: access.clone(), metrics_token: false });
     let app = router(shared);
     let (stop, stopped) = watch::channel(false);
     let limits = Arc::new(Limits { all: Arc::new(Semaphore::new(MAX_CONNECTIONS)), per_ip: Mutex::default() });
@@ -323,7 +402,22 @@ pub async fn start(cfg: &ServerConfig, calls: mpsc::Sender<Call>, access: Access
         let tls = tc.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tasks.push(tokio::spawn(accept_tcp(listener, tls, app.clone(), stopped.clone(), limits.clone())));
     }
-    Ok(Server { stop, tasks, socket, tcp_addr })
+    let mut metrics_addr = None;
+    if let Some(mc) = &cfg.metrics {
+        // Metrics are not worth failing a start for: a port taken by
+        // another program (or another alerter) is a warning.
+        match TcpListener::bind(mc.addr).await.and_then(|l| Ok((l.local_addr()?, l))) {
+            Ok((addr, listener)) => {
+                info!(%addr, "metrics listening");
+                metrics_addr = Some(addr);
+                let shared = Arc::new(Shared { calls, access, metrics_token: mc.token });
+                let app = metrics_router(shared);
+                tasks.push(tokio::spawn(accept_tcp(listener, None, app, stopped.clone(), limits.clone())));
+            }
+            Err(e) => warn!(addr = %mc.addr, "cannot listen for metrics: {e}; running without them"),
+        }
+    }
+    Ok(Server { stop, tasks, socket, tcp_addr, metrics_addr })
 }
 
 /// Binds the socket in a private directory beside its final place, sets

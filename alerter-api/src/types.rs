@@ -294,3 +294,45 @@ pub struct AckRequest {
 pub struct AckResult {
     pub acknowledged: Vec<AlertInfo>,
 }
+
+/// One event posted to `POST /api/v1/events` (scope `ingest`): routed by
+/// the rules like a source's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventIn {
+    /// The source it is from, as rules match it (`source:`). Default `api`;
+    /// `alerter` is the daemon's own and refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The host it is about. Default: the daemon's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `info`, `warning`, `critical`, or `resolved` (which clears it).
+    pub severity: String,
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub details: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// What identifies the alert across events (default: source, host and labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A happening (a log line) rather than a condition: notified once,
+    /// never resolved.
+    #[serde(default)]
+    pub oneshot: bool,
+}
+
+/// `POST /api/v1/events` takes one event or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum EventsIn {
+    One(EventIn),
+    Many(Vec<EventIn>),
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Ingested {
+    pub accepted: usize,
+}

@@ -19,6 +19,8 @@ use alerter_api::{ApiError, Call, types};
 use alerter_engine::{ChangeError, Engine};
 
 use crate::config::{ApiSettings, Config};
+use crate::event::Severity;
+use crate::metrics::{Metrics, Snapshot};
 use crate::plugin::supervisor::Sources;
 use crate::rules::router::{Alert, AlertStatus, Router};
 use crate::rules::{Silence, matchers};
@@ -116,7 +118,8 @@ fn server_config(api: &ApiSettings, state_dir: &Path) -> Result<ServerConfig, St
             Some(TcpConfig { addr, tls })
         }
     };
-    Ok(ServerConfig { socket: Some(socket), tcp })
+    let metrics = api.metrics_listen.map(|addr| alerter_api::server::MetricsConfig { addr, token: api.metrics_token });
+    Ok(ServerConfig { socket: Some(socket), tcp, metrics })
 }
 
 /// What answering needs of the daemon.
@@ -129,6 +132,7 @@ pub struct Cx<'a> {
     pub loaded_at: DateTime<Utc>,
     pub store_failing: bool,
     pub now: DateTime<Utc>,
+    pub metrics: &'a Metrics,
 }
 
 /// An answer to send once the engine's turn (holding the change the call
@@ -154,6 +158,24 @@ pub fn answer(call: Call, cx: &mut Cx<'_>) -> Option<Deferred> {
             Some(Box::new(move || {
                 let _ = reply.send(result);
             }))
+        }
+        Call::Ingest { events, by, reply } => {
+            let result = ingest(cx, events, &by.name);
+            Some(Box::new(move || {
+                let _ = reply.send(result);
+            }))
+        }
+        Call::Metrics(reply) => {
+            let _ = reply.send(Ok(cx.metrics.render(&snapshot(cx))));
+            None
+        }
+        Call::Ready(reply) => {
+            let _ = reply.send(if cx.store_failing {
+                Err(ApiError::Unavailable("the state store refuses writes; decisions are held".into()))
+            } else {
+                Ok(())
+            });
+            None
         }
         Call::Alerts { query, reply } => {
             let _ = reply.send(alerts(cx, &query));
@@ -240,6 +262,57 @@ fn add_silence(cx: &mut Cx<'_>, req: types::SilenceRequest, by: &str) -> Result<
     let out = view(&silence, now);
     cx.engine.add_silence(silence, now).map_err(change_error)?;
     Ok(out)
+}
+
+/// Checks posted events, all before any is taken (a request is taken
+/// whole or not at all), and hands them to the engine.
+fn ingest(cx: &mut Cx<'_>, events: Vec<types::EventIn>, by: &str) -> Result<types::Ingested, ApiError> {
+    let now = cx.now;
+    let mut out = Vec::with_capacity(events.len());
+    for (i, e) in events.into_iter().enumerate() {
+        let at = |m: String| ApiError::BadRequest(format!("event {}: {m}", i + 1));
+        let severity: Severity = e
+            .severity
+            .parse()
+            .map_err(|_| at(format!("`{}` is not a severity (info, warning, critical, resolved)", e.severity)))?;
+        let source = e.source.unwrap_or_else(|| "api".into());
+        if source == crate::event::ALERTER_SOURCE {
+            return Err(at("the source `alerter` is the daemon's own".into()));
+        }
+        for (what, text) in [("the source", &source), ("the summary", &e.summary)] {
+            check_text(what, text).map_err(|e| at(e.to_string()))?;
+        }
+        if e.details.len() > 16 * MAX_TEXT {
+            return Err(at(format!("the details are longer than {} bytes", 16 * MAX_TEXT)));
+        }
+        if e.labels.len() > MAX_MATCHERS {
+            return Err(at(format!("at most {MAX_MATCHERS} labels")));
+        }
+        for (k, v) in &e.labels {
+            check_text("a label", k).and_then(|_| check_text("a label", v)).map_err(|e| at(e.to_string()))?;
+        }
+        let host = e.host.unwrap_or_else(|| cx.cfg.name.clone());
+        check_text("the host", &host).map_err(|e| at(e.to_string()))?;
+        let mut event = crate::event::Event::new(&source, &host, severity, e.summary, now);
+        event.details = e.details;
+        for (k, v) in e.labels {
+            event = event.with_label(k, v);
+        }
+        if let Some(k) = e.key {
+            event = event.with_key(k);
+        }
+        if e.oneshot {
+            event = event.oneshot();
+        }
+        out.push(event);
+    }
+    let n = out.len();
+    tracing::debug!(by, events = n, "events posted");
+    for e in out {
+        cx.metrics.event(&e.source, e.severity);
+        cx.engine.handle(e.into(), now);
+    }
+    Ok(types::Ingested { accepted: n })
 }
 
 /// The largest page of alerts.
@@ -365,6 +438,51 @@ fn view(s: &Silence, now: DateTime<Utc>) -> types::Silence {
         created_at: s.created_at,
         origin: if s.is_runtime() { "api" } else { "config" }.into(),
         state: state.into(),
+    }
+}
+
+/// What the metrics' gauges show now.
+fn snapshot(cx: &Cx<'_>) -> Snapshot {
+    let now = cx.now;
+    let outbox = cx
+        .cfg
+        .transports
+        .keys()
+        .map(|id| {
+            let (n, first) = cx.store.outbox_pending(id).unwrap_or((0, None));
+            (id.clone(), n, first.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1e3))
+        })
+        .collect();
+    let mut per_rule: std::collections::BTreeMap<&str, (u64, u64, u64)> =
+        cx.engine.router().rules().iter().map(|r| (r.name.as_str(), (0, 0, 0))).collect();
+    for (r, a) in cx.engine.router().all_alerts() {
+        let e = per_rule.entry(r.name.as_str()).or_default();
+        match a.status {
+            AlertStatus::Firing => {
+                e.0 += 1;
+                e.2 += u64::from(a.ack.is_some());
+            }
+            AlertStatus::Pending => e.1 += 1,
+            AlertStatus::Resolved | AlertStatus::Sent => {}
+        }
+    }
+    let health: std::collections::HashMap<&str, &crate::plugin::supervisor::Health> =
+        cx.sources.health().into_iter().collect();
+    Snapshot {
+        outbox,
+        alerts: per_rule.into_iter().map(|(r, (f, p, a))| (r.to_string(), f, p, a)).collect(),
+        sources: cx
+            .cfg
+            .sources
+            .keys()
+            .map(|id| match health.get(id.as_str()) {
+                Some(h) => (id.clone(), !h.restarting(), h.restarts(), h.dropped()),
+                None => (id.clone(), false, 0, 0),
+            })
+            .collect(),
+        silences: cx.engine.silences().filter(|s| s.is_active(now)).count() as u64,
+        store_failing: cx.store_failing,
+        started: cx.started_at.timestamp_millis() as f64 / 1e3,
     }
 }
 

@@ -29,6 +29,7 @@ use crate::config::{self, Config};
 use crate::control;
 use crate::event::{Inbound, Severity, internal};
 use crate::inbox::{Inbox, LaneSender};
+use crate::metrics::Metrics;
 use crate::notify::Notification;
 use crate::outbox::{Dispatcher, Report, RetryPolicy};
 use crate::plugin::PluginRegistry;
@@ -132,6 +133,8 @@ struct Committer {
     /// once it has worked for [`RECOVERY_SETTLE`]. A failure before then
     /// continues the same outage: no second `store_failing`.
     recovering: Option<Recovering>,
+    /// Counts refused commits (for the metrics).
+    errors: Option<prometheus::IntCounter>,
 }
 
 struct Recovering {
@@ -157,7 +160,13 @@ const RETRY_MAX: Duration = Duration::from_secs(15);
 
 impl Committer {
     fn new() -> Committer {
-        Committer { held: None, waiting: None, log: LogThrottle::new(Duration::from_secs(30)), recovering: None }
+        Committer {
+            held: None,
+            waiting: None,
+            log: LogThrottle::new(Duration::from_secs(30)),
+            recovering: None,
+            errors: None,
+        }
     }
 
     /// When something is due: the held turn's retry or the announcement of
@@ -265,6 +274,9 @@ impl Committer {
                 }
             }
             Err(e) => {
+                if let Some(c) = &self.errors {
+                    c.inc();
+                }
                 held.failures += 1;
                 let wait = RETRY_MIN.saturating_mul(1 << held.failures.min(10)).min(RETRY_MAX);
                 held.retry_at = tokio::time::Instant::now() + wait;
@@ -403,7 +415,9 @@ pub async fn run(
     let (direct_tx, mut direct_rx) = mpsc::unbounded_channel::<(String, Option<String>)>();
     let (loaded_tx, mut loaded_rx) = mpsc::channel::<Loaded>(1);
     let (mut loading, mut reload_again) = (false, false);
+    let metrics = Metrics::new();
     let mut committer = Committer::new();
+    committer.errors = Some(metrics.store_errors());
     let writes = store.hold_watch();
     let mut batch: Vec<Inbound> = Vec::with_capacity(BATCH);
     let mut urgent: Vec<Inbound> = Vec::new();
@@ -500,6 +514,7 @@ pub async fn run(
                     loaded_at,
                     store_failing: holding,
                     now,
+                    metrics: &metrics,
                 };
                 // A change is answered once it is committed (or held, if
                 // the store fails: in force, and saved when it works). It
@@ -513,15 +528,18 @@ pub async fn run(
             Some((id, reply)) = direct_rx.recv() => committer.delivered_directly(id, reply),
             Some(report) = report_rx.recv() => {
                 let now = clock.now();
+                metrics.delivery(&report);
                 engine.delivered(&report, now);
                 // Reports come in bursts; take what is there in one turn.
                 while let Ok(report) = report_rx.try_recv() {
+                    metrics.delivery(&report);
                     engine.delivered(&report, now);
                 }
             }
             _ = inbox.recv_many(&mut batch, BATCH), if !holding && !waiting => {
                 let now = clock.now();
                 for m in batch.drain(..) {
+                    count(&metrics, &m);
                     engine.handle(m, now);
                 }
             }
@@ -530,6 +548,7 @@ pub async fn run(
             _ = inbox.recv_urgent(&mut urgent, BATCH), if waiting && !holding => {
                 let now = clock.now();
                 for m in urgent.drain(..) {
+                    count(&metrics, &m);
                     engine.handle(m, now);
                 }
             }
@@ -561,6 +580,13 @@ pub async fn run(
     drop(checkpoints);
     info!("stopped");
     Ok(())
+}
+
+/// Counts an event taken from a source.
+fn count(metrics: &Metrics, m: &Inbound) {
+    if let Inbound::Event(e) = m {
+        metrics.event(&e.source, e.severity);
+    }
 }
 
 /// Events the engine takes per turn: enough for a group commit to pay off,

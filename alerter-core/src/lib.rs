@@ -14,6 +14,7 @@ pub mod control;
 pub mod daemon;
 pub mod files;
 pub mod inbox;
+pub mod metrics;
 pub mod outbox;
 pub mod plugin;
 pub mod ruletest;

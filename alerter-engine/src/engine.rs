@@ -87,6 +87,8 @@ pub struct Delivery {
     pub about_delivery: bool,
     pub outcome: Outcome,
     pub at: DateTime<Utc>,
+    /// When the notification was made (for the delivery latency).
+    pub created_at: DateTime<Utc>,
 }
 
 impl Delivery {
@@ -101,6 +103,7 @@ impl Delivery {
                 .any(|a| a.labels.get("event").map(String::as_str) == Some("delivery_failing")),
             outcome,
             at,
+            created_at: n.created_at,
         }
     }
 }

@@ -984,6 +984,8 @@ fn compile_api(cx: &mut Ctx<'_>, file: usize, api: Option<&model::ApiSection>, b
             tokens: Vec::new(),
             users: Vec::new(),
             others: Some(alerter_api::Scope::Read),
+            metrics_listen: super::DEFAULT_METRICS_LISTEN.parse().ok(),
+            metrics_token: false,
         };
     };
     let at = |key: &str| YamlPath::root().key("api").key(key);
@@ -1008,6 +1010,19 @@ fn compile_api(cx: &mut Ctx<'_>, file: usize, api: Option<&model::ApiSection>, b
         .notes
         .push("add `tls: { cert_file: ..., key_file: ... }`, or listen on 127.0.0.1".into());
     }
+    let metrics_listen = match api.metrics_listen.as_deref() {
+        None => super::DEFAULT_METRICS_LISTEN.parse().ok(),
+        Some("off") => None,
+        Some(l) => match l.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                cx.error(file, &at("metrics_listen"), format!("`{l}` is not an address and port"))
+                    .notes
+                    .push("write it as `127.0.0.1:9311`, or `off`".into());
+                None
+            }
+        },
+    };
     if api.tls.is_some() && api.listen.is_none() {
         cx.diags.push(
             Diagnostic::warning(
@@ -1025,6 +1040,8 @@ fn compile_api(cx: &mut Ctx<'_>, file: usize, api: Option<&model::ApiSection>, b
         tokens: api.tokens.iter().map(|(name, t)| (name.clone(), relative_to(base, &t.file), t.scope)).collect(),
         users: api.users.iter().map(|(u, s)| (u.clone(), *s)).collect(),
         others: api.others.map_or(Some(alerter_api::Scope::Read), |o| o.scope()),
+        metrics_listen,
+        metrics_token: api.metrics_token.unwrap_or(false),
     }
 }
 

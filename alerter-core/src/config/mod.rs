@@ -128,7 +128,13 @@ pub struct ApiSettings {
     /// Local user (name or uid) and scope.
     pub users: Vec<(String, alerter_api::Scope)>,
     pub others: Option<alerter_api::Scope>,
+    /// Where `/metrics` is served; `None`: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub metrics_token: bool,
 }
+
+/// Where metrics are served unless the config says otherwise.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9311";
 
 impl ApiSettings {
     /// The socket path: the configured one, else `api.sock` in systemd's

@@ -138,6 +138,14 @@ pub struct ApiSection {
     /// `none` to refuse them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub others: Option<OthersScope>,
+    /// Where Prometheus scrapes `/metrics` (and `/healthz`, `/readyz`): a
+    /// TCP address of its own, plain HTTP. Default `127.0.0.1:9311`; `off`
+    /// turns it off. A port already taken is a warning, not a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    /// Whether scrapes need a token with the `read` scope. Default: no.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<bool>,
 }
 
 /// The scope of local users not named in `api.users`.

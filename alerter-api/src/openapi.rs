@@ -1,0 +1,183 @@
+//! The OpenAPI document of the API, generated from the types in
+//! [`crate::types`] (their JSON Schemas, by schemars) and the table of
+//! endpoints below, so the document cannot drift from the code: a test
+//! checks the shipped `docs/openapi.json` against it, and the server
+//! serves it at `/api/v1/openapi.json`.
+
+use schemars::generate::SchemaSettings;
+use serde_json::{Value, json};
+
+use crate::types;
+
+/// One operation: method, path, scope, summary, request body type (its
+/// schema reference), answer type, status of success.
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    scope: &'static str,
+    summary: &'static str,
+    query: &'static [(&'static str, &'static str, &'static str)],
+    body: Option<Value>,
+    answer: Value,
+    status: &'static str,
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut g = SchemaSettings::openapi3().into_generator();
+    let schema = |s: schemars::Schema| serde_json::to_value(s).expect("a schema is JSON");
+    let status = schema(g.subschema_for::<types::Status>());
+    let silences = schema(g.subschema_for::<Vec<types::Silence>>());
+    let silence = schema(g.subschema_for::<types::Silence>());
+    let silence_req = schema(g.subschema_for::<types::SilenceRequest>());
+    let page = schema(g.subschema_for::<types::AlertsPage>());
+    let ack_req = schema(g.subschema_for::<types::AckRequest>());
+    let ack_res = schema(g.subschema_for::<types::AckResult>());
+    let events = schema(g.subschema_for::<types::EventsIn>());
+    let ingested = schema(g.subschema_for::<types::Ingested>());
+    let error = schema(g.subschema_for::<types::ErrorBody>());
+    let ops = [
+        Op {
+            method: "get",
+            path: crate::paths::STATUS,
+            scope: "read",
+            summary: "The daemon's state: sources, transports, outbox, alerts, silences, next notices.",
+            query: &[],
+            body: None,
+            answer: status,
+            status: "200",
+        },
+        Op {
+            method: "get",
+            path: crate::paths::ALERTS,
+            scope: "read",
+            summary: "Alerts, the most severe first, then the oldest, a page at a time.",
+            query: &[
+                ("filter", "string", "matchers: rule=disk-space host=~\"web.*\""),
+                ("state", "string", "active (default), firing, pending, all"),
+                ("limit", "integer", "page size, default 100, at most 1000"),
+                ("offset", "integer", "how many to skip"),
+            ],
+            body: None,
+            answer: page,
+            status: "200",
+        },
+        Op {
+            method: "post",
+            path: crate::paths::ACKS,
+            scope: "operate",
+            summary: "Acknowledge alerts by id or by matchers: their repeats stop until the severity rises.",
+            query: &[],
+            body: Some(ack_req),
+            answer: ack_res,
+            status: "200",
+        },
+        Op {
+            method: "get",
+            path: crate::paths::SILENCES,
+            scope: "read",
+            summary: "Silences of the config and those set at run time.",
+            query: &[("expired", "boolean", "also those ended in the last day")],
+            body: None,
+            answer: silences,
+            status: "200",
+        },
+        Op {
+            method: "post",
+            path: crate::paths::SILENCES,
+            scope: "operate",
+            summary: "Set a silence; in force when the call returns, kept across reloads and restarts.",
+            query: &[],
+            body: Some(silence_req),
+            answer: silence.clone(),
+            status: "201",
+        },
+        Op {
+            method: "delete",
+            path: "/api/v1/silences/{id}",
+            scope: "operate",
+            summary: "Expire a silence set at run time.",
+            query: &[],
+            body: None,
+            answer: silence,
+            status: "200",
+        },
+        Op {
+            method: "post",
+            path: crate::paths::EVENTS,
+            scope: "ingest",
+            summary: "Post one event or a list of up to 1000, routed by the rules like a source's.",
+            query: &[],
+            body: Some(events),
+            answer: ingested,
+            status: "200",
+        },
+    ];
+    let mut paths = serde_json::Map::new();
+    for op in ops {
+        let mut o = json!({
+            "summary": op.summary,
+            "description": format!("Needs the scope `{}`.", op.scope),
+            "responses": {
+                op.status: { "description": "done", "content": { "application/json": { "schema": op.answer } } },
+                "4XX": { "description": "refused; the body says why", "content": { "application/json": { "schema": error } } },
+                "503": { "description": "the daemon cannot answer now", "content": { "application/json": { "schema": error } } },
+            },
+        });
+        if let Some(b) = op.body {
+            o["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": b } } });
+        }
+        let mut params: Vec<Value> = op
+            .query
+            .iter()
+            .map(|(name, ty, what)| json!({ "name": name, "in": "query", "description": what, "schema": { "type": ty } }))
+            .collect();
+        if op.path.contains("{id}") {
+            params.push(json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }));
+        }
+        if !params.is_empty() {
+            o["parameters"] = Value::Array(params);
+        }
+        let entry = paths.entry(op.path.to_string()).or_insert_with(|| json!({}));
+        entry[op.method] = o;
+    }
+    let schemas: serde_json::Map<String, Value> = g.take_definitions(true).into_iter().collect();
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "alerter control API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The control API of a running alerter daemon (docs/api.md). On the Unix socket the caller is the peer's user; over TCP, a bearer token.",
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": { "token": { "type": "http", "scheme": "bearer" } },
+        },
+        "security": [{ "token": [] }],
+        "paths": paths,
+    })
+}
+
+/// The document as shipped (`docs/openapi.json`): pretty, with a final newline.
+pub fn text() -> String {
+    let mut s = serde_json::to_string_pretty(&document()).expect("JSON");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shipped_document_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+        let shipped = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            shipped == super::text(),
+            "docs/openapi.json is stale: run `cargo run -- openapi > docs/openapi.json` and review the diff"
+        );
+        let doc = super::document();
+        assert_eq!(doc["paths"]["/api/v1/silences"]["post"]["description"], "Needs the scope `operate`.");
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        assert!(schemas.contains_key("SilenceRequest") && schemas.contains_key("Status"), "{schemas:?}");
+    }
+}
