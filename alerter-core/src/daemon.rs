@@ -420,6 +420,7 @@ pub async fn run(
     committer.errors = Some(metrics.store_errors());
     let writes = store.hold_watch();
     let mut batch: Vec<Inbound> = Vec::with_capacity(BATCH);
+    let mut calls_in_a_row = 0;
     let mut urgent: Vec<Inbound> = Vec::new();
     engine.raise(internal::started(&cfg.name, env!("CARGO_PKG_VERSION"), now), now);
     if let Some(s) = salvage {
@@ -503,7 +504,11 @@ pub async fn run(
                     }
                 }
             }
-            Some(call) = api.calls.recv() => {
+            // Calls come before events, so `alerter status` answers in a
+            // storm; but a flood of calls (a scraper gone wild) lets the
+            // sources' events through after every CALLS_PER_TURN of them.
+            Some(call) = api.calls.recv(), if calls_in_a_row < CALLS_PER_TURN || holding || waiting || inbox.is_empty() => {
+                calls_in_a_row += 1;
                 let now = clock.now();
                 let mut cx = control::Cx {
                     engine: &mut engine,
@@ -537,6 +542,7 @@ pub async fn run(
                 }
             }
             _ = inbox.recv_many(&mut batch, BATCH), if !holding && !waiting => {
+                calls_in_a_row = 0;
                 let now = clock.now();
                 for m in batch.drain(..) {
                     count(&metrics, &m);
@@ -588,6 +594,9 @@ fn count(metrics: &Metrics, m: &Inbound) {
         metrics.event(&e.source, e.severity);
     }
 }
+
+/// API calls answered in a row while sources' events wait.
+const CALLS_PER_TURN: usize = 16;
 
 /// Events the engine takes per turn: enough for a group commit to pay off,
 /// few enough that a turn stays short. A critical event waits for the turn
