@@ -1,6 +1,6 @@
 //! The commands that talk to a running daemon through its control API:
-//! `alerter status`, `alerter alerts`, `alerter ack` and `alerter silence
-//! add|list|expire`.
+//! `alerter status`, `alerter alerts`, `alerter ack`, `alerter emit`,
+//! `alerter silence add|list|expire` and `alerter notice add|list|cancel`.
 //!
 //! Which daemon: `--url` (TCP, with `--token-file`), else `--socket`, else
 //! the socket of `--config`'s daemon, else the default places (systemd's
@@ -72,6 +72,44 @@ pub enum SilenceCommand {
     },
     /// End silences now.
     Expire {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+}
+
+/// `alerter notice`.
+#[derive(Debug, Subcommand)]
+pub enum NoticeCommand {
+    /// Announce something once, now or at a time, with reminders ahead of
+    /// it: `alerter notice add --at "2026-12-05 18:00" --remind 1h,15m --to
+    /// '*' "The file server goes down for maintenance"`. Prints the id.
+    Add {
+        /// What the popup or mail says (words are joined with spaces).
+        #[arg(required = true, value_name = "TEXT")]
+        text: Vec<String>,
+        /// When it happens: `2026-12-05 18:00[:SS]` in the daemon's time
+        /// zone (`alerter.timezone`), `18:00` (the next one), `+30m`, or
+        /// RFC 3339. Default: now.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Reminders ahead of it, e.g. `1h,15m`.
+        #[arg(long, value_name = "DURATION", value_delimiter = ',')]
+        remind: Vec<String>,
+        /// Whom: `*` (the whole workgroup), `@group`, or a subscriber id
+        /// (repeatable, or comma-separated).
+        #[arg(long, required = true, value_name = "WHO", value_delimiter = ',')]
+        to: Vec<String>,
+        /// Transports to use (default: popups, and mail for those without a machine).
+        #[arg(long, value_name = "TRANSPORT", value_delimiter = ',')]
+        via: Vec<String>,
+        /// A title (a mail's subject); default the text's first line.
+        #[arg(long)]
+        title: Option<String>,
+    },
+    /// List notices: those set here, and the config's, with what each sends next.
+    List,
+    /// Cancel notices set with `notice add`: nothing more of them goes out.
+    Cancel {
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
     },
@@ -330,6 +368,76 @@ pub fn silence(args: &ApiArgs, cmd: SilenceCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `alerter notice ...`.
+pub fn notice(args: &ApiArgs, cmd: NoticeCommand) -> anyhow::Result<()> {
+    let client = args.client()?;
+    match cmd {
+        NoticeCommand::Add { text, at, remind, to, via, title } => {
+            let req = types::NoticeRequest { text: text.join(" "), at, remind, to, via, title };
+            let n: types::Notice = call(client.post(alerter_api::paths::NOTICES, &req))?;
+            if args.json {
+                return print_json(&n);
+            }
+            println!("{}", n.id);
+            let when = n.at.map(local).unwrap_or_default();
+            eprintln!("set for {when} to {}", visible_line(&n.to));
+            let reminders: Vec<String> = n
+                .next
+                .iter()
+                .filter(|f| f.ahead_seconds > 0)
+                .map(|f| format!("{} ({} ahead)", local(f.at), human_secs(f.ahead_seconds)))
+                .collect();
+            if !reminders.is_empty() {
+                eprintln!("reminders at {}", reminders.join(", "));
+            }
+        }
+        NoticeCommand::List => {
+            let list: Vec<types::Notice> = call(client.get(alerter_api::paths::NOTICES))?;
+            if args.json {
+                return print_json(&list);
+            }
+            if list.is_empty() {
+                println!("no notices");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list.iter().map(notice_row).collect();
+            table(&["ID", "NEXT", "EVENT", "REMINDERS", "TO", "BY", "TITLE"], &rows);
+        }
+        NoticeCommand::Cancel { ids } => {
+            for id in ids {
+                let path = format!("{}/{}", alerter_api::paths::NOTICES, percent_encode(&id));
+                let n: types::Notice = call(client.delete(&path))?;
+                if args.json {
+                    print_json(&n)?;
+                } else {
+                    println!("cancelled {}", n.id);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn notice_row(n: &types::Notice) -> Vec<String> {
+    let next = n.next.first();
+    let event = match (&n.cron, n.at) {
+        (Some(cron), Some(at)) => format!("{} (cron {cron})", local(at)),
+        (Some(cron), None) => format!("cron {cron}"),
+        (None, Some(at)) => local(at),
+        (None, None) => String::new(),
+    };
+    let reminders: Vec<String> = n.remind_seconds.iter().filter(|s| **s > 0).map(|s| human_secs(*s)).collect();
+    vec![
+        n.id.clone(),
+        next.map_or_else(|| "never".into(), |f| local(f.at)),
+        event,
+        reminders.join(","),
+        n.to.clone(),
+        n.created_by.clone().unwrap_or_else(|| "config".into()),
+        n.title.clone(),
+    ]
 }
 
 /// `alerter alerts`.

@@ -146,6 +146,15 @@ enum Command {
         #[command(subcommand)]
         command: api_cli::SilenceCommand,
     },
+    /// Announce something once to the workgroup, a group or people, now
+    /// or at a time, with reminders (kept across restarts); list notices;
+    /// cancel them.
+    Notice {
+        #[command(flatten)]
+        api: api_cli::ApiArgs,
+        #[command(subcommand)]
+        command: api_cli::NoticeCommand,
+    },
     /// Print the JSON Schema of the config file (for editors).
     Schema,
     /// Print the OpenAPI document of the control API.
@@ -233,6 +242,7 @@ fn main() -> ExitCode {
         Command::Ack { api, args } => api_cli::run("ack", || api_cli::ack(&api, args)),
         Command::Emit { api, args } => api_cli::run("emit", || api_cli::emit(&api, args)),
         Command::Silence { api, command } => api_cli::run("silence", || api_cli::silence(&api, command)),
+        Command::Notice { api, command } => api_cli::run("notice", || api_cli::notice(&api, command)),
         Command::History { config, limit, json } => history(config, limit, json),
         Command::PluginHost { builtin, path, fd } => {
             plugin_host(builtin, fd.map(|n| PathBuf::from(format!("/proc/self/fd/{n}"))).or(path))

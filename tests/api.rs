@@ -229,6 +229,61 @@ fn bad_silences_are_refused_with_a_reason() {
     assert!(err.contains("control characters"), "{err}");
 }
 
+/// A notice set through the API goes out through the transport asked for,
+/// is kept across a restart with what is still to come, and bad requests
+/// are refused with a reason: whom nobody reaches, a time that has passed
+/// or is not a time, a caller without the `operate` scope.
+#[test]
+fn notices_set_through_the_api_are_kept_across_a_restart_and_bad_ones_are_refused() {
+    let cfg = setup();
+    let mut d = started(&cfg);
+    let err = failed(cli(&cfg, &["notice", "add", "--to", "ops", "Maintenance at six"]));
+    assert!(err.contains("ops cannot be reached by popup or mail"), "{err}");
+    let err = failed(cli(&cfg, &["notice", "add", "--to", "*", "--via", "out", "--at", "soon", "x"]));
+    assert!(err.contains("`soon` is not a time"), "{err}");
+    let err = failed(cli(&cfg, &["notice", "add", "--to", "*", "--via", "out", "--at", "2020-01-01 10:00", "x"]));
+    assert!(err.contains("has passed"), "{err}");
+    let err = failed(cli(&cfg, &["notice", "add", "--to", "@nobody", "x"]));
+    assert!(err.contains("no group `nobody`"), "{err}");
+    let err = failed(cli(&cfg, &["notice", "add", "--to", "*", "--via", "out", "--remind", "0s", "x"]));
+    assert!(err.contains("1s or more"), "{err}");
+
+    // Now, to the log: it goes out at once.
+    let id = ok(cli(&cfg, &["notice", "add", "--to", "ops", "--via", "out", "Lunch", "is", "served"]));
+    let id = id.trim();
+    let sent =
+        wait_for(WAIT, || cfg.notifications().into_iter().find(|n| n["rule"] == format!("notice:{id}").as_str()));
+    assert_eq!((sent["text"].as_str(), sent["status"].as_str()), (Some("Lunch is served"), Some("notice")), "{sent}");
+    // In an hour, reminded ten minutes ahead: kept across a restart.
+    let later =
+        ok(cli(&cfg, &["notice", "add", "--to", "ops", "--via", "out", "--at", "+1h", "--remind", "10m", "Later"]));
+    let later = later.trim().to_string();
+    let list =
+        || -> Vec<serde_json::Value> { serde_json::from_str(&ok(cli(&cfg, &["notice", "list", "--json"]))).unwrap() };
+    let before = list();
+    assert_eq!(before.len(), 1, "the one sent is gone: {before:?}");
+    assert_eq!(before[0]["id"], later.as_str());
+    assert_eq!(before[0]["created_by"], "user:root");
+    d.signal("TERM");
+    assert!(d.wait(WAIT).success());
+    let d = started(&cfg);
+    assert!(d.stderr_so_far().contains("restored notices set through the API notices=1"), "{}", d.stderr_so_far());
+    assert_eq!(list(), before, "the same notice, with the same times to come");
+
+    // The `read` scope lists but cannot set or cancel.
+    let url = tcp_url(&d);
+    let viewer = token_file(&cfg, "viewer");
+    let as_viewer =
+        |args: &[&str]| alerter().args(args).arg("--url").arg(&url).arg("--token-file").arg(&viewer).output().unwrap();
+    assert!(ok(as_viewer(&["notice", "list"])).contains(&later));
+    let err = failed(as_viewer(&["notice", "cancel", &later]));
+    assert!(err.contains("operate"), "{err}");
+    let err = failed(as_viewer(&["notice", "add", "--to", "*", "x"]));
+    assert!(err.contains("operate"), "{err}");
+    assert_eq!(ok(cli(&cfg, &["notice", "cancel", &later])).trim(), format!("cancelled {later}"));
+    assert!(list().is_empty());
+}
+
 #[test]
 fn no_daemon_is_a_clear_error() {
     let cfg = setup();

@@ -885,6 +885,125 @@ notices:
     drop(daemon);
 }
 
+/// `alerter notice add --at T --remind ...` on a running daemon reaches two
+/// listeners on a LAN at each reminder and at T, once each, in order; `notice
+/// list` shows what is to come; a notice cancelled before its time sends
+/// nothing. The time is given in the config's time zone (UTC+05:30, so a
+/// daemon reading it in any other zone would be hours off), with seconds.
+#[test]
+fn a_notice_set_at_run_time_reaches_two_listeners_at_each_reminder_and_at_its_time() {
+    let lan = Lan::new(3);
+    let listeners = workgroup_listeners(&lan, 2, "NS");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("alerter.yaml");
+    let socket = dir.path().join("api.sock");
+    std::fs::write(
+        &cfg,
+        format!(
+            "alerter:
+  name: FILESERVER
+  workgroup: TESTWG
+  state_dir: {state}
+  timezone: Asia/Kolkata
+api:
+  socket: {socket}
+transports:
+  popup:
+    type: messenger
+    dns: false
+",
+            state = dir.path().join("state").display(),
+            socket = socket.display(),
+        ),
+    )
+    .unwrap();
+    let mut d = lan.hosts[2].cmd(alerter_bin());
+    d.args(["run", "-c"]).arg(&cfg);
+    let daemon = Proc::spawn(d);
+    let cli = |args: &[&str]| {
+        let out = Command::new(alerter_bin()).args(args).arg("--socket").arg(&socket).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    until(LONG, "the daemon's API", || cli(&["status"]).0);
+
+    // Kolkata is UTC+05:30 all year.
+    let kolkata = |t: chrono::DateTime<chrono::Utc>| {
+        (t + chrono::Duration::minutes(330)).naive_utc().format("%Y-%m-%d %H:%M:%S").to_string()
+    };
+    let now = chrono::Utc::now();
+    let at = now + chrono::Duration::seconds(16) - chrono::Duration::nanoseconds(now.timestamp_subsec_nanos().into());
+    let text = "The file server goes down for maintenance";
+    let (ok, id, err) = cli(&["notice", "add", "--at", &kolkata(at), "--remind", "10s,5s", "--to", "*", text]);
+    assert!(ok, "{err}");
+    let id = id.trim().to_string();
+    assert!(err.contains("to * via popup"), "{err}");
+    // A second notice, due before the first, cancelled at once.
+    let soon = at - chrono::Duration::seconds(3);
+    let (ok, other, err) =
+        cli(&["notice", "add", "--at", &kolkata(soon), "--remind", "3s", "--to", "*", "Cancelled: do not show"]);
+    assert!(ok, "{err}");
+    let other = other.trim().to_string();
+
+    let (ok, out, err) = cli(&["notice", "list", "--json"]);
+    assert!(ok, "{err}");
+    let list: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let first = list.iter().find(|n| n["id"] == id.as_str()).unwrap_or_else(|| panic!("{id} in {out}"));
+    assert_eq!(first["at"].as_str(), Some(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).as_str()), "{first}");
+    assert_eq!(first["timezone"], "Asia/Kolkata");
+    assert_eq!(first["to"], "* via popup");
+    assert_eq!(first["created_by"], "user:root");
+    let aheads: Vec<u64> =
+        first["next"].as_array().unwrap().iter().map(|f| f["ahead_seconds"].as_u64().unwrap()).collect();
+    assert_eq!(aheads, vec![10, 5, 0], "{first}");
+    assert!(list.iter().any(|n| n["id"] == other.as_str()), "{out}");
+    let (ok, table, _) = cli(&["notice", "list"]);
+    assert!(ok && table.contains(&id) && table.contains("10s,5s") && table.contains(text), "{table}");
+
+    let (ok, out, err) = cli(&["notice", "cancel", &other]);
+    assert!(ok && out.contains(&format!("cancelled {other}")), "{out}{err}");
+    let (_, out, _) = cli(&["notice", "list", "--json"]);
+    assert!(!out.contains(&other), "cancelled, so no longer listed: {out}");
+    let (ok, _, err) = cli(&["notice", "cancel", &other]);
+    assert!(!ok && err.contains(&format!("no notice `{other}`")), "{err}");
+
+    // Each listener: the 10 s and 5 s reminders, then the notice itself,
+    // once each. Popups go out through one queue in order, so the
+    // cancelled notice (due before the last) would have come first.
+    for l in &listeners {
+        until(LONG, "the notice at its time", || messages(l).iter().any(|m| m["text"] == text));
+        let texts: Vec<String> = messages(l).iter().map(|m| m["text"].as_str().unwrap().to_string()).collect();
+        assert_eq!(
+            texts,
+            vec![format!("In 10 seconds: {text}"), format!("In 5 seconds: {text}"), text.to_string()],
+            "{}",
+            l.stderr()
+        );
+    }
+    let (_, out, _) = cli(&["notice", "list", "--json"]);
+    assert_eq!(out.trim(), "[]", "a notice sent in full is no longer listed");
+
+    // History says who set and who cancelled.
+    let out = lan.hosts[2].cmd(alerter_bin()).args(["history", "--json", "-c"]).arg(&cfg).output().unwrap();
+    let history = String::from_utf8_lossy(&out.stdout);
+    let changes: Vec<Value> = history
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|h| h["status"] == "notice")
+        .collect();
+    assert!(
+        changes
+            .iter()
+            .any(|h| h.to_string().contains(&format!("notice {id} set")) && h.to_string().contains("by user:root")),
+        "{history}"
+    );
+    assert!(changes.iter().any(|h| h.to_string().contains(&format!("notice {other} cancelled"))), "{history}");
+    drop(daemon);
+}
+
 /// Two listeners appending to one history file never interleave lines:
 /// 300 messages each, at the same time, all 600 lines intact.
 #[test]

@@ -55,6 +55,17 @@ pub enum Call {
         by: Caller,
         reply: Reply<types::Ingested>,
     },
+    Notices(Reply<Vec<types::Notice>>),
+    AddNotice {
+        notice: types::NoticeRequest,
+        by: Caller,
+        reply: Reply<types::Notice>,
+    },
+    CancelNotice {
+        id: String,
+        by: Caller,
+        reply: Reply<types::Notice>,
+    },
     /// The Prometheus exposition.
     Metrics(Reply<String>),
     /// Whether the daemon is ready (started, its store writing); `Err` says why not.
@@ -68,6 +79,7 @@ pub mod paths {
     pub const ALERTS: &str = "/api/v1/alerts";
     pub const ACKS: &str = "/api/v1/acks";
     pub const EVENTS: &str = "/api/v1/events";
+    pub const NOTICES: &str = "/api/v1/notices";
     pub const OPENAPI: &str = "/api/v1/openapi.json";
     pub const METRICS: &str = "/metrics";
     pub const HEALTHZ: &str = "/healthz";

@@ -35,6 +35,9 @@ pub fn document() -> Value {
     let ack_res = schema(g.subschema_for::<types::AckResult>());
     let events = schema(g.subschema_for::<types::EventsIn>());
     let ingested = schema(g.subschema_for::<types::Ingested>());
+    let notices = schema(g.subschema_for::<Vec<types::Notice>>());
+    let notice = schema(g.subschema_for::<types::Notice>());
+    let notice_req = schema(g.subschema_for::<types::NoticeRequest>());
     let error = schema(g.subschema_for::<types::ErrorBody>());
     let ops = [
         Op {
@@ -100,6 +103,36 @@ pub fn document() -> Value {
             query: &[],
             body: None,
             answer: silence,
+            status: "200",
+        },
+        Op {
+            method: "get",
+            path: crate::paths::NOTICES,
+            scope: "read",
+            summary: "Notices of the config and those set at run time, with what each sends next.",
+            query: &[],
+            body: None,
+            answer: notices,
+            status: "200",
+        },
+        Op {
+            method: "post",
+            path: crate::paths::NOTICES,
+            scope: "operate",
+            summary: "Announce something once, now or at a time, with reminders ahead of it; kept across restarts.",
+            query: &[],
+            body: Some(notice_req),
+            answer: notice.clone(),
+            status: "201",
+        },
+        Op {
+            method: "delete",
+            path: "/api/v1/notices/{id}",
+            scope: "operate",
+            summary: "Cancel a notice set at run time: nothing more of it goes out.",
+            query: &[],
+            body: None,
+            answer: notice,
             status: "200",
         },
         Op {

@@ -33,7 +33,7 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::access::{Access, Peer, authorize};
-use crate::types::{AckRequest, AlertsQuery, Caller, EventsIn, Need, SilenceQuery, SilenceRequest};
+use crate::types::{AckRequest, AlertsQuery, Caller, EventsIn, Need, NoticeRequest, SilenceQuery, SilenceRequest};
 use crate::{ApiError, Call, paths};
 
 /// The largest request body: a silence or a batch of events, not a file.
@@ -229,6 +229,32 @@ async fn expire_silence(
     Ok(axum::Json(s.ask(|reply| Call::ExpireSilence { id, by, reply }).await?).into_response())
 }
 
+async fn list_notices(State(s): St, axum::Extension(peer): PeerExt, h: HeaderMap) -> Result<Response, ApiError> {
+    s.caller(&peer, &h, Need::Read)?;
+    Ok(axum::Json(s.ask(Call::Notices).await?).into_response())
+}
+
+async fn add_notice(
+    State(s): St,
+    axum::Extension(peer): PeerExt,
+    h: HeaderMap,
+    Body(notice): Body<NoticeRequest>,
+) -> Result<Response, ApiError> {
+    let by = s.caller(&peer, &h, Need::Operate)?;
+    let out = s.ask(|reply| Call::AddNotice { notice, by, reply }).await?;
+    Ok((axum::http::StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+async fn cancel_notice(
+    State(s): St,
+    axum::Extension(peer): PeerExt,
+    h: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let by = s.caller(&peer, &h, Need::Operate)?;
+    Ok(axum::Json(s.ask(|reply| Call::CancelNotice { id, by, reply }).await?).into_response())
+}
+
 async fn alerts(
     State(s): St,
     axum::Extension(peer): PeerExt,
@@ -326,6 +352,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(paths::ALERTS, get(alerts))
         .route(paths::ACKS, post(ack))
         .route(paths::EVENTS, post(ingest))
+        .route(paths::NOTICES, get(list_notices).post(add_notice))
+        .route("/api/v1/notices/{id}", delete(cancel_notice))
         .route(paths::OPENAPI, get(openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -295,6 +295,78 @@ pub struct AckResult {
     pub acknowledged: Vec<AlertInfo>,
 }
 
+/// `POST /api/v1/notices`: a one-off broadcast, now or at a time, with
+/// reminders ahead of it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoticeRequest {
+    /// What the popup or mail says.
+    pub text: String,
+    /// When the announced event happens: RFC 3339
+    /// (`2026-12-05T18:00:00+01:00`), a local time `2026-12-05 18:00[:SS]`
+    /// in the daemon's time zone (`alerter.timezone`), or `+30m` from now.
+    /// Default: now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// Reminders ahead of it: `1h`, `15m`. Those already past are left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remind: Vec<String>,
+    /// Who: `*` (everyone in the workgroup, a broadcast), `@group`, or a
+    /// subscriber id.
+    pub to: Vec<String>,
+    /// Transport ids. Default: every Messenger transport, and for
+    /// recipients without a machine every email transport.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<String>,
+    /// A title (a mail's subject is "Notice: TITLE"). Default: the
+    /// text's first line, shortened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// One notice, as listed: the config's (recurring) and those set at run
+/// time (once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Notice {
+    /// The config's name, or the id of a notice set at run time.
+    pub id: String,
+    /// `config` or `api`.
+    pub origin: String,
+    pub title: String,
+    /// The text (absent for the config's notices, whose text is a template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The crontab line of a recurring notice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// When its (next) event happens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    /// The time zone its times are shown in.
+    pub timezone: String,
+    /// Reminders ahead of the event, in seconds (0: at the event itself).
+    pub remind_seconds: Vec<u64>,
+    /// Recipients by transport: `* via popup; alice via mail`.
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// What goes out next, earliest first.
+    pub next: Vec<NoticeFiring>,
+}
+
+/// One announcement of a notice still to go out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NoticeFiring {
+    /// When it goes out.
+    pub at: DateTime<Utc>,
+    /// When the announced event happens.
+    pub event_at: DateTime<Utc>,
+    /// How far ahead of the event, in seconds (0: the event itself).
+    pub ahead_seconds: u64,
+}
+
 /// One event posted to `POST /api/v1/events` (scope `ingest`): routed by
 /// the rules like a source's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

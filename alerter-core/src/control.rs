@@ -21,9 +21,10 @@ use alerter_engine::{ChangeError, Engine};
 use crate::config::{ApiSettings, Config};
 use crate::event::Severity;
 use crate::metrics::{Metrics, Snapshot};
+use crate::notices::{Notice, SetNotice, When};
 use crate::plugin::supervisor::Sources;
 use crate::rules::router::{Alert, AlertStatus, Router};
-use crate::rules::{Silence, matchers};
+use crate::rules::{Recipient, Silence, Target, matchers};
 use crate::store::Store;
 
 /// How many calls may wait for the engine loop.
@@ -187,6 +188,23 @@ pub fn answer(call: Call, cx: &mut Cx<'_>) -> Option<Deferred> {
                 let _ = reply.send(result);
             }))
         }
+        Call::Notices(reply) => {
+            let _ = reply.send(Ok(notices(cx)));
+            None
+        }
+        Call::AddNotice { notice, by, reply } => {
+            let result = add_notice(cx, notice, &by.name);
+            Some(Box::new(move || {
+                let _ = reply.send(result);
+            }))
+        }
+        Call::CancelNotice { id, by, reply } => {
+            let result =
+                cx.engine.cancel_notice(&id, &by.name, cx.now).map(|n| notice_view(&n, &[])).map_err(change_error);
+            Some(Box::new(move || {
+                let _ = reply.send(result);
+            }))
+        }
         Call::ExpireSilence { id, by, reply } => {
             let now = cx.now;
             let result = cx.engine.expire_silence(&id, &by.name, now).map(|s| view(&s, now)).map_err(change_error);
@@ -262,6 +280,274 @@ fn add_silence(cx: &mut Cx<'_>, req: types::SilenceRequest, by: &str) -> Result<
     let out = view(&silence, now);
     cx.engine.add_silence(silence, now).map_err(change_error)?;
     Ok(out)
+}
+
+/// The longest notice text: about what one Messenger message carries.
+const MAX_NOTICE_TEXT: usize = 1600;
+/// The longest title, and how long a title taken from the text may be.
+const MAX_TITLE: usize = 120;
+const SHORT_TITLE: usize = 60;
+/// How far ahead a notice may be set.
+const MAX_AHEAD: chrono::Duration = chrono::Duration::days(400);
+
+fn notices(cx: &Cx<'_>) -> Vec<types::Notice> {
+    let scheduler = cx.engine.notices();
+    let mut out: Vec<types::Notice> =
+        scheduler.notices().map(|n| notice_view(n, &scheduler.pending(&n.name))).collect();
+    out.sort_by(|a, b| (a.next.first().map(|f| f.at), &a.id).cmp(&(b.next.first().map(|f| f.at), &b.id)));
+    // Those with nothing to come (a crontab line that never fires again) last.
+    out.sort_by_key(|n| n.next.is_empty());
+    out
+}
+
+fn notice_view(n: &Notice, pending: &[(DateTime<Utc>, DateTime<Utc>, std::time::Duration)]) -> types::Notice {
+    let mut remind: Vec<u64> = n.offsets.iter().map(|o| o.as_secs()).collect();
+    remind.sort_unstable_by(|a, b| b.cmp(a));
+    remind.dedup();
+    types::Notice {
+        id: n.name.clone(),
+        origin: if n.set.is_some() { "api" } else { "config" }.into(),
+        title: n.label().to_string(),
+        text: n.set.as_ref().map(|s| s.text.clone()),
+        cron: match &n.when {
+            When::Cron(c) => Some(c.as_str().to_string()),
+            When::Once(_) => None,
+        },
+        at: match &n.when {
+            When::Once(at) => Some(*at),
+            When::Cron(_) => pending.iter().map(|(_, event, _)| *event).min(),
+        },
+        timezone: n.tz.name().to_string(),
+        remind_seconds: remind,
+        to: alerter_engine::engine::describe_targets(&n.targets),
+        created_by: n.set.as_ref().map(|s| s.by.clone()),
+        created_at: n.set.as_ref().map(|s| s.at),
+        next: pending
+            .iter()
+            .map(|(at, event_at, ahead)| types::NoticeFiring {
+                at: *at,
+                event_at: *event_at,
+                ahead_seconds: ahead.as_secs(),
+            })
+            .collect(),
+    }
+}
+
+fn add_notice(cx: &mut Cx<'_>, req: types::NoticeRequest, by: &str) -> Result<types::Notice, ApiError> {
+    let now = cx.now;
+    let text = req.text.trim_end().to_string();
+    if text.trim().is_empty() {
+        return Err(ApiError::BadRequest("the notice says nothing; give its text".into()));
+    }
+    if text.len() > MAX_NOTICE_TEXT {
+        return Err(ApiError::BadRequest(format!("the text is longer than {MAX_NOTICE_TEXT} bytes")));
+    }
+    // Lines are fine in a popup; every other control is refused.
+    if text.chars().any(|c| c != '\n' && crate::visible::is_control_or_bidi(c)) {
+        return Err(ApiError::BadRequest("the text holds control characters; send plain text".into()));
+    }
+    let title = match req.title.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => {
+            if t.len() > MAX_TITLE {
+                return Err(ApiError::BadRequest(format!("the title is longer than {MAX_TITLE} bytes")));
+            }
+            check_text("the title", t)?;
+            t.to_string()
+        }
+        _ => short_title(&text),
+    };
+    let at = match req.at.as_deref() {
+        None => now,
+        Some(s) => {
+            check_text("the time", s)?;
+            parse_at(s, cx.cfg.timezone, now).map_err(ApiError::BadRequest)?
+        }
+    };
+    if at < now - chrono::Duration::seconds(1) {
+        let local = at.with_timezone(&cx.cfg.timezone).format("%Y-%m-%d %H:%M:%S %Z");
+        return Err(ApiError::BadRequest(format!("{local} has passed")));
+    }
+    if at > now + MAX_AHEAD {
+        return Err(ApiError::BadRequest(format!("a notice may be set at most {} days ahead", MAX_AHEAD.num_days())));
+    }
+    if req.remind.len() > MAX_MATCHERS {
+        return Err(ApiError::BadRequest(format!("at most {MAX_MATCHERS} reminders")));
+    }
+    let mut offsets = vec![std::time::Duration::ZERO];
+    for r in &req.remind {
+        check_text("a reminder", r)?;
+        let d = humantime::parse_duration(r.trim())
+            .map_err(|e| ApiError::BadRequest(format!("reminder `{r}` is not a duration (e.g. 15m, 1h, 1d): {e}")))?;
+        if d.as_secs() == 0 {
+            return Err(ApiError::BadRequest(format!("reminder `{r}`: give a time ahead of the event, 1s or more")));
+        }
+        if d > MAX_AHEAD.to_std().expect("positive") {
+            return Err(ApiError::BadRequest(format!("reminder `{r}` is too far ahead")));
+        }
+        offsets.push(d);
+    }
+    let targets = notice_targets(cx.cfg, &req.to, &req.via)?;
+    let notice = Notice {
+        name: format!("n-{:08x}", fastrand::u32(..)),
+        when: When::Once(at),
+        tz: cx.cfg.timezone,
+        offsets,
+        targets,
+        set: Some(SetNotice { title, text, by: by.to_string(), at: now }),
+    };
+    let n = cx.engine.add_notice(notice, now).map_err(|e| match e {
+        ChangeError::NotFound(m) | ChangeError::Invalid(m) => ApiError::BadRequest(m),
+    })?;
+    Ok(notice_view(&n, &cx.engine.notices().pending(&n.name)))
+}
+
+/// The first line of `text`, cut at a word to about [`SHORT_TITLE`] characters.
+fn short_title(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    if line.chars().count() <= SHORT_TITLE {
+        return line.to_string();
+    }
+    let cut: String = line.chars().take(SHORT_TITLE).collect();
+    let cut = match cut.rfind(' ') {
+        Some(i) if i > SHORT_TITLE / 2 => &cut[..i],
+        _ => &cut,
+    };
+    format!("{}…", cut.trim_end())
+}
+
+/// A time as `alerter notice add --at` takes it: RFC 3339; a local
+/// `YYYY-MM-DD HH:MM[:SS]` in `tz`; `HH:MM[:SS]`, the next such time (as
+/// at(1) reads it); `+DURATION` from now; or `now`.
+pub fn parse_at(s: &str, tz: chrono_tz::Tz, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    use chrono::{NaiveDateTime, NaiveTime, TimeZone};
+    let s = s.trim();
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Some(d) = s.strip_prefix('+') {
+        let d = humantime::parse_duration(d.trim()).map_err(|e| format!("`{s}`: {e}"))?;
+        return chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .ok_or_else(|| format!("`{s}` is too far ahead"));
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let local = |naive: NaiveDateTime| {
+        tz.from_local_datetime(&naive)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| format!("`{s}` does not exist in {tz} (a daylight-saving gap)"))
+    };
+    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(s, f) {
+            return local(naive);
+        }
+    }
+    for f in ["%H:%M:%S", "%H:%M"] {
+        if let Ok(time) = NaiveTime::parse_from_str(s, f) {
+            let today = now.with_timezone(&tz).date_naive();
+            let at = local(today.and_time(time))?;
+            return if at > now { Ok(at) } else { local((today + chrono::Days::new(1)).and_time(time)) };
+        }
+    }
+    Err(format!(
+        "`{s}` is not a time: write `2026-12-05 18:00` (in {tz}), `18:00` (the next one), `+30m`, or `2026-12-05T18:00:00+01:00`"
+    ))
+}
+
+/// Whom `to` names, by transport: `*` the workgroup, `@group` a group's
+/// members, anything else a subscriber. Without `via`, each is reached by
+/// popup (every Messenger transport that can), else by mail. Someone no
+/// transport reaches is an error, not a silent gap.
+fn notice_targets(cfg: &Config, to: &[String], via: &[String]) -> Result<Vec<Target>, ApiError> {
+    if to.is_empty() {
+        return Err(ApiError::BadRequest("say whom: `*` (the workgroup), `@group`, or a subscriber id".into()));
+    }
+    if to.len() + via.len() > MAX_MATCHERS {
+        return Err(ApiError::BadRequest(format!("at most {MAX_MATCHERS} recipients and transports")));
+    }
+    let subscriber = |id: &str| {
+        cfg.subscribers.get(id).map(|s| Recipient {
+            id: id.to_string(),
+            name: s.name.clone(),
+            machine: s.machine.clone(),
+            email: s.email.clone(),
+        })
+    };
+    let mut people: Vec<Recipient> = Vec::new();
+    for t in to {
+        check_text("a recipient", t)?;
+        let t = t.trim();
+        if t == "*" {
+            people.push(Recipient::workgroup());
+        } else if let Some(g) = t.strip_prefix('@') {
+            let Some(group) = cfg.groups.get(g) else {
+                let known: Vec<&str> = cfg.groups.keys().map(String::as_str).collect();
+                return Err(ApiError::BadRequest(format!("no group `{g}`; the config's groups: {}", or_none(&known))));
+            };
+            if group.members.is_empty() {
+                return Err(ApiError::BadRequest(format!("group `{g}` has no members")));
+            }
+            people.extend(group.members.iter().filter_map(|m| subscriber(m)));
+        } else {
+            people.push(subscriber(t).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "no subscriber `{t}`; write `*` for the workgroup, `@group` for a group's members"
+                ))
+            })?);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    people.retain(|p| seen.insert(p.id.clone()));
+    for v in via {
+        if !cfg.transports.contains_key(v) {
+            let known: Vec<&str> = cfg.transports.keys().map(String::as_str).collect();
+            return Err(ApiError::BadRequest(format!(
+                "no transport `{v}`; the config's transports: {}",
+                or_none(&known)
+            )));
+        }
+    }
+    let kind = |id: &str| cfg.transports[id].kind();
+    let of_kind = |k: &str| cfg.transports.keys().filter(|id| kind(id) == k).cloned().collect::<Vec<_>>();
+    let mut targets: Vec<Target> = Vec::new();
+    let mut unreached = Vec::new();
+    for p in people {
+        let reach: Vec<String> = if via.is_empty() {
+            let popups: Vec<String> = of_kind("messenger").into_iter().filter(|t| p.reachable_by(kind(t))).collect();
+            if popups.is_empty() {
+                of_kind("email").into_iter().filter(|t| p.reachable_by(kind(t))).collect()
+            } else {
+                popups
+            }
+        } else {
+            via.iter().filter(|t| p.reachable_by(kind(t))).cloned().collect()
+        };
+        if reach.is_empty() {
+            unreached.push(p.id.clone());
+        }
+        for t in reach {
+            match targets.iter_mut().find(|x| x.transport == t) {
+                Some(x) => x.recipients.push(p.clone()),
+                None => targets.push(Target { transport: t, recipients: vec![p.clone()] }),
+            }
+        }
+    }
+    if !unreached.is_empty() {
+        let how = if via.is_empty() {
+            "by popup or mail (no Messenger transport reaches them, or they have no machine; no email transport, or no address)".to_string()
+        } else {
+            format!("through {}", via.join(", "))
+        };
+        return Err(ApiError::BadRequest(format!("{} cannot be reached {how}", unreached.join(", "))));
+    }
+    Ok(targets)
+}
+
+fn or_none(list: &[&str]) -> String {
+    if list.is_empty() { "none".into() } else { list.join(", ") }
 }
 
 /// Checks posted events, all before any is taken (a request is taken
@@ -562,5 +848,102 @@ fn status(cx: &Cx<'_>) -> types::Status {
             .map(|(name, at, event_at)| types::NextNotice { name: name.into(), at, event_at })
             .collect(),
         store_failing: cx.store_failing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::PluginRegistry;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn times_are_read_in_the_configs_zone_unless_they_carry_one() {
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let now = utc("2026-12-02T21:00:00Z");
+        let at = |s: &str| parse_at(s, berlin, now);
+        assert_eq!(at("2026-12-05 18:00"), Ok(utc("2026-12-05T17:00:00Z")));
+        assert_eq!(at("2026-12-05 18:00:30"), Ok(utc("2026-12-05T17:00:30Z")), "seconds allowed");
+        assert_eq!(at("2026-12-05T18:00"), Ok(utc("2026-12-05T17:00:00Z")));
+        assert_eq!(at("2026-12-05T18:00:00+00:00"), Ok(utc("2026-12-05T18:00:00Z")), "a zone of its own wins");
+        assert_eq!(at("now"), Ok(now));
+        assert_eq!(at("+90m"), Ok(utc("2026-12-02T22:30:00Z")));
+        // As at(1): 23:30 is still to come today; 18:00 has passed, so tomorrow.
+        assert_eq!(at("23:30"), Ok(utc("2026-12-02T22:30:00Z")));
+        assert_eq!(at("18:00"), Ok(utc("2026-12-03T17:00:00Z")));
+        // Summer time: 2027-03-28 02:30 does not exist in Berlin.
+        let gap = at("2027-03-28 02:30").unwrap_err();
+        assert!(gap.contains("daylight-saving gap"), "{gap}");
+        for bad in ["tomorrow", "2026-13-01 10:00", "25:00", "+soon", ""] {
+            let e = at(bad).unwrap_err();
+            assert!(e.contains(&format!("`{bad}`")), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn short_titles_cut_at_a_word() {
+        assert_eq!(short_title("Down at six\nmore"), "Down at six");
+        let long = "The file server goes down for maintenance tonight and comes back tomorrow morning";
+        let t = short_title(long);
+        assert!(t.ends_with('…') && t.chars().count() <= SHORT_TITLE + 1, "{t}");
+        assert!(long.starts_with(t.trim_end_matches('…')), "{t}");
+    }
+
+    const CONFIG: &str = r#"
+transports:
+  popup: { type: messenger }
+  mail: { type: email, relay: localhost, tls: none, from: "Alerter <alerter@example.org>" }
+  file: { type: log, path: "-" }
+subscribers:
+  alice: { machine: ALICE-PC }
+  bob: { email: bob@example.org }
+  carol: { name: Carol }
+groups:
+  admins: { members: [alice, bob] }
+  empty: { members: [] }
+"#;
+
+    fn targets(text: &str, to: &[&str], via: &[&str]) -> Result<Vec<(String, Vec<String>)>, String> {
+        let registry = PluginRegistry::empty();
+        let opts = crate::transport::load_options(&registry);
+        let loaded = crate::config::load_str("a.yaml", text, None, &opts).unwrap();
+        let to: Vec<String> = to.iter().map(|s| s.to_string()).collect();
+        let via: Vec<String> = via.iter().map(|s| s.to_string()).collect();
+        notice_targets(&loaded.config, &to, &via)
+            .map(|ts| ts.into_iter().map(|t| (t.transport, t.recipients.into_iter().map(|r| r.id).collect())).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    fn pair(t: &str, ids: &[&str]) -> (String, Vec<String>) {
+        (t.to_string(), ids.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn recipients_are_reached_by_popup_else_by_mail() {
+        assert_eq!(targets(CONFIG, &["*"], &[]), Ok(vec![pair("popup", &["*"])]));
+        assert_eq!(
+            targets(CONFIG, &["@admins", "alice"], &[]),
+            Ok(vec![pair("popup", &["alice"]), pair("mail", &["bob"])]),
+            "alice has a machine, bob only an address; alice named twice is told once"
+        );
+        assert_eq!(targets(CONFIG, &["*", "bob"], &["file"]), Ok(vec![pair("file", &["*", "bob"])]));
+    }
+
+    #[test]
+    fn whom_no_transport_reaches_is_an_error_not_a_gap() {
+        let err = |to: &[&str], via: &[&str]| targets(CONFIG, to, via).unwrap_err();
+        assert!(err(&["carol"], &[]).contains("carol cannot be reached by popup or mail"));
+        assert!(err(&["*"], &["mail"]).contains("* cannot be reached through mail"));
+        assert!(err(&["dave"], &[]).contains("no subscriber `dave`"));
+        assert!(err(&["@ops"], &[]).contains("no group `ops`; the config's groups: admins, empty"));
+        assert!(err(&["@empty"], &[]).contains("group `empty` has no members"));
+        assert!(err(&["*"], &["pager"]).contains("no transport `pager`; the config's transports: popup, mail, file"));
+        assert!(err(&[], &[]).contains("say whom"));
+        assert!(err(&["ali\u{1b}[2Jce"], &[]).contains("control characters"));
+        let no_popups = CONFIG.replace("  popup: { type: messenger }\n", "");
+        assert!(targets(&no_popups, &["*"], &[]).unwrap_err().contains("* cannot be reached by popup or mail"));
     }
 }

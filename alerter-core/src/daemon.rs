@@ -374,6 +374,15 @@ pub async fn run(
         info!(silences = silences.len(), "restored silences set through the API");
     }
     engine.restore_silences(silences, now);
+    // And notices set through the API, where they were.
+    let (notices, unreadable) = store.load_notices()?;
+    for problem in unreadable {
+        warn!("{problem}; left out");
+    }
+    if !notices.is_empty() {
+        info!(notices = notices.len(), "restored notices set through the API");
+    }
+    engine.restore_notices(notices, now);
 
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<Report>();
     // No worker runs yet: whatever was being delivered when the last run

@@ -43,10 +43,11 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 
 use crate::event::Fingerprint;
+use crate::notices::{Notice, NoticeRecord};
 use crate::notify::Notification;
 use crate::rules::router::{AlertChange, Kept};
 use crate::rules::{Silence, SilenceRecord};
-use alerter_engine::Turn;
+use alerter_engine::{NoticeChange, Turn};
 
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "alerter.db";
@@ -171,6 +172,13 @@ const MIGRATIONS: &[&str] = &[
          id TEXT PRIMARY KEY,
          body TEXT NOT NULL,
          ends_ms INTEGER NOT NULL
+     );",
+    // 8: one-off notices set at run time (`alerter notice add`), kept until
+    // they are sent in full or cancelled; their positions are in `notices`
+    // under their id, like the config's notices under their names.
+    "CREATE TABLE runtime_notices (
+         id TEXT PRIMARY KEY,
+         body TEXT NOT NULL
      );",
 ];
 
@@ -612,6 +620,25 @@ impl Store {
         Ok((out, bad))
     }
 
+    /// The notices set at run time that are still to go out. A record that
+    /// no longer reads (written by a newer alerter, say) is left out and
+    /// reported in the second list.
+    pub fn load_notices(&self) -> Result<(Vec<Notice>, Vec<String>), StoreError> {
+        let mut stmt = self.conn.prepare("SELECT id, body FROM runtime_notices ORDER BY rowid")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let (mut out, mut bad) = (Vec::new(), Vec::new());
+        for row in rows {
+            let (id, body) = row?;
+            let notice =
+                serde_json::from_str::<NoticeRecord>(&body).map_err(|e| e.to_string()).and_then(Notice::from_record);
+            match notice {
+                Ok(n) => out.push(n),
+                Err(e) => bad.push(format!("notice `{id}`: {e}")),
+            }
+        }
+        Ok((out, bad))
+    }
+
     /// Each (notice, offset in seconds)'s cursor: firings at or before it
     /// were sent or skipped (see `notices::NoticeScheduler::history`). The
     /// column is still called `last_fired`, what it first held.
@@ -748,6 +775,24 @@ impl Store {
             for silence in &turn.silences {
                 let record = silence.record();
                 up.execute(params![record.id, serde_json::to_string(&record)?, ms(record.ends)])?;
+            }
+        }
+        // After the positions: a notice gone in this turn takes its
+        // positions with it.
+        for change in &turn.notices {
+            match change {
+                NoticeChange::Set(n) => {
+                    let Some(record) = n.record() else { continue };
+                    tx.prepare_cached(
+                        "INSERT INTO runtime_notices (id, body) VALUES (?1, ?2)
+                         ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                    )?
+                    .execute(params![record.id, serde_json::to_string(&record)?])?;
+                }
+                NoticeChange::Gone(id) => {
+                    tx.prepare_cached("DELETE FROM runtime_notices WHERE id = ?1")?.execute([id])?;
+                    tx.prepare_cached("DELETE FROM notices WHERE name = ?1")?.execute([id])?;
+                }
             }
         }
         if let Some(before) = turn.prune_before {
@@ -1548,5 +1593,49 @@ pub(crate) mod tests {
         };
         s.audit(std::slice::from_ref(&rec)).unwrap();
         assert_eq!(s.recent_audit(10).unwrap(), vec![rec]);
+    }
+
+    #[test]
+    fn a_notice_set_at_run_time_is_kept_until_it_is_gone_with_its_positions() {
+        use crate::notices::{SetNotice, When};
+        use crate::rules::{Recipient, Target};
+        let dir = tempfile::tempdir().unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let notice = Notice {
+            name: "n-0000abcd".into(),
+            when: When::Once(t + chrono::Duration::hours(2)),
+            tz: "Asia/Kolkata".parse().unwrap(),
+            offsets: vec![std::time::Duration::from_secs(3600), std::time::Duration::ZERO],
+            targets: vec![Target { transport: "popup".into(), recipients: vec![Recipient::workgroup()] }],
+            set: Some(SetNotice { title: "t".into(), text: "down at six".into(), by: "user:root".into(), at: t }),
+        };
+        let mut positions = HashMap::new();
+        positions.insert(("n-0000abcd".to_string(), 3600u64), t);
+        positions.insert(("backup".to_string(), 0u64), t);
+        let n = Arc::new(notice);
+        let mut s = Store::open(dir.path()).unwrap();
+        s.commit(
+            &Turn { notices: vec![NoticeChange::Set(n.clone())], notice_positions: positions, ..Turn::default() },
+            t,
+        )
+        .unwrap();
+        drop(s);
+        // Read back after a reopen, as after a restart.
+        let mut s = Store::open(dir.path()).unwrap();
+        let (back, bad) = s.load_notices().unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].record(), n.record());
+        assert_eq!(s.notice_history().unwrap().len(), 2);
+        s.commit(&Turn { notices: vec![NoticeChange::Gone("n-0000abcd".into())], ..Turn::default() }, t).unwrap();
+        assert!(s.load_notices().unwrap().0.is_empty());
+        let left: Vec<String> = s.notice_history().unwrap().into_keys().map(|(name, _)| name).collect();
+        assert_eq!(left, ["backup"], "its positions go with it, the config's stay");
+        // A record this alerter cannot read is reported, not fatal.
+        s.conn.execute("INSERT INTO runtime_notices (id, body) VALUES ('n-bad', '{\"at\": 5}')", []).unwrap();
+        let (ok, bad) = s.load_notices().unwrap();
+        assert!(ok.is_empty());
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].starts_with("notice `n-bad`: "), "{bad:?}");
     }
 }

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, error, info, warn};
 
 use crate::event::{ALERTER_SOURCE, Event, Fingerprint, Inbound, Severity};
-use crate::notices::{Notice, NoticeKey, NoticeScheduler};
+use crate::notices::{Notice, NoticeKey, NoticeScheduler, When};
 use crate::notify::{Notification, RenderCx, TransportInfo, notice_notifications, render_dispatch};
 use crate::rules::router::{Alert, AlertChange, Kept, Output, Router};
 use crate::rules::{Matcher, Rule, Silence};
@@ -125,6 +125,16 @@ pub struct Turn {
     pub prune_before: Option<DateTime<Utc>>,
     /// Silences set or changed at run time, to keep in the store.
     pub silences: Vec<Silence>,
+    /// Notices set at run time that were added or are gone.
+    pub notices: Vec<NoticeChange>,
+}
+
+/// A notice set at run time, added (to keep in the store) or gone
+/// (cancelled, or sent in full): the store forgets it and its positions.
+#[derive(Debug, Clone)]
+pub enum NoticeChange {
+    Set(Arc<Notice>),
+    Gone(String),
 }
 
 impl Turn {
@@ -136,6 +146,7 @@ impl Turn {
             && self.notice_positions.is_empty()
             && self.prune_before.is_none()
             && self.silences.is_empty()
+            && self.notices.is_empty()
     }
 
     /// Appends a later turn to this one. Alert changes are applied in
@@ -149,6 +160,7 @@ impl Turn {
         self.notice_positions.extend(later.notice_positions);
         self.prune_before = self.prune_before.max(later.prune_before);
         self.silences.extend(later.silences);
+        self.notices.extend(later.notices);
     }
 
     /// The transports that have new notifications in this turn.
@@ -161,6 +173,25 @@ impl Turn {
         }
         out
     }
+}
+
+/// " (reminders 1 hour, 15 minutes ahead)", or nothing.
+fn reminders(offsets: &[std::time::Duration]) -> String {
+    let list: Vec<String> =
+        offsets.iter().filter(|o| !o.is_zero()).map(|o| crate::notices::human_duration(*o)).collect();
+    if list.is_empty() { String::new() } else { format!(" (reminders {} ahead)", list.join(", ")) }
+}
+
+/// "* via popup; alice, bob via mail".
+pub fn describe_targets(targets: &[crate::rules::Target]) -> String {
+    let parts: Vec<String> = targets
+        .iter()
+        .map(|t| {
+            let ids: Vec<&str> = t.recipients.iter().map(|r| r.id.as_str()).collect();
+            format!("{} via {}", ids.join(", "), t.transport)
+        })
+        .collect();
+    parts.join("; ")
 }
 
 /// See the module docs.
@@ -189,6 +220,9 @@ pub const KEEP_ENDED: std::time::Duration = std::time::Duration::from_secs(24 * 
 /// How many silences set at run time may be in force at once: a client
 /// with the `operate` scope must not be able to slow every event down.
 pub const MAX_SILENCES: usize = 10_000;
+
+/// How many notices set at run time may wait to go out at once.
+pub const MAX_NOTICES: usize = 1000;
 
 /// Why a change asked of the engine was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +293,9 @@ impl Engine {
         self.flush();
         let silences = cfg.silences.iter().chain(&self.runtime_silences).cloned().collect();
         self.router.reconfigure(cfg.rules.clone(), silences, now);
-        self.notices = NoticeScheduler::new(cfg.notices.clone(), &self.positions, now);
+        let set_at_run_time = self.notices.notices().filter(|n| n.set.is_some()).cloned();
+        let notices = cfg.notices.iter().cloned().chain(set_at_run_time).collect();
+        self.notices = NoticeScheduler::new(notices, &self.positions, now);
         self.cfg = cfg;
         self.note_positions();
     }
@@ -386,6 +422,90 @@ impl Engine {
         Ok(acked)
     }
 
+    /// Notices set at run time that were kept in the store (after a
+    /// restart), with their positions as the engine was made with: what
+    /// a restart missed by more than the grace minute is skipped, and a
+    /// notice with nothing left to send is forgotten.
+    pub fn restore_notices(&mut self, notices: Vec<Notice>, now: DateTime<Utc>) {
+        for n in notices {
+            self.notices.add(Arc::new(n), &self.positions, now);
+        }
+        self.note_positions();
+        self.forget_finished();
+    }
+
+    /// Sets a one-off notice at run time (its `set` names the creator). It
+    /// is in the turn, with an audit record, to be stored; reminders whose
+    /// time has passed are left out.
+    pub fn add_notice(&mut self, notice: Notice, now: DateTime<Utc>) -> Result<Arc<Notice>, ChangeError> {
+        let (When::Once(at), Some(set)) = (&notice.when, &notice.set) else {
+            return Err(ChangeError::Invalid("a notice set at run time happens once and needs its creator".into()));
+        };
+        if self.notices.get(&notice.name).is_some() {
+            return Err(ChangeError::Invalid(format!("a notice `{}` exists already", notice.name)));
+        }
+        if self.notices.notices().filter(|n| n.set.is_some()).count() >= MAX_NOTICES {
+            return Err(ChangeError::Invalid(format!("{MAX_NOTICES} notices are waiting already; cancel some first")));
+        }
+        let local = at.with_timezone(&notice.tz).format("%Y-%m-%d %H:%M:%S %Z");
+        let summary = format!(
+            "notice {} set: at {local}{}, to {}: {}",
+            notice.name,
+            reminders(&notice.offsets),
+            describe_targets(&notice.targets),
+            set.text
+        );
+        let by = set.by.clone();
+        let n = Arc::new(notice);
+        // A fresh id has no positions: it starts from now.
+        self.notices.add(n.clone(), &HashMap::new(), now);
+        if self.notices.pending(&n.name).is_empty() {
+            self.notices.remove(&n.name);
+            return Err(ChangeError::Invalid("the notice's time has passed".into()));
+        }
+        self.change_record("notice", &by, None, summary, now);
+        self.turn.notices.push(NoticeChange::Set(n.clone()));
+        self.note_positions();
+        Ok(n)
+    }
+
+    /// Cancels a notice set at run time: nothing more of it goes out.
+    pub fn cancel_notice(&mut self, id: &str, by: &str, now: DateTime<Utc>) -> Result<Arc<Notice>, ChangeError> {
+        match self.notices.get(id) {
+            None => {
+                return Err(ChangeError::NotFound(format!("no notice `{id}`; `alerter notice list` lists them")));
+            }
+            Some(n) if n.set.is_none() => {
+                return Err(ChangeError::Invalid(format!(
+                    "notice `{id}` is in the config file; remove it there and reload"
+                )));
+            }
+            Some(_) => {}
+        }
+        let n = self.notices.remove(id).expect("just found");
+        self.forget_notice(id);
+        let text = n.set.as_ref().map_or("", |s| s.text.as_str());
+        self.change_record("notice", by, None, format!("notice {id} cancelled: {text}"), now);
+        Ok(n)
+    }
+
+    /// Notices set at run time that will not fire again are forgotten.
+    fn forget_finished(&mut self) {
+        for name in self.notices.finished() {
+            if self.notices.get(&name).is_some_and(|n| n.set.is_some()) {
+                debug!(notice = %name, "sent in full");
+                self.notices.remove(&name);
+                self.forget_notice(&name);
+            }
+        }
+    }
+
+    fn forget_notice(&mut self, id: &str) {
+        self.positions.retain(|(k, _), _| k != id);
+        self.turn.notice_positions.retain(|(k, _), _| k != id);
+        self.turn.notices.push(NoticeChange::Gone(id.to_string()));
+    }
+
     fn forget_ended(&mut self, now: DateTime<Utc>) {
         let keep = chrono::Duration::from_std(KEEP_ENDED).expect("small");
         self.runtime_silences.retain(|s| s.ends + keep > now);
@@ -450,10 +570,17 @@ impl Engine {
             return;
         }
         for f in due {
-            let (message, err) = self.cfg.templates.render(&[&f.notice.template_name()], NOTICE_FALLBACK, &f.context());
-            if let Some(err) = err {
-                warn!("notice `{}`: {err}", f.notice.name);
-            }
+            let message = match &f.notice.set {
+                Some(set) => set.text.clone(),
+                None => {
+                    let (message, err) =
+                        self.cfg.templates.render(&[&f.notice.template_name()], NOTICE_FALLBACK, &f.context());
+                    if let Some(err) = err {
+                        warn!("notice `{}`: {err}", f.notice.name);
+                    }
+                    message
+                }
+            };
             let (title, text) = f.title_and_text(&message);
             self.turn.notifications.extend(notice_notifications(
                 &f.notice.name,
@@ -464,6 +591,7 @@ impl Engine {
             ));
         }
         self.note_positions();
+        self.forget_finished();
     }
 
     /// Raises (and resolves) the `alerter` event about failing deliveries.
@@ -557,5 +685,171 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notices::SetNotice;
+    use crate::rules::{Recipient, Target};
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn engine(now: DateTime<Utc>, positions: HashMap<NoticeKey, DateTime<Utc>>) -> Engine {
+        let cfg = EngineConfig {
+            name: "FILESERVER".into(),
+            workgroup: "WG".into(),
+            rules: Vec::new(),
+            silences: Vec::new(),
+            notices: Vec::new(),
+            templates: Arc::new(Templates::default()),
+            transports: BTreeMap::new(),
+            retention: std::time::Duration::from_secs(86_400),
+        };
+        Engine::new(cfg, Vec::new(), positions, now)
+    }
+
+    /// Down at 18:00, reminded 1 h and 15 min ahead, to the workgroup.
+    fn maintenance(id: &str, at: &str, set_at: DateTime<Utc>) -> Notice {
+        Notice {
+            name: id.into(),
+            when: When::Once(utc(at)),
+            tz: "Europe/Berlin".parse().unwrap(),
+            offsets: vec![
+                std::time::Duration::from_secs(3600),
+                std::time::Duration::from_secs(900),
+                std::time::Duration::ZERO,
+            ],
+            targets: vec![Target { transport: "popup".into(), recipients: vec![Recipient::workgroup()] }],
+            set: Some(SetNotice {
+                title: "File server".into(),
+                text: "The file server goes down for maintenance".into(),
+                by: "user:root".into(),
+                at: set_at,
+            }),
+        }
+    }
+
+    /// Ticks at every wake-up up to `until`: (when, text) of each popup.
+    fn run(e: &mut Engine, until: DateTime<Utc>) -> Vec<(DateTime<Utc>, String)> {
+        let mut out = Vec::new();
+        while let Some(w) = e.next_wakeup().filter(|w| *w <= until) {
+            e.tick(w);
+            out.extend(e.take_turn().notifications.into_iter().map(|n| (n.created_at, n.text)));
+        }
+        out
+    }
+
+    #[test]
+    fn a_notice_set_at_run_time_sends_each_reminder_and_itself_once_then_is_forgotten() {
+        let now = utc("2026-12-05T15:00:00Z");
+        let mut e = engine(now, HashMap::new());
+        e.add_notice(maintenance("n-1", "2026-12-05T17:00:00Z", now), now).unwrap();
+        let turn = e.take_turn();
+        assert!(matches!(turn.notices.as_slice(), [NoticeChange::Set(n)] if n.name == "n-1"));
+        let audit = &turn.audit[0];
+        assert_eq!(audit.status, "notice");
+        assert_eq!(audit.reason.as_deref(), Some("by user:root"));
+        assert_eq!(
+            audit.summary.as_deref(),
+            Some(
+                "notice n-1 set: at 2026-12-05 18:00:00 CET (reminders 1 hour, 15 minutes ahead), to * via popup: The file server goes down for maintenance"
+            )
+        );
+        assert_eq!(turn.notice_positions.len(), 3, "its positions are stored from the start");
+        let sent = run(&mut e, utc("2026-12-06T00:00:00Z"));
+        let text = "The file server goes down for maintenance";
+        assert_eq!(
+            sent,
+            vec![
+                (utc("2026-12-05T16:00:00Z"), format!("In 1 hour: {text}")),
+                (utc("2026-12-05T16:45:00Z"), format!("In 15 minutes: {text}")),
+                (utc("2026-12-05T17:00:00Z"), text.to_string()),
+            ]
+        );
+        assert!(e.notices().get("n-1").is_none(), "sent in full, so forgotten");
+        assert!(!e.positions.keys().any(|(k, _)| k == "n-1"));
+    }
+
+    #[test]
+    fn reminders_already_past_are_left_out_and_a_past_time_is_refused() {
+        let now = utc("2026-12-05T16:30:00Z");
+        let mut e = engine(now, HashMap::new());
+        e.add_notice(maintenance("n-1", "2026-12-05T17:00:00Z", now), now).unwrap();
+        let aheads: Vec<u64> = e.notices().pending("n-1").iter().map(|(_, _, a)| a.as_secs()).collect();
+        assert_eq!(aheads, vec![900, 0], "the 1-hour reminder was due at 16:00");
+        let past = e.add_notice(maintenance("n-2", "2026-12-05T16:00:00Z", now), now);
+        assert_eq!(past.unwrap_err(), ChangeError::Invalid("the notice's time has passed".into()));
+        assert!(e.notices().get("n-2").is_none());
+        let again = e.add_notice(maintenance("n-1", "2026-12-05T17:00:00Z", now), now);
+        assert!(matches!(again, Err(ChangeError::Invalid(m)) if m.contains("exists already")));
+    }
+
+    #[test]
+    fn a_cancelled_notice_sends_nothing_more() {
+        let now = utc("2026-12-05T15:00:00Z");
+        let mut e = engine(now, HashMap::new());
+        e.add_notice(maintenance("n-1", "2026-12-05T17:00:00Z", now), now).unwrap();
+        let first = run(&mut e, utc("2026-12-05T16:00:00Z"));
+        assert_eq!(first.len(), 1, "the 1-hour reminder");
+        let at = utc("2026-12-05T16:10:00Z");
+        e.cancel_notice("n-1", "user:alice", at).unwrap();
+        let turn = e.take_turn();
+        assert!(matches!(turn.notices.as_slice(), [NoticeChange::Gone(id)] if id == "n-1"));
+        assert_eq!(turn.audit[0].reason.as_deref(), Some("by user:alice"));
+        assert!(run(&mut e, utc("2026-12-06T00:00:00Z")).is_empty());
+        assert!(matches!(e.cancel_notice("n-1", "user:alice", at), Err(ChangeError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_restart_neither_repeats_a_reminder_nor_sends_what_it_missed_long_ago() {
+        let now = utc("2026-12-05T15:00:00Z");
+        let mut e = engine(now, HashMap::new());
+        e.add_notice(maintenance("n-1", "2026-12-05T17:00:00Z", now), now).unwrap();
+        let mut positions = HashMap::new();
+        positions.extend(e.take_turn().notice_positions);
+        assert_eq!(run(&mut e, utc("2026-12-05T16:00:00Z")).len(), 1);
+        positions.extend(e.take_turn().notice_positions);
+        for (k, v) in e.notices().history() {
+            positions.insert(k.clone(), *v);
+        }
+        let stored = || maintenance("n-1", "2026-12-05T17:00:00Z", now);
+
+        // Back ten seconds later: the 1-hour reminder is not sent again.
+        let back = utc("2026-12-05T16:00:10Z");
+        let mut e2 = engine(back, positions.clone());
+        e2.restore_notices(vec![stored()], back);
+        let sent = run(&mut e2, utc("2026-12-06T00:00:00Z"));
+        let aheads: Vec<&str> = sent.iter().map(|(_, t)| t.split(':').next().unwrap()).collect();
+        assert_eq!(aheads, vec!["In 15 minutes", "The file server goes down for maintenance"]);
+
+        // Back after the event: nothing stale goes out, and it is forgotten.
+        let late = utc("2026-12-05T17:30:00Z");
+        let mut e3 = engine(late, positions);
+        e3.restore_notices(vec![stored()], late);
+        assert!(e3.notices().get("n-1").is_none());
+        assert!(matches!(e3.take_turn().notices.as_slice(), [NoticeChange::Gone(id)] if id == "n-1"));
+    }
+
+    #[test]
+    fn a_notice_of_the_config_cannot_be_cancelled_through_the_api() {
+        let now = utc("2026-12-05T15:00:00Z");
+        let mut cfg_notice = maintenance("backup", "2026-12-05T17:00:00Z", now);
+        cfg_notice.when = When::Cron(Box::new(alerter_schedule::Cron::parse("0 18 * * fri").unwrap()));
+        cfg_notice.set = None;
+        let mut e = engine(now, HashMap::new());
+        let mut cfg = e.config().clone();
+        cfg.notices = vec![Arc::new(cfg_notice)];
+        e.reconfigure(cfg, now);
+        let err = e.cancel_notice("backup", "user:root", now).unwrap_err();
+        assert!(matches!(err, ChangeError::Invalid(m) if m.contains("in the config file")));
+        // And one set at run time stays across a reload.
+        e.add_notice(maintenance("n-1", "2026-12-05T17:00:00Z", now), now).unwrap();
+        let cfg = e.config().clone();
+        e.reconfigure(cfg, now);
+        assert!(e.notices().get("n-1").is_some() && e.notices().get("backup").is_some());
     }
 }

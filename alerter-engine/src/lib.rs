@@ -19,4 +19,4 @@ pub mod schedule;
 pub mod template;
 pub mod visible;
 
-pub use engine::{ChangeError, Delivery, Engine, EngineConfig, Outcome, Turn};
+pub use engine::{ChangeError, Delivery, Engine, EngineConfig, NoticeChange, Outcome, Turn};

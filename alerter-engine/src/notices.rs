@@ -1,11 +1,12 @@
 //! Scheduled broadcasts: when each notice and each of its reminders is due.
 //!
 //! A notice announces something that happens at the times of a crontab line
-//! ("0 18 * * fri": the file server goes down). Each reminder offset (1h,
-//! 5m) and the event time itself is tracked separately by a cursor: every
-//! firing at or before it has been dealt with (sent or skipped). The store
-//! keeps the cursors, so a restart neither repeats a reminder nor sends a
-//! burst of stale ones.
+//! ("0 18 * * fri": the file server goes down), or once, at a time an admin
+//! gave through the control API (`alerter notice add --at ...`). Each
+//! reminder offset (1h, 5m) and the event time itself is tracked separately
+//! by a cursor: every firing at or before it has been dealt with (sent or
+//! skipped). The store keeps the cursors, so a restart neither repeats a
+//! reminder nor sends a burst of stale ones.
 //!
 //! The rules:
 //! - A notice (or reminder offset) never seen before starts from the moment
@@ -28,22 +29,46 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::rules::Target;
 
 /// How late a notice may still go out after a restart.
 pub const GRACE: Duration = Duration::from_secs(60);
 
+/// When a notice's event happens.
+#[derive(Debug, Clone)]
+pub enum When {
+    /// At every time a crontab line names (the config's notices).
+    Cron(Box<alerter_schedule::Cron>),
+    /// Once (a notice set at run time).
+    Once(DateTime<Utc>),
+}
+
 /// A compiled notice.
 #[derive(Debug, Clone)]
 pub struct Notice {
+    /// The config's name, or the id of a notice set at run time.
     pub name: String,
-    pub cron: alerter_schedule::Cron,
+    pub when: When,
+    /// The time zone its times are shown in (and a crontab line read in).
     pub tz: Tz,
     /// Offsets ahead of the event; zero is the event itself.
     pub offsets: Vec<Duration>,
     pub targets: Vec<Target>,
+    /// For a notice set at run time: its literal text and who set it. The
+    /// config's notices have a message template instead.
+    pub set: Option<SetNotice>,
+}
+
+/// What a notice set at run time carries beside its schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetNotice {
+    /// A mail's subject, "Notice: {title}".
+    pub title: String,
+    pub text: String,
+    pub by: String,
+    pub at: DateTime<Utc>,
 }
 
 impl Notice {
@@ -51,6 +76,65 @@ impl Notice {
     pub fn template_name(&self) -> String {
         format!("notice/{}/message", self.name)
     }
+
+    /// The first time its event happens after `after`.
+    pub fn next_event(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match &self.when {
+            When::Cron(cron) => cron.next_after(&self.tz, after),
+            When::Once(at) => (*at > after).then_some(*at),
+        }
+    }
+
+    /// What titles call it: the title it was set with, else its name.
+    pub fn label(&self) -> &str {
+        self.set.as_ref().map_or(&self.name, |s| &s.title)
+    }
+
+    /// The record the store keeps of a notice set at run time (`None` for
+    /// the config's).
+    pub fn record(&self) -> Option<NoticeRecord> {
+        let (When::Once(at), Some(set)) = (&self.when, &self.set) else {
+            return None;
+        };
+        Some(NoticeRecord {
+            id: self.name.clone(),
+            at: *at,
+            timezone: self.tz.name().to_string(),
+            remind: self.offsets.iter().map(Duration::as_secs).collect(),
+            targets: self.targets.clone(),
+            title: set.title.clone(),
+            text: set.text.clone(),
+            created_by: set.by.clone(),
+            created_at: set.at,
+        })
+    }
+
+    /// A notice set at run time, from its record.
+    pub fn from_record(r: NoticeRecord) -> Result<Notice, String> {
+        Ok(Notice {
+            tz: r.timezone.parse().map_err(|_| format!("`{}` is not a time zone", r.timezone))?,
+            name: r.id,
+            when: When::Once(r.at),
+            offsets: r.remind.into_iter().map(Duration::from_secs).collect(),
+            targets: r.targets,
+            set: Some(SetNotice { title: r.title, text: r.text, by: r.created_by, at: r.created_at }),
+        })
+    }
+}
+
+/// A notice set at run time as the store keeps it (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoticeRecord {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub timezone: String,
+    /// Offsets ahead of `at` in seconds; 0 is `at` itself.
+    pub remind: Vec<u64>,
+    pub targets: Vec<Target>,
+    pub title: String,
+    pub text: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
 }
 
 /// One due notice or reminder.
@@ -82,7 +166,7 @@ impl NoticeFiring {
     pub fn context(&self) -> NoticeContext {
         let local = self.event_at.with_timezone(&self.notice.tz);
         NoticeContext {
-            name: self.notice.name.clone(),
+            name: self.notice.label().to_string(),
             at: local.format("%H:%M").to_string(),
             date: local.format("%Y-%m-%d").to_string(),
             weekday: local.format("%A").to_string(),
@@ -92,11 +176,12 @@ impl NoticeFiring {
 
     /// Title and text, given the rendered message.
     pub fn title_and_text(&self, message: &str) -> (String, String) {
+        let label = self.notice.label();
         if self.ahead.is_zero() {
-            (format!("Notice: {}", self.notice.name), message.to_string())
+            (format!("Notice: {label}"), message.to_string())
         } else {
             let when = human_duration(self.ahead);
-            (format!("Reminder: {} in {when}", self.notice.name), format!("In {when}: {message}"))
+            (format!("Reminder: {label} in {when}"), format!("In {when}: {message}"))
         }
     }
 }
@@ -137,34 +222,80 @@ impl NoticeScheduler {
     /// (see [`NoticeScheduler::history`]). A (notice, offset) missing from
     /// it is new and starts at `now`: firings at `now` or later only.
     pub fn new(notices: Vec<Arc<Notice>>, history: &HashMap<Key, DateTime<Utc>>, now: DateTime<Utc>) -> Self {
+        let mut s = NoticeScheduler::default();
+        for n in notices {
+            s.add(n, history, now);
+        }
+        s
+    }
+
+    /// Adds a notice, with the cursors of `history` where it has them (as
+    /// [`NoticeScheduler::new`]). A notice of the same name is replaced.
+    pub fn add(&mut self, n: Arc<Notice>, history: &HashMap<Key, DateTime<Utc>>, now: DateTime<Utc>) {
+        self.remove(&n.name);
         let floor = now - chrono::Duration::from_std(GRACE).expect("small");
         // Cursors are inclusive ("everything at or before it is done"), so a
         // new one sits just before `now`: a firing exactly at `now` is not
         // from before the notice was known.
         let first_known = now - chrono::Duration::nanoseconds(1);
-        let mut cursors = HashMap::new();
-        let mut entries = Vec::with_capacity(notices.len());
-        for n in notices {
-            let mut offsets: Vec<Duration> = n.offsets.iter().map(|o| Duration::from_secs(o.as_secs())).collect();
-            offsets.sort_by(|a, b| b.cmp(a));
-            offsets.dedup();
-            for off in &offsets {
-                let key = (n.name.clone(), off.as_secs());
-                let cursor = match history.get(&key) {
-                    Some(&last) => last.max(floor),
-                    None => first_known,
-                };
-                cursors.insert(key, cursor);
-            }
-            entries.push((n, offsets));
+        let mut offsets: Vec<Duration> = n.offsets.iter().map(|o| Duration::from_secs(o.as_secs())).collect();
+        offsets.sort_by(|a, b| b.cmp(a));
+        offsets.dedup();
+        for off in &offsets {
+            let key = (n.name.clone(), off.as_secs());
+            let cursor = match history.get(&key) {
+                Some(&last) => last.max(floor),
+                None => first_known,
+            };
+            self.cursors.insert(key, cursor);
         }
-        NoticeScheduler { notices: entries, cursors }
+        self.notices.push((n, offsets));
+    }
+
+    /// Forgets a notice and its cursors; the notice, if it was there.
+    pub fn remove(&mut self, name: &str) -> Option<Arc<Notice>> {
+        let i = self.notices.iter().position(|(n, _)| n.name == name)?;
+        let (n, _) = self.notices.remove(i);
+        self.cursors.retain(|(k, _), _| k != name);
+        Some(n)
+    }
+
+    /// The notices, in the order they were added.
+    pub fn notices(&self) -> impl Iterator<Item = &Arc<Notice>> {
+        self.notices.iter().map(|(n, _)| n)
+    }
+
+    /// The notice of this name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Notice>> {
+        self.notices().find(|n| n.name == name)
+    }
+
+    /// What is next to go out for one notice, per offset, earliest first:
+    /// (when it goes out, when its event happens, how far ahead).
+    pub fn pending(&self, name: &str) -> Vec<(DateTime<Utc>, DateTime<Utc>, Duration)> {
+        let Some((n, offsets)) = self.notices.iter().find(|(n, _)| n.name == name) else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> =
+            offsets.iter().filter_map(|o| self.next_fire(n, *o).map(|(event, fire)| (fire, event, *o))).collect();
+        out.sort_by_key(|(fire, _, _)| *fire);
+        out
+    }
+
+    /// The names of the notices that will never fire again (one-off
+    /// notices that went out).
+    pub fn finished(&self) -> Vec<String> {
+        self.notices
+            .iter()
+            .filter(|(n, offsets)| offsets.iter().all(|o| self.next_fire(n, *o).is_none()))
+            .map(|(n, _)| n.name.clone())
+            .collect()
     }
 
     fn next_fire(&self, n: &Notice, off: Duration) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         let cursor = *self.cursors.get(&(n.name.clone(), off.as_secs()))?;
         let off = chrono::Duration::from_std(off).ok()?;
-        let event = n.cron.next_after(&n.tz, cursor + off)?;
+        let event = n.next_event(cursor + off)?;
         Some((event, event - off))
     }
 
@@ -241,10 +372,11 @@ mod tests {
     fn notice() -> Arc<Notice> {
         Arc::new(Notice {
             name: "backup".into(),
-            cron: parse_cron("0 18 * * fri").unwrap(),
+            when: When::Cron(Box::new(parse_cron("0 18 * * fri").unwrap())),
             tz: "Europe/Berlin".parse().unwrap(),
             offsets: vec![Duration::from_secs(3600), Duration::from_secs(300), Duration::ZERO],
             targets: vec![],
+            set: None,
         })
     }
 
@@ -288,10 +420,11 @@ mod tests {
     fn every_30s() -> Arc<Notice> {
         Arc::new(Notice {
             name: "drill".into(),
-            cron: parse_cron("*/30 * * * * *").unwrap(),
+            when: When::Cron(Box::new(parse_cron("*/30 * * * * *").unwrap())),
             tz: "UTC".parse().unwrap(),
             offsets: vec![Duration::from_secs(10), Duration::ZERO],
             targets: vec![],
+            set: None,
         })
     }
 

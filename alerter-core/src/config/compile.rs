@@ -907,10 +907,11 @@ pub fn compile(
             }
             let notice = Notice {
                 name: n.name.clone(),
-                cron: n.cron.value.clone(),
+                when: crate::notices::When::Cron(Box::new(n.cron.value.clone())),
                 tz: n.timezone.as_ref().map_or(chrono_tz::UTC, |t| t.value),
                 offsets,
                 targets,
+                set: None,
             };
             let res = templates.add(notice.template_name(), n.message.raw.clone());
             template_error(&mut cx, *file, &path.key("message"), res);
@@ -952,6 +953,7 @@ pub fn compile(
         workgroup: section.workgroup.clone().unwrap_or_else(|| "WORKGROUP".to_string()),
         state_dir: section.state_dir.clone().unwrap_or_else(default_state_dir),
         retention: section.retention.as_ref().map_or(DEFAULT_RETENTION, |d| d.value),
+        timezone: section.timezone.as_ref().map_or_else(system_timezone, |t| t.value),
         plugin_dirs,
         sources: source_specs,
         plugins: Arc::new(plugin_set),
@@ -968,6 +970,15 @@ pub fn compile(
         hash,
         api,
     })
+}
+
+/// The system's time zone: `TZ` when it names one, else the zone
+/// /etc/localtime links to, else UTC.
+pub fn system_timezone() -> chrono_tz::Tz {
+    let from_env = std::env::var("TZ").ok().and_then(|tz| tz.trim_start_matches(':').parse().ok());
+    from_env
+        .or_else(|| iana_time_zone::get_timezone().ok().and_then(|name| name.parse().ok()))
+        .unwrap_or(chrono_tz::UTC)
 }
 
 /// Checks the `api:` section: a TCP address that parses, plain HTTP only

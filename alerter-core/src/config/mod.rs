@@ -90,6 +90,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How long history is kept (`alerter.retention`).
     pub retention: std::time::Duration,
+    /// `alerter.timezone`, or the system's.
+    pub timezone: chrono_tz::Tz,
     /// Resolved: relative ones against the main config file's directory.
     pub plugin_dirs: Vec<PathBuf>,
     /// Sources, resolved to their plugins.

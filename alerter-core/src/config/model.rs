@@ -101,6 +101,12 @@ pub struct AlerterSection {
     /// Pending notifications are never pruned. Default: 30d.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Duration>,
+    /// The time zone of times given without one (`alerter notice add --at
+    /// "2026-12-05 18:00"`), and the one notices set at run time show
+    /// their times in. Default: the system's (`TZ`, else /etc/localtime),
+    /// else UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<TimeZoneName>,
 }
 
 /// The `api:` section.

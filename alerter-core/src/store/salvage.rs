@@ -33,6 +33,7 @@ const TABLES: &[(&str, &str)] = &[
     ("notices", "notice positions"),
     ("source_state", "source positions"),
     ("silences", "silences"),
+    ("runtime_notices", "notices set at run time"),
     ("outbox", "notifications"),
     ("audit", "audit records"),
 ];

@@ -280,7 +280,7 @@ impl Recipient {
 }
 
 /// The recipients one transport delivers to.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub transport: String,
     pub recipients: Vec<Recipient>,
