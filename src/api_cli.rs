@@ -440,6 +440,170 @@ fn notice_row(n: &types::Notice) -> Vec<String> {
     ]
 }
 
+/// `alerter reload`: what SIGHUP does, with the outcome.
+pub fn reload(api: &ApiArgs) -> anyhow::Result<()> {
+    let r: types::Reloaded = call(api.client()?.post(alerter_api::paths::RELOAD, &serde_json::json!({})))?;
+    if api.json {
+        return print_json(&r);
+    }
+    for w in &r.warnings {
+        eprintln!("{}", visible_line(w));
+    }
+    println!(
+        "reloaded: {} rules, {} sources, {} transports, config {}",
+        r.rules,
+        r.sources,
+        r.transports,
+        &r.config_hash[..r.config_hash.len().min(12)]
+    );
+    Ok(())
+}
+
+/// `alerter test-transport`.
+#[derive(Debug, Args)]
+pub struct TestTransportArgs {
+    /// The transport's id.
+    transport: String,
+    /// Whom: `*`, `@group` or a subscriber id (repeatable, or comma-separated;
+    /// needed for popups and mail).
+    #[arg(long, value_name = "WHO", value_delimiter = ',')]
+    to: Vec<String>,
+    /// The text (default: a line saying it is a test, and who asked).
+    text: Vec<String>,
+    /// How long to wait for the outcome.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    wait: std::time::Duration,
+}
+
+/// `alerter test-transport`: queues a test notification, then follows it
+/// in history until it is sent or has failed. Exits 0 only when sent.
+pub fn test_transport(api: &ApiArgs, args: TestTransportArgs) -> anyhow::Result<()> {
+    let client = api.client()?;
+    let req = types::TestRequest {
+        transport: args.transport,
+        to: args.to,
+        text: (!args.text.is_empty()).then(|| args.text.join(" ")),
+    };
+    let queued: types::TestQueued = call(client.post(alerter_api::paths::TEST, &req))?;
+    if !api.json {
+        eprintln!("queued {} via {} to {}", queued.rule, queued.transport, queued.recipients.join(", "));
+    }
+    let path = format!("{}?rule={}", alerter_api::paths::HISTORY, query_value(&queued.rule));
+    let deadline = std::time::Instant::now() + args.wait;
+    let entry = loop {
+        let page: types::HistoryPage = call(client.get(&path))?;
+        let done = page.entries.into_iter().find(|e| matches!(e.status.as_str(), "sent" | "failed" | "expired"));
+        if let Some(e) = done {
+            break e;
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{} is still waiting in the outbox after {}; `alerter history --rule {}` follows it",
+                queued.rule,
+                humantime::format_duration(args.wait),
+                queued.rule
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    if api.json {
+        print_json(&entry)?;
+    } else {
+        let detail = entry.detail.as_deref().map(|d| format!(": {}", visible_line(d))).unwrap_or_default();
+        println!("{}{detail}", entry.status);
+    }
+    if entry.status != "sent" {
+        anyhow::bail!("the test notification was not sent");
+    }
+    Ok(())
+}
+
+/// `alerter history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// How many entries (at most 1000).
+    #[arg(short = 'n', long, default_value_t = 50)]
+    limit: usize,
+    /// Only this rule's (`notice:ID` for a notice's).
+    #[arg(long)]
+    rule: Option<String>,
+    /// Only this transport's.
+    #[arg(long)]
+    transport: Option<String>,
+    /// Only `sent`, `failed`, `expired`, `pending`, `suppressed`, or changes:
+    /// `silence`, `ack`, `notice`, `reload`.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only notifications to this subscriber (`*`: the workgroup).
+    #[arg(long, value_name = "WHO")]
+    to: Option<String>,
+    /// Only about this alert (its id, 4 or more hex digits of it).
+    #[arg(long, value_name = "ID")]
+    alert: Option<String>,
+    /// Only entries at or after this time (`2026-12-05 18:00`, local, or RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only entries before this time.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Older entries: the cursor the previous page ended with.
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+/// `alerter history`: through the API when `--socket` or `--url` says
+/// which daemon (what a user without access to the state directory does),
+/// else straight from the state database of `--config` (which works with
+/// the daemon stopped). Oldest first, so the newest is at the bottom.
+pub fn history(
+    api: &ApiArgs,
+    args: HistoryArgs,
+    direct: impl FnOnce(Option<&std::path::Path>, &types::HistoryQuery) -> anyhow::Result<types::HistoryPage>,
+) -> anyhow::Result<()> {
+    let query = types::HistoryQuery {
+        rule: args.rule,
+        transport: args.transport,
+        status: args.status,
+        recipient: args.to,
+        alert: args.alert,
+        since: args.since.as_deref().map(parse_time).transpose()?,
+        until: args.until.as_deref().map(parse_time).transpose()?,
+        limit: Some(args.limit),
+        cursor: args.cursor,
+    };
+    let page = if api.url.is_some() || api.socket.is_some() {
+        let qs = serde_urlencoded::to_string(&query).context("encoding the query")?;
+        call(api.client()?.get(&format!("{}?{qs}", alerter_api::paths::HISTORY)))?
+    } else {
+        direct(api.config.as_deref(), &query)?
+    };
+    for e in page.entries.iter().rev() {
+        if api.json {
+            println!("{}", serde_json::to_string(e)?);
+            continue;
+        }
+        let to = if e.recipients.is_empty() { "-".to_string() } else { e.recipients.join(",") };
+        let line = format!(
+            "{}  {:<10}  {:<18}  {:<10}  {:<2}  {:<16}  {}",
+            local(e.time),
+            e.status,
+            e.rule,
+            e.transport.as_deref().unwrap_or("-"),
+            e.attempts,
+            to,
+            e.summary
+        );
+        println!("{}", visible_line(&line));
+        if let Some(d) = &e.detail {
+            println!("{:21}{}", "", visible_line(d));
+        }
+    }
+    if let Some(next) = &page.next {
+        eprintln!("older entries: --cursor {next}");
+    }
+    Ok(())
+}
+
 /// `alerter alerts`.
 #[derive(Debug, Args)]
 pub struct AlertsArgs {

@@ -96,18 +96,14 @@ enum Command {
     /// Receive popups: the Messenger service for this machine. Registers
     /// the name, answers name queries, and shows each message.
     Listen(listen_cli::ListenArgs),
-    /// Show recent notifications (sent, failed, pending, expired) and
-    /// suppressions, with the server's reply or the reason.
+    /// Show recent notifications (sent, failed, pending, expired),
+    /// suppressions with the reason, and changes (silences, acks, notices)
+    /// with who made them; filtered, a page at a time.
     History {
-        /// Config file (for the state directory); without it, the embedded default.
-        #[arg(short, long, env = "ALERTER_CONFIG", value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// How many entries.
-        #[arg(short = 'n', long, default_value_t = 50)]
-        limit: usize,
-        /// One JSON object per entry.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        api: api_cli::ApiArgs,
+        #[command(flatten)]
+        args: api_cli::HistoryArgs,
     },
     /// Make a workgroup key for sealed messages.
     Keygen(messenger_cli::KeygenArgs),
@@ -154,6 +150,20 @@ enum Command {
         api: api_cli::ApiArgs,
         #[command(subcommand)]
         command: api_cli::NoticeCommand,
+    },
+    /// Make the running daemon read its config again (as SIGHUP does) and
+    /// say whether it took it, with every problem if not (needs `admin`).
+    Reload {
+        #[command(flatten)]
+        api: api_cli::ApiArgs,
+    },
+    /// Send a test notification through one transport of the running
+    /// daemon and wait for the outcome: `alerter test-transport popup --to alice`.
+    TestTransport {
+        #[command(flatten)]
+        api: api_cli::ApiArgs,
+        #[command(flatten)]
+        args: api_cli::TestTransportArgs,
     },
     /// Print the JSON Schema of the config file (for editors).
     Schema,
@@ -243,7 +253,9 @@ fn main() -> ExitCode {
         Command::Emit { api, args } => api_cli::run("emit", || api_cli::emit(&api, args)),
         Command::Silence { api, command } => api_cli::run("silence", || api_cli::silence(&api, command)),
         Command::Notice { api, command } => api_cli::run("notice", || api_cli::notice(&api, command)),
-        Command::History { config, limit, json } => history(config, limit, json),
+        Command::Reload { api } => api_cli::run("reload", || api_cli::reload(&api)),
+        Command::TestTransport { api, args } => api_cli::run("test-transport", || api_cli::test_transport(&api, args)),
+        Command::History { api, args } => api_cli::run("history", || api_cli::history(&api, args, history)),
         Command::PluginHost { builtin, path, fd } => {
             plugin_host(builtin, fd.map(|n| PathBuf::from(format!("/proc/self/fd/{n}"))).or(path))
         }
@@ -516,61 +528,27 @@ fn plugin_host(builtin: Option<String>, path: Option<PathBuf>) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-fn history(path: Option<PathBuf>, limit: usize, json: bool) -> ExitCode {
+/// A page of history read straight from the state database of a config.
+fn history(
+    path: Option<&std::path::Path>,
+    q: &alerter_api::types::HistoryQuery,
+) -> anyhow::Result<alerter_api::types::HistoryPage> {
     let plugins = registry();
-    let cfg = match config::load_for_delivery(path.as_deref(), &transport::load_options(&plugins)) {
+    let cfg = match config::load_for_delivery(path, &transport::load_options(&plugins)) {
         Ok(l) => l.config,
         Err(errors) => {
             eprint!("{}", errors.render(std::io::stderr().is_terminal()));
-            return ExitCode::from(EX_CONFIG);
+            anyhow::bail!("the config has errors");
         }
     };
     let db = cfg.state_dir.join(alerter_core::store::DB_FILE);
     if !db.exists() {
-        eprintln!(
-            "alerter history: no state in {} yet (the daemon has not run with this config)",
-            cfg.state_dir.display()
-        );
-        return ExitCode::FAILURE;
+        anyhow::bail!("no state in {} yet (the daemon has not run with this config)", cfg.state_dir.display());
     }
-    let items = match alerter_core::store::Store::open(&cfg.state_dir).and_then(|s| s.history(limit)) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("alerter history: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for i in items.iter().rev() {
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "time": i.time.to_rfc3339(),
-                    "rule": i.rule,
-                    "transport": i.transport,
-                    "status": i.status,
-                    "attempts": i.attempts,
-                    "recipients": i.recipients,
-                    "summary": i.summary,
-                    "detail": i.detail,
-                })
-            );
-            continue;
-        }
-        let time = i.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S");
-        let to = if i.recipients.is_empty() { "-".to_string() } else { i.recipients.join(",") };
-        println!(
-            "{time}  {:<10}  {:<18}  {:<10}  {:<2}  {:<16}  {}",
-            i.status,
-            i.rule,
-            i.transport.as_deref().unwrap_or("-"),
-            i.attempts,
-            to,
-            i.summary
-        );
-        if let Some(d) = &i.detail {
-            println!("{:21}{}", "", d);
-        }
-    }
-    ExitCode::SUCCESS
+    let (filter, limit, cursor) = alerter_core::control::history_filter(q).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (items, next) = alerter_core::store::Store::open(&cfg.state_dir)?.history_page(&filter, limit, cursor)?;
+    Ok(alerter_api::types::HistoryPage {
+        entries: items.into_iter().map(alerter_core::control::history_entry).collect(),
+        next: next.map(|c| c.to_string()),
+    })
 }

@@ -284,6 +284,109 @@ fn notices_set_through_the_api_are_kept_across_a_restart_and_bad_ones_are_refuse
     assert!(list().is_empty());
 }
 
+/// History through the API, filtered and paged; a reload asked for through
+/// the API answers with its outcome (every problem when it was refused)
+/// and is in history with who asked, as is one by SIGHUP; a test
+/// notification is followed until it was sent.
+#[test]
+fn history_reload_and_a_test_notification_through_the_api() {
+    let cfg = setup();
+    let d = started(&cfg);
+    let sock = socket(&cfg);
+    let via_api = |args: &[&str]| alerter().args(args).arg("--socket").arg(&sock).output().unwrap();
+    log_errors(&cfg, &[("web", 1), ("db", 2), ("mail", 3)]);
+    wait_notified(&cfg, 3);
+
+    // Filtered, a page at a time, oldest of the page first; no entry twice.
+    let sent = |extra: &[&str]| {
+        let mut args = vec!["history", "--json", "--rule", "app-errors", "--status", "sent"];
+        args.extend_from_slice(extra);
+        via_api(&args)
+    };
+    let all: Vec<serde_json::Value> = ok(sent(&[])).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!all.is_empty() && all.iter().all(|e| e["rule"] == "app-errors" && e["status"] == "sent"), "{all:?}");
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut extra = vec!["-n", "1"];
+        if let Some(c) = &cursor {
+            extra.extend(["--cursor", c.as_str()]);
+        }
+        let out = sent(&extra);
+        assert!(out.status.success());
+        paged.extend(String::from_utf8_lossy(&out.stdout).lines().map(String::from));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        match err.split("--cursor ").nth(1) {
+            Some(c) => cursor = Some(c.trim().to_string()),
+            None => break,
+        }
+    }
+    paged.reverse();
+    let whole: Vec<String> = all.iter().map(|e| e.to_string()).collect();
+    let paged: Vec<String> =
+        paged.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().to_string()).collect();
+    assert_eq!(paged, whole, "pages of one make up the whole, in order");
+    let err = failed(via_api(&["history", "--status", "lost"]));
+    assert!(err.contains("`status=lost`: use one of sent, failed"), "{err}");
+    let err = failed(via_api(&["history", "--alert", "xyz"]));
+    assert!(err.contains("an alert id is 16 hex digits"), "{err}");
+
+    // A test notification, followed until it was sent.
+    let out = via_api(&["test-transport", "out", "checking", "the", "log"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sent");
+    let test =
+        cfg.notifications().into_iter().find(|n| n["rule"].as_str().is_some_and(|r| r.starts_with("test:"))).unwrap();
+    assert_eq!((test["text"].as_str(), test["status"].as_str()), (Some("checking the log"), Some("test")), "{test}");
+    let err = failed(via_api(&["test-transport", "pager"]));
+    assert!(err.contains("no transport `pager`; the config's transports: out"), "{err}");
+
+    // A reload through the API says what it applied.
+    let two_rules = CONFIG.replace(
+        "rules:\n",
+        "rules:\n  - name: first\n    match: { source: nothing }\n    notify: [{ subscribers: [ops], via: [out] }]\n",
+    );
+    cfg.write(&two_rules);
+    let out = ok(via_api(&["reload"]));
+    assert!(out.starts_with("reloaded: 2 rules, 1 sources, 1 transports, config "), "{out}");
+    // Refused with every problem, and the daemon keeps its config.
+    cfg.write(
+        &two_rules
+            .replace("via: [out] }]\n  - name: app-errors", "via: [pager] }]\n  - name: app-errors")
+            .replace("scope: read", "scope: reed"),
+    );
+    let err = failed(via_api(&["reload"]));
+    assert!(err.contains("configuration not reloaded; the previous configuration keeps running"), "{err}");
+    assert!(err.contains("pager") && err.contains("reed"), "both problems: {err}");
+    let status: serde_json::Value = serde_json::from_str(&ok(via_api(&["status", "--json"]))).unwrap();
+    assert_eq!(status["config_hash"].as_str().map(|h| &h[..12]), out.trim().rsplit(' ').next());
+    // Reloading needs `admin`: the `operate` token may not.
+    let url = tcp_url(&d);
+    let ops = alerter().args(["reload", "--url", &url, "--token-file"]).arg(token_file(&cfg, "ops")).output().unwrap();
+    assert!(failed(ops).contains("admin"));
+    // SIGHUP's reloads are in history too.
+    cfg.write(&two_rules);
+    d.signal("HUP");
+    wait_for(WAIT, || {
+        let h = ok(via_api(&["history", "--status", "reload", "--json"]));
+        h.lines().any(|l| l.contains("by SIGHUP") && l.contains("configuration reloaded")).then_some(())
+    });
+    let h = ok(via_api(&["history", "--status", "reload", "--json"]));
+    let reloads: Vec<serde_json::Value> = h.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let said: Vec<(&str, bool)> = reloads
+        .iter()
+        .map(|r| (r["detail"].as_str().unwrap(), r["summary"].as_str().unwrap().starts_with("configuration reloaded")))
+        .collect();
+    assert_eq!(said, [("by user:root", true), ("by user:root", false), ("by SIGHUP", true)], "{h}");
+    // Who may read history over TCP: a `read` token.
+    let viewer = alerter()
+        .args(["history", "--json", "--status", "reload", "--url", &url, "--token-file"])
+        .arg(token_file(&cfg, "viewer"))
+        .output()
+        .unwrap();
+    assert_eq!(ok(viewer).lines().count(), 3);
+}
+
 #[test]
 fn no_daemon_is_a_clear_error() {
     let cfg = setup();

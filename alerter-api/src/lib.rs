@@ -56,6 +56,21 @@ pub enum Call {
         reply: Reply<types::Ingested>,
     },
     Notices(Reply<Vec<types::Notice>>),
+    /// Read the config again (as SIGHUP does) and answer once it is
+    /// applied or refused.
+    Reload {
+        by: Caller,
+        reply: Reply<types::Reloaded>,
+    },
+    Test {
+        test: types::TestRequest,
+        by: Caller,
+        reply: Reply<types::TestQueued>,
+    },
+    History {
+        query: types::HistoryQuery,
+        reply: Reply<types::HistoryPage>,
+    },
     AddNotice {
         notice: types::NoticeRequest,
         by: Caller,
@@ -80,6 +95,9 @@ pub mod paths {
     pub const ACKS: &str = "/api/v1/acks";
     pub const EVENTS: &str = "/api/v1/events";
     pub const NOTICES: &str = "/api/v1/notices";
+    pub const HISTORY: &str = "/api/v1/history";
+    pub const RELOAD: &str = "/api/v1/reload";
+    pub const TEST: &str = "/api/v1/test";
     pub const OPENAPI: &str = "/api/v1/openapi.json";
     pub const METRICS: &str = "/metrics";
     pub const HEALTHZ: &str = "/healthz";

@@ -38,6 +38,10 @@ pub fn document() -> Value {
     let notices = schema(g.subschema_for::<Vec<types::Notice>>());
     let notice = schema(g.subschema_for::<types::Notice>());
     let notice_req = schema(g.subschema_for::<types::NoticeRequest>());
+    let history = schema(g.subschema_for::<types::HistoryPage>());
+    let reloaded = schema(g.subschema_for::<types::Reloaded>());
+    let test_req = schema(g.subschema_for::<types::TestRequest>());
+    let test_res = schema(g.subschema_for::<types::TestQueued>());
     let error = schema(g.subschema_for::<types::ErrorBody>());
     let ops = [
         Op {
@@ -104,6 +108,46 @@ pub fn document() -> Value {
             body: None,
             answer: silence,
             status: "200",
+        },
+        Op {
+            method: "get",
+            path: crate::paths::HISTORY,
+            scope: "read",
+            summary: "History, newest first: notifications and what became of them, suppressions and why, changes and who made them.",
+            query: &[
+                ("rule", "string", "a rule's name (notice:ID for a notice's)"),
+                ("transport", "string", "a transport id"),
+                ("status", "string", "sent, failed, expired, pending, suppressed, silence, ack, notice, reload"),
+                ("recipient", "string", "a subscriber id among the recipients (* the workgroup)"),
+                ("alert", "string", "an alert id (4 or more hex digits of it)"),
+                ("since", "string", "RFC 3339: entries at or after"),
+                ("until", "string", "RFC 3339: entries before"),
+                ("limit", "integer", "page size, default 100, at most 1000"),
+                ("cursor", "string", "the next of the previous page"),
+            ],
+            body: None,
+            answer: history,
+            status: "200",
+        },
+        Op {
+            method: "post",
+            path: crate::paths::RELOAD,
+            scope: "admin",
+            summary: "Read the config again, as SIGHUP does; answers once it is applied, or 422 with every problem if it was refused.",
+            query: &[],
+            body: None,
+            answer: reloaded,
+            status: "200",
+        },
+        Op {
+            method: "post",
+            path: crate::paths::TEST,
+            scope: "operate",
+            summary: "Queue a test notification through one transport; follow it in history by its rule.",
+            query: &[],
+            body: Some(test_req),
+            answer: test_res,
+            status: "202",
         },
         Op {
             method: "get",

@@ -33,7 +33,10 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::access::{Access, Peer, authorize};
-use crate::types::{AckRequest, AlertsQuery, Caller, EventsIn, Need, NoticeRequest, SilenceQuery, SilenceRequest};
+use crate::types::{
+    AckRequest, AlertsQuery, Caller, EventsIn, HistoryQuery, Need, NoticeRequest, SilenceQuery, SilenceRequest,
+    TestRequest,
+};
 use crate::{ApiError, Call, paths};
 
 /// The largest request body: a silence or a batch of events, not a file.
@@ -229,6 +232,32 @@ async fn expire_silence(
     Ok(axum::Json(s.ask(|reply| Call::ExpireSilence { id, by, reply }).await?).into_response())
 }
 
+async fn history(
+    State(s): St,
+    axum::Extension(peer): PeerExt,
+    h: HeaderMap,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    s.caller(&peer, &h, Need::Read)?;
+    Ok(axum::Json(s.ask(|reply| Call::History { query, reply }).await?).into_response())
+}
+
+async fn reload(State(s): St, axum::Extension(peer): PeerExt, h: HeaderMap) -> Result<Response, ApiError> {
+    let by = s.caller(&peer, &h, Need::Admin)?;
+    Ok(axum::Json(s.ask(|reply| Call::Reload { by, reply }).await?).into_response())
+}
+
+async fn test_notification(
+    State(s): St,
+    axum::Extension(peer): PeerExt,
+    h: HeaderMap,
+    Body(test): Body<TestRequest>,
+) -> Result<Response, ApiError> {
+    let by = s.caller(&peer, &h, Need::Operate)?;
+    let out = s.ask(|reply| Call::Test { test, by, reply }).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, axum::Json(out)).into_response())
+}
+
 async fn list_notices(State(s): St, axum::Extension(peer): PeerExt, h: HeaderMap) -> Result<Response, ApiError> {
     s.caller(&peer, &h, Need::Read)?;
     Ok(axum::Json(s.ask(Call::Notices).await?).into_response())
@@ -353,6 +382,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(paths::ACKS, post(ack))
         .route(paths::EVENTS, post(ingest))
         .route(paths::NOTICES, get(list_notices).post(add_notice))
+        .route(paths::HISTORY, get(history))
+        .route(paths::RELOAD, post(reload))
+        .route(paths::TEST, post(test_notification))
         .route("/api/v1/notices/{id}", delete(cancel_notice))
         .route(paths::OPENAPI, get(openapi))
         .fallback(not_found)

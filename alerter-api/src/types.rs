@@ -367,6 +367,108 @@ pub struct NoticeFiring {
     pub ahead_seconds: u64,
 }
 
+/// `POST /api/v1/reload`: the configuration now in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Reloaded {
+    /// SHA-256 of the files read, as `status` shows it.
+    pub config_hash: String,
+    pub rules: usize,
+    pub sources: usize,
+    pub transports: usize,
+    pub loaded_at: DateTime<Utc>,
+    /// Warnings about the new configuration (it was applied all the same).
+    pub warnings: Vec<String>,
+}
+
+/// `POST /api/v1/test`: a test notification through one transport.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    /// The transport's id.
+    pub transport: String,
+    /// Whom: `*` (the workgroup), `@group`, or subscriber ids. Default: for
+    /// a transport that records rather than tells (a log), the workgroup;
+    /// otherwise required.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+    /// The text; default a line saying it is a test and who asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// A test notification, queued in the outbox: follow it in history by its
+/// `rule` (`test:ID`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TestQueued {
+    pub rule: String,
+    pub transport: String,
+    pub recipients: Vec<String>,
+}
+
+/// `GET /api/v1/history`: which entries, newest first. Every filter given
+/// must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// A rule's name (`notice:ID` for a notice's notifications).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    /// `sent`, `failed`, `expired`, `pending`, `suppressed`, or a change:
+    /// `silence`, `ack`, `notice`, `reload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// A subscriber id (`*`: the workgroup) among the recipients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// An alert id (its fingerprint, or its first 4 or more hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// Page size: default 100, at most 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// The `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// One entry of history: a notification (sent, failed, expired, pending)
+/// or an audit record (a suppression and why, a change and who made it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryEntry {
+    pub time: DateTime<Utc>,
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    pub status: String,
+    pub summary: String,
+    pub recipients: Vec<String>,
+    pub attempts: u32,
+    /// The server's reply, the error, why it was suppressed, or who made a change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The notification's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<String>,
+    /// The alerts it is about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<String>,
+}
+
+/// A page of history, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryPage {
+    pub entries: Vec<HistoryEntry>,
+    /// The cursor of the next (older) page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
 /// One event posted to `POST /api/v1/events` (scope `ingest`): routed by
 /// the rules like a source's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -25,7 +25,7 @@ use crate::notices::{Notice, SetNotice, When};
 use crate::plugin::supervisor::Sources;
 use crate::rules::router::{Alert, AlertStatus, Router};
 use crate::rules::{Recipient, Silence, Target, matchers};
-use crate::store::Store;
+use crate::store::{HistoryCursor, HistoryFilter, HistoryItem, Store};
 
 /// How many calls may wait for the engine loop.
 const QUEUE: usize = 64;
@@ -188,6 +188,41 @@ pub fn answer(call: Call, cx: &mut Cx<'_>) -> Option<Deferred> {
                 let _ = reply.send(result);
             }))
         }
+        Call::History { query, reply } => {
+            // Read on a connection of its own, off the engine loop: a page
+            // with a rare filter may scan much of the database.
+            match history_filter(&query) {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                Ok((filter, limit, cursor)) => {
+                    let limit = limit.min(MAX_PAGE);
+                    let dir = cx.cfg.state_dir.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let page = crate::store::Store::open(&dir)
+                            .and_then(|s| s.history_page(&filter, limit, cursor))
+                            .map(|(items, next)| types::HistoryPage {
+                                entries: items.into_iter().map(history_entry).collect(),
+                                next: next.map(|c| c.to_string()),
+                            })
+                            .map_err(|e| ApiError::Unavailable(format!("cannot read history: {e}")));
+                        let _ = reply.send(page);
+                    });
+                }
+            }
+            None
+        }
+        Call::Reload { reply, .. } => {
+            // The daemon's loop takes reloads before they get here.
+            let _ = reply.send(Err(ApiError::Unavailable("this daemon cannot reload through the API".into())));
+            None
+        }
+        Call::Test { test, by, reply } => {
+            let result = test_notification(cx, test, &by.name);
+            Some(Box::new(move || {
+                let _ = reply.send(result);
+            }))
+        }
         Call::Notices(reply) => {
             let _ = reply.send(Ok(notices(cx)));
             None
@@ -280,6 +315,110 @@ fn add_silence(cx: &mut Cx<'_>, req: types::SilenceRequest, by: &str) -> Result<
     let out = view(&silence, now);
     cx.engine.add_silence(silence, now).map_err(change_error)?;
     Ok(out)
+}
+
+/// Queues a test notification through one transport.
+fn test_notification(cx: &mut Cx<'_>, req: types::TestRequest, by: &str) -> Result<types::TestQueued, ApiError> {
+    let now = cx.now;
+    check_text("the transport", &req.transport)?;
+    let Some(t) = cx.cfg.transports.get(&req.transport) else {
+        let known: Vec<&str> = cx.cfg.transports.keys().map(String::as_str).collect();
+        return Err(ApiError::NotFound(format!(
+            "no transport `{}`; the config's transports: {}",
+            req.transport,
+            or_none(&known)
+        )));
+    };
+    let to = if req.to.is_empty() {
+        // A log records for nobody in particular; a popup or a mail is
+        // for someone, and guessing whom would disturb the wrong people.
+        if matches!(t.kind(), "messenger" | "email") {
+            return Err(ApiError::BadRequest(format!(
+                "say whom the test goes to (`*`, `@group` or a subscriber): `{}` tells people",
+                req.transport
+            )));
+        }
+        vec!["*".to_string()]
+    } else {
+        req.to
+    };
+    let text = match req.text {
+        Some(t) => {
+            check_text("the text", &t)?;
+            t
+        }
+        None => format!("A test notification from alerter on {}, asked for by {by}.", cx.cfg.name),
+    };
+    let mut targets = notice_targets(cx.cfg, &to, std::slice::from_ref(&req.transport))?;
+    let target = targets.pop().expect("one transport, everyone reached");
+    let id = format!("{:08x}", fastrand::u32(..));
+    let out = types::TestQueued {
+        rule: format!("test:{id}"),
+        transport: target.transport.clone(),
+        recipients: target.recipients.iter().map(|r| r.id.clone()).collect(),
+    };
+    tracing::info!(by, transport = %out.transport, rule = %out.rule, "test notification queued");
+    cx.engine.test_notification(&id, target, &format!("Test notification (asked for by {by})"), &text, now);
+    Ok(out)
+}
+
+/// The statuses history can be filtered by.
+const HISTORY_STATUSES: &[&str] =
+    &["sent", "failed", "expired", "pending", "sending", "suppressed", "silence", "ack", "notice", "reload"];
+
+/// The store's filter, page size and cursor of a query, checked.
+pub fn history_filter(q: &types::HistoryQuery) -> Result<(HistoryFilter, usize, Option<HistoryCursor>), ApiError> {
+    for (what, v) in [
+        ("rule", &q.rule),
+        ("transport", &q.transport),
+        ("status", &q.status),
+        ("recipient", &q.recipient),
+        ("alert", &q.alert),
+        ("cursor", &q.cursor),
+    ] {
+        if let Some(v) = v {
+            check_text(what, v)?;
+        }
+    }
+    if let Some(s) = &q.status
+        && !HISTORY_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::BadRequest(format!("`status={s}`: use one of {}", HISTORY_STATUSES.join(", "))));
+    }
+    if let Some(a) = &q.alert
+        && (a.len() < 4 || a.len() > 16 || !a.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "`alert={a}`: an alert id is 16 hex digits (the first 4 or more will do)"
+        )));
+    }
+    let cursor = q.cursor.as_deref().map(str::parse).transpose().map_err(ApiError::BadRequest)?;
+    let filter = HistoryFilter {
+        rule: q.rule.clone(),
+        transport: q.transport.clone(),
+        status: q.status.clone(),
+        recipient: q.recipient.clone(),
+        alert: q.alert.clone(),
+        since: q.since,
+        until: q.until,
+    };
+    Ok((filter, q.limit.unwrap_or(100).max(1), cursor))
+}
+
+/// An entry of history as the API shows it.
+pub fn history_entry(i: HistoryItem) -> types::HistoryEntry {
+    types::HistoryEntry {
+        time: i.time,
+        rule: i.rule,
+        transport: i.transport,
+        status: i.status,
+        summary: i.summary,
+        recipients: i.recipients,
+        attempts: i.attempts,
+        detail: i.detail,
+        notification: i.notification,
+        alerts: i.alerts,
+    }
 }
 
 /// The longest notice text: about what one Messenger message carries.

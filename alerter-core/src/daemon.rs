@@ -424,6 +424,9 @@ pub async fn run(
     let (direct_tx, mut direct_rx) = mpsc::unbounded_channel::<(String, Option<String>)>();
     let (loaded_tx, mut loaded_rx) = mpsc::channel::<Loaded>(1);
     let (mut loading, mut reload_again) = (false, false);
+    // Who asked for the reload under way, and for the one after it (asked
+    // while loading: the file may have changed since the load began).
+    let (mut asked, mut asked_next): (Vec<ReloadAsk>, Vec<ReloadAsk>) = (Vec::new(), Vec::new());
     let metrics = Metrics::new();
     let mut committer = Committer::new();
     committer.errors = Some(metrics.store_errors());
@@ -482,34 +485,58 @@ pub async fn run(
             biased;
             ctl = control.recv() => match ctl {
                 Some(Control::Reload) => {
-                    // Loading reads files and probes plugins in child
-                    // processes: beside the engine, which keeps working.
-                    // Reloads asked for meanwhile are merged into one more.
-                    if loading {
-                        reload_again = true;
-                    } else {
-                        loading = true;
-                        start_loading(&opts, loaded_tx.clone());
-                    }
+                    let ask = ReloadAsk { by: "SIGHUP".into(), reply: None };
+                    ask_reload(ask, &opts, &loaded_tx, &mut loading, &mut reload_again, &mut asked, &mut asked_next);
                 }
                 Some(Control::Shutdown) | None => break,
             },
             Some(loaded) = loaded_rx.recv() => {
                 loading = false;
+                let answering = std::mem::take(&mut asked);
                 if std::mem::take(&mut reload_again) {
                     loading = true;
+                    asked = std::mem::take(&mut asked_next);
                     start_loading(&opts, loaded_tx.clone());
                 }
-                {
-                    let now = clock.now();
-                    match reload(loaded, &opts, &mut cfg, &mut engine, &mut store, &mut dispatcher, &mut transports, &report_tx, &api, now) {
-                        Ok(()) => {
-                            loaded_at = now;
-                            let specs: Vec<_> = cfg.sources.values().cloned().collect();
-                            sources.reconcile(&specs, &supervisor_env(&cfg)).await;
-                            engine.raise(internal::reloaded(&cfg.name, cfg.rules.len(), now), now);
-                        }
-                        Err(problems) => engine.raise(internal::reload_failed(&cfg.name, problems, now), now),
+                let now = clock.now();
+                let outcome = match reload(loaded, &opts, &mut cfg, &mut engine, &mut store, &mut dispatcher, &mut transports, &report_tx, &api, now) {
+                    Ok(warnings) => {
+                        loaded_at = now;
+                        let specs: Vec<_> = cfg.sources.values().cloned().collect();
+                        sources.reconcile(&specs, &supervisor_env(&cfg)).await;
+                        engine.raise(internal::reloaded(&cfg.name, cfg.rules.len(), now), now);
+                        Ok(alerter_api::types::Reloaded {
+                            config_hash: cfg.hash.clone(),
+                            rules: cfg.rules.len(),
+                            sources: cfg.sources.len(),
+                            transports: cfg.transports.len(),
+                            loaded_at,
+                            warnings,
+                        })
+                    }
+                    Err(problems) => {
+                        engine.raise(internal::reload_failed(&cfg.name, problems.len(), now), now);
+                        Err(problems)
+                    }
+                };
+                // Every reload is in history with who asked for it.
+                let summary = match &outcome {
+                    Ok(r) => format!("configuration reloaded: {} rules, config {}", r.rules, &r.config_hash[..12.min(r.config_hash.len())]),
+                    Err(p) => format!("configuration not reloaded: {}", p.join("; ")),
+                };
+                for ask in &answering {
+                    engine.record_change("reload", &ask.by, None, summary.clone(), now);
+                }
+                committer.commit(&mut store, &mut engine, &dispatcher, true, now);
+                for ask in answering {
+                    if let Some(reply) = ask.reply {
+                        let _ = reply.send(outcome.clone().map_err(|p| alerter_api::ApiError::Http {
+                            status: 422,
+                            message: format!(
+                                "configuration not reloaded; the previous configuration keeps running:\n{}",
+                                p.join("\n")
+                            ),
+                        }));
                     }
                 }
             }
@@ -534,7 +561,10 @@ pub async fn run(
                 // the store fails: in force, and saved when it works). It
                 // waits out a checkpoint round rather than being left for
                 // later: the caller waits for it.
-                if let Some(done) = control::answer(call, &mut cx) {
+                if let alerter_api::Call::Reload { by, reply } = call {
+                    let ask = ReloadAsk { by: by.name, reply: Some(reply) };
+                    ask_reload(ask, &opts, &loaded_tx, &mut loading, &mut reload_again, &mut asked, &mut asked_next);
+                } else if let Some(done) = control::answer(call, &mut cx) {
                     committer.commit(&mut store, &mut engine, &dispatcher, true, now);
                     done();
                 }
@@ -618,6 +648,36 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 type Loaded = Result<config::Loaded, config::ConfigErrors>;
 
+/// Someone who asked for a reload: `SIGHUP`, or a caller of the API
+/// waiting for the outcome.
+struct ReloadAsk {
+    by: String,
+    reply: Option<alerter_api::Reply<alerter_api::types::Reloaded>>,
+}
+
+/// Starts loading, or, while a load is under way, asks for one more after
+/// it: reloads asked for meanwhile are merged into that one.
+fn ask_reload(
+    ask: ReloadAsk,
+    opts: &RunOptions,
+    loaded_tx: &mpsc::Sender<Loaded>,
+    loading: &mut bool,
+    again: &mut bool,
+    asked: &mut Vec<ReloadAsk>,
+    asked_next: &mut Vec<ReloadAsk>,
+) {
+    // Loading reads files and probes plugins in child processes: beside
+    // the engine, which keeps working.
+    if *loading {
+        *again = true;
+        asked_next.push(ask);
+    } else {
+        *loading = true;
+        asked.push(ask);
+        start_loading(opts, loaded_tx.clone());
+    }
+}
+
 /// Loads the config file on a blocking thread and sends the result back.
 fn start_loading(opts: &RunOptions, done: mpsc::Sender<Loaded>) {
     info!(config = ?opts.config_path, "reloading configuration");
@@ -667,20 +727,22 @@ fn reload(
     reports: &mpsc::UnboundedSender<Report>,
     api: &control::Api,
     now: DateTime<Utc>,
-) -> Result<(), usize> {
+) -> Result<Vec<String>, Vec<String>> {
     let loaded = match loaded {
         Ok(l) => l,
         Err(errs) => {
-            for line in config::diag::render_short(&errs.diagnostics, &errs.sources) {
+            let lines = config::diag::render_short(&errs.diagnostics, &errs.sources);
+            for line in &lines {
                 error!("{line}");
             }
             let n = errs.error_count();
             let errors = if n == 1 { "1 error".to_string() } else { format!("{n} errors") };
             error!("configuration not reloaded ({errors}); the previous configuration keeps running");
-            return Err(errs.error_count());
+            return Err(lines);
         }
     };
-    for line in config::diag::render_short(&loaded.warnings, &loaded.sources) {
+    let warnings = config::diag::render_short(&loaded.warnings, &loaded.sources);
+    for line in &warnings {
         warn!("{line}");
     }
     let new = loaded.config;
@@ -691,7 +753,7 @@ fn reload(
         Ok(b) => b,
         Err(e) => {
             error!("configuration not reloaded: {e}; the previous configuration keeps running");
-            return Err(1);
+            return Err(vec![e.to_string()]);
         }
     };
     // Token files are read again: a reload is how a token is revoked.
@@ -699,7 +761,7 @@ fn reload(
         Ok(a) => a,
         Err(e) => {
             error!("configuration not reloaded: {e}; the previous configuration keeps running");
-            return Err(1);
+            return Err(vec![e]);
         }
     };
     if (new.api.socket_path(&cfg.state_dir), new.api.listen) != api.listening {
@@ -711,7 +773,7 @@ fn reload(
         Ok(p) => p,
         Err(e) => {
             error!("configuration not reloaded: {e}; the previous configuration keeps running");
-            return Err(1);
+            return Err(vec![e.to_string()]);
         }
     };
     // Nothing can fail from here on: the swap is all or nothing.
@@ -731,7 +793,7 @@ fn reload(
     *cfg = new;
     cfg.state_dir = state_dir;
     info!(rules = cfg.rules.len(), "configuration reloaded");
-    Ok(())
+    Ok(warnings)
 }
 
 #[cfg(test)]

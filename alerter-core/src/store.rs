@@ -257,6 +257,160 @@ pub struct HistoryItem {
     pub attempts: u32,
     /// The server's reply, the error, or why it was suppressed.
     pub detail: Option<String>,
+    /// The notification's id (what it was, for a suppression).
+    pub notification: Option<String>,
+    /// The alerts it was about (fingerprints).
+    pub alerts: Vec<String>,
+}
+
+/// Where the next page of history starts: below these row ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCursor {
+    pub outbox: i64,
+    pub audit: i64,
+}
+
+impl std::fmt::Display for HistoryCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.outbox, self.audit)
+    }
+}
+
+impl std::str::FromStr for HistoryCursor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a history cursor (give the `next` of the previous page)");
+        let (o, a) = s.split_once('.').ok_or_else(bad)?;
+        Ok(HistoryCursor { outbox: o.parse().map_err(|_| bad())?, audit: a.parse().map_err(|_| bad())? })
+    }
+}
+
+/// What a page of history is about; every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryFilter {
+    pub rule: Option<String>,
+    pub transport: Option<String>,
+    /// `sent`, `failed`, `expired`, `pending`, `suppressed`, or a change
+    /// (`silence`, `ack`, `notice`, `reload`).
+    pub status: Option<String>,
+    /// A subscriber id (`*` the workgroup) among the recipients.
+    pub recipient: Option<String>,
+    /// An alert: its fingerprint or the first 4 or more hex digits of it.
+    pub alert: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// The statuses of the outbox (of notifications).
+const OUTBOX_STATUSES: &[&str] = &["pending", "sending", "sent", "failed", "expired"];
+
+impl HistoryFilter {
+    fn wants_outbox(&self) -> bool {
+        self.status.as_deref().is_none_or(|s| OUTBOX_STATUSES.contains(&s))
+    }
+
+    /// Audit rows have no recipients: a filter by recipient is about
+    /// notifications.
+    fn wants_audit(&self) -> bool {
+        self.recipient.is_none() && self.status.as_deref().is_none_or(|s| !OUTBOX_STATUSES.contains(&s))
+    }
+
+    fn outbox_sql(&self, below: i64, limit: usize) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value;
+        let mut conds = vec!["rowid < ?".to_string()];
+        let mut args = vec![Value::Integer(below)];
+        if let Some(r) = &self.rule {
+            conds.push("rule = ?".into());
+            args.push(Value::Text(r.clone()));
+        }
+        if let Some(t) = &self.transport {
+            conds.push("transport = ?".into());
+            args.push(Value::Text(t.clone()));
+        }
+        if let Some(s) = &self.status {
+            conds.push("status = ?".into());
+            args.push(Value::Text(s.clone()));
+        }
+        if let Some(r) = &self.recipient {
+            conds.push(
+                "EXISTS (SELECT 1 FROM json_each(payload, '$.recipients') WHERE json_extract(value, '$.id') = ?)"
+                    .into(),
+            );
+            args.push(Value::Text(r.clone()));
+        }
+        if let Some(a) = &self.alert {
+            conds.push(
+                "EXISTS (SELECT 1 FROM json_each(payload, '$.alerts') WHERE substr(json_extract(value, '$.fingerprint'), 1, ?) = ?)"
+                    .into(),
+            );
+            args.push(Value::Integer(a.len() as i64));
+            args.push(Value::Text(a.to_ascii_lowercase()));
+        }
+        if let Some(t) = self.since {
+            conds.push("created_ms >= ?".into());
+            args.push(Value::Integer(ms(t)));
+        }
+        if let Some(t) = self.until {
+            conds.push("created_ms < ?".into());
+            args.push(Value::Integer(ms(t)));
+        }
+        let sql = format!(
+            "SELECT rowid, payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox
+             WHERE {} ORDER BY rowid DESC LIMIT {limit}",
+            conds.join(" AND ")
+        );
+        (sql, args)
+    }
+
+    fn audit_sql(&self, below: i64, limit: usize) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value;
+        let mut conds = vec!["id < ?".to_string()];
+        let mut args = vec![Value::Integer(below)];
+        // Suppressions and changes made through the API; what was sent or
+        // failed is the outbox's part.
+        match &self.status {
+            Some(s) => {
+                conds.push("status = ?".into());
+                args.push(Value::Text(s.clone()));
+            }
+            None => {
+                let kinds: Vec<String> = std::iter::once("suppressed")
+                    .chain(CHANGE_KINDS.iter().copied())
+                    .map(|k| format!("'{k}'"))
+                    .collect();
+                conds.push(format!("status IN ({})", kinds.join(", ")));
+            }
+        }
+        if let Some(r) = &self.rule {
+            conds.push("rule = ?".into());
+            args.push(Value::Text(r.clone()));
+        }
+        if let Some(t) = &self.transport {
+            conds.push("transport = ?".into());
+            args.push(Value::Text(t.clone()));
+        }
+        if let Some(a) = &self.alert {
+            conds.push("substr(fingerprint, 1, ?) = ?".into());
+            args.push(Value::Integer(a.len() as i64));
+            args.push(Value::Text(a.to_ascii_lowercase()));
+        }
+        // The audit's times are RFC 3339 text, compared as such: every one
+        // is written by `to_rfc3339` in UTC, so text order is time order.
+        if let Some(t) = self.since {
+            conds.push("time >= ?".into());
+            args.push(Value::Text(t.to_rfc3339()));
+        }
+        if let Some(t) = self.until {
+            conds.push("time < ?".into());
+            args.push(Value::Text(t.to_rfc3339()));
+        }
+        let sql = format!(
+            "SELECT id, time, rule, fingerprint, transport, notification, status, reason, summary FROM audit
+             WHERE {} ORDER BY id DESC LIMIT {limit}",
+            conds.join(" AND ")
+        );
+        (sql, args)
+    }
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -669,33 +823,8 @@ impl Store {
             "SELECT time, rule, fingerprint, transport, notification, status, reason, summary
              FROM audit ORDER BY id DESC LIMIT ?1",
         )?;
-        let rows = stmt.query_map([limit as i64], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, Option<String>>(7)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (time, rule, fp, transport, notification, status, reason, summary) = row?;
-            out.push(AuditRecord {
-                time: DateTime::parse_from_rfc3339(&time).map(|t| t.with_timezone(&Utc)).unwrap_or_default(),
-                rule,
-                fingerprint: fp.and_then(|f| Fingerprint::try_from(f).ok()),
-                transport,
-                notification,
-                status,
-                reason,
-                summary,
-            });
-        }
-        Ok(out)
+        let rows = stmt.query_map([limit as i64], |r| audit_from_row(r, 0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Commits what one turn of the engine decided, in one transaction:
@@ -981,16 +1110,32 @@ impl Store {
 
     /// Recent notifications and suppressions, newest first.
     pub fn history(&self, limit: usize) -> Result<Vec<HistoryItem>, StoreError> {
-        let mut items = Vec::new();
-        {
-            let mut stmt = self.conn.prepare(
-                "SELECT rowid, payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox
-                 ORDER BY rowid DESC LIMIT ?1",
-            )?;
-            let rows = stmt.query_map([limit as i64], row_to_entry)?;
+        Ok(self.history_page(&HistoryFilter::default(), limit, None)?.0)
+    }
+
+    /// A page of history, newest first, with what `filter` asks: the
+    /// outbox's notifications (sent, failed, expired, pending) and the
+    /// audit trail's suppressions and changes, merged by time. `after` is
+    /// the cursor a previous page returned; the cursor returned leads to
+    /// the next page (`None`: this was the last). Each table is read by its
+    /// row ids from the cursor down, so a page costs the same however deep
+    /// it is.
+    pub fn history_page(
+        &self,
+        filter: &HistoryFilter,
+        limit: usize,
+        after: Option<HistoryCursor>,
+    ) -> Result<(Vec<HistoryItem>, Option<HistoryCursor>), StoreError> {
+        let limit = limit.max(1);
+        let cursor = after.unwrap_or(HistoryCursor { outbox: i64::MAX, audit: i64::MAX });
+        let mut items: Vec<(HistoryItem, bool, i64)> = Vec::new();
+        if filter.wants_outbox() {
+            let (sql, args) = filter.outbox_sql(cursor.outbox, limit + 1);
+            let mut stmt = self.conn.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), row_to_entry)?;
             for e in collect_entries(rows)? {
                 let n = &e.notification;
-                items.push(HistoryItem {
+                let item = HistoryItem {
                     time: n.created_at,
                     rule: n.rule.clone(),
                     transport: Some(n.transport.clone()),
@@ -1002,29 +1147,50 @@ impl Store {
                         OutboxStatus::Sent => e.reply.clone(),
                         _ => e.last_error.clone(),
                     },
-                });
+                    notification: Some(n.id.clone()),
+                    alerts: n.alerts.iter().map(|a| a.fingerprint.to_string()).collect(),
+                };
+                items.push((item, true, e.rowid));
             }
         }
-        for a in self.recent_audit(limit)? {
-            // Suppressions and changes made through the API; what was sent
-            // or failed is the outbox's part.
-            if a.status != "suppressed" && !CHANGE_KINDS.contains(&a.status.as_str()) {
-                continue;
+        if filter.wants_audit() {
+            let (sql, args) = filter.audit_sql(cursor.audit, limit + 1);
+            let mut stmt = self.conn.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok((r.get::<_, i64>(0)?, audit_from_row(r, 1)?))
+            })?;
+            for row in rows {
+                let (id, a) = row?;
+                let item = HistoryItem {
+                    time: a.time,
+                    rule: a.rule,
+                    transport: a.transport,
+                    status: a.status,
+                    summary: a.summary.unwrap_or_default(),
+                    recipients: Vec::new(),
+                    attempts: 0,
+                    detail: a.reason,
+                    notification: a.notification,
+                    alerts: a.fingerprint.map(|f| f.to_string()).into_iter().collect(),
+                };
+                items.push((item, false, id));
             }
-            items.push(HistoryItem {
-                time: a.time,
-                rule: a.rule,
-                transport: a.transport,
-                status: a.status,
-                summary: a.summary.unwrap_or_default(),
-                recipients: Vec::new(),
-                attempts: 0,
-                detail: a.reason,
-            });
         }
-        items.sort_by_key(|item| std::cmp::Reverse(item.time));
+        items.sort_by_key(|(item, _, id)| std::cmp::Reverse((item.time, *id)));
+        let more = items.len() > limit;
         items.truncate(limit);
-        Ok(items)
+        let next = more.then(|| {
+            let mut c = cursor;
+            for (_, outbox, id) in &items {
+                if *outbox {
+                    c.outbox = c.outbox.min(*id);
+                } else {
+                    c.audit = c.audit.min(*id);
+                }
+            }
+            c
+        });
+        Ok((items.into_iter().map(|(i, _, _)| i).collect(), next))
     }
 
     /// Forgets finished notifications and audit records older than
@@ -1140,6 +1306,23 @@ type EntryRow = (i64, String, String, u32, i64, Option<String>, Option<String>, 
 
 /// A row of `SELECT rowid, payload, status, attempts, next_attempt_ms,
 /// last_error, reply, updated_ms`.
+/// An audit record from the columns time, rule, fingerprint, transport,
+/// notification, status, reason, summary, the first at `at`.
+fn audit_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<AuditRecord> {
+    let time: String = r.get(at)?;
+    let fp: Option<String> = r.get(at + 2)?;
+    Ok(AuditRecord {
+        time: DateTime::parse_from_rfc3339(&time).map(|t| t.with_timezone(&Utc)).unwrap_or_default(),
+        rule: r.get(at + 1)?,
+        fingerprint: fp.and_then(|f| Fingerprint::try_from(f).ok()),
+        transport: r.get(at + 3)?,
+        notification: r.get(at + 4)?,
+        status: r.get(at + 5)?,
+        reason: r.get(at + 6)?,
+        summary: r.get(at + 7)?,
+    })
+}
+
 fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
 }
@@ -1593,6 +1776,100 @@ pub(crate) mod tests {
         };
         s.audit(std::slice::from_ref(&rec)).unwrap();
         assert_eq!(s.recent_audit(10).unwrap(), vec![rec]);
+    }
+
+    #[test]
+    fn history_pages_by_filter_and_cursor_without_repeats_or_gaps() {
+        use crate::rules::Recipient;
+        let mut s = Store::in_memory().unwrap();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |i: i64| t0 + chrono::Duration::seconds(i);
+        let fp = Fingerprint(0x3f2a_9c01_0000_0001);
+        // Notifications at even seconds (to alice by popup, to bob by mail,
+        // in turn), audit records at odd ones.
+        for i in 0..20 {
+            let mut n = note(&format!("n{i:02}"), if i % 4 == 0 { "popup" } else { "mail" }, at(2 * i));
+            n.rule = if i < 10 { "disk".into() } else { "app".into() };
+            let who = if i % 4 == 0 { "alice" } else { "bob" };
+            n.recipients = vec![Recipient { id: who.into(), name: None, machine: None, email: None }];
+            if i == 7 {
+                n.alerts = vec![crate::notify::AlertSummary {
+                    fingerprint: fp,
+                    status: "firing".into(),
+                    source: "disk".into(),
+                    host: "h".into(),
+                    severity: Severity::Warning,
+                    summary: "full".into(),
+                    details: String::new(),
+                    labels: Default::default(),
+                    since: at(0),
+                    count: 1,
+                }];
+            }
+            let status = if i % 2 == 0 { "suppressed" } else { "silence" };
+            let rec = AuditRecord {
+                time: at(2 * i + 1),
+                rule: n.rule.clone(),
+                fingerprint: (i == 3).then_some(fp),
+                transport: None,
+                notification: None,
+                status: status.into(),
+                reason: Some(format!("r{i}")),
+                summary: Some(format!("a{i:02}")),
+            };
+            // Records that history leaves out (the outbox tells of those).
+            let sent = AuditRecord { status: "sent".into(), ..rec.clone() };
+            s.commit(&Turn { notifications: vec![n], audit: vec![rec, sent], ..Turn::default() }, at(2 * i)).unwrap();
+        }
+        let page = |f: &HistoryFilter, n: usize, c: Option<HistoryCursor>| s.history_page(f, n, c).unwrap();
+        let names = |items: &[HistoryItem]| items.iter().map(|i| i.summary.replace("title ", "")).collect::<Vec<_>>();
+
+        // Everything, newest first, 7 at a time: 40 entries, each once.
+        let all = HistoryFilter::default();
+        let (mut seen, mut cursor) = (Vec::new(), None);
+        loop {
+            let (items, next) = page(&all, 7, cursor);
+            assert!(items.len() <= 7);
+            seen.extend(names(&items));
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut want: Vec<String> = (0..20).flat_map(|i| [format!("n{i:02}"), format!("a{i:02}")]).collect();
+        want.reverse();
+        assert_eq!(seen, want);
+        // The cursor reads back as it was written.
+        let (_, c) = page(&all, 3, None);
+        let c = c.unwrap();
+        assert_eq!(c.to_string().parse::<HistoryCursor>(), Ok(c));
+        assert!("12".parse::<HistoryCursor>().is_err() && "a.b".parse::<HistoryCursor>().is_err());
+
+        let only = |f: HistoryFilter| names(&page(&f, 100, None).0);
+        assert_eq!(
+            only(HistoryFilter { transport: Some("popup".into()), ..Default::default() }),
+            ["n16", "n12", "n08", "n04", "n00"]
+        );
+        assert_eq!(
+            only(HistoryFilter { recipient: Some("alice".into()), rule: Some("app".into()), ..Default::default() }),
+            ["n16", "n12"],
+            "a recipient filter is about notifications"
+        );
+        assert_eq!(
+            only(HistoryFilter { status: Some("silence".into()), rule: Some("disk".into()), ..Default::default() }),
+            ["a09", "a07", "a05", "a03", "a01"]
+        );
+        assert_eq!(
+            only(HistoryFilter { alert: Some("3F2A9C01".into()), ..Default::default() }),
+            ["n07", "a03"],
+            "by alert, in the outbox's payload and the audit's column"
+        );
+        assert_eq!(
+            only(HistoryFilter { since: Some(at(36)), until: Some(at(39)), ..Default::default() }),
+            ["n19", "a18", "n18"],
+            "since is inclusive, until exclusive"
+        );
+        assert_eq!(only(HistoryFilter { status: Some("sent".into()), ..Default::default() }), Vec::<String>::new());
     }
 
     #[test]

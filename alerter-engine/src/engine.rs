@@ -16,9 +16,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::event::{ALERTER_SOURCE, Event, Fingerprint, Inbound, Severity};
 use crate::notices::{Notice, NoticeKey, NoticeScheduler, When};
-use crate::notify::{Notification, RenderCx, TransportInfo, notice_notifications, render_dispatch};
+use crate::notify::{
+    Notification, RenderCx, TransportInfo, notice_notifications, plain_notifications, render_dispatch,
+};
 use crate::rules::router::{Alert, AlertChange, Kept, Output, Router};
-use crate::rules::{Matcher, Rule, Silence};
+use crate::rules::{Matcher, Rule, Silence, Target};
 use crate::template::{NOTICE_FALLBACK, Templates};
 
 /// What the engine needs of a configuration.
@@ -183,7 +185,7 @@ fn reminders(offsets: &[std::time::Duration]) -> String {
 }
 
 /// "* via popup; alice, bob via mail".
-pub fn describe_targets(targets: &[crate::rules::Target]) -> String {
+pub fn describe_targets(targets: &[Target]) -> String {
     let parts: Vec<String> = targets
         .iter()
         .map(|t| {
@@ -336,7 +338,7 @@ impl Engine {
             Some(s) if s > now => format!("from {} until {}", s.to_rfc3339(), silence.ends.to_rfc3339()),
             _ => format!("until {}", silence.ends.to_rfc3339()),
         };
-        self.change_record(
+        self.record_change(
             "silence",
             &by,
             silence.comment.as_deref(),
@@ -365,7 +367,7 @@ impl Engine {
         }
         s.ends = now;
         let s = s.clone();
-        self.change_record("silence", by, None, format!("silence {id} expired"), now);
+        self.record_change("silence", by, None, format!("silence {id} expired"), now);
         self.turn.silences.push(s.clone());
         self.apply_silences(now);
         Ok(s)
@@ -463,7 +465,7 @@ impl Engine {
             self.notices.remove(&n.name);
             return Err(ChangeError::Invalid("the notice's time has passed".into()));
         }
-        self.change_record("notice", &by, None, summary, now);
+        self.record_change("notice", &by, None, summary, now);
         self.turn.notices.push(NoticeChange::Set(n.clone()));
         self.note_positions();
         Ok(n)
@@ -485,7 +487,7 @@ impl Engine {
         let n = self.notices.remove(id).expect("just found");
         self.forget_notice(id);
         let text = n.set.as_ref().map_or("", |s| s.text.as_str());
-        self.change_record("notice", by, None, format!("notice {id} cancelled: {text}"), now);
+        self.record_change("notice", by, None, format!("notice {id} cancelled: {text}"), now);
         Ok(n)
     }
 
@@ -516,9 +518,22 @@ impl Engine {
         self.router.set_silences(all, now);
     }
 
-    /// An audit record of a change made through the control API: what,
-    /// by whom, why.
-    fn change_record(&mut self, kind: &str, by: &str, why: Option<&str>, summary: String, now: DateTime<Utc>) {
+    /// Queues a test notification through one transport: rule `test:ID`,
+    /// status `test`, in the turn like any notification.
+    pub fn test_notification(&mut self, id: &str, target: Target, title: &str, text: &str, now: DateTime<Utc>) {
+        self.turn.notifications.extend(plain_notifications(
+            &format!("test:{id}"),
+            "test",
+            title,
+            text,
+            std::slice::from_ref(&target),
+            now,
+        ));
+    }
+
+    /// An audit record of a change (made through the control API, or a
+    /// reload): what, by whom, why.
+    pub fn record_change(&mut self, kind: &str, by: &str, why: Option<&str>, summary: String, now: DateTime<Utc>) {
         info!(by, "{summary}");
         let reason = match why {
             Some(w) if !w.is_empty() => format!("by {by}: {w}"),

@@ -237,14 +237,27 @@ pub fn notice_notifications(
     targets: &[crate::rules::Target],
     at: DateTime<Utc>,
 ) -> Vec<Notification> {
+    plain_notifications(&format!("notice:{name}"), "notice", title, text, targets, at)
+}
+
+/// Notifications of a fixed text about no alert (a notice, a test), one
+/// per target.
+pub fn plain_notifications(
+    rule: &str,
+    status: &str,
+    title: &str,
+    text: &str,
+    targets: &[crate::rules::Target],
+    at: DateTime<Utc>,
+) -> Vec<Notification> {
     targets
         .iter()
         .map(|t| Notification {
-            id: notification_id(&format!("notice:{name}"), title, &t.transport, at),
+            id: notification_id(rule, title, &t.transport, at),
             created_at: at,
-            rule: format!("notice:{name}"),
+            rule: rule.to_string(),
             transport: t.transport.clone(),
-            status: "notice".into(),
+            status: status.into(),
             severity: Severity::Info,
             title: title.to_string(),
             text: text.to_string(),
