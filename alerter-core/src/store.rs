@@ -43,10 +43,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 
 use crate::event::Fingerprint;
-use crate::notices::{Notice, NoticeRecord};
+use crate::notices::Notice;
 use crate::notify::Notification;
+use crate::rules::Silence;
 use crate::rules::router::{AlertChange, Kept};
-use crate::rules::{Silence, SilenceRecord};
 use alerter_engine::{NoticeChange, Turn};
 
 /// File name of the database inside the state directory.
@@ -759,35 +759,39 @@ impl Store {
     /// ended). A record that no longer compiles (written by a newer
     /// alerter, say) is left out and reported in the second list.
     pub fn load_silences(&self, since: DateTime<Utc>) -> Result<(Vec<Silence>, Vec<String>), StoreError> {
-        let mut stmt = self.conn.prepare("SELECT id, body FROM silences WHERE ends_ms >= ?1 ORDER BY rowid")?;
-        let rows = stmt.query_map([ms(since)], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let (mut out, mut bad) = (Vec::new(), Vec::new());
-        for row in rows {
-            let (id, body) = row?;
-            let silence =
-                serde_json::from_str::<SilenceRecord>(&body).map_err(|e| e.to_string()).and_then(Silence::from_record);
-            match silence {
-                Ok(s) => out.push(s),
-                Err(e) => bad.push(format!("silence `{id}`: {e}")),
-            }
-        }
-        Ok((out, bad))
+        self.load_records(
+            "SELECT id, body FROM silences WHERE ends_ms >= ?1 ORDER BY rowid",
+            [ms(since)],
+            "silence",
+            Silence::from_record,
+        )
     }
 
     /// The notices set at run time that are still to go out. A record that
     /// no longer reads (written by a newer alerter, say) is left out and
     /// reported in the second list.
     pub fn load_notices(&self) -> Result<(Vec<Notice>, Vec<String>), StoreError> {
-        let mut stmt = self.conn.prepare("SELECT id, body FROM runtime_notices ORDER BY rowid")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        self.load_records("SELECT id, body FROM runtime_notices ORDER BY rowid", [], "notice", Notice::from_record)
+    }
+
+    /// Records kept as JSON (`id`, `body` rows), each made into what it
+    /// records by `make`; one that does not read is left out and reported
+    /// as "`what` `id`: why" in the second list.
+    fn load_records<R: serde::de::DeserializeOwned, T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        what: &str,
+        make: fn(R) -> Result<T, String>,
+    ) -> Result<(Vec<T>, Vec<String>), StoreError> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let (mut out, mut bad) = (Vec::new(), Vec::new());
         for row in rows {
             let (id, body) = row?;
-            let notice =
-                serde_json::from_str::<NoticeRecord>(&body).map_err(|e| e.to_string()).and_then(Notice::from_record);
-            match notice {
-                Ok(n) => out.push(n),
-                Err(e) => bad.push(format!("notice `{id}`: {e}")),
+            match serde_json::from_str::<R>(&body).map_err(|e| e.to_string()).and_then(make) {
+                Ok(t) => out.push(t),
+                Err(e) => bad.push(format!("{what} `{id}`: {e}")),
             }
         }
         Ok((out, bad))
