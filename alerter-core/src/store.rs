@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
 use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 
@@ -315,101 +316,99 @@ impl HistoryFilter {
         self.recipient.is_none() && self.status.as_deref().is_none_or(|s| !OUTBOX_STATUSES.contains(&s))
     }
 
-    fn outbox_sql(&self, below: i64, limit: usize) -> (String, Vec<rusqlite::types::Value>) {
-        use rusqlite::types::Value;
-        let mut conds = vec!["rowid < ?".to_string()];
-        let mut args = vec![Value::Integer(below)];
-        if let Some(r) = &self.rule {
-            conds.push("rule = ?".into());
-            args.push(Value::Text(r.clone()));
-        }
-        if let Some(t) = &self.transport {
-            conds.push("transport = ?".into());
-            args.push(Value::Text(t.clone()));
-        }
-        if let Some(s) = &self.status {
-            conds.push("status = ?".into());
-            args.push(Value::Text(s.clone()));
-        }
+    fn outbox_sql(&self, below: i64, limit: usize) -> (String, Vec<Value>) {
+        let mut w = Where::new("rowid", below);
+        w.eq("rule", &self.rule);
+        w.eq("transport", &self.transport);
+        w.eq("status", &self.status);
         if let Some(r) = &self.recipient {
-            conds.push(
-                "EXISTS (SELECT 1 FROM json_each(payload, '$.recipients') WHERE json_extract(value, '$.id') = ?)"
-                    .into(),
+            w.cond(
+                "EXISTS (SELECT 1 FROM json_each(payload, '$.recipients') WHERE json_extract(value, '$.id') = ?)",
+                [Value::Text(r.clone())],
             );
-            args.push(Value::Text(r.clone()));
         }
         if let Some(a) = &self.alert {
-            conds.push(
-                "EXISTS (SELECT 1 FROM json_each(payload, '$.alerts') WHERE substr(json_extract(value, '$.fingerprint'), 1, ?) = ?)"
-                    .into(),
+            w.cond(
+                "EXISTS (SELECT 1 FROM json_each(payload, '$.alerts') WHERE substr(json_extract(value, '$.fingerprint'), 1, ?) = ?)",
+                [Value::Integer(a.len() as i64), Value::Text(a.to_ascii_lowercase())],
             );
-            args.push(Value::Integer(a.len() as i64));
-            args.push(Value::Text(a.to_ascii_lowercase()));
         }
         if let Some(t) = self.since {
-            conds.push("created_ms >= ?".into());
-            args.push(Value::Integer(ms(t)));
+            w.cond("created_ms >= ?", [Value::Integer(ms(t))]);
         }
         if let Some(t) = self.until {
-            conds.push("created_ms < ?".into());
-            args.push(Value::Integer(ms(t)));
+            w.cond("created_ms < ?", [Value::Integer(ms(t))]);
         }
-        let sql = format!(
-            "SELECT rowid, payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox
-             WHERE {} ORDER BY rowid DESC LIMIT {limit}",
-            conds.join(" AND ")
-        );
-        (sql, args)
+        w.select(
+            "SELECT rowid, payload, status, attempts, next_attempt_ms, last_error, reply, updated_ms FROM outbox",
+            "rowid",
+            limit,
+        )
     }
 
-    fn audit_sql(&self, below: i64, limit: usize) -> (String, Vec<rusqlite::types::Value>) {
-        use rusqlite::types::Value;
-        let mut conds = vec!["id < ?".to_string()];
-        let mut args = vec![Value::Integer(below)];
+    fn audit_sql(&self, below: i64, limit: usize) -> (String, Vec<Value>) {
+        let mut w = Where::new("id", below);
         // Suppressions and changes made through the API; what was sent or
         // failed is the outbox's part.
-        match &self.status {
-            Some(s) => {
-                conds.push("status = ?".into());
-                args.push(Value::Text(s.clone()));
-            }
-            None => {
-                let kinds: Vec<String> = std::iter::once("suppressed")
-                    .chain(CHANGE_KINDS.iter().copied())
-                    .map(|k| format!("'{k}'"))
-                    .collect();
-                conds.push(format!("status IN ({})", kinds.join(", ")));
-            }
+        if self.status.is_some() {
+            w.eq("status", &self.status);
+        } else {
+            let kinds: Vec<String> =
+                std::iter::once("suppressed").chain(CHANGE_KINDS.iter().copied()).map(|k| format!("'{k}'")).collect();
+            w.cond(&format!("status IN ({})", kinds.join(", ")), []);
         }
-        if let Some(r) = &self.rule {
-            conds.push("rule = ?".into());
-            args.push(Value::Text(r.clone()));
-        }
-        if let Some(t) = &self.transport {
-            conds.push("transport = ?".into());
-            args.push(Value::Text(t.clone()));
-        }
+        w.eq("rule", &self.rule);
+        w.eq("transport", &self.transport);
         if let Some(a) = &self.alert {
-            conds.push("substr(fingerprint, 1, ?) = ?".into());
-            args.push(Value::Integer(a.len() as i64));
-            args.push(Value::Text(a.to_ascii_lowercase()));
+            w.cond(
+                "substr(fingerprint, 1, ?) = ?",
+                [Value::Integer(a.len() as i64), Value::Text(a.to_ascii_lowercase())],
+            );
         }
         // The audit's times are RFC 3339 text, compared as such: every one
         // is written by `to_rfc3339` in UTC, so text order is time order.
         if let Some(t) = self.since {
-            conds.push("time >= ?".into());
-            args.push(Value::Text(t.to_rfc3339()));
+            w.cond("time >= ?", [Value::Text(t.to_rfc3339())]);
         }
         if let Some(t) = self.until {
-            conds.push("time < ?".into());
-            args.push(Value::Text(t.to_rfc3339()));
+            w.cond("time < ?", [Value::Text(t.to_rfc3339())]);
         }
-        let sql = format!(
-            "SELECT id, time, rule, fingerprint, transport, notification, status, reason, summary FROM audit
-             WHERE {} ORDER BY id DESC LIMIT {limit}",
-            conds.join(" AND ")
-        );
-        (sql, args)
+        w.select(
+            "SELECT id, time, rule, fingerprint, transport, notification, status, reason, summary FROM audit",
+            "id",
+            limit,
+        )
+    }
+}
+
+/// A WHERE clause built from conditions and their parameters, in order.
+struct Where {
+    conds: Vec<String>,
+    args: Vec<Value>,
+}
+
+impl Where {
+    /// Starts below a row id (the cursor).
+    fn new(id: &str, below: i64) -> Where {
+        Where { conds: vec![format!("{id} < ?")], args: vec![Value::Integer(below)] }
+    }
+
+    fn cond<const N: usize>(&mut self, sql: &str, args: [Value; N]) {
+        self.conds.push(sql.to_string());
+        self.args.extend(args);
+    }
+
+    /// `column = value`, when a value is given.
+    fn eq(&mut self, column: &str, value: &Option<String>) {
+        if let Some(v) = value {
+            self.cond(&format!("{column} = ?"), [Value::Text(v.clone())]);
+        }
+    }
+
+    /// The query, newest (highest id) first.
+    fn select(self, select: &str, id: &str, limit: usize) -> (String, Vec<Value>) {
+        let sql = format!("{select} WHERE {} ORDER BY {id} DESC LIMIT {limit}", self.conds.join(" AND "));
+        (sql, self.args)
     }
 }
 
