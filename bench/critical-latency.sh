@@ -195,6 +195,9 @@ rules:
     notify: [{ subscribers: [ops], via: [self] }]
   - name: critical
     match: { source: critical }
+    # Every probe is measured: none may be folded by bob's popup budget
+    # (criticals count against it, up to twice the budget, see docs/budgets.md).
+    budget: exempt
     notify: [{ subscribers: [bob], via: [popup] }]
   - name: storm
     match: { source: storm }

@@ -304,6 +304,24 @@ pub fn status(args: &ApiArgs) -> anyhow::Result<()> {
             .collect();
         table(&["AT", "NOTICE", "EVENT"], &rows);
     }
+    if !s.pending_digests.is_empty() {
+        println!("digests to come (budgets spent):");
+        let rows: Vec<Vec<String>> = s
+            .pending_digests
+            .iter()
+            .map(|d| {
+                vec![
+                    local(d.at),
+                    format!("#{}", d.number),
+                    format!("{} via {}", d.holder, d.transport),
+                    d.budget.clone(),
+                    d.shown.to_string(),
+                    d.folded.to_string(),
+                ]
+            })
+            .collect();
+        table(&["AT", "DIGEST", "FOR", "BUDGET", "SHOWN", "FOLDED"], &rows);
+    }
     Ok(())
 }
 
@@ -530,7 +548,7 @@ pub struct HistoryArgs {
     /// Only this transport's.
     #[arg(long)]
     transport: Option<String>,
-    /// Only `sent`, `failed`, `expired`, `pending`, `suppressed`, or changes:
+    /// Only `sent`, `failed`, `expired`, `pending`, `suppressed`, `folded` (into a digest by a budget), or changes:
     /// `silence`, `ack`, `notice`, `reload`.
     #[arg(long)]
     status: Option<String>,

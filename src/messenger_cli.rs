@@ -118,7 +118,7 @@ fn group_recipients(c: &config::Config, group: &str, kind: &str) -> anyhow::Resu
     for (id, s) in g.members.iter().filter_map(|m| c.subscribers.get(m).map(|s| (m, s))) {
         let machine = if kind == "email" { None } else { s.machine.clone() };
         let email = if kind == "email" { s.email.clone() } else { None };
-        let r = Recipient { id: id.clone(), name: s.name.clone(), machine, email };
+        let r = Recipient { id: id.clone(), name: s.name.clone(), machine, email, group: None };
         if r.reachable_by(kind) {
             out.push(r);
         } else {
@@ -199,7 +199,7 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
         if let Some(ip) = a.ip {
             opts.resolver.hosts.insert(a.to.to_ascii_uppercase(), Target { ip, port: a.port });
         }
-        vec![Recipient { id: a.to.clone(), name: None, machine: Some(a.to.clone()), email: None }]
+        vec![Recipient { id: a.to.clone(), name: None, machine: Some(a.to.clone()), email: None, group: None }]
     };
     if recipients.is_empty() {
         bail!("nobody to send to");
@@ -274,9 +274,9 @@ fn send_email(a: &SendArgs, cfg: Option<config::Config>) -> anyhow::Result<()> {
     let recipients: Vec<Recipient> = if let Some(group) = a.to.strip_prefix('@') {
         group_recipients(&c, group, "email")?
     } else if let Some(s) = c.subscribers.get(&a.to) {
-        vec![Recipient { id: a.to.clone(), name: s.name.clone(), machine: None, email: s.email.clone() }]
+        vec![Recipient { id: a.to.clone(), name: s.name.clone(), machine: None, email: s.email.clone(), group: None }]
     } else {
-        vec![Recipient { id: a.to.clone(), name: None, machine: None, email: Some(a.to.clone()) }]
+        vec![Recipient { id: a.to.clone(), name: None, machine: None, email: Some(a.to.clone()), group: None }]
     };
     let text = read_message(a)?;
     let subject = text.lines().next().unwrap_or_default().to_string();

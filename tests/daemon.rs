@@ -423,6 +423,8 @@ transports:
     hosts: {{ ADMIN-PC: "127.0.0.1:{port}" }}
     dns: false
     retry: {{ initial: 1s, max: 1s }}
+    # Every one of the 300 is to wait in the outbox, none folded.
+    budget: unlimited
 subscribers:
   admin: {{ machine: ADMIN-PC }}
 rules:

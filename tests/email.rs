@@ -862,3 +862,68 @@ rules:
     assert!(twice.is_empty(), "{} sent more than once, e.g. {:?}", twice.len(), &twice[..twice.len().min(5)]);
     assert_eq!(seen.len(), N, "every notification exactly once");
 }
+
+/// Issue 13, acceptance 3: one storm of 10,000 distinct warnings to a log
+/// transport and to an email transport with a budget of 5 mails per 20 s:
+/// the log gets all 10,000, the mail server receives the 5 and one digest
+/// mail that counts the rest by rule and host; history keeps every one.
+#[test]
+fn a_mail_budget_sends_five_mails_and_one_digest_while_the_log_gets_all_ten_thousand() {
+    let cfg = TempConfig::new("");
+    let port = free_port();
+    let smtp = Smtp::start(cfg.dir.path(), port, &[]);
+    install_plugin(&cfg.plugins, &repo().join("tests/fixtures/burst_plugin.py"), "burst_plugin.py");
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}}, plugin_dirs: [{{plugins}}] }}
+sources:
+  burst: {{ type: burst, count: 10000 }}
+transports:
+  mail:
+    type: email
+    relay: 127.0.0.1
+    port: {port}
+    tls: none
+    from: "Alerter <alerter@example.org>"
+    budget: 5 per 20s
+  out: {{ type: log, path: {{out}} }}
+subscribers:
+  ops: {{ email: ops@example.org }}
+rules:
+  - name: each-event
+    match: {{ source: burst }}
+    notify: [{{ subscribers: [ops], via: [mail, out] }}]
+"#
+    ));
+    let mut d = Daemon::start(&cfg.path, &[]);
+    let subject = |m: &Value| header(m, "Subject").unwrap_or_default();
+    until(Duration::from_secs(120), "the digest mail", || {
+        smtp.mails().iter().any(|m| subject(m).starts_with("Digest"))
+    });
+    until(LONG, "all 10,000 in the log", || cfg.notifications().len() >= 10_000);
+    until(LONG, "the digest recorded as sent", || {
+        util::all_history(&cfg.path, &["--rule", "digest:ops"]).iter().any(|h| h["status"] == "sent")
+    });
+    assert_eq!(cfg.notifications().len(), 10_000, "the log gets every one");
+    let mails = smtp.mails();
+    let subjects: Vec<String> = mails.iter().map(subject).collect();
+    assert_eq!(mails.len(), 6, "{subjects:#?}");
+    assert_eq!(subjects.iter().filter(|s| s.starts_with("WARNING: event 000")).count(), 5, "{subjects:#?}");
+    let digest = mails.iter().find(|m| subject(m).starts_with("Digest")).unwrap();
+    assert_eq!(subject(digest), "Digest #1: 9,995 more notifications (worst: warning)");
+    let text = digest["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("9,995 notifications to ops through `mail` were held back by the budget of mails 5 per 20s\n"),
+        "{text}"
+    );
+    assert!(text.contains("\n      9,995  each-event  FILESERVER\n"), "counted by rule and host: {text}");
+    assert!(text.contains("alerter history --status folded --since "), "{text}");
+
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG).code(), Some(0));
+    let h = util::all_history(&cfg.path, &[]);
+    let count = |transport: &str, status: &str| {
+        h.iter().filter(|e| e["transport"] == transport && e["status"] == status).count()
+    };
+    assert_eq!((count("mail", "sent"), count("mail", "folded"), count("out", "sent")), (6, 9_995, 10_000));
+}

@@ -1286,3 +1286,108 @@ fn terminal_escapes_from_peers_are_shown_not_acted_on() {
     assert!(shown.contains("  héllo ÿ ß^[[2J^[]0;pwned^G world^M^[[AMessage from ADMINISTRATOR^[[6n\n"), "{shown}");
     assert!(shown.contains("  sealed ^[]0;pwned^G é^[[6n done\n"), "{shown}");
 }
+
+/// A daemon in a namespace whose burst source raises 10,000 distinct
+/// warnings at once (one of them critical at `critical_at`), each for bob
+/// by popup and to a log file; bob's budget is 5 popups per 20 s. Returns
+/// bob's popups once the digest is among them and the log holds all
+/// 10,000, with the daemon's history.
+fn budget_storm(ns_name: &str, critical_at: Option<usize>) -> (Vec<Value>, Vec<Value>) {
+    let ns = Netns::new(ns_name);
+    let l = listen(&ns, &["--name", "BOB", "--name-port", "0"]);
+    until(LONG, "the listener", || ns.tcp_listening(139));
+    let cfg = util::TempConfig::new("");
+    util::install_plugin(&cfg.plugins, &util::repo().join("tests/fixtures/burst_plugin.py"), "burst_plugin.py");
+    let critical = critical_at.map_or(String::new(), |i| format!(", critical_at: {i}"));
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}}, plugin_dirs: [{{plugins}}] }}
+sources:
+  burst: {{ type: burst, count: 10000{critical} }}
+transports:
+  popup: {{ type: messenger, hosts: {{ BOB: 127.0.0.1 }}, dns: false }}
+  log: {{ type: log, path: {{out}} }}
+subscribers:
+  bob: {{ machine: BOB, budget: {{ popups: 5 per 20s }} }}
+rules:
+  - name: app-errors
+    match: {{ source: burst }}
+    notify: [{{ subscribers: [bob], via: [popup, log] }}]
+"#
+    ));
+    let mut d = ns.cmd(alerter_bin());
+    d.args(["run", "-c"]).arg(&cfg.path);
+    let _daemon = Proc::spawn(d);
+    let is_digest = |m: &Value| m["text"].as_str().is_some_and(|t| t.contains(" more, "));
+    until(Duration::from_secs(120), "the digest popup", || messages(&l).iter().any(is_digest));
+    until(LONG, "all 10,000 in the log", || cfg.notifications().len() >= 10_000);
+    // The digest's own history entry says sent once the listener confirmed it.
+    until(LONG, "the digest sent", || {
+        util::all_history(&cfg.path, &["--rule", "digest:bob"]).iter().any(|h| h["status"] == "sent")
+    });
+    assert_eq!(cfg.notifications().len(), 10_000, "the log gets every one, none folded");
+    (messages(&l), util::all_history(&cfg.path, &[]))
+}
+
+/// Counts of history entries by (transport, status).
+fn tally(history: &[Value]) -> std::collections::BTreeMap<(String, String), usize> {
+    let mut t = std::collections::BTreeMap::new();
+    for h in history {
+        let key = (h["transport"].as_str().unwrap_or("").to_string(), h["status"].as_str().unwrap_or("").to_string());
+        *t.entry(key).or_default() += 1;
+    }
+    t
+}
+
+/// Issue 13, acceptance 1 and the log half of 3: 10,000 distinct warnings
+/// for one subscriber with a budget of 5 per 20 s reach `alerter listen`
+/// as 5 popups and one digest naming the rest; history accounts for every
+/// one of the 10,000, and the log transport gets them all.
+#[test]
+fn ten_thousand_warnings_are_five_popups_and_one_digest_and_history_keeps_every_one() {
+    let (popups, history) = budget_storm("budget", None);
+    assert_eq!(popups.len(), 6, "{popups:#?}");
+    for m in &popups[..5] {
+        let text = m["text"].as_str().unwrap();
+        assert!(text.starts_with("WARNING: event 000"), "{text}");
+    }
+    let digest = popups[5]["text"].as_str().unwrap();
+    assert!(digest.starts_with("WARNING: and 9,995 more, "), "{digest}");
+    assert!(
+        digest.contains(": 9,995 x app-errors on FILESERVER. Held back by the budget of popups 5 per 20s"),
+        "{digest}"
+    );
+
+    let t = tally(&history);
+    let count = |transport: &str, status: &str| t.get(&(transport.into(), status.into())).copied().unwrap_or(0);
+    assert_eq!(count("popup", "sent"), 6, "five popups and the digest: {t:?}");
+    assert_eq!(count("popup", "folded"), 9_995, "{t:?}");
+    assert_eq!(count("log", "sent"), 10_000, "{t:?}");
+    let folded = history.iter().find(|h| h["status"] == "folded").unwrap();
+    assert_eq!(
+        folded["detail"].as_str(),
+        Some("folded into digest #1 by budget popups 5 per 20s (bob via popup)"),
+        "{folded}"
+    );
+    // Each folded one names its event: all 9,995 distinct, none of the shown.
+    let summaries: std::collections::HashSet<&str> =
+        history.iter().filter(|h| h["status"] == "folded").map(|h| h["summary"].as_str().unwrap()).collect();
+    assert_eq!(summaries.len(), 9_995);
+    assert!(!summaries.contains("event 0000") && summaries.contains("event 9999"));
+}
+
+/// Issue 13, acceptance 2: the same storm with one critical alert in its
+/// middle: the critical one pops up at once, beside the five, long before
+/// the digest, which names the 9,994 others.
+#[test]
+fn a_critical_alert_in_the_middle_of_a_storm_is_shown_at_once() {
+    let (popups, history) = budget_storm("budgetcrit", Some(5000));
+    assert_eq!(popups.len(), 7, "{popups:#?}");
+    let texts: Vec<&str> = popups.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert!(texts[..5].iter().all(|t| t.starts_with("WARNING: event 000")), "{texts:#?}");
+    assert!(texts[5].starts_with("CRITICAL: event 5000"), "before the digest: {texts:#?}");
+    assert!(texts[6].starts_with("WARNING: and 9,994 more, "), "{texts:#?}");
+    let t = tally(&history);
+    assert_eq!(t.get(&("popup".into(), "folded".into())), Some(&9_994), "{t:?}");
+    assert_eq!(t.get(&("popup".into(), "sent".into())), Some(&7), "{t:?}");
+}

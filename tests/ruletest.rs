@@ -55,3 +55,13 @@ fn invalid_test_file_is_reported_with_positions() {
     assert_eq!(code, Some(78), "{out}");
     insta::assert_snapshot!(out);
 }
+
+/// Issue 13, acceptance 4: what a person receives in a storm, on the
+/// simulated clock: the budget, then one digest; a critical alert at once;
+/// a group's one budget; quiet resolutions; storms written as `repeat`.
+#[test]
+fn budgets_are_testable_with_storms_on_the_simulated_clock() {
+    let (code, out) = run("tests/testdata/ruletest/budget.test.yaml");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("6 tests: 6 passed, 0 failed"), "{out}");
+}

@@ -107,6 +107,10 @@ pub struct Status {
     pub active_silences: usize,
     /// The next notices and reminders due, earliest first.
     pub next_notices: Vec<NextNotice>,
+    /// Budget windows holding folded notifications: the digests to come,
+    /// earliest first (docs/budgets.md).
+    #[serde(default)]
+    pub pending_digests: Vec<PendingDigest>,
     /// The state store refuses writes (a full disk): decisions are held.
     pub store_failing: bool,
 }
@@ -146,6 +150,22 @@ pub struct AlertCounts {
     pub firing: u64,
     pub pending: u64,
     pub acknowledged: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PendingDigest {
+    /// Its number, as history's `folded into digest #N` says.
+    pub number: u64,
+    /// Whose budget: a subscriber, `@group`, or `*` (the workgroup).
+    pub holder: String,
+    pub transport: String,
+    /// The budget, as written (`popups 5 per 10m`).
+    pub budget: String,
+    /// Notifications shown in the window, and folded so far.
+    pub shown: u32,
+    pub folded: u64,
+    /// When the window ends and the digest goes out.
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -415,7 +435,7 @@ pub struct HistoryQuery {
     pub rule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
-    /// `sent`, `failed`, `expired`, `pending`, `suppressed`, or a change:
+    /// `sent`, `failed`, `expired`, `pending`, `suppressed`, `folded`, or a change:
     /// `silence`, `ack`, `notice`, `reload`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -449,7 +469,7 @@ pub struct HistoryEntry {
     pub summary: String,
     pub recipients: Vec<String>,
     pub attempts: u32,
-    /// The server's reply, the error, why it was suppressed, or who made a change.
+    /// The server's reply, the error, why it was suppressed or folded, or who made a change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// The notification's id.

@@ -42,6 +42,7 @@ fn notification(i: usize) -> Notification {
             name: None,
             machine: None,
             email: Some("ops@example.org".into()),
+            group: None,
         }],
         alerts: Vec::new(),
         group: BTreeMap::new(),
@@ -93,6 +94,7 @@ fn run(client: Client) -> (Duration, serde_json::Value) {
         html: None,
         retry: None,
         template: None,
+        budget: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let took = rt.block_on(async {

@@ -613,6 +613,7 @@ fn notice_targets(cfg: &Config, to: &[String], via: &[String]) -> Result<Vec<Tar
             name: s.name.clone(),
             machine: s.machine.clone(),
             email: s.email.clone(),
+            group: None,
         })
     };
     let mut people: Vec<Recipient> = Vec::new();
@@ -986,8 +987,30 @@ fn status(cx: &Cx<'_>) -> types::Status {
             .take(10)
             .map(|(name, at, event_at)| types::NextNotice { name: name.into(), at, event_at })
             .collect(),
+        pending_digests: pending_digests(cx.engine),
         store_failing: cx.store_failing,
     }
+}
+
+/// The budget windows that folded something, earliest digest first.
+fn pending_digests(engine: &Engine) -> Vec<types::PendingDigest> {
+    let mut out: Vec<types::PendingDigest> = engine
+        .budget_windows()
+        .filter_map(|w| {
+            let f = w.folded.as_ref()?;
+            Some(types::PendingDigest {
+                number: f.number,
+                holder: w.holder.clone(),
+                transport: w.transport.clone(),
+                budget: format!("{} {}", w.class.as_str(), w.limit),
+                shown: w.shown,
+                folded: f.count,
+                at: w.ends,
+            })
+        })
+        .collect();
+    out.sort_by_key(|d| (d.at, d.number));
+    out
 }
 
 #[cfg(test)]
@@ -1029,6 +1052,43 @@ mod tests {
         let t = short_title(long);
         assert!(t.ends_with('…') && t.chars().count() <= SHORT_TITLE + 1, "{t}");
         assert!(long.starts_with(t.trim_end_matches('…')), "{t}");
+    }
+
+    #[test]
+    fn status_lists_the_digests_a_storm_has_started() {
+        let text = r#"
+transports:
+  popup: { type: messenger, budget: 2 per 1m }
+subscribers:
+  alice: { machine: ALICE-PC }
+rules:
+  - name: app
+    notify: [{ subscribers: [alice], via: [popup] }]
+"#;
+        let registry = PluginRegistry::empty();
+        let loaded = crate::config::load_str("a.yaml", text, None, &crate::transport::load_options(&registry)).unwrap();
+        let now = utc("2026-12-03T10:00:00Z");
+        let mut engine = Engine::new(loaded.config.engine_config(), Vec::new(), Default::default(), now);
+        assert!(pending_digests(&engine).is_empty());
+        for i in 0..5 {
+            let e =
+                crate::event::Event::new("app", "web01", crate::event::Severity::Warning, format!("error {i}"), now)
+                    .with_key(format!("e{i}"));
+            engine.handle(crate::event::Inbound::Event(e), now);
+        }
+        assert_eq!(engine.take_turn().notifications.len(), 2);
+        assert_eq!(
+            pending_digests(&engine),
+            [types::PendingDigest {
+                number: 1,
+                holder: "alice".into(),
+                transport: "popup".into(),
+                budget: "popups 2 per 1m".into(),
+                shown: 2,
+                folded: 3,
+                at: utc("2026-12-03T10:01:00Z"),
+            }]
+        );
     }
 
     const CONFIG: &str = r#"

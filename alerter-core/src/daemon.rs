@@ -135,6 +135,8 @@ struct Committer {
     recovering: Option<Recovering>,
     /// Counts refused commits (for the metrics).
     errors: Option<prometheus::IntCounter>,
+    /// Counts what budgets folded, per transport, as turns are taken.
+    folded: Option<prometheus::IntCounterVec>,
 }
 
 struct Recovering {
@@ -166,6 +168,7 @@ impl Committer {
             log: LogThrottle::new(Duration::from_secs(30)),
             recovering: None,
             errors: None,
+            folded: None,
         }
     }
 
@@ -214,6 +217,7 @@ impl Committer {
         now: DateTime<Utc>,
     ) {
         let mut turn = engine.take_turn();
+        self.count_folded(&turn);
         if let Some(mut waiting) = self.waiting.take() {
             waiting.absorb(turn);
             turn = waiting;
@@ -303,11 +307,23 @@ impl Committer {
     /// Adds the engine's newest decisions about the store itself to the held
     /// turn and returns them for direct delivery.
     fn take_direct(&mut self, engine: &mut Engine) -> Vec<Notification> {
-        let Some(h) = self.held.as_mut() else { return Vec::new() };
+        if self.held.is_none() {
+            return Vec::new();
+        }
         let turn = engine.take_turn();
+        self.count_folded(&turn);
+        let h = self.held.as_mut().expect("checked above");
         let direct: Vec<Notification> = turn.notifications.iter().filter(|n| about_store(n)).cloned().collect();
         h.turn.absorb(turn);
         direct
+    }
+
+    fn count_folded(&self, turn: &Turn) {
+        if let Some(c) = &self.folded {
+            for a in turn.audit.iter().filter(|a| a.status == "folded") {
+                c.with_label_values(&[a.transport.as_deref().unwrap_or("")]).inc();
+            }
+        }
     }
 
     /// A notification delivered outside the outbox.
@@ -383,6 +399,13 @@ pub async fn run(
         info!(notices = notices.len(), "restored notices set through the API");
     }
     engine.restore_notices(notices, now);
+    // And budget windows, so a restart neither resets what someone was
+    // shown nor loses a digest that was building.
+    let (windows, next_digest, unreadable) = store.load_budgets()?;
+    for problem in unreadable {
+        warn!("{problem}; left out");
+    }
+    engine.restore_budgets(windows, next_digest);
 
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<Report>();
     // No worker runs yet: whatever was being delivered when the last run
@@ -430,6 +453,7 @@ pub async fn run(
     let metrics = Metrics::new();
     let mut committer = Committer::new();
     committer.errors = Some(metrics.store_errors());
+    committer.folded = Some(metrics.folded());
     let writes = store.hold_watch();
     let mut batch: Vec<Inbound> = Vec::with_capacity(BATCH);
     let mut calls_in_a_row = 0;

@@ -6,7 +6,7 @@
 //! [`daemon`] wires it all together with tokio. See ARCHITECTURE.md.
 #![deny(unsafe_code)]
 
-pub use alerter_engine::{event, notices, notify, rules, schedule, template, visible};
+pub use alerter_engine::{budget, event, notices, notify, rules, schedule, template, visible};
 
 pub mod clock;
 pub mod config;

@@ -30,6 +30,7 @@ pub struct Metrics {
     notifications: IntCounterVec,
     latency: HistogramVec,
     store_errors: IntCounter,
+    folded: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -92,7 +93,16 @@ impl Metrics {
         }
         registry.register(Box::new(latency.clone())).expect("registered once");
         registry.register(Box::new(store_errors.clone())).expect("registered once");
-        Metrics { registry, events, notifications, latency, store_errors }
+        let folded = IntCounterVec::new(
+            Opts::new(
+                "alerter_notifications_folded_total",
+                "Notifications (shares of one per holder) folded into a digest by a budget, by transport.",
+            ),
+            &["transport"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(folded.clone())).expect("registered once");
+        Metrics { registry, events, notifications, latency, store_errors, folded }
     }
 
     /// An event taken from a source.
@@ -113,6 +123,11 @@ impl Metrics {
             let secs = (r.at - r.created_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
             self.latency.with_label_values(&[r.transport.as_str()]).observe(secs);
         }
+    }
+
+    /// The counter of folded notifications, for the committer.
+    pub fn folded(&self) -> IntCounterVec {
+        self.folded.clone()
     }
 
     /// The counter of store errors, for the committer.
@@ -211,6 +226,7 @@ mod tests {
             created_at: t,
         };
         m.delivery(&r);
+        m.folded().with_label_values(&["popup"]).inc_by(9_995);
         let text = m.render(&Snapshot {
             outbox: vec![("mail".into(), 3, Some(12.5))],
             alerts: vec![("disk".into(), 2, 0, 1)],
@@ -226,5 +242,6 @@ mod tests {
         assert!(text.contains("alerter_outbox_pending{transport=\"mail\"} 3"), "{text}");
         assert!(text.contains("alerter_alerts{rule=\"disk\",state=\"acknowledged\"} 1"), "{text}");
         assert!(text.contains("# TYPE alerter_source_restarts_total counter"), "{text}");
+        assert!(text.contains("alerter_notifications_folded_total{transport=\"popup\"} 9995"), "{text}");
     }
 }

@@ -83,7 +83,18 @@ pub struct TestEvent {
     pub key: Option<String>,
     #[serde(default)]
     pub oneshot: bool,
+    /// Send this event this many times (a storm), `{n}` in its summary,
+    /// details, host, key and label values numbering each from 1. Default: 1.
+    #[serde(default)]
+    pub repeat: Option<u32>,
+    /// The time between repeats. Default: 0s (all at `at`).
+    #[serde(default)]
+    pub every: Option<DurationStr>,
 }
+
+/// The most events one test may inject, storms included: a test runs in
+/// memory and a typo (`repeat: 10000000`) should fail, not exhaust it.
+pub const MAX_TEST_EVENTS: u64 = 1_000_000;
 
 /// An expected notification; fields left out are not compared.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -206,20 +217,30 @@ fn offset(start: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 
 /// Runs one test; `None` means it passed.
 fn run_case(cfg: &config::Config, case: &TestCase, start: DateTime<Utc>) -> Option<String> {
-    let mut events: Vec<(Duration, Event)> = case
-        .events
-        .iter()
-        .map(|e| {
-            let at = offset(start, e.at.value);
-            let mut ev =
-                Event::new(&e.source, e.host.clone().unwrap_or_else(|| cfg.name.clone()), e.severity, &e.summary, at);
-            ev.details = e.details.clone();
-            ev.labels = e.labels.clone();
-            ev.key = e.key.clone();
+    let total: u64 = case.events.iter().map(|e| u64::from(e.repeat.unwrap_or(1))).sum();
+    if total > MAX_TEST_EVENTS {
+        return Some(format!("{total} events in one test; at most {MAX_TEST_EVENTS}\n"));
+    }
+    let mut events: Vec<(Duration, Event)> = Vec::new();
+    for e in &case.events {
+        let repeat = e.repeat.unwrap_or(1);
+        let every = e.every.as_ref().map_or(Duration::ZERO, |d| d.value);
+        for i in 0..repeat {
+            let d = e.at.value + every * i;
+            let at = offset(start, d);
+            // `{n}` only where a storm asked for it, so a lone event's text
+            // stays exactly as written.
+            let n = (i + 1).to_string();
+            let fill = |s: &str| if e.repeat.is_some() { s.replace("{n}", &n) } else { s.to_string() };
+            let host = e.host.as_deref().map_or_else(|| cfg.name.clone(), fill);
+            let mut ev = Event::new(&e.source, host, e.severity, fill(&e.summary), at);
+            ev.details = fill(&e.details);
+            ev.labels = e.labels.iter().map(|(k, v)| (k.clone(), fill(v))).collect();
+            ev.key = e.key.as_deref().map(fill);
             ev.oneshot = e.oneshot;
-            (e.at.value, ev)
-        })
-        .collect();
+            events.push((d, ev));
+        }
+    }
     // Stable: events at the same offset keep their file order.
     events.sort_by_key(|(d, _)| *d);
     let horizon = case.until.as_ref().map(|u| u.value).unwrap_or_else(|| {

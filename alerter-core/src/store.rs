@@ -48,6 +48,7 @@ use crate::notices::Notice;
 use crate::notify::Notification;
 use crate::rules::Silence;
 use crate::rules::router::{AlertChange, Kept};
+use alerter_engine::budget::Window as BudgetWindow;
 use alerter_engine::{NoticeChange, Turn};
 
 /// File name of the database inside the state directory.
@@ -181,7 +182,20 @@ const MIGRATIONS: &[&str] = &[
          id TEXT PRIMARY KEY,
          body TEXT NOT NULL
      );",
+    // 9: per-person budget windows (see alerter_engine::budget), so a
+    // restart keeps what each window showed and folded and still sends its
+    // digest; keyed by holder and transport, and the row with the empty
+    // key holds the next digest number.
+    "CREATE TABLE budget_windows (
+         id TEXT PRIMARY KEY,
+         body TEXT NOT NULL
+     );",
 ];
+
+/// The key of a budget window's row.
+fn window_key(holder: &str, transport: &str) -> String {
+    format!("{holder}\u{1f}{transport}")
+}
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
@@ -348,13 +362,16 @@ impl HistoryFilter {
 
     fn audit_sql(&self, below: i64, limit: usize) -> (String, Vec<Value>) {
         let mut w = Where::new("id", below);
-        // Suppressions and changes made through the API; what was sent or
-        // failed is the outbox's part.
+        // Suppressions, notifications folded into digests and changes made
+        // through the API; what was sent or failed is the outbox's part.
         if self.status.is_some() {
             w.eq("status", &self.status);
         } else {
-            let kinds: Vec<String> =
-                std::iter::once("suppressed").chain(CHANGE_KINDS.iter().copied()).map(|k| format!("'{k}'")).collect();
+            let kinds: Vec<String> = ["suppressed", "folded"]
+                .into_iter()
+                .chain(CHANGE_KINDS.iter().copied())
+                .map(|k| format!("'{k}'"))
+                .collect();
             w.cond(&format!("status IN ({})", kinds.join(", ")), []);
         }
         w.eq("rule", &self.rule);
@@ -773,6 +790,21 @@ impl Store {
         self.load_records("SELECT id, body FROM runtime_notices ORDER BY rowid", [], "notice", Notice::from_record)
     }
 
+    /// The budget windows kept (a record that does not read is left out
+    /// and reported in the last list), and the next digest number.
+    #[allow(clippy::type_complexity)]
+    pub fn load_budgets(&self) -> Result<(Vec<BudgetWindow>, u64, Vec<String>), StoreError> {
+        let (windows, bad) = self.load_records(
+            "SELECT id, body FROM budget_windows WHERE id <> '' ORDER BY rowid",
+            [],
+            "budget window",
+            Ok,
+        )?;
+        let next: Option<String> =
+            self.conn.query_row("SELECT body FROM budget_windows WHERE id = ''", [], |r| r.get(0)).optional()?;
+        Ok((windows, next.and_then(|n| n.parse().ok()).unwrap_or(1), bad))
+    }
+
     /// Records kept as JSON (`id`, `body` rows), each made into what it
     /// records by `make`; one that does not read is left out and reported
     /// as "`what` `id`: why" in the second list.
@@ -926,6 +958,28 @@ impl Store {
                     tx.prepare_cached("DELETE FROM notices WHERE name = ?1")?.execute([id])?;
                 }
             }
+        }
+        for ((holder, transport), window) in &turn.budget.windows {
+            let id = window_key(holder, transport);
+            match window {
+                Some(w) => {
+                    tx.prepare_cached(
+                        "INSERT INTO budget_windows (id, body) VALUES (?1, ?2)
+                         ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                    )?
+                    .execute(params![id, serde_json::to_string(w)?])?;
+                }
+                None => {
+                    tx.prepare_cached("DELETE FROM budget_windows WHERE id = ?1")?.execute([id])?;
+                }
+            }
+        }
+        if let Some(next) = turn.budget.next_digest {
+            tx.prepare_cached(
+                "INSERT INTO budget_windows (id, body) VALUES ('', ?1)
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+            )?
+            .execute([next.to_string()])?;
         }
         if let Some(before) = turn.prune_before {
             prune_in(&tx, before, PRUNE_BATCH)?;
@@ -1794,7 +1848,7 @@ pub(crate) mod tests {
             let mut n = note(&format!("n{i:02}"), if i % 4 == 0 { "popup" } else { "mail" }, at(2 * i));
             n.rule = if i < 10 { "disk".into() } else { "app".into() };
             let who = if i % 4 == 0 { "alice" } else { "bob" };
-            n.recipients = vec![Recipient { id: who.into(), name: None, machine: None, email: None }];
+            n.recipients = vec![Recipient { id: who.into(), name: None, machine: None, email: None, group: None }];
             if i == 7 {
                 n.alerts = vec![crate::notify::AlertSummary {
                     fingerprint: fp,
@@ -1873,6 +1927,44 @@ pub(crate) mod tests {
             "since is inclusive, until exclusive"
         );
         assert_eq!(only(HistoryFilter { status: Some("sent".into()), ..Default::default() }), Vec::<String>::new());
+    }
+
+    #[test]
+    fn budget_windows_are_kept_across_a_reopen_until_their_turn_says_gone() {
+        use alerter_engine::budget::{Class, LedgerChanges, Limit};
+        let dir = tempfile::tempdir().unwrap();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let window = BudgetWindow {
+            holder: "@ops".into(),
+            transport: "popup".into(),
+            class: Class::Popups,
+            limit: Limit { count: 5, per: std::time::Duration::from_secs(10) },
+            opened: t,
+            ends: t + chrono::Duration::seconds(10),
+            shown: 5,
+            folded: None,
+        };
+        let key = ("@ops".to_string(), "popup".to_string());
+        let turn = |w: Option<BudgetWindow>, next: Option<u64>| {
+            let mut budget = LedgerChanges::default();
+            budget.windows.insert(key.clone(), w);
+            budget.next_digest = next;
+            Turn { budget, ..Turn::default() }
+        };
+        let mut s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.load_budgets().unwrap(), (Vec::new(), 1, Vec::new()), "nothing yet: digests start at #1");
+        s.commit(&turn(Some(window.clone()), Some(4)), t).unwrap();
+        drop(s);
+        let mut s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.load_budgets().unwrap(), (vec![window], 4, Vec::new()));
+        s.commit(&turn(None, None), t).unwrap();
+        assert_eq!(s.load_budgets().unwrap(), (Vec::new(), 4, Vec::new()), "gone, and the counter stays");
+        // A row that does not read is left out and said, not fatal.
+        s.conn.execute("INSERT INTO budget_windows (id, body) VALUES ('bob\u{1f}popup', '{')", []).unwrap();
+        let (windows, _, bad) = s.load_budgets().unwrap();
+        assert!(windows.is_empty());
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].starts_with("budget window `bob\u{1f}popup`: "), "{bad:?}");
     }
 
     #[test]

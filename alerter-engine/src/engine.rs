@@ -14,6 +14,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tracing::{debug, error, info, warn};
 
+use crate::budget::{Budgets, Ledger, LedgerChanges, Window};
 use crate::event::{ALERTER_SOURCE, Event, Fingerprint, Inbound, Severity};
 use crate::notices::{Notice, NoticeKey, NoticeScheduler, When};
 use crate::notify::{
@@ -38,6 +39,10 @@ pub struct EngineConfig {
     /// How long history is kept: the engine asks for older history to be
     /// pruned every [`PRUNE_EVERY`].
     pub retention: std::time::Duration,
+    /// Per-person budgets (see [`crate::budget`]).
+    pub budgets: Arc<Budgets>,
+    /// The zone times in digests are shown in (`alerter.timezone`).
+    pub timezone: chrono_tz::Tz,
 }
 
 /// How often the engine asks for old history to be pruned.
@@ -129,6 +134,8 @@ pub struct Turn {
     pub silences: Vec<Silence>,
     /// Notices set at run time that were added or are gone.
     pub notices: Vec<NoticeChange>,
+    /// Budget windows that changed, and the digest counter.
+    pub budget: LedgerChanges,
 }
 
 /// A notice set at run time, added (to keep in the store) or gone
@@ -149,6 +156,7 @@ impl Turn {
             && self.prune_before.is_none()
             && self.silences.is_empty()
             && self.notices.is_empty()
+            && self.budget.is_empty()
     }
 
     /// Appends a later turn to this one. Alert changes are applied in
@@ -163,6 +171,7 @@ impl Turn {
         self.prune_before = self.prune_before.max(later.prune_before);
         self.silences.extend(later.silences);
         self.notices.extend(later.notices);
+        self.budget.absorb(later.budget);
     }
 
     /// The transports that have new notifications in this turn.
@@ -214,6 +223,8 @@ pub struct Engine {
     /// Silences set at run time (the config's are in `cfg`), including
     /// those ended less than [`KEEP_ENDED`] ago, for listing.
     runtime_silences: Vec<Silence>,
+    /// Budget windows and what they folded.
+    ledger: Ledger,
 }
 
 /// How long a silence set at run time is still listed after it ended.
@@ -266,6 +277,7 @@ impl Engine {
             turn: Turn::default(),
             next_prune: now,
             runtime_silences: Vec::new(),
+            ledger: Ledger::default(),
         };
         engine.note_positions();
         engine
@@ -299,7 +311,20 @@ impl Engine {
         let notices = cfg.notices.iter().cloned().chain(set_at_run_time).collect();
         self.notices = NoticeScheduler::new(notices, &self.positions, now);
         self.cfg = cfg;
+        self.ledger.retain_transports(&self.cfg.budgets);
         self.note_positions();
+    }
+
+    /// Budget windows kept in the store (after a restart), with the next
+    /// digest number: their digests still go out when they end.
+    pub fn restore_budgets(&mut self, windows: Vec<Window>, next_digest: u64) {
+        self.ledger = Ledger::restore(windows, next_digest);
+        self.ledger.retain_transports(&self.cfg.budgets);
+    }
+
+    /// The open budget windows.
+    pub fn budget_windows(&self) -> impl Iterator<Item = &Window> {
+        self.ledger.windows()
     }
 
     /// Silences set at run time that were kept in the store (after a
@@ -568,12 +593,18 @@ impl Engine {
 
     /// When [`Engine::tick`] should next be called.
     pub fn next_wakeup(&self) -> Option<DateTime<Utc>> {
-        [self.router.next_wakeup(), self.notices.next_wakeup(), Some(self.next_prune)].into_iter().flatten().min()
+        [self.router.next_wakeup(), self.notices.next_wakeup(), self.ledger.next_wakeup(), Some(self.next_prune)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs the router's timers, the notices due at `now`, and asks for
     /// history older than the retention to be pruned when that is due.
     pub fn tick(&mut self, now: DateTime<Utc>) {
+        // Decisions made before now meet the windows they were made in.
+        self.flush();
+        self.ledger.due(now, self.cfg.timezone, &mut self.turn.notifications);
         self.router.tick_into(now, &mut self.out);
         if now >= self.next_prune {
             let keep = chrono::Duration::from_std(self.cfg.retention).unwrap_or(chrono::Duration::MAX);
@@ -655,12 +686,13 @@ impl Engine {
     pub fn take_turn(&mut self) -> Turn {
         self.flush();
         self.turn.changes = self.router.take_changes();
+        self.turn.budget.absorb(self.ledger.take_changes());
         std::mem::take(&mut self.turn)
     }
 
     /// Whether anything is waiting to be taken.
     pub fn has_turn(&self) -> bool {
-        !self.out.is_empty() || !self.turn.is_empty() || self.router.has_changes()
+        !self.out.is_empty() || !self.turn.is_empty() || self.router.has_changes() || self.ledger.has_changes()
     }
 
     fn note_positions(&mut self) {
@@ -680,10 +712,17 @@ impl Engine {
                     for e in errors {
                         warn!(rule = %d.rule.name, "{e}; used the built-in template");
                     }
-                    for n in &notifications {
+                    for n in notifications {
                         debug!(id = %n.id, transport = %n.transport, rule = %n.rule, "queued");
+                        self.ledger.admit(
+                            n,
+                            d.rule.budget,
+                            &self.cfg.budgets,
+                            self.cfg.timezone,
+                            &mut self.turn.notifications,
+                            &mut self.turn.audit,
+                        );
                     }
-                    self.turn.notifications.extend(notifications);
                 }
                 Output::Suppressed(s) => {
                     info!(rule = %s.rule, alert = %s.fingerprint, "not notified: {}", s.reason);
@@ -723,6 +762,8 @@ mod tests {
             templates: Arc::new(Templates::default()),
             transports: BTreeMap::new(),
             retention: std::time::Duration::from_secs(86_400),
+            budgets: Arc::new(Budgets::default()),
+            timezone: chrono_tz::UTC,
         };
         Engine::new(cfg, Vec::new(), positions, now)
     }
@@ -756,6 +797,38 @@ mod tests {
             out.extend(e.take_turn().notifications.into_iter().map(|n| (n.created_at, n.text)));
         }
         out
+    }
+
+    #[test]
+    fn notices_and_test_notifications_are_never_folded_by_a_budget() {
+        use crate::budget::{Allowance, Class, Limit, TransportBudget};
+        let now = utc("2026-12-05T15:00:00Z");
+        let mut e = engine(now, HashMap::new());
+        let mut budgets = Budgets::default();
+        let one_a_day = Limit { count: 1, per: std::time::Duration::from_secs(86_400) };
+        budgets.transports.insert(
+            "popup".into(),
+            TransportBudget { class: Class::Popups, allowance: Some(Allowance::Limited(one_a_day)) },
+        );
+        e.cfg.budgets = Arc::new(budgets);
+        e.add_notice(maintenance("n-1", "2026-12-05T17:00:00Z", now), now).unwrap();
+        e.take_turn();
+        let alice =
+            Recipient { id: "alice".into(), name: None, machine: Some("ALICE".into()), email: None, group: None };
+        for i in 0..3 {
+            e.test_notification(
+                &format!("t{i}"),
+                Target { transport: "popup".into(), recipients: vec![alice.clone()] },
+                "test",
+                "test",
+                now,
+            );
+        }
+        let turn = e.take_turn();
+        assert_eq!(turn.notifications.len(), 3, "every test notification");
+        assert!(turn.audit.is_empty());
+        assert_eq!(run(&mut e, utc("2026-12-06T00:00:00Z")).len(), 3, "the notice, both reminders");
+        assert_eq!(e.budget_windows().count(), 0, "nothing was counted");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! (no tokio, no SQLite, no network) keep it that way.
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod engine;
 pub mod event;
 pub mod notices;

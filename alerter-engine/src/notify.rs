@@ -115,7 +115,7 @@ pub fn template_names(rule: &str, has_rule_template: bool, transport: &str, part
 /// in the order they are made, so the outbox's index on them grows at its
 /// end instead of taking every new id somewhere in the middle (under a
 /// storm that rewrote a page of the index per notification).
-fn notification_id(rule: &str, group: &str, transport: &str, at: DateTime<Utc>) -> String {
+pub(crate) fn notification_id(rule: &str, group: &str, transport: &str, at: DateTime<Utc>) -> String {
     use xxhash_rust::xxh3::Xxh3;
     let mut h = Xxh3::new();
     for part in [rule, group, transport] {

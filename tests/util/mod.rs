@@ -304,3 +304,31 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// Every history entry of a config's state database (`alerter history
+/// --json`, page by page along the cursors), oldest first; `args` filter.
+pub fn all_history(config: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut pages: Vec<Vec<serde_json::Value>> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut c = alerter();
+        c.args(["history", "--json", "-n", "1000", "-c"]).arg(config).args(args);
+        if let Some(at) = &cursor {
+            c.args(["--cursor", at]);
+        }
+        let out = c.output().expect("alerter history");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let page = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect();
+        pages.push(page);
+        cursor = err.lines().find_map(|l| l.strip_prefix("older entries: --cursor ")).map(|c| c.trim().to_string());
+        if cursor.is_none() {
+            break;
+        }
+    }
+    // Each page is oldest first, and each is older than the one before.
+    pages.into_iter().rev().flatten().collect()
+}

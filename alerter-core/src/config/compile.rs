@@ -21,6 +21,7 @@ use super::diag::{Diagnostic, Place, Target as DiagTarget, YamlPath};
 use super::model::{self, LabelMatch, LabelOp, MatcherConfig, RecipientsConfig};
 use super::source::SourceMap;
 use super::{ApiSettings, Config, ParsedFile, SourceCheck, default_state_dir, hostname, relative_to};
+use crate::budget::{Allowance, Allowances, Budgets, Class, DEFAULT_POPUPS, TransportBudget};
 use crate::event::ALERTER_SOURCE;
 use crate::notices::Notice;
 use crate::notify::TransportInfo;
@@ -364,14 +365,27 @@ fn compile_entries(
         // Everyone the entry names, with the group they were named through
         // (`None`: directly, or the workgroup), for the messages below.
         let mut people: Vec<(Recipient, Option<&str>)> = Vec::new();
+        // Someone named twice (through a group and directly) is told once;
+        // named directly anywhere, their own budget is the one that counts.
         fn add<'a>(people: &mut Vec<(Recipient, Option<&'a str>)>, r: Recipient, group: Option<&'a str>) {
-            if !people.iter().any(|(p, _)| *p == r) {
-                people.push((r, group));
+            match people.iter_mut().find(|(p, _)| p.id == r.id) {
+                Some((p, g)) if r.group.is_none() => {
+                    p.group = None;
+                    *g = None;
+                }
+                Some(_) => {}
+                None => people.push((r, group)),
             }
         }
-        let subscriber = |id: &str| {
+        let subscriber = |id: &str, group: Option<&str>| {
             let s = &subscribers.0[id];
-            Recipient { id: id.to_string(), name: s.name.clone(), machine: s.machine.clone(), email: s.email.clone() }
+            Recipient {
+                id: id.to_string(),
+                name: s.name.clone(),
+                machine: s.machine.clone(),
+                email: s.email.clone(),
+                group: group.map(str::to_string),
+            }
         };
         for (k, g) in entry.groups.iter().enumerate() {
             if check_ref(cx, "group", g, groups, file, &at.key("groups").index(k), used_in) {
@@ -384,14 +398,14 @@ fn compile_entries(
                 }
                 for m in &groups.0[g].members {
                     if subscribers.0.contains_key(m) {
-                        add(&mut people, subscriber(m), Some(g.as_str()));
+                        add(&mut people, subscriber(m, Some(g.as_str())), Some(g.as_str()));
                     }
                 }
             }
         }
         for (k, s) in entry.subscribers.iter().enumerate() {
             if check_ref(cx, "subscriber", s, subscribers, file, &at.key("subscribers").index(k), used_in) {
-                add(&mut people, subscriber(s), None);
+                add(&mut people, subscriber(s, None), None);
             }
         }
         if entry.workgroup {
@@ -426,8 +440,11 @@ fn compile_entries(
                 };
                 for (r, _) in reach {
                     reached.insert(&r.id);
-                    if !target.recipients.contains(r) {
-                        target.recipients.push(r.clone());
+                    // Across entries too: one recipient once, direct naming winning.
+                    match target.recipients.iter_mut().find(|x| x.id == r.id) {
+                        Some(x) if r.group.is_none() => x.group = None,
+                        Some(_) => {}
+                        None => target.recipients.push(r.clone()),
                     }
                 }
             }
@@ -802,6 +819,7 @@ pub fn compile(
             rule.targets = targets;
             rule.mute_during = mute_during;
             rule.active_during = active_during;
+            rule.budget = r.budget;
             if rule.repeat_interval.is_zero() {
                 cx.error(*file, &path.key("repeat_interval"), "`repeat_interval` must be more than 0s")
                     .notes
@@ -931,6 +949,7 @@ pub fn compile(
             (id.clone(), TransportInfo { kind: t.kind(), html })
         })
         .collect();
+    let budgets = compile_budgets(&transports, &subscribers, &groups);
     let paths: Vec<PathBuf> =
         files.iter().map(|(f, _)| sources.files()[*f].path().map(PathBuf::from).unwrap_or_default()).collect();
     if let Some(q) = section.event_queue
@@ -959,6 +978,7 @@ pub fn compile(
         plugins: Arc::new(plugin_set),
         transports,
         transport_info,
+        budgets: Arc::new(budgets),
         subscribers,
         groups,
         schedules,
@@ -970,6 +990,48 @@ pub fn compile(
         hash,
         api,
     })
+}
+
+/// Every budget: the holders' own (subscribers by id, groups as `@id`),
+/// and per person-facing transport its class and its own budget or the
+/// class default. Transports read by machines get none, so no budget can
+/// reach them.
+fn compile_budgets(
+    transports: &IndexMap<String, model::TransportConfig>,
+    subscribers: &IndexMap<String, model::SubscriberConfig>,
+    groups: &IndexMap<String, model::GroupConfig>,
+) -> Budgets {
+    let own = |b: &Option<model::BudgetConfig>| {
+        b.as_ref().map(|b| Allowances {
+            popups: b.popups.as_ref().map(|a| a.value),
+            mails: b.mails.as_ref().map(|a| a.value),
+        })
+    };
+    let mut holders = HashMap::new();
+    for (id, s) in subscribers {
+        if let Some(a) = own(&s.budget) {
+            holders.insert(id.clone(), a);
+        }
+    }
+    for (id, g) in groups {
+        if let Some(a) = own(&g.budget) {
+            holders.insert(format!("@{id}"), a);
+        }
+    }
+    let transports = transports
+        .iter()
+        .filter_map(|(id, t)| {
+            let (class, allowance) = match t {
+                model::TransportConfig::Messenger(m) => {
+                    (Class::Popups, Some(m.budget.as_ref().map_or(Allowance::Limited(DEFAULT_POPUPS), |b| b.value)))
+                }
+                model::TransportConfig::Email(e) => (Class::Mails, e.budget.as_ref().map(|b| b.value)),
+                model::TransportConfig::Log { .. } => return None,
+            };
+            Some((id.clone(), TransportBudget { class, allowance }))
+        })
+        .collect();
+    Budgets { holders, transports }
 }
 
 /// The system's time zone: `TZ` when it names one, else the zone
@@ -1113,6 +1175,40 @@ rules:
         assert_eq!(ids(by("file")), ["alice", "bob", "*"], "a log records everyone");
         let warned: Vec<&str> = loaded.warnings.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(warned.len(), 3, "{warned:?}");
+    }
+
+    #[test]
+    fn someone_named_through_a_group_and_directly_is_told_once_under_their_own_budget() {
+        let text = GROUP
+            .replace(
+                "groups: [admins], workgroup: true, via: [popup, mail, file]",
+                "groups: [admins], via: [popup, file]",
+            )
+            .replace(
+                "    notify: [{ groups: [admins], via: [popup, file] }]",
+                "    notify: [{ groups: [admins], via: [popup, file] }, { subscribers: [alice], via: [popup] }]",
+            )
+            .replace("  popup: { type: messenger }", "  popup: { type: messenger, budget: 3 per 1m }")
+            .replace("  alice: { machine: ALICE-PC }", "  alice: { machine: ALICE-PC, budget: { popups: unlimited } }")
+            .replace(
+                "  admins: { members: [alice, bob] }",
+                "  admins: { members: [alice, bob], budget: { popups: 1 per 1h } }",
+            );
+        let loaded = load_str("a.yaml", &text, None, &load_options(&PluginRegistry::empty())).unwrap();
+        let targets = &loaded.config.rules[0].targets;
+        let by = |t: &str| targets.iter().find(|x| x.transport == t).unwrap();
+        let popup: Vec<(&str, Option<&str>)> =
+            by("popup").recipients.iter().map(|r| (r.id.as_str(), r.group.as_deref())).collect();
+        assert_eq!(popup, [("alice", None)], "once, as herself");
+        let file: Vec<(&str, Option<&str>)> =
+            by("file").recipients.iter().map(|r| (r.id.as_str(), r.group.as_deref())).collect();
+        assert_eq!(file, [("alice", Some("admins")), ("bob", Some("admins"))]);
+        let b = &loaded.config.budgets;
+        assert_eq!(b.limit("alice", "popup"), None, "her own: unlimited");
+        assert_eq!(b.limit("@admins", "popup").map(|(_, l)| l.to_string()), Some("1 per 1h".into()));
+        assert_eq!(b.limit("bob", "popup").map(|(_, l)| l.to_string()), Some("3 per 1m".into()), "the transport's");
+        assert_eq!(b.limit("alice", "file"), None, "a log has none");
+        assert_eq!(b.limit("bob", "mail"), None, "mails: none by default");
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub struct Config {
     pub plugins: Arc<PluginSet>,
     pub transports: IndexMap<String, model::TransportConfig>,
     pub transport_info: BTreeMap<String, TransportInfo>,
+    /// Budgets of holders and person-facing transports.
+    pub budgets: Arc<alerter_engine::budget::Budgets>,
     pub subscribers: IndexMap<String, model::SubscriberConfig>,
     pub groups: IndexMap<String, model::GroupConfig>,
     pub schedules: IndexMap<String, Arc<Schedule>>,
@@ -168,6 +170,8 @@ impl Config {
             templates: self.templates.clone(),
             transports: self.transport_info.clone(),
             retention: self.retention,
+            budgets: self.budgets.clone(),
+            timezone: self.timezone,
         }
     }
 

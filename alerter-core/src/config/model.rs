@@ -17,8 +17,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::types::{
-    CronExpr, Duration, IpTarget, Ipv4Str, OneOrMany, RegexStr, TemplateStr, TimeRangeStr, TimeZoneName, Timestamp,
-    WeekdayRange,
+    BudgetStr, CronExpr, Duration, IpTarget, Ipv4Str, OneOrMany, RegexStr, TemplateStr, TimeRangeStr, TimeZoneName,
+    Timestamp, WeekdayRange,
 };
 use crate::event::Severity;
 
@@ -283,6 +283,10 @@ pub struct EmailConfig {
     /// Subject (`title`), body (`text`) and HTML (`html`) templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateConfig>,
+    /// Mails per person (or group) through this transport, e.g. `20 per 1h`,
+    /// for those whose own `budget` sets none. Default: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStr>,
 }
 
 /// How the email transport protects the connection.
@@ -354,6 +358,10 @@ pub struct MessengerConfig {
     /// Message templates overriding this transport's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateConfig>,
+    /// Popups per person (or group, or the workgroup) through this transport,
+    /// e.g. `5 per 10m`, for those whose own `budget` sets none. Default: 10 per 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStr>,
 }
 
 /// How failed deliveries are retried.
@@ -425,6 +433,23 @@ pub struct SubscriberConfig {
     /// Mail address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// How many popups and mails they receive before the rest is folded
+    /// into one digest. Default: the transport's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetConfig>,
+}
+
+/// Budgets per kind of transport: what exceeds them within their window is
+/// folded into one digest at its end (docs/budgets.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Messenger popups, e.g. `5 per 10m`. Default: the transport's, else 10 per 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub popups: Option<BudgetStr>,
+    /// Mails, e.g. `20 per 1h`. Default: the transport's, else unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mails: Option<BudgetStr>,
 }
 
 /// A named set of subscribers.
@@ -433,6 +458,10 @@ pub struct SubscriberConfig {
 pub struct GroupConfig {
     /// Subscriber ids.
     pub members: Vec<String>,
+    /// One budget for what rules send to the group (not one per member).
+    /// Default: the transport's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetConfig>,
 }
 
 /// A recurring time window: the union of its `windows`, in one time zone.
@@ -502,6 +531,12 @@ pub struct RuleConfig {
     /// Schedules outside of which this rule sends nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub active_during: Vec<String>,
+    /// How its notifications meet people's budgets: `folded` (counted, and
+    /// folded into the digest once the budget is spent), `counted` (always
+    /// shown at once, counted, up to twice the budget), `exempt` (neither).
+    /// Default: `counted` for critical notifications, `folded` for the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<alerter_engine::budget::Mode>,
 }
 
 /// Which events a rule or silence applies to. All given conditions must hold.

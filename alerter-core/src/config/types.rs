@@ -29,6 +29,7 @@ pub fn check_format(format: &str, value: &str) -> Option<Result<(), String>> {
         "date-time" => parse_timestamp(value).map(drop),
         "ipv4" => parse_ipv4(value).map(drop),
         "ip-target" => parse_ip_target(value).map(drop),
+        "budget" => parse_budget(value).map(drop),
         _ => return None,
     })
 }
@@ -160,6 +161,35 @@ string_newtype!(
     parse_ip_target,
     "An IP address, optionally with a port: 10.0.0.5 or 127.0.0.1:1139."
 );
+
+string_newtype!(
+    /// `5 per 10m`, or `unlimited`.
+    BudgetStr(alerter_engine::budget::Allowance),
+    "budget",
+    parse_budget,
+    "A budget: at most a count per window, e.g. `5 per 10m` or `20 per 1h`; or `unlimited`."
+);
+
+/// `N per DURATION` (N at least 1, the window at least a second), or
+/// `unlimited`.
+pub fn parse_budget(s: &str) -> Result<alerter_engine::budget::Allowance, String> {
+    use alerter_engine::budget::{Allowance, Limit};
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("unlimited") {
+        return Ok(Allowance::Unlimited);
+    }
+    let hint = || format!("`{s}` is not a budget: write a count and a window, e.g. `5 per 10m`, or `unlimited`");
+    let (count, per) = t.split_once(" per ").ok_or_else(hint)?;
+    let count: u32 = count.trim().parse().map_err(|_| hint())?;
+    if count == 0 {
+        return Err(format!("`{s}`: a budget of 0 would fold everything; write at least 1, or mute the rule instead"));
+    }
+    let per = parse_duration(per.trim()).map_err(|e| format!("`{s}`: {e}"))?;
+    if per < std::time::Duration::from_secs(1) {
+        return Err(format!("`{s}`: the window must be at least 1s"));
+    }
+    Ok(Allowance::Limited(Limit { count, per }))
+}
 
 pub fn parse_ipv4(s: &str) -> Result<std::net::Ipv4Addr, String> {
     s.trim().parse().map_err(|_| format!("`{s}` is not an IPv4 address"))

@@ -273,9 +273,17 @@ impl<'a> Validator<'a> {
             match additional {
                 Some(Json::Bool(false)) => {
                     let known: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
-                    let d = Diagnostic::at_key(self.file, &child, format!("unknown key `{key}` in {noun}"))
+                    let mut d = Diagnostic::at_key(self.file, &child, format!("unknown key `{key}` in {noun}"))
                         .suggest(&key, known.iter().copied())
                         .with_note(format!("expected one of: {}", known.join(", ")));
+                    // The one place a budget does not belong on purpose: a
+                    // transport read by machines must see every notification.
+                    if key == "budget" && noun == "a transport" {
+                        d = d.with_note(
+                            "a `log` transport feeds machines, which must see every notification, so it takes \
+                             no budget (docs/budgets.md); set budgets on people or on messenger and email transports",
+                        );
+                    }
                     self.push(d);
                 }
                 Some(extra @ Json::Object(_)) => self.check(extra, value, &child, noun),

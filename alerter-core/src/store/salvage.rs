@@ -34,6 +34,7 @@ const TABLES: &[(&str, &str)] = &[
     ("source_state", "source positions"),
     ("silences", "silences"),
     ("runtime_notices", "notices set at run time"),
+    ("budget_windows", "budget windows"),
     ("outbox", "notifications"),
     ("audit", "audit records"),
 ];

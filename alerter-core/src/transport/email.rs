@@ -391,6 +391,7 @@ mod tests {
             html: None,
             retry: None,
             template: None,
+            budget: None,
         }
     }
 

@@ -255,11 +255,16 @@ pub struct Recipient {
     pub machine: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// The group the rule named them through (`None`: named directly):
+    /// whose budget their notifications count against (see
+    /// [`crate::budget::holder`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Recipient {
     pub fn workgroup() -> Recipient {
-        Recipient { id: "*".into(), name: None, machine: None, email: None }
+        Recipient { id: "*".into(), name: None, machine: None, email: None, group: None }
     }
 
     pub fn is_workgroup(&self) -> bool {
@@ -306,6 +311,9 @@ pub struct Rule {
     pub has_title: bool,
     pub has_text: bool,
     pub has_html: bool,
+    /// How its notifications meet budgets; `None`: critical ones counted,
+    /// the rest folded (see [`crate::budget::Mode::effective`]).
+    pub budget: Option<crate::budget::Mode>,
 }
 
 pub const DEFAULT_GROUP_WAIT: Duration = Duration::ZERO;
@@ -332,6 +340,7 @@ impl Rule {
             has_title: false,
             has_text: false,
             has_html: false,
+            budget: None,
         }
     }
 
