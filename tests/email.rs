@@ -295,8 +295,9 @@ transports:
     assert!(report.contains("alerter.yaml:3:"), "with its position: {report}");
 }
 
-/// A config with the burst test plugin (tests/fixtures/burst_plugin.py).
-fn burst_config(cfg: &TempConfig, count: usize, port: u16, mail_extra: &str) {
+/// A config with the burst test plugin (tests/fixtures/burst_plugin.py),
+/// each event for `ops` through `via` (`mail`, and `out`: a log file).
+fn burst_config(cfg: &TempConfig, count: usize, port: u16, mail_extra: &str, via: &str) {
     install_plugin(&cfg.plugins, &repo().join("tests/fixtures/burst_plugin.py"), "burst_plugin.py");
     cfg.write(&format!(
         r#"
@@ -311,12 +312,13 @@ transports:
     tls: none
     from: "Alerter <alerter@example.org>"
     {mail_extra}
+  out: {{ type: log, path: {{out}} }}
 subscribers:
   ops: {{ email: ops@example.org }}
 rules:
   - name: each-event
     match: {{ source: burst }}
-    notify: [{{ subscribers: [ops], via: [mail] }}]
+    notify: [{{ subscribers: [ops], via: [{via}] }}]
 "#
     ));
 }
@@ -333,7 +335,7 @@ fn ids(mails: &[Value]) -> HashMap<String, usize> {
 fn mail_server_down_when_alerts_fire_then_up_30s_later_every_mail_arrives_once() {
     let cfg = TempConfig::new("");
     let port = free_port();
-    burst_config(&cfg, 5, port, "retry: { initial: 1s, max: 4s }");
+    burst_config(&cfg, 5, port, "retry: { initial: 1s, max: 4s }", "mail");
     let mut d = Daemon::start(&cfg.path, &[]);
     // The alerts fire with nobody listening on the port.
     until(LONG, "five attempts failing", || d.stderr_so_far().matches("delivery failed, retrying").count() >= 5);
@@ -366,7 +368,7 @@ fn a_thousand_mails_survive_sigkill_mid_delivery_none_twice() {
     // One connection, so that when the daemon is killed exactly one mail is
     // in flight: the one the server is holding at RCPT, not yet accepted.
     let smtp = Smtp::start(cfg.dir.path(), port, &["--stall-at", "300", "--stall-seconds", "4"]);
-    burst_config(&cfg, 1000, port, "pool: 1");
+    burst_config(&cfg, 1000, port, "pool: 1", "mail");
     let mut d = Daemon::start(&cfg.path, &[]);
     until(LONG, "the server to stall mid-delivery", || smtp.proc.stdout().contains("STALL"));
     assert!(smtp.mails().len() >= 299, "delivering when killed");
@@ -872,29 +874,7 @@ fn a_mail_budget_sends_five_mails_and_one_digest_while_the_log_gets_all_ten_thou
     let cfg = TempConfig::new("");
     let port = free_port();
     let smtp = Smtp::start(cfg.dir.path(), port, &[]);
-    install_plugin(&cfg.plugins, &repo().join("tests/fixtures/burst_plugin.py"), "burst_plugin.py");
-    cfg.write(&format!(
-        r#"
-alerter: {{ name: FILESERVER, state_dir: {{state}}, plugin_dirs: [{{plugins}}] }}
-sources:
-  burst: {{ type: burst, count: 10000 }}
-transports:
-  mail:
-    type: email
-    relay: 127.0.0.1
-    port: {port}
-    tls: none
-    from: "Alerter <alerter@example.org>"
-    budget: 5 per 20s
-  out: {{ type: log, path: {{out}} }}
-subscribers:
-  ops: {{ email: ops@example.org }}
-rules:
-  - name: each-event
-    match: {{ source: burst }}
-    notify: [{{ subscribers: [ops], via: [mail, out] }}]
-"#
-    ));
+    burst_config(&cfg, 10_000, port, "budget: 5 per 20s", "mail, out");
     let mut d = Daemon::start(&cfg.path, &[]);
     let subject = |m: &Value| header(m, "Subject").unwrap_or_default();
     until(Duration::from_secs(120), "the digest mail", || {
