@@ -393,19 +393,19 @@ impl Ledger {
             }
             let pair = pair_hash(&key.0, &key.1);
             let verdict = self.verdict(&key, pair, class, limit, mode, &n);
+            // Shown, or resolved quietly: nothing of it is folded any more.
+            if !matches!(verdict, Verdict::Fold(_)) {
+                for a in &n.alerts {
+                    self.quiet.remove(&(pair, a.fingerprint));
+                }
+            }
             match verdict {
                 Verdict::Show => {
                     if let Some(w) = self.windows.get_mut(&key) {
                         w.shown += 1;
                     }
-                    for a in &n.alerts {
-                        self.quiet.remove(&(pair, a.fingerprint));
-                    }
                 }
                 Verdict::Quiet(number) => {
-                    for a in &n.alerts {
-                        self.quiet.remove(&(pair, a.fingerprint));
-                    }
                     audit.push(folded_record(
                         &n,
                         &key,
@@ -428,6 +428,8 @@ impl Ledger {
                             number
                         }
                     };
+                    // The window's limit decided (a reload changes only later windows).
+                    let (class, limit) = (window.class, window.limit);
                     let recipients: Vec<Recipient> =
                         n.recipients.iter().filter(|r| holder(r) == key.0).cloned().collect();
                     fold_into(window, number, &n, recipients);
