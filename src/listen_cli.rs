@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use alerter_core::config;
+use alerter_core::service::ServiceManager;
 use alerter_core::transport::messenger::{read_key_file, read_trusted_senders};
 use clap::Args;
 use messenger_transport::CodePage;
@@ -130,9 +131,13 @@ pub fn listen(a: ListenArgs) -> ExitCode {
     }
 }
 
-/// The receiver's state directory: `$XDG_STATE_HOME/alerter`, else
+/// The receiver's state directory: systemd's `$STATE_DIRECTORY` (the
+/// first, when it names several), else `$XDG_STATE_HOME/alerter`, else
 /// `~/.local/state/alerter`, else `/var/lib/alerter`.
 fn state_dir() -> PathBuf {
+    if let Some(dir) = config::systemd_directory("STATE_DIRECTORY") {
+        return dir;
+    }
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
@@ -203,8 +208,12 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
             }
         };
         let desktop = !a.no_desktop && std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some();
+        let service = ServiceManager::from_env();
+        service.ready(&format!("receiving messages for {name}"));
+        let mut watchdog = service.watchdog_timer();
         loop {
             tokio::select! {
+                _ = watchdog.due() => service.watchdog(),
                 e = rx.recv() => match e {
                     Some(Event::Message(m)) => {
                         show(&m, a.json, desktop);
@@ -230,6 +239,7 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
                 _ = terminate() => break,
             }
         }
+        service.stopping();
         let s = &listener.stats;
         tracing::info!(
             messages = s.messages.load(std::sync::atomic::Ordering::Relaxed),

@@ -18,14 +18,17 @@ use alerter_core::plugin::ffi::Descriptor;
 use alerter_core::plugin::supervisor::Backoff;
 use alerter_core::plugin::{PluginRegistry, host};
 use alerter_core::ruletest;
+use alerter_core::service::ServiceManager;
 use alerter_core::transport;
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod api_cli;
 mod history;
 mod init_cli;
+mod journal;
 mod listen_cli;
+mod manual_cli;
 mod messenger_cli;
 mod scan_cli;
 
@@ -172,6 +175,13 @@ enum Command {
     /// Write a starter config to edit: the default one (disks, auth log),
     /// with popups, mail and people ready to enable. Refuses to overwrite.
     Init(init_cli::InitArgs),
+    /// Print the manual page alerter(1) (`alerter man | man -l -`), or
+    /// write every page into a directory.
+    Man(manual_cli::ManArgs),
+    /// Print shell completions: `alerter completions bash >
+    /// /etc/bash_completion.d/alerter` (zsh: a `_alerter` file on `$fpath`;
+    /// fish: ~/.config/fish/completions/alerter.fish).
+    Completions(manual_cli::CompletionArgs),
     /// Run log patterns over files and count what they match, like
     /// `grep -c` or `fail2ban-regex`: to try patterns for a `log` source.
     /// Exits 0 when something matched, 1 when nothing did.
@@ -215,11 +225,15 @@ fn init_logging(filter: &str) {
         eprintln!("alerter: bad log filter `{filter}` ({e}); using `info`");
         tracing_subscriber::EnvFilter::new("info")
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if journal::stderr_is_journal() {
+        // journald stamps each line itself and reads the priority from an
+        // sd-daemon(3) `<N>` prefix; our own time and colours would only
+        // repeat or garble it.
+        fmt.with_ansi(false).event_format(journal::Prefixed::new()).init();
+    } else {
+        fmt.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 fn main() -> ExitCode {
@@ -274,6 +288,20 @@ fn main() -> ExitCode {
             print!("{}", config::json_schema_text());
             ExitCode::SUCCESS
         }
+        Command::Man(args) => match manual_cli::man(Cli::command(), args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("alerter man: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Completions(args) => match manual_cli::completions(Cli::command(), args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("alerter completions: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Scan(args) => match scan_cli::scan(args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
@@ -413,6 +441,7 @@ async fn run_daemon(
         shutdown_grace: grace,
         backoff: Backoff::default(),
         drop_report_every: Duration::from_secs(10),
+        service: ServiceManager::from_env(),
     };
     let result = daemon::run(cfg, opts, ctl_rx, None).await;
     forward.abort();
@@ -424,25 +453,50 @@ struct Signals {
     hup: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    /// The watchdog test hook: SIGUSR2 blocks the engine loop for this
+    /// long. Only with `ALERTER_TEST_STALL_ON_SIGUSR2=DURATION` in the
+    /// environment; otherwise SIGUSR2 keeps its default action.
+    stall: Option<(tokio::signal::unix::Signal, Duration)>,
 }
+
+/// The environment variable that turns the watchdog test hook on.
+const STALL_HOOK: &str = "ALERTER_TEST_STALL_ON_SIGUSR2";
 
 impl Signals {
     fn new() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
+        let stall = match std::env::var(STALL_HOOK) {
+            Ok(v) => {
+                let d = humantime::parse_duration(&v).with_context(|| format!("{STALL_HOOK}={v}: not a duration"))?;
+                Some((signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?, d))
+            }
+            Err(_) => None,
+        };
         Ok(Signals {
             hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
             term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
             int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            stall,
         })
     }
 
     /// Turns them into the daemon's controls.
     async fn forward(mut self, tx: tokio::sync::mpsc::Sender<Control>) {
         loop {
+            let stall = async {
+                match &mut self.stall {
+                    Some((sig, d)) => {
+                        sig.recv().await;
+                        *d
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             let ctl = tokio::select! {
                 _ = self.hup.recv() => Control::Reload,
                 _ = self.term.recv() => Control::Shutdown,
                 _ = self.int.recv() => Control::Shutdown,
+                d = stall => Control::Stall(d),
             };
             if tx.send(ctl).await.is_err() {
                 return;

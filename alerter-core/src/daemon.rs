@@ -34,6 +34,7 @@ use crate::notify::Notification;
 use crate::outbox::{Dispatcher, Report, RetryPolicy};
 use crate::plugin::PluginRegistry;
 use crate::plugin::supervisor::{Backoff, SharedStates, Sources, SupervisorEnv};
+use crate::service::ServiceManager;
 use crate::store::{Priority, Store, StoreError};
 use crate::throttle::LogThrottle;
 use crate::transport::{self, Transport, TransportError};
@@ -43,6 +44,11 @@ use crate::transport::{self, Transport, TransportError};
 pub enum Control {
     Reload,
     Shutdown,
+    /// A test hook: block the engine loop for this long, as a stuck
+    /// engine would be (the binary sends it only when
+    /// `ALERTER_TEST_STALL_ON_SIGUSR2` is set), so a test can see the
+    /// watchdog pings stop.
+    Stall(Duration),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +74,9 @@ pub struct RunOptions {
     pub clock: Arc<dyn Clock>,
     /// How long shutdown waits for queued deliveries.
     pub shutdown_grace: Duration,
+    /// Who to tell that the daemon is ready, reloading or stopping, and
+    /// the watchdog to ping.
+    pub service: ServiceManager,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -463,6 +472,11 @@ pub async fn run(
         engine.raise(internal::store_salvaged(&cfg.name, &s.to_string(), now), now);
     }
     info!(name = %cfg.name, rules = cfg.rules.len(), transports = cfg.transports.len(), "alerter started");
+    // Sources run, the API answers and the store is open: ready. The
+    // watchdog is pinged by this loop (an arm of the select below), so the
+    // pings stop when the loop does.
+    opts.service.ready(&running_status(&cfg, false));
+    let mut watchdog = opts.service.watchdog_timer();
 
     loop {
         let now = clock.now();
@@ -512,8 +526,15 @@ pub async fn run(
                     let ask = ReloadAsk { by: "SIGHUP".into(), reply: None };
                     ask_reload(ask, &opts, &loaded_tx, &mut loading, &mut reload_again, &mut asked, &mut asked_next);
                 }
+                Some(Control::Stall(how_long)) => {
+                    opts.service.status("engine loop blocked by a test hook");
+                    warn!(?how_long, "test hook: blocking the engine loop");
+                    // Deliberately blocking: this is what a stuck engine looks like.
+                    std::thread::sleep(how_long);
+                }
                 Some(Control::Shutdown) | None => break,
             },
+            _ = watchdog.due() => opts.service.watchdog(),
             Some(loaded) = loaded_rx.recv() => {
                 loading = false;
                 let answering = std::mem::take(&mut asked);
@@ -543,6 +564,11 @@ pub async fn run(
                         Err(problems)
                     }
                 };
+                // Ready again once no other load is under way, whatever
+                // the outcome: a failed reload keeps the old config running.
+                if !loading {
+                    opts.service.ready(&running_status(&cfg, outcome.is_err()));
+                }
                 // Every reload is in history with who asked for it.
                 let summary = match &outcome {
                     Ok(r) => format!("configuration reloaded: {} rules, config {}", r.rules, &r.config_hash[..12.min(r.config_hash.len())]),
@@ -627,6 +653,7 @@ pub async fn run(
     }
 
     info!("shutting down");
+    opts.service.stopping();
     // No more calls: clients are told the daemon is shutting down.
     api.server.stop().await;
     api.calls.close();
@@ -698,8 +725,23 @@ fn ask_reload(
     } else {
         *loading = true;
         asked.push(ask);
+        opts.service.reloading();
         start_loading(opts, loaded_tx.clone());
     }
+}
+
+/// The line `systemctl status` shows while the daemon runs.
+fn running_status(cfg: &Config, last_reload_failed: bool) -> String {
+    let mut s = format!(
+        "running: {} rules, {} sources, {} transports",
+        cfg.rules.len(),
+        cfg.sources.len(),
+        cfg.transports.len()
+    );
+    if last_reload_failed {
+        s.push_str("; the last reload failed, the previous configuration keeps running (see the log)");
+    }
+    s
 }
 
 /// Loads the config file on a blocking thread and sends the result back.

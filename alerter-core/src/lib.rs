@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod plugin;
 pub mod ruletest;
+pub mod service;
 pub mod store;
 pub mod throttle;
 pub mod transport;

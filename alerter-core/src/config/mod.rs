@@ -147,9 +147,8 @@ impl ApiSettings {
         if let Some(p) = &self.socket {
             return p.clone();
         }
-        if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
-            let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_string();
-            return PathBuf::from(first).join(API_SOCKET);
+        if let Some(dir) = systemd_directory("RUNTIME_DIRECTORY") {
+            return dir.join(API_SOCKET);
         }
         state_dir.join(API_SOCKET)
     }
@@ -651,14 +650,21 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
+/// A directory systemd made for the service (`STATE_DIRECTORY`,
+/// `RUNTIME_DIRECTORY`, ...): it may pass several, colon-separated, and the
+/// first is ours.
+pub fn systemd_directory(var: &str) -> Option<PathBuf> {
+    let dirs = std::env::var_os(var).filter(|d| !d.is_empty())?;
+    let first = dirs.to_string_lossy().split(':').next().unwrap_or_default().to_string();
+    (!first.is_empty()).then(|| PathBuf::from(first))
+}
+
 /// The state directory when the config names none: systemd's
 /// `$STATE_DIRECTORY`, else /var/lib/alerter for root, else the XDG state
 /// directory, so that a user trying it out needs no privileges.
 pub fn default_state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
-        // systemd may pass several, colon-separated; the first is ours.
-        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_string();
-        return PathBuf::from(first);
+    if let Some(dir) = systemd_directory("STATE_DIRECTORY") {
+        return dir;
     }
     let is_root = std::fs::metadata("/proc/self").map(|m| {
         use std::os::unix::fs::MetadataExt;

@@ -50,6 +50,7 @@ pub fn start(dir: &Path, config: &str, start: DateTime<Utc>) -> Running {
         drop_report_every: Duration::from_secs(10),
         clock: Arc::new(TokioClock::new(start)),
         shutdown_grace: Duration::from_secs(5),
+        service: alerter_core::service::ServiceManager::none(),
     };
     let task = tokio::spawn(daemon::run(loaded.config, opts, ctl_rx, Some(inbox.clone())));
     Running { events, inbox, control: ctl_tx, task }
