@@ -32,10 +32,9 @@ RATE=${RATE:-10000}
 DURATION=${DURATION:-30}
 PROBES=${PROBES:-100}
 WAIT=${WAIT:-120}
-ALERTER=${ALERTER:-${CARGO_TARGET_DIR:-$PWD/target}/release/alerter}
 
 . bench/lib.sh
-[ -x "$ALERTER" ] || die "no alerter binary at $ALERTER (cargo build --release -p alerter, or set ALERTER=)"
+need_alerter
 command -v python3 > /dev/null || die "python3 is missing (apt-get install -y python3)"
 for v in RATE DURATION PROBES WAIT; do [[ "${!v}" =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ] || die "$v must be a positive whole number"; done
 

@@ -22,10 +22,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-30}
-ALERTER=${ALERTER:-${CARGO_TARGET_DIR:-$PWD/target}/release/alerter}
 
 . bench/lib.sh
-[ -x "$ALERTER" ] || die "no alerter binary at $ALERTER (cargo build --release -p alerter, or set ALERTER=)"
+need_alerter
 [ "$(id -u)" = 0 ] || die "run as root: it mounts a tmpfs for the state directory"
 command -v python3 > /dev/null || die "python3 is missing (apt-get install -y python3)"
 [[ "$DURATION" =~ ^[0-9]+$ ]] && [ "$DURATION" -gt 0 ] || die "DURATION must be a positive whole number"

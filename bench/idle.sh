@@ -19,10 +19,9 @@ cd "$(dirname "$0")/.."
 
 WARMUP=${WARMUP:-10}
 MEASURE=${MEASURE:-60}
-ALERTER=${ALERTER:-${CARGO_TARGET_DIR:-$PWD/target}/release/alerter}
 
 . bench/lib.sh
-[ -x "$ALERTER" ] || die "no alerter binary at $ALERTER (cargo build --release -p alerter, or set ALERTER=)"
+need_alerter
 [[ "$WARMUP" =~ ^[0-9]+$ && "$MEASURE" =~ ^[0-9]+$ && "$MEASURE" -gt 0 ]] || die "WARMUP and MEASURE are whole seconds"
 
 bench_setup idle

@@ -33,3 +33,10 @@ bench_setup() {
   trap 'exit 130' INT
   trap 'exit 143' TERM
 }
+
+# The alerter binary to measure, in $ALERTER: as given, else the release
+# build in $CARGO_TARGET_DIR or target/.
+need_alerter() {
+  ALERTER=${ALERTER:-${CARGO_TARGET_DIR:-$PWD/target}/release/alerter}
+  [ -x "$ALERTER" ] || die "no alerter binary at $ALERTER (cargo build --release -p alerter, or set ALERTER=)"
+}

@@ -40,12 +40,11 @@ TIMEOUT=${TIMEOUT:-600}
 POLL=${POLL:-0.1}
 BATCH=${BATCH:-100}
 CONCURRENCY=${CONCURRENCY:-4}
-ALERTER=${ALERTER:-${CARGO_TARGET_DIR:-$PWD/target}/release/alerter}
 ALERTMANAGER=${ALERTMANAGER:-prometheus-alertmanager}
 SKIP_ALERTMANAGER=${SKIP_ALERTMANAGER:-0}
 
 . bench/lib.sh
-[ -x "$ALERTER" ] || die "no alerter binary at $ALERTER (cargo build --release -p alerter, or set ALERTER=)"
+need_alerter
 command -v python3 > /dev/null || die "python3 is missing (apt-get install -y python3)"
 command -v du > /dev/null || die "du is missing (coreutils)"
 if [ "$SKIP_ALERTMANAGER" != 1 ]; then
