@@ -167,7 +167,7 @@ fn the_receiver_tells_systemd_when_it_listens_and_when_it_stops() {
 }
 
 #[test]
-fn without_a_notify_socket_nothing_is_sent_and_usr2_is_no_hook() {
+fn without_the_test_hook_sigusr2_keeps_its_default_action() {
     // No NOTIFY_SOCKET and no hook: SIGUSR2 keeps its default action (the
     // hook is for tests only), and the daemon runs as before.
     let cfg = TempConfig::new(CONFIG);
