@@ -52,6 +52,17 @@ pub struct ListenArgs {
     /// Do not register the name by broadcast (still answer queries for it).
     #[arg(long)]
     no_register: bool,
+    /// Also register the names with this WINS server (`ADDRESS`, or
+    /// `ADDRESS:PORT`), so that senders on other subnets find them.
+    #[arg(long, value_name = "ADDRESS", value_parser = parse_wins)]
+    wins: Option<SocketAddr>,
+    /// Where the logged-on users are read from (login records in utmp
+    /// format), to receive for each one's name as well (`ALICE<03>`).
+    #[arg(long, default_value = crate::presence::DEFAULT_UTMP, value_name = "FILE")]
+    utmp: PathBuf,
+    /// Do not receive for the logged-on users' names, only for the machine's.
+    #[arg(long)]
+    no_users: bool,
     /// Workgroup key for sealed messages.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
@@ -111,6 +122,16 @@ pub struct ListenArgs {
     /// pass); 0: no limit.
     #[arg(long, default_value = "16KiB", value_name = "SIZE")]
     peer_bytes: bytesize::ByteSize,
+}
+
+/// `--wins`: an address, port 137 unless given.
+pub fn parse_wins(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<Ipv4Addr>()
+        .map(|ip| SocketAddr::new(IpAddr::V4(ip), 137))
+        .map_err(|_| format!("`{s}` is not an IPv4 address (or ADDRESS:PORT)"))
 }
 
 /// The per-address rate limit from `--peer-messages` and `--peer-bytes`.
@@ -189,6 +210,7 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
         if a.name_port != 0 {
             cfg.name_service = Some(SocketAddr::new(a.bind, a.name_port));
             cfg.register = !a.no_register;
+            cfg.wins = a.wins;
             cfg.broadcast = if !a.broadcast.is_empty() {
                 Broadcast::Addresses(a.broadcast.clone())
             } else if !a.interface.is_empty() {
@@ -211,9 +233,17 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
         let service = ServiceManager::from_env();
         service.ready(&format!("receiving messages for {name}"));
         let mut watchdog = service.watchdog_timer();
+        let mut users = (!a.no_users).then(|| crate::presence::Watch::new(a.utmp.clone()));
+        let mut presence_tick = tokio::time::interval(Duration::from_secs(1));
+        presence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = watchdog.due() => service.watchdog(),
+                now = presence_tick.tick(), if users.is_some() => {
+                    if let Some(w) = users.as_mut() {
+                        follow_users(&listener, w, now.into_std()).await;
+                    }
+                }
                 e = rx.recv() => match e {
                     Some(Event::Message(m)) => {
                         show(&m, a.json, desktop);
@@ -240,6 +270,9 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
             }
         }
         service.stopping();
+        // Senders should not keep finding a receiver that is gone; but a
+        // WINS server that does not answer must not hold the stop up.
+        let _ = tokio::time::timeout(Duration::from_secs(3), listener.release_names()).await;
         let s = &listener.stats;
         tracing::info!(
             messages = s.messages.load(std::sync::atomic::Ordering::Relaxed),
@@ -249,6 +282,46 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
         );
         anyhow::Ok(())
     })
+}
+
+/// Holds the name of each user logged on, and only theirs: a user who
+/// logged on since the last look is added as an alias, one who left is
+/// released.
+async fn follow_users(listener: &Listener, watch: &mut crate::presence::Watch, now: std::time::Instant) {
+    let logged_on = match watch.poll(now) {
+        None => return,
+        Some(Ok(l)) => l,
+        Some(Err(e)) => {
+            tracing::warn!("{e}; no user names are held until it can be read");
+            Default::default()
+        }
+    };
+    for why in &logged_on.unusable {
+        tracing::debug!("a logged-on user's name is not held: {why}");
+    }
+    if logged_on.bad_records > 0 {
+        tracing::debug!("{} records of {} did not parse", logged_on.bad_records, watch.path().display());
+    }
+    if logged_on.over_limit > 0 {
+        tracing::warn!(
+            "{} more users are logged on than the {} whose names are held",
+            logged_on.over_limit,
+            crate::presence::MAX_USERS
+        );
+    }
+    let held: std::collections::BTreeSet<String> = listener.aliases().into_iter().collect();
+    for gone in held.difference(&logged_on.users) {
+        if listener.remove_alias(gone).await {
+            tracing::info!("{gone} logged off: messages to {gone} are no longer received here");
+        }
+    }
+    for user in logged_on.users.difference(&held) {
+        match listener.add_alias(user) {
+            Ok(true) => tracing::info!("{user} logged on: receiving messages for {user} as well"),
+            Ok(false) => {}
+            Err(e) => tracing::debug!("{user}: {e}"),
+        }
+    }
 }
 
 async fn terminate() {

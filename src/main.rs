@@ -30,6 +30,7 @@ mod journal;
 mod listen_cli;
 mod manual_cli;
 mod messenger_cli;
+mod presence;
 mod scan_cli;
 
 /// sysexits(3) EX_CONFIG: the configuration is wrong.

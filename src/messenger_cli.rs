@@ -59,6 +59,10 @@ pub struct SendArgs {
     /// or a network (`10.0.0.0/24`). Default: every interface that is up.
     #[arg(long, value_name = "IFACE")]
     interface: Vec<InterfaceSpec>,
+    /// Ask this WINS server for names before broadcasting (`ADDRESS`, or
+    /// `ADDRESS:PORT`; default: the config's `wins`).
+    #[arg(long, value_name = "ADDRESS", value_parser = crate::listen_cli::parse_wins)]
+    wins: Option<std::net::SocketAddr>,
     /// Print nothing when the message went out.
     #[arg(short, long)]
     quiet: bool,
@@ -109,16 +113,17 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Option<config::Config>> {
 }
 
 /// The members of `@group` that a transport of `kind` can reach, as the
-/// daemon sends to them: a member without a machine gets no popup, one
+/// daemon sends to them: a member with neither a user nor a machine gets no popup, one
 /// without an address no mail (each is named on standard error).
 fn group_recipients(c: &config::Config, group: &str, kind: &str) -> anyhow::Result<Vec<Recipient>> {
     let Some(g) = c.groups.get(group) else { bail!("the config has no group `{group}`") };
-    let (field, what) = if kind == "email" { ("email", "mail") } else { ("machine", "popup") };
+    let (field, what) = if kind == "email" { ("email", "mail") } else { ("user` or `machine", "popup") };
     let mut out = Vec::new();
     for (id, s) in g.members.iter().filter_map(|m| c.subscribers.get(m).map(|s| (m, s))) {
         let machine = if kind == "email" { None } else { s.machine.clone() };
+        let user = if kind == "email" { None } else { s.user.clone() };
         let email = if kind == "email" { s.email.clone() } else { None };
-        let r = Recipient { id: id.clone(), name: s.name.clone(), machine, email, group: None };
+        let r = Recipient { id: id.clone(), name: s.name.clone(), machine, user, email, group: None };
         if r.reachable_by(kind) {
             out.push(r);
         } else {
@@ -178,6 +183,9 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
         opts.broadcast = Broadcast::Interfaces(a.interface.clone());
     }
     opts.resolver.broadcast = opts.broadcast.clone();
+    if let Some(w) = a.wins {
+        opts.resolver.wins = Some(w);
+    }
     if let Some(cp) = a.code_page {
         opts.code_page = CodePage::new(cp)?;
     }
@@ -199,7 +207,14 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
         if let Some(ip) = a.ip {
             opts.resolver.hosts.insert(a.to.to_ascii_uppercase(), Target { ip, port: a.port });
         }
-        vec![Recipient { id: a.to.clone(), name: None, machine: Some(a.to.clone()), email: None, group: None }]
+        vec![Recipient {
+            id: a.to.clone(),
+            name: None,
+            machine: Some(a.to.clone()),
+            user: None,
+            email: None,
+            group: None,
+        }]
     };
     if recipients.is_empty() {
         bail!("nobody to send to");
@@ -274,9 +289,23 @@ fn send_email(a: &SendArgs, cfg: Option<config::Config>) -> anyhow::Result<()> {
     let recipients: Vec<Recipient> = if let Some(group) = a.to.strip_prefix('@') {
         group_recipients(&c, group, "email")?
     } else if let Some(s) = c.subscribers.get(&a.to) {
-        vec![Recipient { id: a.to.clone(), name: s.name.clone(), machine: None, email: s.email.clone(), group: None }]
+        vec![Recipient {
+            id: a.to.clone(),
+            name: s.name.clone(),
+            machine: None,
+            user: None,
+            email: s.email.clone(),
+            group: None,
+        }]
     } else {
-        vec![Recipient { id: a.to.clone(), name: None, machine: None, email: Some(a.to.clone()), group: None }]
+        vec![Recipient {
+            id: a.to.clone(),
+            name: None,
+            machine: None,
+            user: None,
+            email: Some(a.to.clone()),
+            group: None,
+        }]
     };
     let text = read_message(a)?;
     let subject = text.lines().next().unwrap_or_default().to_string();

@@ -734,7 +734,7 @@ rules:
     assert_eq!(out.status.code(), Some(0), "warnings only:\n{report}");
     assert!(
         report.contains(
-            "warning: rule `disk-full`: member `bob` of group `admins` has no `machine`, so transport `popup` cannot reach them"
+            "warning: rule `disk-full`: member `bob` of group `admins` has no `user` or `machine`, so transport `popup` cannot reach them"
         ),
         "{report}"
     );
@@ -766,7 +766,7 @@ rules:
     // `alerter send @admins` (docs/messenger.md) does the same by hand.
     let out = alerter().args(["send", "-c"]).arg(&cfg.path).args(["@admins", "Lunch is served"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`bob` of @admins has no `machine`"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`bob` of @admins has no `user` or `machine`"));
     until(LONG, "the second popup", || popups(&listen).len() == 2);
     assert_eq!(popups(&listen)[1]["text"], "Lunch is served");
     let out = alerter()

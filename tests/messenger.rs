@@ -724,37 +724,8 @@ fn a_host_on_two_segments_answers_each_side_with_its_own_address() {
     multi.assert_no_default_route();
     // Watch the registrations on both sides, as tshark decodes them.
     let dir = tempfile::tempdir().unwrap();
-    let caps: Vec<Proc> = [&peer_a, &peer_b]
-        .into_iter()
-        .map(|ns| {
-            let mut c = ns.cmd("tshark");
-            c.args(["-l", "-i", "eth0", "-f", "udp port 137", "-T", "fields", "-E", "separator=|"]).args([
-                "-e",
-                "nbns.flags.opcode",
-                "-e",
-                "nbns.name",
-                "-e",
-                "nbns.addr",
-            ]);
-            Proc::spawn(c)
-        })
-        .collect();
-    // tshark says "Capture started" before its capture filter is live: a
-    // peer sends probes until its tshark has seen one.
-    for ((cap, ns), seg) in caps.iter().zip([&peer_a, &peer_b]).zip([&a, &b]) {
-        let probe = format!(
-            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-             s.setsockopt(socket.SOL_SOCKET,socket.SO_BROADCAST,1)\n\
-             for _ in range(400):\n    s.sendto(b'probe',('{}',137))\n    time.sleep(0.05)\n",
-            seg.broadcast()
-        );
-        let _prober = Proc::spawn({
-            let mut c = ns.cmd("python3");
-            c.arg("-c").arg(probe);
-            c
-        });
-        until(LONG, "tshark to capture a probe", || !cap.stdout().is_empty());
-    }
+    let caps: Vec<Proc> =
+        [(&peer_a, &a), (&peer_b, &b)].into_iter().map(|(ns, seg)| nbns_capture(ns, seg.broadcast())).collect();
     let l = listen(&multi, &["--name", "MULTI"]);
     until(LONG, "the listener", || multi.udp_bound(137) && multi.tcp_listening(139));
     let registrations = |cap: &Proc| -> Vec<String> {
@@ -795,6 +766,35 @@ fn a_host_on_two_segments_answers_each_side_with_its_own_address() {
     until(LONG, "both messages", || messages(&l).len() == 2);
     let texts: Vec<String> = messages(&l).iter().map(|m| m["text"].as_str().unwrap().to_string()).collect();
     assert_eq!(texts, vec!["hello from PA", "hello from PB"]);
+}
+
+/// tshark on `ns`'s eth0 printing each name service packet as
+/// `opcode|names|addresses`, once its capture is live.
+fn nbns_capture(ns: &Netns, broadcast: std::net::Ipv4Addr) -> Proc {
+    let mut c = ns.cmd("tshark");
+    c.args(["-l", "-i", "eth0", "-f", "udp port 137", "-T", "fields", "-E", "separator=|"]).args([
+        "-e",
+        "nbns.flags.opcode",
+        "-e",
+        "nbns.name",
+        "-e",
+        "nbns.addr",
+    ]);
+    let cap = Proc::spawn(c);
+    // tshark says "Capture started" before its capture filter is live: the
+    // host sends probes until tshark has seen one.
+    let probe = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET,socket.SO_BROADCAST,1)\n\
+         for _ in range(400):\n    s.sendto(b'probe',('{broadcast}',137))\n    time.sleep(0.05)\n"
+    );
+    let _prober = Proc::spawn({
+        let mut c = ns.cmd("python3");
+        c.arg("-c").arg(probe);
+        c
+    });
+    until(LONG, "tshark to capture a probe", || !cap.stdout().is_empty());
+    cap
 }
 
 /// `alerter listen --bind IP` still receives that interface's broadcasts:
@@ -1390,4 +1390,283 @@ fn a_critical_alert_in_the_middle_of_a_storm_is_shown_at_once() {
     let t = tally(&history);
     assert_eq!(t.get(&("popup".into(), "folded".into())), Some(&9_994), "{t:?}");
     assert_eq!(t.get(&("popup".into(), "sent".into())), Some(&7), "{t:?}");
+}
+
+// Presence: the names of logged-on users, as Windows' Messenger held them.
+
+/// Writes login records to `path` as login(1) and logout(3) leave them in
+/// /var/run/utmp, made by util-linux's `utmpdump -r` from its text form:
+/// for each `(user, pid, logged_on)`, a USER_PROCESS record while logged
+/// on, a DEAD_PROCESS one after. Replaced in one rename, as glibc never
+/// shows a reader half a record.
+fn write_logins(path: &Path, records: &[(&str, u32, bool)]) {
+    let text: String = records
+        .iter()
+        .enumerate()
+        .map(|(i, (user, pid, on))| {
+            let kind = if *on { 7 } else { 8 };
+            let (id, line) = (format!("ts{i}"), format!("pts/{i}"));
+            format!(
+                "[{kind}] [{pid:05}] [{id:<4}] [{user:<8}] [{line:<12}] [{:<20}] [{:<15}] [2026-12-03T09:00:00,000000+00:00]\n",
+                "10.0.0.9", "10.0.0.9"
+            )
+        })
+        .collect();
+    let tmp = path.with_extension("new");
+    let mut c = Command::new("utmpdump")
+        .arg("-r")
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&tmp).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("utmpdump (util-linux)");
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "utmpdump -r: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::metadata(&tmp).unwrap().len(), 384 * records.len() as u64, "{text}");
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The pid of a process that has exited: a login record left behind by a
+/// crash.
+fn a_dead_pid() -> u32 {
+    let mut c = Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+/// nmblookup's standard output (answers, or "name_query failed").
+fn nmblookup(ns: &Netns, conf: &Path, args: &[&str]) -> String {
+    let out = ns.cmd("nmblookup").arg("-s").arg(conf).args(args).output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn a_logged_on_user_s_name_is_found_by_nmblookup_until_she_logs_out() {
+    let lan = Lan::new(2);
+    let dir = tempfile::tempdir().unwrap();
+    let utmp = dir.path().join("utmp");
+    let me = std::process::id();
+    // Alice's login process is alive (this test); Bob's record was left by
+    // a crash; Carol's name cannot be a NetBIOS name.
+    write_logins(&utmp, &[("alice", me, true), ("bob", a_dead_pid(), true), ("carol-has-a-long-name", me, true)]);
+    let cap = nbns_capture(&lan.hosts[1], lan.broadcast());
+    let l = listen(&lan.hosts[0], &["--name", "WS1", "--utmp", utmp.to_str().unwrap()]);
+    let conf = client_conf(dir.path(), "OTHER", "interfaces = eth0\n   name resolve order = bcast");
+    let bcast = lan.broadcast().to_string();
+    let lookup = |name: &str| nmblookup(&lan.hosts[1], &conf, &["-B", &bcast, name]);
+    let alice_at_ws1 = format!("{} ALICE<03>", lan.ip(0));
+    until(LONG, "ALICE<03> answered", || lookup("ALICE#03").contains(&alice_at_ws1));
+    assert!(lookup("WS1#03").contains(&format!("{} WS1<03>", lan.ip(0))));
+    assert!(!lookup("BOB#03").contains("BOB<03>"), "a stale record does not count");
+    let status = nmblookup(&lan.hosts[1], &conf, &["-A", &lan.ip(0).to_string()]);
+    let names: Vec<&str> =
+        status.lines().filter(|l| l.contains("<03>")).map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(names, vec!["WS1", "ALICE"], "node status: {status}");
+    // smbclient finds her by name and the message is hers.
+    let (code, out) = smbclient(&lan.hosts[1], &conf, &["-M", "ALICE", "-U", "dave", "-N"], "hello alice\n");
+    assert_eq!(code, Some(0), "{out}");
+    until(LONG, "the message", || messages(&l).len() == 1);
+    assert_eq!(
+        (messages(&l)[0]["to"].as_str(), messages(&l)[0]["text"].as_str()),
+        (Some("ALICE"), Some("hello alice\n"))
+    );
+    // She logs out: the name is released, and nobody answers for it.
+    write_logins(&utmp, &[("alice", me, false), ("bob", a_dead_pid(), true)]);
+    until(LONG, "the release on the wire", || cap.stdout().lines().any(|r| r.starts_with("6|ALICE<03>")));
+    assert!(!lookup("ALICE#03").contains("ALICE<03>"), "nobody answers for ALICE after she logged out");
+    assert!(lookup("WS1#03").contains(&format!("{} WS1<03>", lan.ip(0))), "the machine's name stays");
+    let (code, err) = send(&lan.hosts[1], &["-I", &lan.ip(0).to_string(), "alice", "too late"], None);
+    assert_eq!(code, Some(1), "WS1 refuses messages for ALICE once she left");
+    assert!(err.contains("refused the session for ALICE<03>: the name is not there"), "{err}");
+    // tshark dissects the registration and the release, each with WS1's
+    // address.
+    let rows = cap.stdout();
+    let ours = |op: &str| {
+        rows.lines().filter(|r| r.starts_with(&format!("{op}|ALICE<03>"))).map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(ours("5").len(), 3, "three registration rounds: {rows}");
+    for r in ours("5").iter().chain(&ours("6")) {
+        assert!(r.ends_with(&format!("|{}", lan.ip(0))), "{r}");
+        assert!(r.contains("ALICE<03> (Messenger service/Main name)"), "{r}");
+    }
+    assert!(!rows.contains("CAROL"), "{rows}");
+}
+
+/// Where Alice's popups are sent from, and the two machines she logs on
+/// to: WS1 first, then WS2.
+struct Office<'a> {
+    admin: &'a Netns,
+    ws: [(&'a Netns, std::net::Ipv4Addr); 2],
+    /// Extra arguments of `alerter send` and settings of the daemon's
+    /// messenger transport (the WINS server, when there is one).
+    send_args: Vec<String>,
+    transport: String,
+    /// Extra arguments of `alerter listen` on both workstations.
+    listen_args: Vec<String>,
+    /// Where Alice's name is, as the admin's host sees it: an nmblookup
+    /// answer line (`10.77.0.1 ALICE<03>`) or a failure.
+    lookup: Box<dyn Fn() -> String + 'a>,
+}
+
+/// Alice logs on at WS1: `alerter send alice` and a rule's popup for
+/// `user: alice` reach her there. She logs out and on at WS2: both follow
+/// her, the daemon after WS1 refused its remembered address. History says
+/// where each went.
+fn popups_follow_alice(o: Office<'_>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (utmp1, utmp2) = (dir.path().join("utmp1"), dir.path().join("utmp2"));
+    let me = std::process::id();
+    write_logins(&utmp1, &[("alice", me, true)]);
+    write_logins(&utmp2, &[("bob", me, true)]);
+    let receivers: Vec<Proc> = [("WS1", &utmp1), ("WS2", &utmp2)]
+        .iter()
+        .zip(&o.ws)
+        .map(|((name, utmp), (ns, _))| {
+            let mut args = vec!["--name", name, "--utmp", utmp.to_str().unwrap()];
+            args.extend(o.listen_args.iter().map(String::as_str));
+            listen(ns, &args)
+        })
+        .collect();
+    let [(_, ip1), (_, ip2)] = o.ws;
+    until(LONG, "ALICE at WS1", || (o.lookup)().contains(&format!("{ip1} ALICE<03>")));
+    let send_alice = |text: &str, ip| {
+        let mut args: Vec<&str> = o.send_args.iter().map(String::as_str).collect();
+        args.extend(["--from", "ADMIN", "alice", text]);
+        let (code, out, err) = send_out(o.admin, &args, None);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(out.trim(), format!("1 delivered: alice: delivered to alice at {ip}:139"));
+    };
+    send_alice("first", ip1);
+    // The daemon on the admin's host: each log line is a popup to `user: alice`.
+    let cfg = util::TempConfig::new("");
+    let app_log = cfg.dir.path().join("app.log");
+    std::fs::write(&app_log, "ERROR n=1\n").unwrap();
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}} }}
+sources:
+  app:
+    type: log
+    paths: [{{dir}}/app.log]
+    start_at: beginning
+    patterns: [{{ name: error, regex: 'ERROR n=(?P<n>[0-9]+)', severity: warning }}]
+transports:
+  popup: {{ type: messenger, dns: false{} }}
+subscribers:
+  alice: {{ user: alice }}
+rules:
+  - name: app-errors
+    match: {{ source: app }}
+    notify: [{{ subscribers: [alice], via: [popup] }}]
+"#,
+        o.transport
+    ));
+    let mut d = o.admin.cmd(alerter_bin());
+    d.args(["run", "-c"]).arg(&cfg.path);
+    let _daemon = Proc::spawn(d);
+    let sent = |pattern: &str| {
+        util::all_history(&cfg.path, &[])
+            .iter()
+            .any(|h| h["status"] == "sent" && h["detail"].as_str().is_some_and(|r| r.contains(pattern)))
+    };
+    until(LONG, "the rule's popup at WS1", || messages(&receivers[0]).len() == 2);
+    until(LONG, "the history of the first popup", || sent(&format!("delivered to alice at {ip1}")));
+    // She moves: logged out at WS1 (which releases her name), then logged
+    // on at WS2. (Logged on at both, the first machine keeps the name
+    // until she leaves it, as on Windows.)
+    write_logins(&utmp1, &[("alice", me, false)]);
+    until(LONG, "ALICE released", || !(o.lookup)().contains("ALICE<03>"));
+    write_logins(&utmp2, &[("bob", me, true), ("alice", me, true)]);
+    until(LONG, "ALICE at WS2", || (o.lookup)().contains(&format!("{ip2} ALICE<03>")));
+    send_alice("second", ip2);
+    // The daemon remembered WS1's address; WS1 refuses, and it looks again.
+    std::fs::OpenOptions::new().append(true).open(&app_log).unwrap().write_all(b"ERROR n=2\n").unwrap();
+    until(LONG, "the rule's popup at WS2", || messages(&receivers[1]).len() == 2);
+    until(LONG, "the history of the second popup", || sent(&format!("delivered to alice at {ip2}")));
+    let got = |l: &Proc| {
+        let mut v: Vec<String> = messages(l)
+            .iter()
+            .map(|m| format!("{}: {}", m["to"].as_str().unwrap().to_uppercase(), m["text"].as_str().unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    for (l, first, n) in [(&receivers[0], "first", 1), (&receivers[1], "second", 2)] {
+        let v = got(l);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert_eq!(v[1], format!("ALICE: {first}"), "{v:?}");
+        assert!(v[0].starts_with("ALICE: WARNING") && v[0].contains(&format!("n={n}")), "{v:?}");
+    }
+}
+
+#[test]
+fn popups_to_a_user_follow_her_from_machine_to_machine() {
+    let lan = Lan::new(3);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = client_conf(dir.path(), "ADMIN", "interfaces = eth0\n   name resolve order = bcast");
+    let bcast = lan.broadcast().to_string();
+    popups_follow_alice(Office {
+        admin: &lan.hosts[2],
+        ws: [(&lan.hosts[0], lan.ip(0)), (&lan.hosts[1], lan.ip(1))],
+        send_args: vec![],
+        transport: String::new(),
+        listen_args: vec![],
+        lookup: Box::new(|| nmblookup(&lan.hosts[2], &conf, &["-B", &bcast, "ALICE#03"])),
+    });
+}
+
+/// Two subnets routed by a third namespace; nmbd on the admin's subnet is
+/// the WINS server. Alice's machines are on the other subnet, where no
+/// broadcast from the admin's reaches: only WINS finds her.
+#[test]
+fn through_nmbd_as_wins_popups_find_a_user_on_another_subnet_and_follow_her() {
+    let (near, far) = (Segment::new(81), Segment::new(82));
+    let router = Netns::new("rt");
+    near.attach(&router, "eth0", 254);
+    far.attach(&router, "eth1", 254);
+    let ok = router.cmd("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]).status().unwrap();
+    assert!(ok.success());
+    let host = |tag: &str, seg: &Segment, octet: u8| {
+        let ns = Netns::new(tag);
+        let ip = seg.attach(&ns, "eth0", octet);
+        let via = seg.ip(254).to_string();
+        let ok = ns.cmd("ip").args(["route", "add", "default", "via", &via]).status().unwrap();
+        assert!(ok.success());
+        (ns, ip)
+    };
+    let (wins_host, wins) = host("wins", &near, 10);
+    let (admin, _) = host("admin", &near, 2);
+    let (ws1, ip1) = host("ws1", &far, 2);
+    let (ws2, ip2) = host("ws2", &far, 3);
+    let samba = Samba::start_with(&wins_host, "WINSSRV", false, Some("eth0"), "wins support = yes");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = client_conf(dir.path(), "ADMIN", &format!("interfaces = eth0\n   wins server = {wins}"));
+    let wins_s = wins.to_string();
+    until(LONG, "nmbd to hold its own name", || {
+        nmblookup(&admin, &conf, &["-U", &wins_s, "--recursion", "WINSSRV#20"]).contains("WINSSRV<20>")
+    });
+    let lookup = || nmblookup(&admin, &conf, &["-U", &wins_s, "--recursion", "ALICE#03"]);
+    popups_follow_alice(Office {
+        admin: &admin,
+        ws: [(&ws1, ip1), (&ws2, ip2)],
+        send_args: vec!["--wins".into(), wins_s.clone()],
+        transport: format!(", wins: {wins}"),
+        listen_args: vec!["--wins".into(), wins_s.clone()],
+        lookup: Box::new(lookup),
+    });
+    // Nothing found her by broadcast: the admin's subnet never heard of her.
+    let bcast = near.broadcast().to_string();
+    assert!(!nmblookup(&admin, &conf, &["-B", &bcast, "ALICE#03"]).contains("ALICE<03>"));
+    // nmbd, as the WINS server, took her name from WS1, had it released at
+    // logout, and took it from WS2.
+    let log = samba.nmbd_log();
+    for line in [
+        format!("Unique name registration for name ALICE<03> IP {ip1}"),
+        format!("Unique name release for name ALICE<03> IP {ip1}"),
+        format!("Unique name registration for name ALICE<03> IP {ip2}"),
+    ] {
+        assert!(log.contains(&line), "nmbd's log lacks `{line}`");
+    }
 }

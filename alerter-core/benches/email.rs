@@ -41,6 +41,7 @@ fn notification(i: usize) -> Notification {
             id: "ops".into(),
             name: None,
             machine: None,
+            user: None,
             email: Some("ops@example.org".into()),
             group: None,
         }],

@@ -612,6 +612,7 @@ fn notice_targets(cfg: &Config, to: &[String], via: &[String]) -> Result<Vec<Tar
             id: id.to_string(),
             name: s.name.clone(),
             machine: s.machine.clone(),
+            user: s.user.clone(),
             email: s.email.clone(),
             group: None,
         })

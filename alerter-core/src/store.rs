@@ -1848,7 +1848,8 @@ pub(crate) mod tests {
             let mut n = note(&format!("n{i:02}"), if i % 4 == 0 { "popup" } else { "mail" }, at(2 * i));
             n.rule = if i < 10 { "disk".into() } else { "app".into() };
             let who = if i % 4 == 0 { "alice" } else { "bob" };
-            n.recipients = vec![Recipient { id: who.into(), name: None, machine: None, email: None, group: None }];
+            n.recipients =
+                vec![Recipient { id: who.into(), name: None, machine: None, user: None, email: None, group: None }];
             if i == 7 {
                 n.alerts = vec![crate::notify::AlertSummary {
                     fingerprint: fp,

@@ -40,6 +40,7 @@ fn storm(transport: &str, t: DateTime<Utc>) -> Vec<Notification> {
                     id: who.clone(),
                     name: None,
                     machine: Some(who.to_uppercase()),
+                    user: None,
                     email: None,
                     group: None,
                 }],

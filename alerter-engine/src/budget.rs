@@ -706,6 +706,7 @@ mod tests {
             id: id.into(),
             name: None,
             machine: Some(id.to_uppercase()),
+            user: None,
             email: None,
             group: group.map(str::to_string),
         }

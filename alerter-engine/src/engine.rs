@@ -813,8 +813,14 @@ mod tests {
         e.cfg.budgets = Arc::new(budgets);
         e.add_notice(maintenance("n-1", "2026-12-05T17:00:00Z", now), now).unwrap();
         e.take_turn();
-        let alice =
-            Recipient { id: "alice".into(), name: None, machine: Some("ALICE".into()), email: None, group: None };
+        let alice = Recipient {
+            id: "alice".into(),
+            name: None,
+            machine: Some("ALICE".into()),
+            user: None,
+            email: None,
+            group: None,
+        };
         for i in 0..3 {
             e.test_notification(
                 &format!("t{i}"),

@@ -11,6 +11,8 @@
 //! - [`oem`]: OEM code pages and the 0x14 line break.
 //! - [`nbns`]: the name service (UDP 137): query, registration, node status.
 //! - [`dgram`]: the datagram service (UDP 138) and the WinPopup mailslot body.
+//! - [`hold`]: holding names: registration by broadcast and with WINS,
+//!   refresh, conflicts, release; message aliases (logged-on users).
 //! - [`nbss`]: the session service framing (TCP 139, and 445).
 //! - [`smb`]: SMB1 message commands, negotiate, mailslot writes.
 //! - [`seal`]: sealed messages (ChaCha20-Poly1305) and sender signatures (Ed25519).
@@ -20,6 +22,7 @@
 
 pub mod client;
 pub mod dgram;
+pub mod hold;
 pub mod iface;
 pub mod limits;
 pub mod listener;

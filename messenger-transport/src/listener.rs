@@ -32,7 +32,8 @@ use tracing::{debug, warn};
 
 use crate::client::local_ip_towards;
 use crate::dgram::{self, Datagram};
-use crate::iface::{self, Broadcast, Interface};
+use crate::hold::{HoldConfig, NameTable};
+use crate::iface::{self, Broadcast};
 use crate::limits::{self, Admit, ConnectionTimes, Connections, LogEvery, PeerRates, RateLimit};
 use crate::name::{self, NetbiosName};
 use crate::nbns;
@@ -78,8 +79,15 @@ pub struct ListenerConfig {
     pub datagram: Option<SocketAddr>,
     /// The name service (UDP 137).
     pub name_service: Option<SocketAddr>,
-    /// Register `NAME<03>` by broadcast, on the interfaces of `broadcast`.
+    /// Register `NAME<03>` (and the aliases) by broadcast, on the
+    /// interfaces of `broadcast`.
     pub register: bool,
+    /// A WINS server to register the names with (UDP 137; tests use
+    /// another port), so that senders on other subnets find them.
+    pub wins: Option<SocketAddr>,
+    /// How long an alias another machine defended waits before it is
+    /// registered again.
+    pub conflict_retry: Duration,
     /// Where registrations are broadcast: every interface by default.
     pub broadcast: Broadcast,
     pub code_page: CodePage,
@@ -109,6 +117,8 @@ impl ListenerConfig {
             datagram: None,
             name_service: None,
             register: false,
+            wins: None,
+            conflict_retry: Duration::from_secs(60),
             broadcast: Broadcast::AllInterfaces,
             code_page: CodePage::CP850,
             seal: None,
@@ -195,6 +205,7 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Listener {
     tasks: Vec<JoinHandle<()>>,
+    names: Arc<NameTable>,
     pub stats: Arc<Stats>,
     /// The TCP addresses actually bound (ports resolved).
     pub tcp: Vec<SocketAddr>,
@@ -207,6 +218,7 @@ impl Drop for Listener {
         for t in &self.tasks {
             t.abort();
         }
+        self.names.stop();
     }
 }
 
@@ -233,7 +245,7 @@ fn bind_error(what: &'static str, addr: SocketAddr, source: std::io::Error) -> B
 
 struct Shared {
     cfg: ListenerConfig,
-    our_name: NetbiosName,
+    names: Arc<NameTable>,
     tx: mpsc::Sender<Event>,
     stats: Arc<Stats>,
     replay: Mutex<Replay>,
@@ -345,7 +357,7 @@ impl Shared {
             }
         };
         let to = NetbiosName::new(&m.to, name::MESSENGER);
-        let for_us = m.to.eq_ignore_ascii_case(&self.cfg.name) || to.is_ok_and(|n| self.is_our_group(&n));
+        let for_us = to.is_ok_and(|n| self.names.receives_for(&n) || self.is_our_group(&n));
         if !for_us {
             self.emit(reject(SealError::WrongRecipient(m.to.clone()), Some(m.from)));
             return false;
@@ -424,17 +436,25 @@ impl Listener {
         };
         let mut cfg = cfg;
         cfg.max_connections = fit_to_open_files(cfg.max_connections, cfg.tcp.len());
+        let hold = HoldConfig {
+            register: cfg.register,
+            broadcast: cfg.broadcast.clone(),
+            wins: cfg.wins,
+            conflict_retry: cfg.conflict_retry,
+        };
+        let names = Arc::new(NameTable::new(our_name, hold, tx.clone()));
         let shared = Arc::new(Shared {
             replay: Mutex::new(replay),
             conns: Mutex::new(Connections::new(cfg.max_connections, cfg.max_per_peer)),
             rates: Mutex::new(PeerRates::new(cfg.rate, 4096)),
             logs: Mutex::new(HashMap::new()),
             cfg,
-            our_name,
+            names: names.clone(),
             tx,
             stats: stats.clone(),
         });
-        let mut listener = Listener { tasks: Vec::new(), stats, tcp: Vec::new(), datagram: None, name_service: None };
+        let mut listener =
+            Listener { tasks: Vec::new(), names, stats, tcp: Vec::new(), datagram: None, name_service: None };
         for addr in shared.cfg.tcp.clone() {
             let l = TcpListener::bind(addr).await.map_err(|e| bind_error("TCP", addr, e))?;
             listener.tcp.push(l.local_addr().unwrap_or(addr));
@@ -456,9 +476,7 @@ impl Listener {
             let bound = s.local_addr().unwrap_or(addr);
             listener.name_service = Some(bound);
             let s = Arc::new(s);
-            if shared.cfg.register {
-                listener.tasks.push(tokio::spawn(register(s.clone(), shared.our_name, shared.cfg.broadcast.clone())));
-            }
+            shared.names.start(s.clone());
             if let Some(b) = broadcast_socket(bound).await? {
                 // Answers leave by the unicast socket: a reply from a
                 // broadcast address would be nonsense.
@@ -467,6 +485,38 @@ impl Listener {
             listener.tasks.push(tokio::spawn(serve_names(s.clone(), s, shared.clone())));
         }
         Ok((listener, rx))
+    }
+}
+
+impl Listener {
+    /// Adds a message alias, as Windows registered the logged-on user's
+    /// name beside the machine's: `ALICE<03>` is registered (by broadcast,
+    /// and with the WINS server if configured), answered, defended and
+    /// received for until it is removed. False if it was there already.
+    pub fn add_alias(&self, alias: &str) -> Result<bool, crate::Error> {
+        let n = NetbiosName::new(alias, name::MESSENGER)?;
+        Ok(self.names.add_alias(n))
+    }
+
+    /// Removes an alias: no longer answered or received for, and released
+    /// by broadcast and at the WINS server. False if it was not there.
+    pub async fn remove_alias(&self, alias: &str) -> bool {
+        match NetbiosName::new(alias, name::MESSENGER) {
+            Ok(n) => self.names.remove_alias(&n).await,
+            Err(_) => false,
+        }
+    }
+
+    /// The aliases held (answered or, while someone else holds them, not).
+    pub fn aliases(&self) -> Vec<String> {
+        self.names.aliases().iter().map(NetbiosName::name).collect()
+    }
+
+    /// Releases every name, aliases first, as a receiver stopping should:
+    /// senders then look elsewhere at once instead of finding a machine
+    /// that no longer listens.
+    pub async fn release_names(&self) {
+        self.names.release_all().await;
     }
 }
 
@@ -484,38 +534,6 @@ async fn broadcast_socket(bound: SocketAddr) -> Result<Option<UdpSocket>, BindEr
     let addr = SocketAddr::new(IpAddr::V4(bcast), bound.port());
     let s = UdpSocket::bind(addr).await.map_err(|e| bind_error("UDP", addr, e))?;
     Ok(Some(s))
-}
-
-/// B-node registration: three rounds a quarter second apart, as RFC 1002
-/// describes and nmbd does, each round on every interface with that
-/// interface's own address; objections arrive at the name service socket
-/// and are reported there.
-async fn register(sock: Arc<UdpSocket>, name: NetbiosName, broadcast: Broadcast) {
-    let targets = match broadcast.targets() {
-        Ok(t) => t,
-        Err(e) => {
-            warn!("{name} is not registered by broadcast (name queries are still answered): {e}");
-            return;
-        }
-    };
-    let mut live: Vec<Interface> = targets;
-    for _ in 0..3 {
-        let mut still = Vec::new();
-        for i in live {
-            let packet = nbns::Packet::registration(0x4e42, name, i.ip, false).encode();
-            match sock.send_to(&packet, (i.broadcast, 137)).await {
-                Ok(_) => still.push(i),
-                Err(e) => warn!("cannot broadcast the registration of {name} on {i}: {e}"),
-            }
-        }
-        live = still;
-        if live.is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let on: Vec<String> = live.iter().map(|i| format!("{} {}", i.name, i.ip)).collect();
-    debug!("registered {name} on {}", on.join(", "));
 }
 
 /// Receives one datagram with the local address it arrived at: for a
@@ -547,7 +565,7 @@ async fn recv_with_local(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(u
 /// The address to put in an answer to `peer`: the one the query arrived
 /// at, else that of the interface on the peer's network, else what the
 /// routing table would use.
-async fn answer_address(local: Option<Ipv4Addr>, peer: SocketAddr) -> Option<Ipv4Addr> {
+pub(crate) async fn answer_address(local: Option<Ipv4Addr>, peer: SocketAddr) -> Option<Ipv4Addr> {
     if let Some(ip) = local {
         return Some(ip);
     }
@@ -575,30 +593,29 @@ async fn serve_names(sock: Arc<UdpSocket>, reply_sock: Arc<UdpSocket>, shared: A
                 continue;
             }
         };
+        if shared.names.on_response(&p, peer) {
+            continue;
+        }
         let Some(our_ip) = answer_address(local, peer).await else { continue };
+        let names = &shared.names;
         let reply = match (p.flags.response, p.flags.opcode, p.questions.first()) {
             (false, nbns::OP_QUERY, Some(q)) if q.qtype == nbns::TYPE_NBSTAT => {
-                Some(nbns::Packet::status_response(&p, &[(shared.our_name, false)]))
+                let held: Vec<(NetbiosName, bool)> = names.held().into_iter().map(|n| (n, false)).collect();
+                Some(nbns::Packet::status_response(&p, &held))
             }
-            (false, nbns::OP_QUERY, Some(q)) if q.qtype == nbns::TYPE_NB && q.name == shared.our_name => {
+            (false, nbns::OP_QUERY, Some(q)) if q.qtype == nbns::TYPE_NB && names.answers_for(&q.name) => {
                 shared.stats.name_queries_answered.fetch_add(1, Ordering::Relaxed);
-                Some(nbns::Packet::query_response(&p, shared.our_name, our_ip, false))
+                Some(nbns::Packet::query_response(&p, q.name, our_ip, false))
             }
-            (false, nbns::OP_REGISTRATION | nbns::OP_REFRESH, Some(q)) if q.name == shared.our_name => {
+            (false, nbns::OP_REGISTRATION | nbns::OP_REFRESH, Some(q)) if names.answers_for(&q.name) => {
                 // Defend the name, unless it is our own broadcast coming back.
                 let theirs = p.additional.iter().flat_map(|r| r.addresses()).next();
                 let ours =
                     |ip: Ipv4Addr| ip == our_ip || iface::addresses().is_ok_and(|all| all.iter().any(|a| a.ip == ip));
                 match theirs {
-                    Some(ip) if !ours(ip) => Some(nbns::Packet::registration_conflict(&p, shared.our_name, our_ip)),
+                    Some(ip) if !ours(ip) => Some(nbns::Packet::registration_conflict(&p, q.name, our_ip)),
                     _ => None,
                 }
-            }
-            (true, nbns::OP_REGISTRATION, _) if p.flags.rcode == nbns::RCODE_ACT_ERR => {
-                let holder = p.answers.iter().flat_map(|r| r.addresses()).next().map_or(peer.ip(), IpAddr::V4);
-                warn!("the name {} is already in use by {holder}", shared.our_name);
-                shared.emit(Event::NameConflict { name: shared.our_name.to_string(), holder });
-                None
             }
             _ => None,
         };
@@ -619,7 +636,7 @@ async fn serve_datagrams(sock: UdpSocket, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let to_us = d.kind == dgram::DIRECT_UNIQUE && d.destination == shared.our_name;
+        let to_us = d.kind == dgram::DIRECT_UNIQUE && shared.names.receives_for(&d.destination);
         let to_group = d.kind != dgram::DIRECT_UNIQUE
             && d.destination.suffix == name::MESSENGER
             && shared.is_our_group(&d.destination);
@@ -831,7 +848,7 @@ async fn serve_connection(
         match packet.kind {
             nbss::SESSION_REQUEST => {
                 let (called, _calling) = packet.session_names().map_err(|e| e.to_string())?;
-                let ours = called.name().eq_ignore_ascii_case(&shared.cfg.name)
+                let ours = shared.names.receives_for(&called.with_suffix(name::MESSENGER))
                     || called.name() == "*SMBSERVER"
                     || shared.is_our_group(&called);
                 let answer = if ours {
@@ -1013,6 +1030,138 @@ mod tests {
         let (n, _) = sock.recv_from(&mut buf).await.unwrap();
         let s = nbns::Packet::decode(&buf[..n]).unwrap();
         assert_eq!(s.answers[0].status_names()[0].0.to_string(), "BOB<03>");
+    }
+
+    /// Asks `to` for `name`; the address answered, if any.
+    async fn query(to: SocketAddr, name: &str) -> Option<Ipv4Addr> {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let q = nbns::Packet::name_query(7, name.parse().unwrap(), false);
+        sock.send_to(&q.encode(), to).await.unwrap();
+        let mut buf = [0u8; 600];
+        let (n, _) = tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await.ok()?.unwrap();
+        nbns::Packet::decode(&buf[..n]).unwrap().answers.first()?.addresses().first().copied()
+    }
+
+    #[tokio::test]
+    async fn aliases_are_answered_and_received_for_until_removed() {
+        let (l, mut rx) = listener(None).await;
+        let ns = l.name_service.unwrap();
+        assert_eq!(query(ns, "ALICE").await, None);
+        assert!(l.add_alias("alice").unwrap());
+        assert!(!l.add_alias("ALICE").unwrap(), "already there");
+        assert!(l.add_alias("bad\\name").is_err());
+        assert_eq!(l.aliases(), vec!["ALICE"]);
+        assert_eq!(query(ns, "ALICE").await, Some(Ipv4Addr::LOCALHOST));
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.send_to(&nbns::Packet::status_query(8).encode(), ns).await.unwrap();
+        let mut buf = [0u8; 600];
+        let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+        let names: Vec<String> = nbns::Packet::decode(&buf[..n]).unwrap().answers[0]
+            .status_names()
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(names, vec!["BOB<03>", "ALICE<03>"]);
+        let m = SessionMessage { from: "ALERTER", to: "ALICE", text: "for alice" };
+        client::send_session(l.tcp[0], &m, &SessionOptions::default()).await.unwrap();
+        let Event::Message(r) = next(&mut rx).await else { panic!() };
+        assert_eq!((r.to.as_str(), r.text.as_str()), ("ALICE", "for alice"));
+        let d = DatagramMessage { from: "ALERTER", to: "ALICE", text: "a datagram", group: false };
+        client::send_datagram(l.datagram.unwrap(), &d, CodePage::CP850).await.unwrap();
+        let Event::Message(r) = next(&mut rx).await else { panic!() };
+        assert_eq!(r.text, "a datagram");
+        assert!(l.remove_alias("alice").await);
+        assert!(!l.remove_alias("alice").await);
+        assert_eq!(query(ns, "ALICE").await, None);
+        let err = client::send_session(l.tcp[0], &m, &SessionOptions::default()).await.unwrap_err();
+        assert!(matches!(err, client::SendError::SessionRefused { .. }), "{err}");
+        assert_eq!(query(ns, "BOB").await, Some(Ipv4Addr::LOCALHOST), "the machine's name stays");
+    }
+
+    /// A WINS server on loopback: it grants the first registration of
+    /// each name after a WACK, refuses `TAKEN`, and reports each request.
+    async fn fake_wins() -> (SocketAddr, mpsc::Receiver<nbns::Packet>) {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 600];
+            loop {
+                let (n, from) = server.recv_from(&mut buf).await.unwrap();
+                let p = nbns::Packet::decode(&buf[..n]).unwrap();
+                let name = p.questions[0].name;
+                let mut answer = nbns::Packet::query_response(&p, name, Ipv4Addr::LOCALHOST, false);
+                answer.flags.opcode = p.flags.opcode;
+                if p.flags.opcode == nbns::OP_REGISTRATION {
+                    let mut wack = answer.clone();
+                    wack.flags.opcode = nbns::OP_WACK;
+                    wack.answers[0].ttl = 1;
+                    server.send_to(&wack.encode(), from).await.unwrap();
+                }
+                if name.name() == "TAKEN" {
+                    answer = nbns::Packet::registration_conflict(&p, name, Ipv4Addr::new(10, 1, 2, 3));
+                } else {
+                    answer.answers[0].ttl = 40;
+                }
+                server.send_to(&answer.encode(), from).await.unwrap();
+                tx.send(p).await.unwrap();
+            }
+        });
+        (addr, rx)
+    }
+
+    async fn next_request(seen: &mut mpsc::Receiver<nbns::Packet>) -> nbns::Packet {
+        tokio::time::timeout(Duration::from_secs(5), seen.recv()).await.expect("a request in time").unwrap()
+    }
+
+    #[tokio::test]
+    async fn names_are_registered_with_wins_and_released_there() {
+        let (wins, mut seen) = fake_wins().await;
+        let mut cfg = ListenerConfig::new("BOB");
+        cfg.name_service = Some("127.0.0.1:0".parse().unwrap());
+        cfg.wins = Some(wins);
+        let (l, mut rx) = Listener::bind(cfg).await.unwrap();
+        let r = next_request(&mut seen).await;
+        assert_eq!(
+            (r.questions[0].name.to_string(), r.flags.opcode, r.flags.broadcast),
+            ("BOB<03>".into(), nbns::OP_REGISTRATION, false)
+        );
+        assert_eq!(r.additional[0].addresses(), vec![Ipv4Addr::LOCALHOST]);
+        l.add_alias("alice").unwrap();
+        let r = next_request(&mut seen).await;
+        assert_eq!((r.questions[0].name.to_string(), r.flags.opcode), ("ALICE<03>".into(), nbns::OP_REGISTRATION));
+        // Refused by the server: a conflict, and the name is not answered.
+        l.add_alias("taken").unwrap();
+        let r = next_request(&mut seen).await;
+        assert_eq!(r.questions[0].name.to_string(), "TAKEN<03>");
+        let Event::NameConflict { name, holder } = next(&mut rx).await else { panic!() };
+        assert_eq!((name.as_str(), holder), ("TAKEN<03>", IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))));
+        assert_eq!(query(l.name_service.unwrap(), "TAKEN").await, None);
+        assert_eq!(query(l.name_service.unwrap(), "ALICE").await, Some(Ipv4Addr::LOCALHOST));
+        // Released at the server when removed.
+        assert!(l.remove_alias("alice").await);
+        let r = next_request(&mut seen).await;
+        assert_eq!((r.questions[0].name.to_string(), r.flags.opcode), ("ALICE<03>".into(), nbns::OP_RELEASE));
+        l.release_names().await;
+        let r = next_request(&mut seen).await;
+        assert_eq!((r.questions[0].name.to_string(), r.flags.opcode), ("BOB<03>".into(), nbns::OP_RELEASE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wins_registrations_are_refreshed_at_half_their_ttl() {
+        let (wins, mut seen) = fake_wins().await;
+        let mut cfg = ListenerConfig::new("BOB");
+        cfg.name_service = Some("127.0.0.1:0".parse().unwrap());
+        cfg.wins = Some(wins);
+        let (_l, _rx) = Listener::bind(cfg).await.unwrap();
+        let first = seen.recv().await.unwrap();
+        assert_eq!(first.flags.opcode, nbns::OP_REGISTRATION);
+        let at = Instant::now();
+        let refresh = seen.recv().await.unwrap();
+        assert_eq!(refresh.flags.opcode, nbns::OP_REFRESH);
+        // The server granted 40 s: refreshed after 20.
+        let waited = at.elapsed();
+        assert!(waited >= Duration::from_secs(20) && waited < Duration::from_secs(22), "{waited:?}");
     }
 
     #[tokio::test]

@@ -26,6 +26,9 @@ pub const RCODE_NAM_ERR: u8 = 3;
 /// NB_FLAGS / NAME_FLAGS bits.
 pub const FLAG_GROUP: u16 = 0x8000;
 pub const FLAG_ACTIVE: u16 = 0x0400;
+/// The owner node type H (WINS first, then broadcast), in NB_FLAGS: what a
+/// name registered with a WINS server says of its owner.
+pub const FLAG_H_NODE: u16 = 0x6000;
 
 /// How long a registered name is valid, in seconds (Samba uses 300000).
 pub const DEFAULT_TTL: u32 = 300_000;
@@ -255,6 +258,53 @@ impl Packet {
         }
     }
 
+    /// A registration with a WINS server (RFC 1002 §4.2.2, P/H-node):
+    /// unicast, so no B flag; the owner says it is an H-node.
+    pub fn wins_registration(id: u16, name: NetbiosName, ip: Ipv4Addr, ttl: u32) -> Packet {
+        Packet {
+            id,
+            flags: Flags { opcode: OP_REGISTRATION, recursion_desired: true, ..Flags::default() },
+            questions: vec![Question { name, qtype: TYPE_NB }],
+            additional: vec![Record::nb(name, ttl, FLAG_H_NODE, ip)],
+            ..Packet::default()
+        }
+    }
+
+    /// A refresh of a name held at a WINS server (RFC 1002 §4.2.4).
+    pub fn wins_refresh(id: u16, name: NetbiosName, ip: Ipv4Addr, ttl: u32) -> Packet {
+        let mut p = Packet::wins_registration(id, name, ip, ttl);
+        p.flags.opcode = OP_REFRESH;
+        p.flags.recursion_desired = false;
+        p
+    }
+
+    /// A name release (RFC 1002 §4.2.9/§4.2.10): broadcast to the segment,
+    /// or unicast to the WINS server, when the name's owner gives it up.
+    pub fn release(id: u16, name: NetbiosName, ip: Ipv4Addr, broadcast: bool) -> Packet {
+        let flags = if broadcast { 0 } else { FLAG_H_NODE };
+        Packet {
+            id,
+            flags: Flags { opcode: OP_RELEASE, broadcast, ..Flags::default() },
+            questions: vec![Question { name, qtype: TYPE_NB }],
+            additional: vec![Record::nb(name, 0, flags, ip)],
+            ..Packet::default()
+        }
+    }
+
+    /// For a WACK (wait for acknowledgement, RFC 1002 §4.2.16): how long
+    /// the server asks us to wait for its final answer, in seconds.
+    pub fn wack_ttl(&self) -> Option<u32> {
+        (self.flags.response && self.flags.opcode == OP_WACK).then(|| self.answers.first().map_or(0, |r| r.ttl))
+    }
+
+    /// The TTL a positive registration or refresh answer granted.
+    pub fn granted_ttl(&self) -> Option<u32> {
+        let ok = self.flags.response
+            && self.flags.rcode == 0
+            && matches!(self.flags.opcode, OP_REGISTRATION | OP_REFRESH | 9);
+        ok.then(|| self.answers.first().map_or(DEFAULT_TTL, |r| r.ttl))
+    }
+
     /// "This name is mine": the answer that defends a unique name.
     pub fn registration_conflict(request: &Packet, name: NetbiosName, ip: Ipv4Addr) -> Packet {
         Packet {
@@ -331,6 +381,41 @@ mod tests {
         let back = Packet::decode(&bytes).unwrap();
         assert_eq!(back.additional[0].name, name("ALICE"));
         assert_eq!(back.flags.opcode, OP_REGISTRATION);
+    }
+
+    #[test]
+    fn wins_registration_refresh_and_release() {
+        let ip = Ipv4Addr::new(10, 0, 0, 7);
+        let r = Packet::wins_registration(3, name("ALICE"), ip, 600);
+        let bytes = r.encode();
+        assert_eq!(&bytes[2..4], &[0x29, 0x00], "opcode 5, RD, no B flag");
+        let back = Packet::decode(&bytes).unwrap();
+        assert_eq!(back.additional[0].data[..2], FLAG_H_NODE.to_be_bytes());
+        assert_eq!(back.additional[0].ttl, 600);
+        let f = Packet::decode(&Packet::wins_refresh(4, name("ALICE"), ip, 600).encode()).unwrap();
+        assert_eq!((f.flags.opcode, f.flags.broadcast), (OP_REFRESH, false));
+        let b = Packet::release(5, name("ALICE"), ip, true).encode();
+        assert_eq!(&b[2..4], &[0x30, 0x10], "opcode 6 with the B flag");
+        let u = Packet::decode(&Packet::release(5, name("ALICE"), ip, false).encode()).unwrap();
+        assert_eq!((u.flags.opcode, u.flags.broadcast), (OP_RELEASE, false));
+        assert_eq!(u.additional[0].addresses(), vec![ip]);
+        assert_eq!(u.additional[0].ttl, 0);
+    }
+
+    #[test]
+    fn answers_from_a_wins_server() {
+        let q = Packet::wins_registration(9, name("ALICE"), Ipv4Addr::new(10, 0, 0, 7), 600);
+        let mut ok = Packet::query_response(&q, name("ALICE"), Ipv4Addr::new(10, 0, 0, 7), false);
+        ok.flags.opcode = OP_REGISTRATION;
+        ok.answers[0].ttl = 3600;
+        assert_eq!(Packet::decode(&ok.encode()).unwrap().granted_ttl(), Some(3600));
+        let mut wack = ok.clone();
+        wack.flags.opcode = OP_WACK;
+        wack.answers[0].ttl = 2;
+        let wack = Packet::decode(&wack.encode()).unwrap();
+        assert_eq!((wack.wack_ttl(), wack.granted_ttl()), (Some(2), None));
+        let no = Packet::registration_conflict(&q, name("ALICE"), Ipv4Addr::new(10, 0, 0, 9));
+        assert_eq!(Packet::decode(&no.encode()).unwrap().granted_ttl(), None);
     }
 
     #[test]

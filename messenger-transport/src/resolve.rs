@@ -31,8 +31,9 @@ pub struct Target {
 pub struct ResolverConfig {
     /// NAME (uppercase) to address (with an optional port).
     pub hosts: HashMap<String, Target>,
-    /// A WINS server (UDP 137), asked before broadcasting.
-    pub wins: Option<Ipv4Addr>,
+    /// A WINS server (UDP 137 unless tests say otherwise), asked before
+    /// broadcasting.
+    pub wins: Option<SocketAddr>,
     /// Where to broadcast name queries: every interface by default.
     pub broadcast: Broadcast,
     /// The port name queries go to (137; tests may use another).
@@ -117,10 +118,9 @@ impl Resolver {
         let mut tried = Vec::new();
         let mut found = None;
         if let Some(wins) = self.cfg.wins {
-            let to = SocketAddr::new(IpAddr::V4(wins), self.cfg.nbns_port);
-            match self.query(name, &[to], false).await {
+            match self.query(name, &[wins], false).await {
                 Ok(ip) => found = Some(ip),
-                Err(why) => tried.push(format!("WINS server {wins}: {why}")),
+                Err(why) => tried.push(format!("WINS server {}: {why}", wins.ip())),
             }
         }
         if found.is_none() && self.cfg.broadcast != Broadcast::Off {
@@ -151,6 +151,23 @@ impl Resolver {
         let target = Target { ip, port: None };
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(*name, (target, Instant::now()));
         Ok(target)
+    }
+
+    /// Forgets a cached answer: the name moved (a user logged on elsewhere)
+    /// or its machine went away, as a refused session says.
+    pub fn forget(&self, name: &NetbiosName) -> bool {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(name).is_some()
+    }
+
+    /// Whether the answer for `name` came from the cache (or the static map).
+    pub fn is_cached(&self, name: &NetbiosName) -> bool {
+        self.cfg.hosts.contains_key(&name.name())
+            || self
+                .cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .is_some_and(|(_, at)| at.elapsed() < self.cfg.cache_ttl)
     }
 
     /// One NetBIOS name query to each of `to`, sent up to three times; the
@@ -238,9 +255,9 @@ mod tests {
             server.send_to(&a.encode(), from).await.unwrap();
         });
         let cfg = ResolverConfig {
-            wins: Some(Ipv4Addr::LOCALHOST),
+            wins: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
             broadcast: Broadcast::Off,
-            nbns_port: port,
+            timeout: Duration::from_millis(200),
             dns: false,
             ..ResolverConfig::default()
         };
@@ -249,5 +266,10 @@ mod tests {
         assert_eq!(t.ip, IpAddr::V4(Ipv4Addr::new(10, 9, 8, 7)));
         // Cached: the server is gone, the answer is still known.
         assert_eq!(r.resolve(&"ALICE".parse().unwrap()).await, Ok(t));
+        assert!(r.is_cached(&"ALICE".parse().unwrap()));
+        // Forgotten: asked again, and nobody answers now.
+        assert!(r.forget(&"ALICE".parse().unwrap()));
+        assert!(!r.is_cached(&"ALICE".parse().unwrap()));
+        assert!(r.resolve(&"ALICE".parse().unwrap()).await.is_err());
     }
 }

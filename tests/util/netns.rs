@@ -234,6 +234,11 @@ impl Samba {
     /// `messages`: whether `message command` is set (else Samba refuses
     /// messages). `nmbd`: also run nmbd at debug level 10 on `interface`.
     pub fn start(ns: &Netns, netbios_name: &str, messages: bool, nmbd: Option<&str>) -> Samba {
+        Samba::start_with(ns, netbios_name, messages, nmbd, "")
+    }
+
+    /// As [`Samba::start`], with `extra` lines in `[global]` (e.g. `wins support = yes`).
+    pub fn start_with(ns: &Netns, netbios_name: &str, messages: bool, nmbd: Option<&str>, extra: &str) -> Samba {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -280,6 +285,7 @@ impl Samba {
    map to guest = Bad User
    guest account = nobody
    {command}
+   {extra}
 ",
             d = d.display()
         );

@@ -383,6 +383,7 @@ fn compile_entries(
                 id: id.to_string(),
                 name: s.name.clone(),
                 machine: s.machine.clone(),
+                user: s.user.clone(),
                 email: s.email.clone(),
                 group: group.map(str::to_string),
             }
@@ -513,7 +514,10 @@ impl Gap<'_> {
             }
         }
         let (field, hint) = if self.kind == "messenger" {
-            ("machine", "a `machine:` (the NetBIOS name of their workstation)")
+            (
+                "user` or `machine",
+                "a `user:` (their login name, found wherever they are logged on) or a `machine:` (the NetBIOS name of their workstation)",
+            )
         } else {
             ("email", "an `email:` address")
         };
@@ -567,7 +571,7 @@ pub fn compile(
 
     let (source_cfgs, source_origins, bad_sources) = merge_section(&mut cx, files, "sources", "source", |f| &f.sources);
     let (transports, _, bad_transports) = merge_section(&mut cx, files, "transports", "transport", |f| &f.transports);
-    let (subscribers, _, bad_subscribers) =
+    let (subscribers, subscriber_origins, bad_subscribers) =
         merge_section(&mut cx, files, "subscribers", "subscriber", |f| &f.subscribers);
     let (groups, group_origins, bad_groups) = merge_section(&mut cx, files, "groups", "group", |f| &f.groups);
     let (schedule_cfgs, schedule_origins, bad_schedules) =
@@ -682,6 +686,19 @@ pub fn compile(
                 enabled: src.enabled,
             },
         );
+    }
+
+    // Subscribers' names on the network: a popup to a name that cannot be
+    // one would fail at every attempt.
+    for (id, s) in &subscribers {
+        let o = &subscriber_origins[id];
+        for (key, value) in [("machine", &s.machine), ("user", &s.user)] {
+            if let Some(v) = value
+                && let Err(e) = messenger_transport::NetbiosName::new(v, messenger_transport::name::MESSENGER)
+            {
+                cx.error(o.file, &o.path.key(key), format!("subscriber `{id}`: {e}"));
+            }
+        }
     }
 
     for (id, g) in &groups {

@@ -430,6 +430,10 @@ pub struct SubscriberConfig {
     /// NetBIOS name of their workstation, for Messenger popups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
+    /// Their login name: popups go to wherever they are logged on (the
+    /// receiver there holds `USER<03>` while they are), before `machine`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Mail address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,

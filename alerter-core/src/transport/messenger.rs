@@ -179,7 +179,7 @@ impl MessengerOptions {
             datagram_port: 138,
             resolver: ResolverConfig {
                 hosts,
-                wins: c.wins.as_ref().map(|w| w.value),
+                wins: c.wins.as_ref().map(|w| SocketAddr::from((w.value, 137))),
                 broadcast,
                 dns: c.dns.unwrap_or(true),
                 timeout: Duration::from_millis(500).min(timeout),
@@ -381,25 +381,61 @@ impl MessengerTransport {
         self.deliver(r, n, text).await.map(|o| (r, o))
     }
 
+    /// One recipient: the workgroup, or their user name (wherever they are
+    /// logged on) and then their machine, whichever is found first.
     async fn deliver(&self, r: &Recipient, n: &Notification, text: &str) -> Result<Outcome, (String, SendError)> {
-        let dest = if r.is_workgroup() {
-            Dest::Workgroup
-        } else {
-            match &r.machine {
-                Some(m) => Dest::Machine(m.clone()),
-                None => {
-                    return Err((r.id.clone(), SendError::BadName(format!("subscriber `{}` has no machine", r.id))));
-                }
-            }
+        if r.is_workgroup() {
+            return self.attempt(&Dest::Workgroup, n, text).await.map_err(|e| (r.id.clone(), e));
+        }
+        let mut names: Vec<&String> = r.user.iter().chain(r.machine.iter()).collect();
+        names.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+        let Some((last, first)) = names.split_last() else {
+            return Err((r.id.clone(), SendError::BadName(format!("subscriber `{}` has no user or machine", r.id))));
         };
+        for name in first {
+            match self.attempt_name(name, n, text).await {
+                // Not logged on anywhere to be found: their own machine next.
+                Err(e) if not_there(&e) => {
+                    tracing::debug!("{}: {e}; trying their machine", r.id);
+                }
+                other => return other.map_err(|e| (r.id.clone(), e)),
+            }
+        }
+        self.attempt_name(last, n, text).await.map_err(|e| (r.id.clone(), e))
+    }
+
+    /// A popup to one name; when the session is refused at an address
+    /// remembered from an earlier lookup (the user logged on elsewhere
+    /// since, or the machine changed address), the name is looked up
+    /// afresh and tried once more.
+    async fn attempt_name(&self, name: &str, n: &Notification, text: &str) -> Result<Outcome, SendError> {
+        let dest = Dest::Machine(name.to_string());
+        match self.attempt(&dest, n, text).await {
+            Err(SendError::SessionRefused { .. })
+                if name.parse::<NetbiosName>().is_ok_and(|nb| self.resolver.forget(&nb)) =>
+            {
+                tracing::debug!("{name} is no longer at the address remembered; looking it up again");
+                self.attempt(&dest, n, text).await
+            }
+            other => other,
+        }
+    }
+
+    async fn attempt(&self, dest: &Dest, n: &Notification, text: &str) -> Result<Outcome, SendError> {
         if let Some(key) = &self.opts.seal {
-            let sealed = self.send_sealed(key, &dest, n, text).await.map_err(|e| (r.id.clone(), e))?;
+            let sealed = self.send_sealed(key, dest, n, text).await?;
             if !self.opts.also_plain {
                 return Ok(sealed);
             }
         }
-        self.send_plain(&dest, text).await.map_err(|e| (r.id.clone(), e))
+        self.send_plain(dest, text).await
     }
+}
+
+/// Whether an error says the name is nowhere (rather than that its holder
+/// refused or failed).
+fn not_there(e: &SendError) -> bool {
+    matches!(e, SendError::NameNotFound(_) | SendError::SessionRefused { .. })
 }
 
 impl Transport for MessengerTransport {

@@ -253,6 +253,9 @@ pub struct Recipient {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
+    /// A login name: popups go to `USER<03>`, wherever they are logged on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     /// The group the rule named them through (`None`: named directly):
@@ -264,7 +267,7 @@ pub struct Recipient {
 
 impl Recipient {
     pub fn workgroup() -> Recipient {
-        Recipient { id: "*".into(), name: None, machine: None, email: None, group: None }
+        Recipient { id: "*".into(), name: None, machine: None, user: None, email: None, group: None }
     }
 
     pub fn is_workgroup(&self) -> bool {
@@ -272,12 +275,12 @@ impl Recipient {
     }
 
     /// Whether a transport of this kind (as `TransportConfig::kind` names
-    /// it) can deliver to this recipient: a popup needs a machine (or is the
-    /// workgroup broadcast), a mail an address; a log records anyone. The
+    /// it) can deliver to this recipient: a popup needs a user or a machine
+    /// (or is the workgroup broadcast), a mail an address; a log records anyone. The
     /// config gives each transport only the recipients it can reach.
     pub fn reachable_by(&self, kind: &str) -> bool {
         match kind {
-            "messenger" => self.machine.is_some() || self.is_workgroup(),
+            "messenger" => self.user.is_some() || self.machine.is_some() || self.is_workgroup(),
             "email" => self.email.is_some(),
             _ => true,
         }
