@@ -398,8 +398,18 @@ async fn hold(table: Arc<NameTable>, sock: Arc<UdpSocket>, h: Arc<Hold>) {
                 None => std::future::pending().await,
             }
         };
+        // A conflict signalled during an earlier round left a permit
+        // behind: only a conflict that took the name away counts.
+        let lost = async {
+            loop {
+                h.conflict.notified().await;
+                if !h.held.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        };
         tokio::select! {
-            _ = h.conflict.notified(), if h.alias => {
+            _ = lost, if h.alias => {
                 tokio::time::sleep(table.cfg.conflict_retry).await;
                 fresh = true;
             }

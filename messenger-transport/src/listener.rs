@@ -1078,14 +1078,16 @@ mod tests {
         assert_eq!(query(ns, "BOB").await, Some(Ipv4Addr::LOCALHOST), "the machine's name stays");
     }
 
-    /// A WINS server on loopback: it grants the first registration of
-    /// each name after a WACK, refuses `TAKEN`, and reports each request.
+    /// A WINS server on loopback: it grants registrations for 40 s after a
+    /// WACK, refuses `TAKEN` always and `ONCE` the first time, and reports
+    /// each request.
     async fn fake_wins() -> (SocketAddr, mpsc::Receiver<nbns::Packet>) {
         let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             let mut buf = [0u8; 600];
+            let mut refused_once = false;
             loop {
                 let (n, from) = server.recv_from(&mut buf).await.unwrap();
                 let p = nbns::Packet::decode(&buf[..n]).unwrap();
@@ -1098,7 +1100,8 @@ mod tests {
                     wack.answers[0].ttl = 1;
                     server.send_to(&wack.encode(), from).await.unwrap();
                 }
-                if name.name() == "TAKEN" {
+                let once = name.name() == "ONCE" && !std::mem::replace(&mut refused_once, true);
+                if name.name() == "TAKEN" || once {
                     answer = nbns::Packet::registration_conflict(&p, name, Ipv4Addr::new(10, 1, 2, 3));
                 } else {
                     answer.answers[0].ttl = 40;
@@ -1162,6 +1165,33 @@ mod tests {
         // The server granted 40 s: refreshed after 20.
         let waited = at.elapsed();
         assert!(waited >= Duration::from_secs(20) && waited < Duration::from_secs(22), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_alias_refused_once_is_registered_again_later_and_then_only_refreshed() {
+        let (wins, mut seen) = fake_wins().await;
+        let mut cfg = ListenerConfig::new("BOB");
+        cfg.name_service = Some("127.0.0.1:0".parse().unwrap());
+        cfg.wins = Some(wins);
+        cfg.conflict_retry = Duration::from_secs(30);
+        let (l, _rx) = Listener::bind(cfg).await.unwrap();
+        assert_eq!(seen.recv().await.unwrap().questions[0].name.to_string(), "BOB<03>");
+        l.add_alias("once").unwrap();
+        let mut requests = Vec::new();
+        let start = Instant::now();
+        // Everything about ONCE in the next two minutes, and when.
+        while let Ok(Some(p)) = tokio::time::timeout_at(start + Duration::from_secs(120), seen.recv()).await {
+            if p.questions[0].name.name() == "ONCE" {
+                requests.push((p.flags.opcode, start.elapsed().as_secs()));
+            }
+        }
+        let opcodes: Vec<u8> = requests.iter().map(|r| r.0).collect();
+        // Refused, tried again after 30 s and granted for 40 s, then
+        // refreshed every 20 s: never registered from scratch again.
+        assert_eq!(opcodes[..2], [nbns::OP_REGISTRATION, nbns::OP_REGISTRATION], "{requests:?}");
+        assert!(opcodes[2..].iter().all(|o| *o == nbns::OP_REFRESH), "{requests:?}");
+        assert!((30..33).contains(&requests[1].1), "{requests:?}");
+        assert!(requests.len() >= 5, "{requests:?}");
     }
 
     #[tokio::test]
