@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::iface::{Broadcast, Interface};
-use crate::listener::Event;
+use crate::listener::{Event, lock};
 use crate::name::NetbiosName;
 use crate::nbns;
 
@@ -84,10 +84,6 @@ pub(crate) struct NameTable {
     waiting: Mutex<HashMap<u16, mpsc::Sender<nbns::Packet>>>,
     next_id: AtomicU16,
     events: mpsc::Sender<Event>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a WINS server said.

@@ -258,7 +258,7 @@ struct Shared {
 
 /// Locks a mutex whose data stays consistent even if a holder panicked
 /// (every critical section here is a single table update).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

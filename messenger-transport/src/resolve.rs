@@ -159,17 +159,6 @@ impl Resolver {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(name).is_some()
     }
 
-    /// Whether the answer for `name` came from the cache (or the static map).
-    pub fn is_cached(&self, name: &NetbiosName) -> bool {
-        self.cfg.hosts.contains_key(&name.name())
-            || self
-                .cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(name)
-                .is_some_and(|(_, at)| at.elapsed() < self.cfg.cache_ttl)
-    }
-
     /// One NetBIOS name query to each of `to`, sent up to three times; the
     /// first positive answer wins. The error says why none came.
     async fn query(&self, name: &NetbiosName, to: &[SocketAddr], broadcast: bool) -> Result<IpAddr, String> {
@@ -266,10 +255,9 @@ mod tests {
         assert_eq!(t.ip, IpAddr::V4(Ipv4Addr::new(10, 9, 8, 7)));
         // Cached: the server is gone, the answer is still known.
         assert_eq!(r.resolve(&"ALICE".parse().unwrap()).await, Ok(t));
-        assert!(r.is_cached(&"ALICE".parse().unwrap()));
-        // Forgotten: asked again, and nobody answers now.
+        // Forgotten (once): asked again, and nobody answers now.
         assert!(r.forget(&"ALICE".parse().unwrap()));
-        assert!(!r.is_cached(&"ALICE".parse().unwrap()));
+        assert!(!r.forget(&"ALICE".parse().unwrap()));
         assert!(r.resolve(&"ALICE".parse().unwrap()).await.is_err());
     }
 }
