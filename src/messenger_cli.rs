@@ -243,6 +243,7 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
         alerts: Vec::new(),
         group: BTreeMap::new(),
         repeat: false,
+        offline: None,
     };
     let transport = MessengerTransport::new(opts);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -324,6 +325,7 @@ fn send_email(a: &SendArgs, cfg: Option<config::Config>) -> anyhow::Result<()> {
         alerts: Vec::new(),
         group: BTreeMap::new(),
         repeat: false,
+        offline: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let d = rt.block_on(async {

@@ -1670,3 +1670,98 @@ fn through_nmbd_as_wins_popups_find_a_user_on_another_subnet_and_follow_her() {
         assert!(log.contains(&line), "nmbd's log lacks `{line}`");
     }
 }
+
+/// Store-and-forward. Alice and Carol are logged on nowhere when a rule
+/// pops up for each. Alice's popup waits (the transport keeps popups for
+/// 10 minutes, looking every second); when she logs on at WS1 it reaches
+/// her there, once, and no mail goes out. Carol's rule keeps hers for 4
+/// seconds only: she never appears, and the mail transport's fallback
+/// reaches her through a real SMTP server. History says both.
+#[test]
+fn a_popup_for_someone_who_is_nowhere_waits_for_her_and_else_goes_by_mail() {
+    let lan = Lan::new(2);
+    let (ws1, admin) = (&lan.hosts[0], &lan.hosts[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let utmp = dir.path().join("utmp");
+    let me = std::process::id();
+    write_logins(&utmp, &[("bob", me, true)]);
+    let receiver = listen(ws1, &["--name", "WS1", "--utmp", utmp.to_str().unwrap()]);
+    until(LONG, "the receiver", || ws1.tcp_listening(139));
+    let mail_out = dir.path().join("mail.jsonl");
+    let mut smtp = admin.cmd("/usr/bin/python3");
+    smtp.arg(util::repo().join("tests/fixtures/smtp_server.py")).args(["--port", "2525", "--out"]).arg(&mail_out);
+    let smtp = Proc::spawn(smtp);
+    until(LONG, "the SMTP server", || smtp.stdout().contains("READY"));
+    let cfg = util::TempConfig::new("");
+    std::fs::write(cfg.dir.path().join("app.log"), "ERROR for alice\nERROR for carol\n").unwrap();
+    cfg.write(
+        r#"
+alerter: { name: FILESERVER, state_dir: {state} }
+sources:
+  app:
+    type: log
+    paths: [{dir}/app.log]
+    start_at: beginning
+    patterns: [{ name: error, regex: 'ERROR for (?P<who>[a-z]+)', summary: "disk full, {who}" }]
+transports:
+  popup: { type: messenger, dns: false, offline: { wait: 10m, then: mail, poll: 1s } }
+  mail: { type: email, relay: 127.0.0.1, port: 2525, tls: none, from: "Alerter <alerter@example.org>" }
+subscribers:
+  alice: { user: alice, email: alice@example.org }
+  carol: { user: carol, email: carol@example.org }
+rules:
+  - name: for-alice
+    match: { source: app, labels: { who: alice } }
+    notify: [{ subscribers: [alice], via: [popup] }]
+  - name: for-carol
+    match: { source: app, labels: { who: carol } }
+    offline: { wait: 4s }
+    notify: [{ subscribers: [carol], via: [popup] }]
+"#,
+    );
+    let mut d = admin.cmd(alerter_bin());
+    d.args(["run", "-c"]).arg(&cfg.path);
+    let daemon = Proc::spawn(d);
+    until(LONG, "the daemon's store", || daemon.stderr().contains("following 1 files"));
+    let row = |rule: &str, transport: &str| {
+        util::all_history(&cfg.path, &["--rule", rule])
+            .into_iter()
+            .find(|h| h["transport"] == transport)
+            .unwrap_or(Value::Null)
+    };
+    let detail = |h: &Value| h["detail"].as_str().unwrap_or_default().to_string();
+
+    // Both wait: pending, and history says for whom and until when.
+    until(LONG, "alice's popup waiting", || {
+        let h = row("for-alice", "popup");
+        h["status"] == "pending" && detail(&h).contains("alice: cannot find `ALICE")
+    });
+    assert!(detail(&row("for-alice", "popup")).contains("waiting for them until"));
+
+    // Carol never appears: after 4 s her popup gives way to a mail.
+    until(LONG, "the mail to carol", || std::fs::read_to_string(&mail_out).is_ok_and(|t| t.ends_with('\n')));
+    let mails = util::read_jsonl(&mail_out);
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0]["to"], serde_json::json!(["carol@example.org"]));
+    assert!(mails[0]["text"].as_str().unwrap().contains("disk full, carol"), "{}", mails[0]["text"]);
+    until(LONG, "carol's history", || row("for-carol", "mail")["status"] == "sent");
+    let popup = row("for-carol", "popup");
+    assert_eq!(popup["status"], "expired");
+    assert!(detail(&popup).contains("carol: cannot find `CAROL"), "{popup}");
+    assert!(detail(&popup).ends_with("waited 4s, sent by `mail` instead"), "{popup}");
+    assert_eq!(row("for-carol", "mail")["recipients"], serde_json::json!(["carol"]));
+
+    // Alice logs on at WS1: her popup finds her there within a poll.
+    assert!(messages(&receiver).is_empty(), "nothing shown before she is there");
+    write_logins(&utmp, &[("bob", me, true), ("alice", me, true)]);
+    until(LONG, "alice's popup delivered", || row("for-alice", "popup")["status"] == "sent");
+    let h = row("for-alice", "popup");
+    assert!(detail(&h).contains(&format!("alice: delivered to alice at {}:139 (attempt ", lan.ip(0))), "{h}");
+    // Its row is final: nothing will send it again, by popup or by mail.
+    let shown = messages(&receiver);
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0]["to"].as_str().unwrap().to_uppercase(), "ALICE");
+    assert!(shown[0]["text"].as_str().unwrap().contains("disk full, alice"), "{shown:?}");
+    assert_eq!(row("for-alice", "mail"), Value::Null, "no fallback for alice");
+    assert_eq!(util::read_jsonl(&mail_out).len(), 1, "only carol's mail");
+}

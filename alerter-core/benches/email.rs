@@ -48,6 +48,7 @@ fn notification(i: usize) -> Notification {
         alerts: Vec::new(),
         group: BTreeMap::new(),
         repeat: false,
+        offline: None,
     }
 }
 

@@ -71,7 +71,7 @@ impl Metrics {
         let notifications = IntCounterVec::new(
             Opts::new(
                 "alerter_notifications_total",
-                "Delivery attempts by transport and outcome (sent, retrying, failed, expired).",
+                "Delivery attempts by transport and outcome (sent, retrying, failed, expired, waiting, forwarded).",
             ),
             &["transport", "outcome"],
         )
@@ -116,7 +116,9 @@ impl Metrics {
             Outcome::Sent(_) => "sent",
             Outcome::Retrying { .. } => "retrying",
             Outcome::Failed(_) => "failed",
-            Outcome::Expired(_) => "expired",
+            Outcome::Expired(_) | Outcome::Unclaimed(_) => "expired",
+            Outcome::Waiting { .. } => "waiting",
+            Outcome::Forwarded { .. } => "forwarded",
         };
         self.notifications.with_label_values(&[r.transport.as_str(), outcome]).inc();
         if let Outcome::Sent(_) = r.outcome {

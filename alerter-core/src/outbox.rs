@@ -31,7 +31,7 @@ use tracing::{debug, error, info, warn};
 use crate::clock::Clock;
 use crate::store::{Attempt, OutboxEntry, OutboxStatus, Priority, Store, StoreError};
 use crate::throttle::LogThrottle;
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 
 pub use crate::transport::RetryPolicy;
 pub use alerter_engine::engine::{Delivery as Report, Outcome};
@@ -55,6 +55,28 @@ struct Worker {
     abandon: CancellationToken,
 }
 
+/// Every worker's wake-up, by transport: a worker that queued something
+/// for another transport (a popup's fallback) wakes that one's worker.
+#[derive(Clone, Default)]
+struct Wakers(Arc<std::sync::RwLock<HashMap<String, Arc<Notify>>>>);
+
+impl Wakers {
+    fn wake(&self, transport: &str) {
+        if let Some(w) = self.0.read().unwrap_or_else(|e| e.into_inner()).get(transport) {
+            w.notify_one();
+        }
+    }
+
+    fn has(&self, transport: &str) -> bool {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).contains_key(transport)
+    }
+
+    fn set(&self, workers: &HashMap<String, Worker>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) =
+            workers.iter().map(|(name, w)| (name.clone(), w.wake.clone())).collect();
+    }
+}
+
 /// The running workers, one per transport.
 ///
 /// A reload keeps the worker of every transport still configured and hands
@@ -64,6 +86,7 @@ struct Worker {
 /// and new transports get new workers.
 pub struct Dispatcher {
     workers: HashMap<String, Worker>,
+    wakers: Wakers,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -127,7 +150,7 @@ impl Dispatcher {
 
     /// No workers at all (after shutdown).
     pub fn none() -> Dispatcher {
-        Dispatcher { workers: HashMap::new() }
+        Dispatcher { workers: HashMap::new(), wakers: Wakers::default() }
     }
 
     /// The half of a reload that can fail, changing nothing: opens a store
@@ -176,11 +199,13 @@ impl Dispatcher {
                 stop: stop.clone(),
                 abandon: abandon.clone(),
                 unrecorded: Vec::new(),
+                wakers: self.wakers.clone(),
                 store_failures: 0,
                 errors: LogThrottle::new(Duration::from_secs(30)),
             };
             workers.insert(name, Worker { wake, task: tokio::spawn(w.run()), settings, stop, abandon });
         }
+        self.wakers.set(&workers);
         let retired = std::mem::replace(&mut self.workers, workers);
         Retired { workers: retired.into_values().collect() }
     }
@@ -213,6 +238,7 @@ struct WorkerState {
     /// anything new is taken, and never sent again meanwhile (their rows
     /// stay leased).
     unrecorded: Vec<Recorded>,
+    wakers: Wakers,
     /// Consecutive failures to use the store, for the backoff.
     store_failures: u32,
     errors: LogThrottle,
@@ -235,6 +261,8 @@ struct Recorded {
     next_attempt: DateTime<Utc>,
     error: Option<String>,
     reply: Option<String>,
+    /// Queued in the same transaction (see [`Attempt::then`]).
+    then: Option<Box<crate::notify::Notification>>,
 }
 
 /// How long a worker holds the rows it took. Longer than any batch takes
@@ -291,6 +319,7 @@ impl WorkerState {
                         next_attempt: r.next_attempt,
                         error: r.error.as_deref(),
                         reply: r.reply.as_deref(),
+                        then: r.then.as_deref(),
                     },
                 )
             })
@@ -299,6 +328,10 @@ impl WorkerState {
         if !self.store.record_attempts_with(&attempts, priority, now)? {
             // A checkpoint round: written when it is over.
             return Ok(());
+        }
+        // What was queued for other transports is theirs to send now.
+        for then in self.unrecorded.iter().filter_map(|r| r.then.as_ref()) {
+            self.wakers.wake(&then.transport);
         }
         self.unrecorded.clear();
         if self.store_failures > 0 {
@@ -416,10 +449,52 @@ impl WorkerState {
         let now = self.clock.now();
         let attempts = e.attempts + 1;
         let n = &e.notification;
+        let mut then = None;
         let (status, next, error, reply, outcome) = match result {
+            Err(TransportError::Absent { message, recipients }) => {
+                let until = n.offline.as_ref().map_or_else(
+                    || n.created_at + chrono::Duration::from_std(self.policy.max_age).unwrap_or_default(),
+                    |o| o.until,
+                );
+                if now < until {
+                    // They may appear any moment: looked for at least every
+                    // `poll`, and once more at the deadline.
+                    let wait = self.policy.backoff(attempts).min(self.policy.poll);
+                    let next = (now + chrono::Duration::from_std(wait).unwrap_or_default()).min(until);
+                    debug!(transport = %self.name, id = %n.id, attempts, "{message}; waiting for them");
+                    let error = Some(format!("{message}; waiting for them until {}", until.to_rfc3339()));
+                    (OutboxStatus::Pending, next, error, None, Outcome::Waiting { error: message, attempts })
+                } else {
+                    let waited = (until - n.created_at).to_std().unwrap_or_default();
+                    let waited = humantime::format_duration(std::time::Duration::from_secs(waited.as_secs()));
+                    match self.instead(n, &recipients) {
+                        Ok(f) => {
+                            let why = format!("{message}; waited {waited}, sent by `{}` instead", f.transport);
+                            info!(transport = %self.name, id = %n.id, to = %f.transport, "{why}");
+                            let outcome = Outcome::Forwarded { why: why.clone(), to: f.transport.clone() };
+                            then = Some(f);
+                            (OutboxStatus::Expired, now, Some(why), None, outcome)
+                        }
+                        Err(none) => {
+                            let why = format!("not delivered within {waited}: {message}{none}");
+                            (OutboxStatus::Expired, now, Some(why.clone()), None, Outcome::Unclaimed(why))
+                        }
+                    }
+                }
+            }
             Ok(d) => {
                 debug!(transport = %self.name, id = %n.id, "delivered");
-                (OutboxStatus::Sent, now, None, d.reply.clone(), Outcome::Sent(d.reply))
+                // A late delivery says how late (a popup that waited for
+                // its recipient to appear, a mail after retries).
+                let reply = match d.reply {
+                    Some(r) if attempts > 1 => {
+                        let age = (now - n.created_at).to_std().unwrap_or_default();
+                        let age = humantime::format_duration(Duration::from_secs(age.as_secs()));
+                        Some(format!("{r} (attempt {attempts}, {age} after it was decided)"))
+                    }
+                    r => r,
+                };
+                (OutboxStatus::Sent, now, None, reply.clone(), Outcome::Sent(reply))
             }
             Err(err) if err.is_transient() => {
                 let age = (now - n.created_at).to_std().unwrap_or_default();
@@ -440,8 +515,29 @@ impl WorkerState {
                 (OutboxStatus::Failed, now, Some(msg.clone()), None, Outcome::Failed(msg))
             }
         };
-        self.unrecorded.push(Recorded { rowid: e.rowid, status, attempts, next_attempt: next, error, reply });
+        self.unrecorded.push(Recorded { rowid: e.rowid, status, attempts, next_attempt: next, error, reply, then });
         let _ = self.reports.send(Report::new(&e.notification, outcome, now));
+    }
+
+    /// What goes out instead of popup `n` to `absent` (recipient ids), who
+    /// never appeared: its fallback, narrowed to them. Else why nothing
+    /// does (to end the expiry message).
+    fn instead(
+        &self,
+        n: &crate::notify::Notification,
+        absent: &[String],
+    ) -> Result<Box<crate::notify::Notification>, String> {
+        let Some(mut f) = n.offline.as_ref().and_then(|o| o.then.clone()) else {
+            return Err(String::new());
+        };
+        if !self.wakers.has(&f.transport) {
+            return Err(format!("; its fallback `{}` is no longer configured", f.transport));
+        }
+        f.recipients.retain(|r| absent.contains(&r.id));
+        if f.recipients.is_empty() {
+            return Err(format!("; `{}` reaches none of them", f.transport));
+        }
+        Ok(f)
     }
 }
 
@@ -503,6 +599,7 @@ mod tests {
             stop: stop.clone(),
             abandon: CancellationToken::new(),
             unrecorded: Vec::new(),
+            wakers: Wakers::default(),
             store_failures: 0,
             errors: LogThrottle::new(Duration::from_secs(30)),
         };
@@ -636,5 +733,183 @@ mod tests {
         assert_eq!(transport.sends.load(Ordering::SeqCst), 10, "nothing sent again");
         stop.cancel();
         task.await.unwrap();
+    }
+
+    /// A popup transport whose recipient `alice` is nowhere to be found
+    /// until `appears` sends have been made.
+    struct Absentee {
+        sends: std::sync::Mutex<Vec<tokio::time::Instant>>,
+        appears: usize,
+    }
+
+    impl Transport for Absentee {
+        fn kind(&self) -> &'static str {
+            "messenger"
+        }
+        fn send<'a>(&'a self, _n: &'a crate::notify::Notification) -> BoxFuture<'a, Result<Delivered, TransportError>> {
+            Box::pin(async move {
+                let mut sends = self.sends.lock().unwrap();
+                sends.push(tokio::time::Instant::now());
+                if sends.len() < self.appears {
+                    let message = "1 of 2 recipients nowhere to be found: alice: cannot find `ALICE`".to_string();
+                    return Err(TransportError::Absent { message, recipients: vec!["alice".into()] });
+                }
+                Ok(Delivered { reply: Some("1 delivered: alice: delivered to alice at 10.0.0.1:139".into()) })
+            })
+        }
+    }
+
+    fn person(id: &str) -> crate::rules::Recipient {
+        crate::rules::Recipient {
+            id: id.into(),
+            name: None,
+            machine: None,
+            user: Some(id.into()),
+            email: Some(format!("{id}@example.org")),
+            group: None,
+        }
+    }
+
+    /// Popup `p1` to alice and bob, kept until `wait` after `t`, with a
+    /// fallback through `mail` to both.
+    fn kept_popup(t: DateTime<Utc>, wait: Duration) -> crate::notify::Notification {
+        let mut p = crate::store::tests::note("p1", "popup", t);
+        p.recipients = vec![person("alice"), person("bob")];
+        let mut mail = crate::store::tests::note("p1-mail", "mail", t);
+        mail.recipients = p.recipients.clone();
+        p.offline = Some(crate::notify::Offline {
+            until: t + chrono::Duration::from_std(wait).unwrap(),
+            then: Some(Box::new(mail)),
+        });
+        p
+    }
+
+    /// Workers for `popup` (an [`Absentee`]) and `mail` (a [`Counting`]
+    /// with no gate), after `p` was committed.
+    fn popup_and_mail(
+        dir: &Path,
+        t: DateTime<Utc>,
+        p: crate::notify::Notification,
+        appears: usize,
+    ) -> (Dispatcher, Arc<Absentee>, Arc<Counting>, mpsc::UnboundedReceiver<Report>) {
+        let mut store = Store::open(dir).unwrap();
+        store.commit(&Turn { notifications: vec![p], ..Turn::default() }, t).unwrap();
+        let popup = Arc::new(Absentee { sends: std::sync::Mutex::new(Vec::new()), appears });
+        let mail = counting();
+        mail.gate.add_permits(1000);
+        let policy = RetryPolicy {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+            max_age: Duration::from_secs(3600),
+            concurrency: 1,
+            poll: Duration::from_secs(20),
+        };
+        let transports: HashMap<String, (Arc<dyn Transport>, RetryPolicy)> = [
+            ("popup".to_string(), (popup.clone() as Arc<dyn Transport>, policy)),
+            ("mail".to_string(), (mail.clone() as Arc<dyn Transport>, policy)),
+        ]
+        .into();
+        let (tx, reports) = mpsc::unbounded_channel();
+        let d = Dispatcher::start(transports, dir, tx, Arc::new(TokioClock::new(t))).unwrap();
+        (d, popup, mail, reports)
+    }
+
+    /// While alice is nowhere, her popup is looked for again at the
+    /// backoff's pace but never more than `poll` apart (not the 5 minutes
+    /// the backoff reaches); once she appears it is delivered, once, and
+    /// the fallback never goes out. Each wait is reported as waiting, not
+    /// as a failing transport.
+    #[tokio::test(start_paused = true)]
+    async fn a_popup_for_someone_nowhere_is_looked_for_every_poll_until_she_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let (d, popup, mail, mut reports) = popup_and_mail(dir.path(), t, kept_popup(t, Duration::from_secs(1800)), 12);
+        let start = tokio::time::Instant::now();
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let store = Store::open(dir.path()).unwrap();
+        let e = store.outbox_entry("p1").unwrap().unwrap();
+        assert_eq!((e.status, e.attempts), (OutboxStatus::Sent, 12));
+        let sends = popup.sends.lock().unwrap().clone();
+        let age = humantime::format_duration(Duration::from_secs((sends[11] - start).as_secs()));
+        let reply = e.reply.unwrap();
+        assert!(reply.ends_with(&format!("at 10.0.0.1:139 (attempt 12, {age} after it was decided)")), "{reply}");
+        assert_eq!(sends.len(), 12, "delivered once, then never sent again");
+        let gaps: Vec<Duration> = sends.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|g| *g <= Duration::from_secs(20)), "{gaps:?}");
+        assert!(sends[11] - start < Duration::from_secs(11 * 20), "{gaps:?}");
+        assert!(store.outbox_entry("p1-mail").unwrap().is_none(), "no fallback queued");
+        assert_eq!(mail.sends.load(Ordering::SeqCst), 0);
+        let mut outcomes = Vec::new();
+        while let Ok(r) = reports.try_recv() {
+            outcomes.push(r.outcome);
+        }
+        assert_eq!(outcomes.len(), 12);
+        assert!(outcomes[..11].iter().all(|o| matches!(o, Outcome::Waiting { .. })), "{outcomes:?}");
+        assert!(matches!(outcomes[11], Outcome::Sent(_)), "{outcomes:?}");
+        d.stop(Duration::from_secs(5)).await;
+    }
+
+    /// Alice never appears: at the deadline the popup is given up, and in
+    /// the same write its fallback is queued for her alone (bob was
+    /// reached), and the mail worker woken at once (idle, it would look
+    /// again only after a minute). History says what happened.
+    #[tokio::test(start_paused = true)]
+    async fn a_popup_for_someone_who_never_appears_goes_by_mail_after_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let wait = Duration::from_secs(150);
+        let (d, popup, mail, mut reports) = popup_and_mail(dir.path(), t, kept_popup(t, wait), usize::MAX);
+        let start = tokio::time::Instant::now();
+        tokio::time::sleep(wait - Duration::from_secs(1)).await;
+        let store = Store::open(dir.path()).unwrap();
+        let e = store.outbox_entry("p1").unwrap().unwrap();
+        assert_eq!(e.status, OutboxStatus::Pending);
+        assert!(e.last_error.as_deref().unwrap().contains("waiting for them until"), "{e:?}");
+        assert!(store.outbox_entry("p1-mail").unwrap().is_none(), "not before the deadline");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let last = *popup.sends.lock().unwrap().last().unwrap();
+        assert_eq!(last - start, wait, "a last look at the deadline");
+        let e = store.outbox_entry("p1").unwrap().unwrap();
+        assert_eq!(e.status, OutboxStatus::Expired);
+        let why = e.last_error.unwrap();
+        assert!(why.contains("alice: cannot find `ALICE`; waited 2m 30s, sent by `mail` instead"), "{why}");
+        let f = store.outbox_entry("p1-mail").unwrap().expect("the fallback is queued");
+        let ids: Vec<&str> = f.notification.recipients.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["alice"], "only those still nowhere");
+        assert_eq!(f.status, OutboxStatus::Sent);
+        assert_eq!(mail.sends.load(Ordering::SeqCst), 1, "sent at once, not at the mail worker's next look");
+        let mut outcomes = Vec::new();
+        while let Ok(r) = reports.try_recv() {
+            outcomes.push((r.transport, r.outcome));
+        }
+        assert!(
+            outcomes.iter().any(|(t, o)| t == "popup" && matches!(o, Outcome::Forwarded { to, .. } if to == "mail")),
+            "{outcomes:?}"
+        );
+        assert!(outcomes.iter().any(|(t, o)| t == "mail" && matches!(o, Outcome::Sent(_))), "{outcomes:?}");
+        d.stop(Duration::from_secs(5)).await;
+    }
+
+    /// Without a fallback, a popup nobody claimed expires at its deadline,
+    /// reported as unclaimed (not as a failing transport).
+    #[tokio::test(start_paused = true)]
+    async fn a_popup_nobody_claims_without_a_fallback_expires_unclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut p = kept_popup(t, Duration::from_secs(90));
+        p.offline.as_mut().unwrap().then = None;
+        let (d, _popup, mail, mut reports) = popup_and_mail(dir.path(), t, p, usize::MAX);
+        tokio::time::sleep(Duration::from_secs(91)).await;
+        let store = Store::open(dir.path()).unwrap();
+        let e = store.outbox_entry("p1").unwrap().unwrap();
+        assert_eq!(e.status, OutboxStatus::Expired);
+        assert!(e.last_error.as_deref().unwrap().starts_with("not delivered within 1m 30s: "), "{e:?}");
+        assert_eq!(mail.sends.load(Ordering::SeqCst), 0);
+        let mut last = None;
+        while let Ok(r) = reports.try_recv() {
+            last = Some(r.outcome);
+        }
+        assert!(matches!(last, Some(Outcome::Unclaimed(_))), "{last:?}");
+        d.stop(Duration::from_secs(5)).await;
     }
 }

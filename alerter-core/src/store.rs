@@ -650,6 +650,10 @@ pub struct Attempt<'a> {
     pub error: Option<&'a str>,
     /// The server's reply, when it accepted.
     pub reply: Option<&'a str>,
+    /// A notification to queue in the same transaction: what goes out
+    /// instead of a popup whose recipients never appeared (so a crash can
+    /// neither lose it nor leave the popup waiting after it was queued).
+    pub then: Option<&'a Notification>,
 }
 
 impl Store {
@@ -1135,6 +1139,15 @@ impl Store {
                     ])?;
                 }
             }
+            for n in attempts.iter().filter_map(|(_, a)| a.then) {
+                // The same as a turn's notifications (ids are stable, so a
+                // second write of the same one changes nothing).
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO outbox (id, transport, rule, created_ms, payload, status, attempts, next_attempt_ms, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)",
+                )?
+                .execute(params![n.id, n.transport, n.rule, ms(n.created_at), serde_json::to_string(n)?, ms(now)])?;
+            }
             tx.commit()?;
         }
         self.wrote();
@@ -1564,6 +1577,7 @@ pub(crate) mod tests {
             alerts: vec![],
             group: Default::default(),
             repeat: false,
+            offline: None,
         }
     }
 
@@ -1594,7 +1608,8 @@ pub(crate) mod tests {
         assert_eq!(a.next_due("log").unwrap(), Some(lease));
         // Recorded ones are done and their leases end; a row handed back is
         // due again at once; a lease that ran out makes the rest due again.
-        let sent = Attempt { status: OutboxStatus::Sent, attempts: 1, next_attempt: t, error: None, reply: None };
+        let sent =
+            Attempt { status: OutboxStatus::Sent, attempts: 1, next_attempt: t, error: None, reply: None, then: None };
         let done: Vec<_> = first.iter().map(|e| (e.rowid, sent.clone())).collect();
         a.record_attempts(&done, t).unwrap();
         assert_eq!(a.leased(), 40);
@@ -1695,6 +1710,7 @@ pub(crate) mod tests {
                             next_attempt: t,
                             error: None,
                             reply: None,
+                            then: None,
                         };
                         let done: Vec<_> = claimed.iter().map(|e| (e.rowid, sent.clone())).collect();
                         s.record_attempts(&done, t).unwrap();
@@ -1752,7 +1768,8 @@ pub(crate) mod tests {
         let mut s = Store::in_memory().unwrap();
         let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         fill(&mut s, 30, t);
-        let sent = Attempt { status: OutboxStatus::Sent, attempts: 1, next_attempt: t, error: None, reply: None };
+        let sent =
+            Attempt { status: OutboxStatus::Sent, attempts: 1, next_attempt: t, error: None, reply: None, then: None };
         let claimed = s.claim("log", t, t, 20).unwrap();
         let done: Vec<_> = claimed.iter().map(|e| (e.rowid, sent.clone())).collect();
         s.record_attempts(&done, t).unwrap();
@@ -1780,7 +1797,8 @@ pub(crate) mod tests {
             note("late-old", "log", t),
         ];
         s.commit(&Turn { notifications: notes, ..Turn::default() }, t).unwrap();
-        let sent = Attempt { status: OutboxStatus::Sent, attempts: 1, next_attempt: t, error: None, reply: None };
+        let sent =
+            Attempt { status: OutboxStatus::Sent, attempts: 1, next_attempt: t, error: None, reply: None, then: None };
         let claimed = s.claim("log", young, young, 10).unwrap();
         let done: Vec<_> = claimed.iter().map(|e| (e.rowid, sent.clone())).collect();
         s.record_attempts(&done, t).unwrap();

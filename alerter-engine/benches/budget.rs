@@ -58,6 +58,7 @@ fn storm(transport: &str, t: DateTime<Utc>) -> Vec<Notification> {
                 }],
                 group: BTreeMap::new(),
                 repeat: false,
+                offline: None,
             }
         })
         .collect()

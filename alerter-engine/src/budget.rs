@@ -689,6 +689,7 @@ fn digest(w: Window, tz: Tz) -> Notification {
         alerts: Vec::new(),
         group: BTreeMap::new(),
         repeat: false,
+        offline: None,
     }
 }
 
@@ -761,6 +762,7 @@ mod tests {
             }],
             group: BTreeMap::new(),
             repeat: false,
+            offline: None,
         }
     }
 

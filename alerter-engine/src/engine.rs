@@ -77,9 +77,26 @@ pub struct AuditRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Sent(Option<String>),
-    Retrying { error: String, attempts: u32 },
+    Retrying {
+        error: String,
+        attempts: u32,
+    },
     Failed(String),
     Expired(String),
+    /// Recipients are nowhere to be found (not logged on, machine off):
+    /// kept, and looked for again soon. Not a failure of the transport.
+    Waiting {
+        error: String,
+        attempts: u32,
+    },
+    /// They stayed nowhere: given up, and sent through transport `to`
+    /// instead.
+    Forwarded {
+        why: String,
+        to: String,
+    },
+    /// They stayed nowhere, and there was nothing else to send it through.
+    Unclaimed(String),
 }
 
 /// A delivery outcome reported back to the engine: what it needs of the
@@ -634,6 +651,7 @@ impl Engine {
                 &text,
                 &f.notice.targets,
                 f.fire_at,
+                &self.cfg.render_cx(),
             ));
         }
         self.note_positions();
@@ -665,6 +683,8 @@ impl Engine {
                 return;
             }
             Outcome::Retrying { attempts, .. } if *attempts < 3 => return,
+            // Someone not being there says nothing about the transport.
+            Outcome::Waiting { .. } | Outcome::Forwarded { .. } | Outcome::Unclaimed(_) => return,
             Outcome::Retrying { error, attempts } => format!("{error} (attempt {attempts}, retrying)"),
             Outcome::Failed(e) => {
                 error!(id = %n.id, transport = %n.transport, rule = %n.rule, "delivery failed for good: {e}");

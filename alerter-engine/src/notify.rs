@@ -38,6 +38,34 @@ pub struct Notification {
     pub group: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub repeat: bool,
+    /// For a popup: how long it is kept for recipients who are nowhere to
+    /// be found, and what is sent to them instead after that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<Offline>,
+}
+
+/// Store-and-forward of one popup (see [`OfflinePolicy`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offline {
+    /// Until when the popup waits for recipients who are nowhere.
+    pub until: DateTime<Utc>,
+    /// What goes out instead, after that, to those still nowhere:
+    /// rendered now (the outbox has no templates), addressed to every
+    /// recipient the fallback transport reaches, narrowed to the absent
+    /// ones when it is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then: Option<Box<Notification>>,
+}
+
+/// How a popup transport (or a rule, for its popups) keeps a popup for
+/// someone who is nowhere: `wait` this long for their name to appear,
+/// then send it through transport `then`, if any. What a rule leaves out
+/// comes from the transport; a wait neither gives is the transport's
+/// `max_age`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OfflinePolicy {
+    pub wait: Option<std::time::Duration>,
+    pub then: Option<String>,
 }
 
 /// An alert inside a notification (and in templates as `alerts[i]`).
@@ -64,6 +92,10 @@ pub struct TransportInfo {
     pub kind: &'static str,
     /// Render an HTML alternative too.
     pub html: bool,
+    /// Store-and-forward, for a popup transport that has it.
+    pub offline: Option<OfflinePolicy>,
+    /// How long its notifications are retried.
+    pub max_age: std::time::Duration,
 }
 
 /// What rendering needs from the configuration.
@@ -196,20 +228,25 @@ pub fn render_dispatch(d: &Dispatch, cx: &RenderCx<'_>) -> (Vec<Notification>, V
     let ctx = Templates::context_value(&ctx);
     let mut out = Vec::with_capacity(d.rule.targets.len());
     let mut errors = Vec::new();
-    for target in &d.rule.targets {
-        let info = cx.transports.get(&target.transport);
+    // Title, text and HTML (when it wants one) for one transport.
+    let mut render = |transport: &str| {
+        let info = cx.transports.get(transport);
         let kind = info.map_or("log", |t| t.kind);
-        let mut render = |part: Part, has_rule: bool| {
-            let names = template_names(&d.rule.name, has_rule, &target.transport, part);
+        let mut part = |part: Part, has_rule: bool| {
+            let names = template_names(&d.rule.name, has_rule, transport, part);
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             let (text, err) = cx.templates.render_value(&refs, default_template(kind, part), &ctx);
             errors.extend(err);
             text
         };
-        let title = render(Part::Title, d.rule.has_title);
-        let text = render(Part::Text, d.rule.has_text);
-        let html = info.is_some_and(|t| t.html).then(|| render(Part::Html, d.rule.has_html));
-        out.push(Notification {
+        let title = part(Part::Title, d.rule.has_title);
+        let text = part(Part::Text, d.rule.has_text);
+        let html = info.is_some_and(|t| t.html).then(|| part(Part::Html, d.rule.has_html));
+        (title, text, html)
+    };
+    for target in &d.rule.targets {
+        let (title, text, html) = render(&target.transport);
+        let mut n = Notification {
             id: notification_id(&d.rule.name, &d.group_key, &target.transport, d.at),
             created_at: d.at,
             rule: d.rule.name.clone(),
@@ -223,9 +260,69 @@ pub fn render_dispatch(d: &Dispatch, cx: &RenderCx<'_>) -> (Vec<Notification>, V
             alerts: alerts.clone(),
             group: d.group_labels.clone(),
             repeat: d.repeat,
-        });
+            offline: None,
+        };
+        if let Some(policy) = offline_policy(cx, &target.transport, d.rule.offline.as_ref()) {
+            n.offline = Some(offline(&n, policy, cx, |then| render(then)));
+        }
+        out.push(n);
     }
     (out, errors)
+}
+
+/// A store-and-forward policy resolved: how long, and through what then.
+struct Resolved<'a> {
+    wait: std::time::Duration,
+    then: Option<&'a String>,
+}
+
+/// The store-and-forward policy of a notification through `transport`:
+/// the rule's, completed by the transport's; only popup transports have
+/// one, and only when the rule or the transport asks for it.
+fn offline_policy<'a>(cx: &'a RenderCx<'_>, transport: &str, rule: Option<&'a OfflinePolicy>) -> Option<Resolved<'a>> {
+    let info = cx.transports.get(transport)?;
+    if info.kind != "messenger" || (rule.is_none() && info.offline.is_none()) {
+        return None;
+    }
+    let own = info.offline.as_ref();
+    Some(Resolved {
+        wait: rule.and_then(|r| r.wait).or(own.and_then(|t| t.wait)).unwrap_or(info.max_age),
+        then: rule.and_then(|r| r.then.as_ref()).or(own.and_then(|t| t.then.as_ref())),
+    })
+}
+
+/// `n`'s store-and-forward: its deadline, and the fallback notification
+/// (rendered by `render` for the fallback transport) to every recipient
+/// that transport reaches. A fallback to nobody is none.
+fn offline(
+    n: &Notification,
+    policy: Resolved<'_>,
+    cx: &RenderCx<'_>,
+    render: impl FnOnce(&str) -> (String, String, Option<String>),
+) -> Offline {
+    let until = n.created_at + chrono::Duration::from_std(policy.wait).unwrap_or(chrono::Duration::MAX);
+    let then = policy.then.and_then(|then| {
+        let kind = cx.transports.get(then)?.kind;
+        let recipients: Vec<Recipient> =
+            n.recipients.iter().filter(|r| !r.is_workgroup() && r.reachable_by(kind)).cloned().collect();
+        if recipients.is_empty() {
+            return None;
+        }
+        let (title, text, html) = render(then);
+        Some(Box::new(Notification {
+            // Its own id (the same decision may also notify through `then`
+            // directly), made from the popup's, so it is stable too.
+            id: notification_id(&n.id, "offline", then, n.created_at),
+            transport: then.clone(),
+            title,
+            text,
+            html,
+            recipients,
+            offline: None,
+            ..n.clone()
+        }))
+    });
+    Offline { until, then }
 }
 
 /// Builds a notice's notifications (no templates beyond the notice's own
@@ -236,8 +333,16 @@ pub fn notice_notifications(
     text: &str,
     targets: &[crate::rules::Target],
     at: DateTime<Utc>,
+    cx: &RenderCx<'_>,
 ) -> Vec<Notification> {
-    plain_notifications(&format!("notice:{name}"), "notice", title, text, targets, at)
+    let mut out = plain_notifications(&format!("notice:{name}"), "notice", title, text, targets, at);
+    // A notice to someone who is nowhere waits for them like any popup.
+    for n in &mut out {
+        if let Some(policy) = offline_policy(cx, &n.transport, None) {
+            n.offline = Some(offline(n, policy, cx, |_| (title.to_string(), text.to_string(), None)));
+        }
+    }
+    out
 }
 
 /// Notifications of a fixed text about no alert (a notice, a test), one
@@ -266,6 +371,7 @@ pub fn plain_notifications(
             alerts: Vec::new(),
             group: BTreeMap::new(),
             repeat: false,
+            offline: None,
         })
         .collect()
 }

@@ -472,6 +472,51 @@ fn compile_entries(
     targets
 }
 
+/// A popup transport's or a rule's `offline`: the wait must be more than
+/// nothing, and `then` a transport other than a popup one (a popup
+/// falling back to a popup would wait again).
+fn compile_offline(
+    cx: &mut Ctx<'_>,
+    o: &model::OfflineConfig,
+    file: usize,
+    at: &YamlPath,
+    used_in: &str,
+    transports: &Known<'_, model::TransportConfig>,
+    own: Option<&str>,
+) -> Option<crate::notify::OfflinePolicy> {
+    if let Some(w) = &o.wait
+        && w.value.is_zero()
+    {
+        cx.error(file, &at.key("wait"), "`wait` must be more than 0s")
+            .notes
+            .push("it is how long a popup waits for someone who is nowhere; e.g. 30m".into());
+    }
+    if let Some(p) = &o.poll
+        && p.value.is_zero()
+    {
+        cx.error(file, &at.key("poll"), "`poll` must be more than 0s").notes.push("e.g. 30s".into());
+    }
+    if let Some(then) = &o.then {
+        let path = at.key("then");
+        if own == Some(then.as_str()) {
+            cx.error(file, &path, "a popup transport cannot fall back to itself")
+                .notes
+                .push("name another transport, e.g. an email one".into());
+            return None;
+        }
+        if !check_ref(cx, "transport", then, transports, file, &path, used_in) {
+            return None;
+        }
+        if transports.0[then].kind() == "messenger" {
+            cx.error(file, &path, format!("`{then}` is a popup transport: the fallback must reach them another way"))
+                .notes
+                .push("name an email or log transport".into());
+            return None;
+        }
+    }
+    Some(crate::notify::OfflinePolicy { wait: o.wait.as_ref().map(|w| w.value), then: o.then.clone() })
+}
+
 /// Recipients of a notify entry that one of its transports cannot reach.
 struct Gap<'a> {
     /// Index in `via`.
@@ -570,7 +615,8 @@ pub fn compile(
     let section = main.alerter.clone().unwrap_or_default();
 
     let (source_cfgs, source_origins, bad_sources) = merge_section(&mut cx, files, "sources", "source", |f| &f.sources);
-    let (transports, _, bad_transports) = merge_section(&mut cx, files, "transports", "transport", |f| &f.transports);
+    let (transports, transport_origins, bad_transports) =
+        merge_section(&mut cx, files, "transports", "transport", |f| &f.transports);
     let (subscribers, subscriber_origins, bad_subscribers) =
         merge_section(&mut cx, files, "subscribers", "subscriber", |f| &f.subscribers);
     let (groups, group_origins, bad_groups) = merge_section(&mut cx, files, "groups", "group", |f| &f.groups);
@@ -837,6 +883,23 @@ pub fn compile(
             rule.mute_during = mute_during;
             rule.active_during = active_during;
             rule.budget = r.budget;
+            if let Some(o) = &r.offline {
+                let at = path.key("offline");
+                rule.offline = compile_offline(&mut cx, o, *file, &at, &used_in, &known_transports, None);
+                if o.poll.is_some() {
+                    cx.error(*file, &at.key("poll"), "`poll` is a setting of the popup transport, not of a rule")
+                        .notes
+                        .push("set it under the transport's `offline`".into());
+                }
+                if !rule.targets.iter().any(|t| transports.get(&t.transport).is_some_and(|t| t.kind() == "messenger")) {
+                    let d = Diagnostic::at(*file, &at, format!("{used_in} sends no popups: `offline` does nothing"))
+                        .with_note(
+                            "`offline` keeps popups for people who are nowhere; add a messenger transport to `via`",
+                        );
+                    cx.diags.push(d);
+                    cx.diags.last_mut().expect("pushed").level = super::diag::Level::Warning;
+                }
+            }
             if rule.repeat_interval.is_zero() {
                 cx.error(*file, &path.key("repeat_interval"), "`repeat_interval` must be more than 0s")
                     .notes
@@ -963,7 +1026,16 @@ pub fn compile(
                 }
                 _ => false,
             };
-            (id.clone(), TransportInfo { kind: t.kind(), html })
+            let offline = match t {
+                model::TransportConfig::Messenger(m) => m.offline.as_ref().and_then(|o| {
+                    let o_ = &transport_origins[id];
+                    let used_in = format!("transport `{id}`");
+                    compile_offline(&mut cx, o, o_.file, &o_.path.key("offline"), &used_in, &known_transports, Some(id))
+                }),
+                _ => None,
+            };
+            let max_age = crate::transport::retry_policy(t).max_age;
+            (id.clone(), TransportInfo { kind: t.kind(), html, offline, max_age })
         })
         .collect();
     let budgets = compile_budgets(&transports, &subscribers, &groups);
@@ -1274,5 +1346,101 @@ rules:
         // Without plugin directories nothing could provide it.
         std::fs::write(&path, "sources:\n  ups: { type: ups }\n").unwrap();
         assert!(load_for_delivery(Some(&path), &load_options(&PluginRegistry::empty())).is_err());
+    }
+
+    /// A popup transport's `offline` and a rule's override become each
+    /// popup's plan: its deadline (the rule's wait, else the transport's,
+    /// else its `max_age`) and its fallback, rendered with the mail
+    /// transport's own template, to those the mail transport reaches.
+    #[test]
+    fn offline_settings_give_each_popup_its_deadline_and_its_rendered_fallback() {
+        let text = r#"
+transports:
+  popup: { type: messenger, offline: { wait: 30m, then: mail, poll: 10s }, retry: { max_age: 2h } }
+  bare: { type: messenger }
+  mail:
+    type: email
+    relay: 127.0.0.1
+    from: alerter@example.org
+    template: { title: "MAIL {{ summary }}" }
+subscribers:
+  alice: { user: alice, email: alice@example.org }
+  bob: { machine: BOB-PC }
+rules:
+  - name: quick
+    match: { labels: { r: quick } }
+    offline: { wait: 5m }
+    notify: [{ subscribers: [alice, bob], workgroup: true, via: [popup] }]
+  - name: plain
+    match: { labels: { r: plain } }
+    notify: [{ subscribers: [alice], via: [popup, bare, mail] }]
+  - name: bare-kept
+    match: { labels: { r: bare } }
+    offline: { then: mail }
+    notify: [{ subscribers: [alice], via: [bare] }]
+"#;
+        let loaded = load_str("a.yaml", text, None, &load_options(&PluginRegistry::empty())).unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-03T10:00:00Z").unwrap().to_utc();
+        let mut engine =
+            alerter_engine::Engine::new(loaded.config.engine_config(), Vec::new(), Default::default(), now);
+        for r in ["quick", "plain", "bare"] {
+            let e = crate::event::Event::new("app", "web01", crate::event::Severity::Warning, format!("disk {r}"), now)
+                .with_label("r", r);
+            engine.handle(crate::event::Inbound::Event(e), now);
+        }
+        let notes = engine.take_turn().notifications;
+        let find = |rule: &str, t: &str| notes.iter().find(|n| n.rule == rule && n.transport == t).unwrap();
+        let minutes = |n: &crate::notify::Notification| (n.offline.as_ref().unwrap().until - now).num_minutes();
+
+        let quick = find("quick", "popup");
+        assert_eq!(minutes(quick), 5, "the rule's wait");
+        let f = quick.offline.as_ref().unwrap().then.as_ref().expect("the transport's fallback");
+        assert_eq!(f.transport, "mail");
+        assert_eq!(f.title, "MAIL disk quick", "rendered for the mail transport");
+        let ids: Vec<&str> = f.recipients.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["alice"], "bob has no address, the workgroup none either");
+        assert_ne!(f.id, quick.id);
+
+        assert_eq!(minutes(find("plain", "popup")), 30, "the transport's wait");
+        assert!(find("plain", "bare").offline.is_none(), "a transport without `offline`");
+        assert!(find("plain", "mail").offline.is_none(), "not a popup");
+        let bare = find("bare-kept", "bare");
+        assert_eq!(minutes(bare), 60, "no wait given: the transport's max_age");
+        assert_eq!(bare.offline.as_ref().unwrap().then.as_ref().unwrap().transport, "mail");
+        assert_eq!(crate::transport::retry_policy(&loaded.config.transports["popup"]).poll, Duration::from_secs(10));
+    }
+
+    /// Each wrong `offline` setting is reported, all of them at once.
+    #[test]
+    fn wrong_offline_settings_are_all_reported() {
+        let text = r#"
+transports:
+  popup: { type: messenger, offline: { wait: 0s, then: popup } }
+  other: { type: messenger, offline: { then: popup2 } }
+  third: { type: messenger, offline: { then: popup, poll: 0s } }
+  mail: { type: email, relay: 127.0.0.1, from: alerter@example.org }
+subscribers:
+  alice: { user: alice, email: alice@example.org }
+rules:
+  - name: r
+    offline: { then: mail, poll: 5s }
+    notify: [{ subscribers: [alice], via: [popup] }]
+  - name: m
+    offline: { wait: 5m }
+    notify: [{ subscribers: [alice], via: [mail] }]
+"#;
+        let err = load_str("a.yaml", text, None, &load_options(&PluginRegistry::empty())).unwrap_err();
+        let all: Vec<String> = err.diagnostics.iter().map(|d| d.message.clone()).collect();
+        for want in [
+            "`wait` must be more than 0s",
+            "a popup transport cannot fall back to itself",
+            "undefined transport `popup2` used in transport `other`",
+            "`popup` is a popup transport: the fallback must reach them another way",
+            "`poll` must be more than 0s",
+            "`poll` is a setting of the popup transport, not of a rule",
+            "rule `m` sends no popups: `offline` does nothing",
+        ] {
+            assert!(all.iter().any(|m| m.contains(want)), "{want:?} not in {all:#?}");
+        }
     }
 }

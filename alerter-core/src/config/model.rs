@@ -362,6 +362,28 @@ pub struct MessengerConfig {
     /// e.g. `5 per 10m`, for those whose own `budget` sets none. Default: 10 per 10m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetStr>,
+    /// Store-and-forward: keep a popup for someone who is nowhere to be found (not logged on,
+    /// machine off), deliver it when their name appears, and after `wait` send it through
+    /// another transport instead. Without it, such popups are retried like any failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<OfflineConfig>,
+}
+
+/// Store-and-forward of popups to people who are nowhere to be found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineConfig {
+    /// How long a popup waits for its recipient to appear. Default: the transport's
+    /// `retry.max_age` (1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Duration>,
+    /// A transport (e.g. `mail`) to send the message through instead, to those still nowhere
+    /// after `wait`. Default: none (the popup expires).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then: Option<String>,
+    /// How often to look for them meanwhile (a name query). Default: 30s. Transport only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<Duration>,
 }
 
 /// How failed deliveries are retried.
@@ -535,6 +557,10 @@ pub struct RuleConfig {
     /// Schedules outside of which this rule sends nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub active_during: Vec<String>,
+    /// Store-and-forward of this rule's popups (`wait`, `then`), overriding the popup
+    /// transport's `offline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<OfflineConfig>,
     /// How its notifications meet people's budgets: `folded` (counted, and
     /// folded into the digest once the budget is spent), `counted` (always
     /// shown at once, counted, up to twice the budget), `exempt` (neither).

@@ -57,6 +57,7 @@ pub fn retry(c: &EmailConfig) -> super::RetryPolicy {
         max: std::time::Duration::from_secs(600),
         max_age: std::time::Duration::from_secs(24 * 3600),
         concurrency: c.pool.unwrap_or(4).max(1) as usize,
+        poll: super::POLL,
     }
 }
 

@@ -23,6 +23,7 @@ pub const RETRY: super::RetryPolicy = super::RetryPolicy {
     max: std::time::Duration::from_secs(60),
     max_age: std::time::Duration::from_secs(3600),
     concurrency: 1,
+    poll: super::POLL,
 };
 
 #[derive(Debug)]
@@ -158,6 +159,7 @@ mod tests {
             alerts: vec![],
             group: BTreeMap::new(),
             repeat: false,
+            offline: None,
         }
     }
 

@@ -61,6 +61,7 @@ pub const RETRY: super::RetryPolicy = super::RetryPolicy {
     max: std::time::Duration::from_secs(300),
     max_age: std::time::Duration::from_secs(3600),
     concurrency: 4,
+    poll: super::POLL,
 };
 
 /// Checks the settings beyond their shape: code page, names, the key
@@ -465,8 +466,19 @@ impl Transport for MessengerTransport {
             if failures.is_empty() {
                 return Ok(Delivered { reply: Some(summary(&done)) });
             }
-            let transient = failures.iter().any(|(_, e)| e.is_transient());
             let detail: Vec<String> = failures.iter().map(|(who, e)| format!("{who}: {e}")).collect();
+            if failures.iter().all(|(_, e)| not_there(e)) {
+                // Nobody refused or failed: they are not there (yet).
+                let message = format!(
+                    "{} of {} recipients nowhere to be found: {}",
+                    failures.len(),
+                    n.recipients.len(),
+                    detail.join("; ")
+                );
+                let recipients = failures.into_iter().map(|(who, _)| who).collect();
+                return Err(TransportError::Absent { message, recipients });
+            }
+            let transient = failures.iter().any(|(_, e)| e.is_transient());
             let message =
                 format!("{} of {} recipients failed: {}", failures.len(), n.recipients.len(), detail.join("; "));
             Err(if transient { TransportError::transient(message) } else { TransportError::permanent(message) })

@@ -42,6 +42,15 @@ pub enum TransportError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// Every recipient that failed is nowhere to be found (not logged on,
+    /// machine off): worth looking for them again soon, and, after a
+    /// while, reaching them another way (see [`crate::notify::Offline`]).
+    #[error("{message}")]
+    Absent {
+        message: String,
+        /// The ids of the recipients who are nowhere.
+        recipients: Vec<String>,
+    },
 }
 
 impl TransportError {
@@ -54,7 +63,7 @@ impl TransportError {
     }
 
     pub fn is_transient(&self) -> bool {
-        matches!(self, TransportError::Transient { .. })
+        matches!(self, TransportError::Transient { .. } | TransportError::Absent { .. })
     }
 }
 
@@ -118,7 +127,14 @@ pub struct RetryPolicy {
     pub max_age: Duration,
     /// Notifications in flight at once.
     pub concurrency: usize,
+    /// The longest wait between tries while recipients are nowhere to be
+    /// found: they may appear any time, and are looked for at least this
+    /// often instead of ever more rarely.
+    pub poll: Duration,
 }
+
+/// How often recipients who are nowhere are looked for, by default.
+pub const POLL: Duration = Duration::from_secs(30);
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -127,6 +143,7 @@ impl Default for RetryPolicy {
             max: Duration::from_secs(600),
             max_age: Duration::from_secs(24 * 3600),
             concurrency: 1,
+            poll: POLL,
         }
     }
 }
@@ -146,7 +163,10 @@ impl RetryPolicy {
 pub fn retry_policy(cfg: &TransportConfig) -> RetryPolicy {
     let (retry, defaults) = match cfg {
         TransportConfig::Log { .. } => (None, log::RETRY),
-        TransportConfig::Messenger(m) => (m.retry.as_ref(), messenger::RETRY),
+        TransportConfig::Messenger(m) => {
+            let poll = m.offline.as_ref().and_then(|o| o.poll.as_ref()).map_or(POLL, |p| p.value);
+            (m.retry.as_ref(), RetryPolicy { poll, ..messenger::RETRY })
+        }
         TransportConfig::Email(e) => (e.retry.as_ref(), email::retry(e)),
     };
     let Some(r) = retry else { return defaults };
@@ -155,5 +175,6 @@ pub fn retry_policy(cfg: &TransportConfig) -> RetryPolicy {
         max: r.max.as_ref().map_or(defaults.max, |d| d.value),
         max_age: r.max_age.as_ref().map_or(defaults.max_age, |d| d.value),
         concurrency: defaults.concurrency,
+        poll: defaults.poll,
     }
 }

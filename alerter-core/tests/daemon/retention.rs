@@ -72,7 +72,14 @@ fn the_database_grows_with_the_retention_not_with_uptime() {
         // Delivered, as the outbox worker records it.
         let lease = now + Duration::minutes(15);
         let claimed = store.claim("file", now, lease, 10_000).unwrap();
-        let sent = Attempt { status: OutboxStatus::Sent, attempts: 1, next_attempt: now, error: None, reply: None };
+        let sent = Attempt {
+            status: OutboxStatus::Sent,
+            attempts: 1,
+            next_attempt: now,
+            error: None,
+            reply: None,
+            then: None,
+        };
         let done: Vec<_> = claimed.iter().map(|e| (e.rowid, sent.clone())).collect();
         store.record_attempts(&done, now).unwrap();
         if hour == 30 * 24 {

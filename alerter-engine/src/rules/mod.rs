@@ -317,6 +317,8 @@ pub struct Rule {
     /// How its notifications meet budgets; `None`: critical ones counted,
     /// the rest folded (see [`crate::budget::Mode::effective`]).
     pub budget: Option<crate::budget::Mode>,
+    /// Store-and-forward for its popups, overriding the transport's.
+    pub offline: Option<crate::notify::OfflinePolicy>,
 }
 
 pub const DEFAULT_GROUP_WAIT: Duration = Duration::ZERO;
@@ -344,6 +346,7 @@ impl Rule {
             has_text: false,
             has_html: false,
             budget: None,
+            offline: None,
         }
     }
 
