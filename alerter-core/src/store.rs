@@ -656,6 +656,17 @@ pub struct Attempt<'a> {
     pub then: Option<&'a Notification>,
 }
 
+/// Puts a notification in the outbox, due now. Ids are stable, so
+/// writing the same one again changes nothing.
+fn queue(tx: &rusqlite::Transaction<'_>, n: &Notification, now: DateTime<Utc>) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO outbox (id, transport, rule, created_ms, payload, status, attempts, next_attempt_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)",
+    )?
+    .execute(params![n.id, n.transport, n.rule, ms(n.created_at), serde_json::to_string(n)?, ms(now)])?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the database in `dir`, migrating it forward.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -899,12 +910,8 @@ impl Store {
             None => HashMap::new(),
         };
         {
-            let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO outbox (id, transport, rule, created_ms, payload, status, attempts, next_attempt_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)",
-            )?;
             for n in &turn.notifications {
-                ins.execute(params![n.id, n.transport, n.rule, ms(n.created_at), serde_json::to_string(n)?, ms(now)])?;
+                queue(&tx, n, now)?;
             }
             if !sent.is_empty() {
                 let mut mark = tx.prepare_cached(
@@ -1140,13 +1147,7 @@ impl Store {
                 }
             }
             for n in attempts.iter().filter_map(|(_, a)| a.then) {
-                // The same as a turn's notifications (ids are stable, so a
-                // second write of the same one changes nothing).
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO outbox (id, transport, rule, created_ms, payload, status, attempts, next_attempt_ms, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)",
-                )?
-                .execute(params![n.id, n.transport, n.rule, ms(n.created_at), serde_json::to_string(n)?, ms(now)])?;
+                queue(&tx, n, now)?;
             }
             tx.commit()?;
         }
