@@ -100,6 +100,21 @@ pub struct ListenArgs {
     /// Do not show desktop notifications.
     #[arg(long)]
     no_desktop: bool,
+    /// Run as the system receiver: hand each popup to the session agents
+    /// (`alerter agent`) connected on this socket, the addressed user's
+    /// own or, for the machine and the workgroup, every one; a user with
+    /// no agent gets it on their terminals.
+    #[arg(long, value_name = "SOCKET", num_args = 0..=1, default_missing_value = crate::agents::DEFAULT_SOCKET)]
+    agents: Option<PathBuf>,
+    /// An account (besides root) that may hand over messages smbd received
+    /// (`alerter deliver`, run by smbd's `message command` as Samba's guest
+    /// account; repeatable).
+    #[arg(long, default_values_t = ["nobody".to_string()], value_name = "USER")]
+    samba_user: Vec<String>,
+    /// Beside Samba, which owns the NetBIOS ports: take messages only from
+    /// smbd's `message command` (`alerter deliver`), through --agents.
+    #[arg(long, requires = "agents")]
+    beside_samba: bool,
     /// Longest text kept from one message, in bytes (longer is cut).
     #[arg(long, default_value_t = 4096, value_name = "BYTES")]
     max_text: usize,
@@ -219,8 +234,35 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
                 Broadcast::AllInterfaces
             };
         }
-        let (listener, mut rx) = Listener::bind(cfg).await?;
-        tracing::info!(name = %name, tcp = ?listener.tcp, datagram = ?listener.datagram, names = ?listener.name_service, "listening");
+        // Beside Samba the ports are smbd's and nmbd's: nothing is bound.
+        let (listener, mut rx) = if a.beside_samba {
+            tracing::info!(name = %name, "taking messages from smbd's message command only");
+            (None, None)
+        } else {
+            let (listener, rx) = Listener::bind(cfg).await?;
+            tracing::info!(name = %name, tcp = ?listener.tcp, datagram = ?listener.datagram, names = ?listener.name_service, "listening");
+            (Some(listener), Some(rx))
+        };
+        let (hub, mut intake) = match &a.agents {
+            Some(socket) => {
+                let deliverers = a
+                    .samba_user
+                    .iter()
+                    .filter_map(|u| match nix::unistd::User::from_name(u) {
+                        Ok(Some(u)) => Some(u.uid.as_raw()),
+                        _ => {
+                            tracing::warn!("--samba-user {u}: no such user");
+                            None
+                        }
+                    })
+                    .collect();
+                let hub_cfg = crate::agents::HubConfig { socket: socket.clone(), deliverers, max_text: a.max_text };
+                let (hub, intake) = crate::agents::Hub::bind(hub_cfg)?;
+                tracing::info!(socket = %socket.display(), "session agents connect at {}", socket.display());
+                (Some(hub), Some(intake))
+            }
+            None => (None, None),
+        };
         let cap = Cap { bytes: a.history_size.as_u64(), keep: a.history_keep };
         let mut hist = match History::open(&history, cap) {
             Ok(h) => Some(h),
@@ -234,62 +276,145 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
         service.ready(&format!("receiving messages for {name}"));
         let mut watchdog = service.watchdog_timer();
         let mut users = (!a.no_users).then(|| crate::presence::Watch::new(a.utmp.clone()));
+        let mut logged_on = crate::presence::LoggedOn::default();
         let mut presence_tick = tokio::time::interval(Duration::from_secs(1));
         presence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = watchdog.due() => service.watchdog(),
+            let popup = tokio::select! {
+                _ = watchdog.due() => { service.watchdog(); continue }
                 now = presence_tick.tick(), if users.is_some() => {
-                    if let Some(w) = users.as_mut() {
-                        follow_users(&listener, w, now.into_std()).await;
+                    if let Some(w) = users.as_mut()
+                        && let Some(l) = follow_users(listener.as_ref(), w, now.into_std()).await
+                    {
+                        logged_on = l;
                     }
+                    continue
                 }
-                e = rx.recv() => match e {
-                    Some(Event::Message(m)) => {
-                        show(&m, a.json, desktop);
-                        if let Some(h) = hist.as_mut()
-                            && let Err(e) = h.append(&json_line(&message_json(&m)))
-                        {
-                            tracing::warn!("cannot add to the message history {}: {e}", history.display());
-                        }
-                    }
+                m = async { intake.as_mut()?.recv().await }, if intake.is_some() => match m {
+                    Some(m) => handed_json(&m),
+                    None => break,
+                },
+                e = async { rx.as_mut()?.recv().await }, if rx.is_some() => match e {
+                    Some(Event::Message(m)) => message_json(&m),
                     Some(Event::Rejected { peer, from, reason }) => {
                         tracing::warn!(%peer, from = from.as_deref().unwrap_or("?"), "message rejected: {reason}");
                         if a.json {
                             println!("{}", json_line(&serde_json::json!({"rejected": reason, "peer": peer.to_string(), "from": from})));
                             let _ = std::io::stdout().flush();
                         }
+                        continue
                     }
                     Some(Event::NameConflict { name, holder }) => {
                         tracing::error!("the name {name} is already in use by {holder}; messages by name will go there");
+                        continue
                     }
                     None => break,
                 },
                 _ = tokio::signal::ctrl_c() => break,
                 _ = terminate() => break,
+            };
+            let mut popup = popup;
+            if let Some(hub) = &hub {
+                let shown = hand_over(hub, &popup, &logged_on).await;
+                popup["shown"] = serde_json::to_value(&shown).unwrap_or_default();
+            }
+            show(&popup, a.json, desktop);
+            if let Some(h) = hist.as_mut()
+                && let Err(e) = h.append(&json_line(&popup))
+            {
+                tracing::warn!("cannot add to the message history {}: {e}", history.display());
             }
         }
         service.stopping();
-        // Senders should not keep finding a receiver that is gone; but a
-        // WINS server that does not answer must not hold the stop up.
-        let _ = tokio::time::timeout(Duration::from_secs(3), listener.release_names()).await;
-        let s = &listener.stats;
-        tracing::info!(
-            messages = s.messages.load(std::sync::atomic::Ordering::Relaxed),
-            rejected = s.rejected.load(std::sync::atomic::Ordering::Relaxed),
-            malformed = s.malformed.load(std::sync::atomic::Ordering::Relaxed),
-            "stopped"
-        );
+        if let Some(listener) = &listener {
+            // Senders should not keep finding a receiver that is gone; but a
+            // WINS server that does not answer must not hold the stop up.
+            let _ = tokio::time::timeout(Duration::from_secs(3), listener.release_names()).await;
+            let s = &listener.stats;
+            tracing::info!(
+                messages = s.messages.load(std::sync::atomic::Ordering::Relaxed),
+                rejected = s.rejected.load(std::sync::atomic::Ordering::Relaxed),
+                malformed = s.malformed.load(std::sync::atomic::Ordering::Relaxed),
+                "stopped"
+            );
+        }
+        if let Some(hub) = &hub {
+            let _ = std::fs::remove_file(&hub.socket);
+        }
         anyhow::Ok(())
     })
+}
+
+/// Hands a popup to the agents of whom it is for, and to the terminals of
+/// those with no agent: a user logged on here (by login name, any case)
+/// gets it alone; the machine's name, the workgroup or anyone else, every
+/// agent, or every terminal when no agent runs.
+async fn hand_over(
+    hub: &crate::agents::Hub,
+    popup: &serde_json::Value,
+    logged_on: &crate::presence::LoggedOn,
+) -> crate::agents::Shown {
+    use crate::agents::Audience;
+    let to = popup["to"].as_str().unwrap_or_default();
+    let group = popup["group"].as_bool().unwrap_or(false);
+    let user = (!group)
+        .then(|| logged_on.sessions.iter().find(|s| s.login.eq_ignore_ascii_case(to)).map(|s| s.login.clone()))
+        .flatten()
+        .or_else(|| (!group && hub.has_agent(to)).then(|| to.to_string()));
+    let audience = match user {
+        Some(login) => Audience::User(login),
+        None => Audience::Everyone,
+    };
+    let agents = hub.hand(&audience, popup);
+    let mut shown = crate::agents::Shown { agents, terminals: Vec::new() };
+    if !shown.agents.is_empty() {
+        return shown;
+    }
+    let sessions: Vec<crate::presence::Session> = match &audience {
+        Audience::User(login) => logged_on.sessions.iter().filter(|s| &s.login == login).cloned().collect(),
+        Audience::Everyone => logged_on.sessions.clone(),
+    };
+    if sessions.is_empty() {
+        return shown;
+    }
+    let text = terminal_text(popup);
+    let (done, skipped) =
+        tokio::task::spawn_blocking(move || crate::agents::write_terminals(&sessions, &text)).await.unwrap_or_default();
+    // When no terminal took it, the admin of this machine should see why.
+    for why in skipped {
+        if done.is_empty() {
+            tracing::info!("a terminal not written to: {why}");
+        } else {
+            tracing::debug!("a terminal not written to: {why}");
+        }
+    }
+    shown.terminals = done;
+    shown
+}
+
+/// A popup as a terminal shows it (as `write` does: a bell, who from, the
+/// text), every control made visible, lines ended with CR LF.
+fn terminal_text(popup: &serde_json::Value) -> String {
+    use alerter_core::visible::{visible, visible_line};
+    let field = |k: &str| visible_line(popup[k].as_str().unwrap_or_default());
+    let when = chrono::Local::now().format("%H:%M");
+    let mut out = format!("\r\n\x07Message from {} to {} at {when}:\r\n", field("from"), field("to"));
+    for line in visible(popup["text"].as_str().unwrap_or_default()).lines() {
+        out.push_str(&format!("  {line}\r\n"));
+    }
+    out
 }
 
 /// Holds the name of each user logged on, and only theirs: a user who
 /// logged on since the last look is added as an alias, one who left is
 /// released.
-async fn follow_users(listener: &Listener, watch: &mut crate::presence::Watch, now: std::time::Instant) {
+async fn follow_users(
+    listener: Option<&Listener>,
+    watch: &mut crate::presence::Watch,
+    now: std::time::Instant,
+) -> Option<crate::presence::LoggedOn> {
     let logged_on = match watch.poll(now) {
-        None => return,
+        None => return None,
         Some(Ok(l)) => l,
         Some(Err(e)) => {
             tracing::warn!("{e}; no user names are held until it can be read");
@@ -309,6 +434,7 @@ async fn follow_users(listener: &Listener, watch: &mut crate::presence::Watch, n
             crate::presence::MAX_USERS
         );
     }
+    let Some(listener) = listener else { return Some(logged_on) };
     let held: std::collections::BTreeSet<String> = listener.aliases().into_iter().collect();
     for gone in held.difference(&logged_on.users) {
         if listener.remove_alias(gone).await {
@@ -322,9 +448,10 @@ async fn follow_users(listener: &Listener, watch: &mut crate::presence::Watch, n
             Err(e) => tracing::debug!("{user}: {e}"),
         }
     }
+    Some(logged_on)
 }
 
-async fn terminate() {
+pub async fn terminate() {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(mut s) => {
             s.recv().await;
@@ -345,6 +472,18 @@ fn message_json(m: &messenger_transport::listener::Received) -> serde_json::Valu
         "sealed": m.sealed.as_ref().map(|s| serde_json::json!({
             "id": s.id, "severity": s.severity, "time": s.time, "verified_sender": s.verified_sender,
         })),
+    })
+}
+
+/// A message smbd received, handed over by its `message command`.
+fn handed_json(m: &crate::agents::Handed) -> serde_json::Value {
+    serde_json::json!({
+        "time": chrono::Utc::now().to_rfc3339(),
+        "from": m.from,
+        "to": m.to,
+        "text": m.text,
+        "form": "samba",
+        "group": false,
     })
 }
 
@@ -370,22 +509,30 @@ pub fn json_line(v: &serde_json::Value) -> String {
     out
 }
 
-fn show(m: &messenger_transport::listener::Received, json: bool, desktop: bool) {
+/// Prints a popup (its JSON, as [`message_json`] makes it): the JSON line
+/// itself, or text with every control made visible; and shows it on the
+/// desktop when asked.
+pub fn show(m: &serde_json::Value, json: bool, desktop: bool) {
     use alerter_core::visible::{visible, visible_line};
+    let field = |k: &str| m[k].as_str().unwrap_or_default();
     let mut out = std::io::stdout().lock();
     if json {
-        let _ = writeln!(out, "{}", json_line(&message_json(m)));
+        let _ = writeln!(out, "{}", json_line(m));
     } else {
         let when = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
-        let seal = match &m.sealed {
-            Some(s) if s.verified_sender.is_some() => {
-                format!(" (sealed, signed by a trusted key, {})", visible_line(&s.severity))
-            }
-            Some(s) => format!(" (sealed, {})", visible_line(&s.severity)),
+        let severity = m["sealed"]["severity"].as_str().map(visible_line);
+        let seal = match severity {
+            Some(s) if !m["sealed"]["verified_sender"].is_null() => format!(" (sealed, signed by a trusted key, {s})"),
+            Some(s) => format!(" (sealed, {s})"),
             None => String::new(),
         };
-        let _ = writeln!(out, "Message from {} to {} on {when}{seal}", visible_line(&m.from), visible_line(&m.to));
-        for line in visible(&m.text).lines() {
+        let _ = writeln!(
+            out,
+            "Message from {} to {} on {when}{seal}",
+            visible_line(field("from")),
+            visible_line(field("to"))
+        );
+        for line in visible(field("text")).lines() {
             let _ = writeln!(out, "  {line}");
         }
     }
@@ -397,8 +544,8 @@ fn show(m: &messenger_transport::listener::Received, json: bool, desktop: bool) 
         let markup = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
         let _ = std::process::Command::new("notify-send")
             .arg("--app-name=alerter")
-            .arg(format!("Message from {}", visible_line(&m.from)))
-            .arg(markup(&visible(&m.text)))
+            .arg(format!("Message from {}", visible_line(field("from"))))
+            .arg(markup(&visible(field("text"))))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -23,6 +23,8 @@ use alerter_core::transport;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod agent_cli;
+mod agents;
 mod api_cli;
 mod history;
 mod init_cli;
@@ -100,6 +102,12 @@ enum Command {
     /// Receive popups: the Messenger service for this machine. Registers
     /// the name, answers name queries, and shows each message.
     Listen(listen_cli::ListenArgs),
+    /// The session agent: in a user's desktop session, shows the popups
+    /// the system receiver (`alerter listen --agents`) hands it.
+    Agent(agent_cli::AgentArgs),
+    /// Hand a message smbd received to the system receiver: what Samba's
+    /// `message command` runs, beside Samba.
+    Deliver(agent_cli::DeliverArgs),
     /// Show recent notifications (sent, failed, pending, expired),
     /// suppressions with the reason, and changes (silences, acks, notices)
     /// with who made them; filtered, a page at a time.
@@ -260,6 +268,14 @@ fn main() -> ExitCode {
         Command::Listen(args) => {
             init_logging(&cli.log);
             listen_cli::listen(args)
+        }
+        Command::Agent(args) => {
+            init_logging(&cli.log);
+            agent_cli::agent(args)
+        }
+        Command::Deliver(args) => {
+            init_logging(if std::env::var_os("ALERTER_LOG").is_some() { &cli.log } else { "warn" });
+            agent_cli::deliver(args)
         }
         Command::Keygen(args) => messenger_cli::keygen(args),
         Command::Status(args) => api_cli::run("status", || api_cli::status(&args)),

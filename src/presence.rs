@@ -57,7 +57,23 @@ pub struct LoggedOn {
     pub bad_records: usize,
     /// Users beyond [`MAX_USERS`], not held.
     pub over_limit: usize,
+    /// Each live login's user and terminal line (`pts/3`, `tty1`), for
+    /// writing to the terminals of a user with no session agent. At most
+    /// [`MAX_SESSIONS`].
+    pub sessions: Vec<Session>,
 }
+
+/// One login on a terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The login name, as the records have it.
+    pub login: String,
+    /// The terminal below /dev (`pts/3`).
+    pub line: String,
+}
+
+/// Terminal sessions remembered, at most.
+pub const MAX_SESSIONS: usize = 1000;
 
 /// Reads the login records at `path` (see the module docs).
 pub fn read(path: &Path) -> Result<LoggedOn, PresenceError> {
@@ -85,8 +101,8 @@ fn parse(
     let mut out = LoggedOn::default();
     let mut seen = BTreeSet::new();
     for entry in entries {
-        let (pid, user) = match entry {
-            Ok(utmp_rs::UtmpEntry::UserProcess { pid, user, .. }) => (pid, user),
+        let (pid, user, line) = match entry {
+            Ok(utmp_rs::UtmpEntry::UserProcess { pid, user, line, .. }) => (pid, user, line),
             Ok(_) => continue,
             Err(utmp_rs::ParseError::Io(_)) => {
                 // A torn last record (the file is being written): the
@@ -101,7 +117,13 @@ fn parse(
                 continue;
             }
         };
-        if user.is_empty() || !alive(pid) || !seen.insert(user.clone()) {
+        if user.is_empty() || !alive(pid) {
+            continue;
+        }
+        if !line.is_empty() && out.sessions.len() < MAX_SESSIONS {
+            out.sessions.push(Session { login: user.clone(), line });
+        }
+        if !seen.insert(user.clone()) {
             continue;
         }
         match NetbiosName::new(&user, messenger_transport::name::MESSENGER) {
@@ -219,6 +241,8 @@ mod tests {
         ];
         let l = parse(entries.into_iter(), |pid| pid != 13);
         assert_eq!(l.users.iter().map(String::as_str).collect::<Vec<_>>(), vec!["ALICE", "BOB", "CAROL"]);
+        let logins: Vec<&str> = l.sessions.iter().map(|s| s.login.as_str()).collect();
+        assert_eq!(logins, ["alice", "alice", "bob", "a-very-long-login-name", "carol"], "each live login's terminal");
         assert_eq!(l.bad_records, 1);
         assert_eq!(l.unusable.len(), 1);
         assert!(l.unusable[0].contains("longer than 15"), "{:?}", l.unusable);

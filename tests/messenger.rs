@@ -1400,12 +1400,20 @@ fn a_critical_alert_in_the_middle_of_a_storm_is_shown_at_once() {
 /// on, a DEAD_PROCESS one after. Replaced in one rename, as glibc never
 /// shows a reader half a record.
 fn write_logins(path: &Path, records: &[(&str, u32, bool)]) {
+    let lines: Vec<String> = (0..records.len()).map(|i| format!("pts/{i}")).collect();
+    let with_lines: Vec<(&str, u32, bool, &str)> =
+        records.iter().zip(&lines).map(|((user, pid, on), line)| (*user, *pid, *on, line.as_str())).collect();
+    write_sessions(path, &with_lines);
+}
+
+/// As [`write_logins`], each record with its terminal line.
+fn write_sessions(path: &Path, records: &[(&str, u32, bool, &str)]) {
     let text: String = records
         .iter()
         .enumerate()
-        .map(|(i, (user, pid, on))| {
+        .map(|(i, (user, pid, on, line))| {
             let kind = if *on { 7 } else { 8 };
-            let (id, line) = (format!("ts{i}"), format!("pts/{i}"));
+            let id = format!("ts{i}");
             format!(
                 "[{kind}] [{pid:05}] [{id:<4}] [{user:<8}] [{line:<12}] [{:<20}] [{:<15}] [2026-12-03T09:00:00,000000+00:00]\n",
                 "10.0.0.9", "10.0.0.9"
@@ -1764,4 +1772,197 @@ rules:
     assert!(shown[0]["text"].as_str().unwrap().contains("disk full, alice"), "{shown:?}");
     assert_eq!(row("for-alice", "mail"), Value::Null, "no fallback for alice");
     assert_eq!(util::read_jsonl(&mail_out).len(), 1, "only carol's mail");
+}
+
+/// A pseudo-terminal the test holds: what is written to its terminal side
+/// is collected from the other.
+struct Pty {
+    /// `pts/N`, as a login record names it.
+    line: String,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+    _slave: std::os::fd::OwnedFd,
+}
+
+impl Pty {
+    fn open() -> Pty {
+        let p = nix::pty::openpty(None, None).unwrap();
+        let path = nix::unistd::ttyname(&p.slave).unwrap();
+        let line = path.strip_prefix("/dev").unwrap().to_str().unwrap().trim_start_matches('/').to_string();
+        // `mesg y`: a terminal takes messages when its group may write.
+        nix::sys::stat::fchmod(&p.slave, nix::sys::stat::Mode::from_bits_truncate(0o620)).unwrap();
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = out.clone();
+        let mut master = std::fs::File::from(p.master);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut master, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Pty { line, out, _slave: p.slave }
+    }
+
+    fn text(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+}
+
+/// `alerter agent` on `socket`, as `user` (`setpriv`, for anyone but root).
+fn agent(socket: &Path, user: &str) -> Proc {
+    let mut c = if user == "root" {
+        Command::new(alerter_bin())
+    } else {
+        let mut c = Command::new("setpriv");
+        c.args([&format!("--reuid={user}"), "--regid=nogroup", "--clear-groups"]).arg(alerter_bin());
+        c
+    };
+    c.args(["agent", "--json", "--no-desktop", "--socket"]).arg(socket);
+    Proc::spawn(c)
+}
+
+/// A directory others may enter (a tempdir is 0700), for a socket that
+/// `nobody` must reach.
+fn open_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The receiver's lines for messages with `text`.
+fn popups_with(receiver: &Proc, text: &str) -> Vec<Value> {
+    messages(receiver).into_iter().filter(|m| m["text"].as_str().is_some_and(|t| t.contains(text))).collect()
+}
+
+/// The system receiver and its session agents. Root is logged on at a
+/// terminal with no agent: a popup for ROOT is written there, as `write`
+/// does. Then root's and nobody's agents connect: a popup for ROOT goes to
+/// root's agent alone (not to the terminal, not to nobody's agent), one
+/// for the machine to both, one for NOBODY to nobody's alone. A
+/// hand-over from an account that may not, and junk on the socket, are
+/// refused, and the receiver goes on.
+#[test]
+fn the_system_receiver_hands_popups_to_each_users_agent_and_else_to_their_terminal() {
+    let ns = Netns::new("agt");
+    let dir = open_dir();
+    let socket = dir.path().join("agents.sock");
+    let utmp = dir.path().join("utmp");
+    let pty = Pty::open();
+    let me = std::process::id();
+    write_sessions(&utmp, &[("root", me, true, &pty.line), ("nobody", me, true, "pts/999999")]);
+    let mut c = ns.cmd(alerter_bin());
+    c.args(["listen", "--json", "--no-desktop", "--history", "/dev/null", "--name", "WS1", "--name-port", "0"])
+        .args(["--datagram-port", "0", "--utmp"])
+        .arg(&utmp)
+        .arg("--agents")
+        .arg(&socket);
+    let receiver = listener_proc(c);
+    until(LONG, "the receiver", || ns.tcp_listening(139) && socket.exists());
+    let send_to = |to: &str, text: &str| {
+        let (code, err) = send(&ns, &["--from", "ADMIN", "-I", "127.0.0.1", to, text], None);
+        assert_eq!(code, Some(0), "{err}");
+    };
+    // ROOT<03> is held once the login records are read.
+    until(LONG, "ROOT held", || receiver.stderr().contains("ROOT logged on"));
+
+    send_to("root", "one for the terminal");
+    until(LONG, "the popup on root's terminal", || pty.text().contains("one for the terminal"));
+    let shown = &popups_with(&receiver, "one for the terminal")[0]["shown"];
+    assert_eq!(shown["terminals"], serde_json::json!([pty.line]), "{shown}");
+    assert_eq!(shown["agents"], serde_json::json!([]), "{shown}");
+    let t = pty.text();
+    assert!(t.contains("\x07Message from ADMIN to root at "), "{t:?}");
+    assert!(t.contains("\n  one for the terminal\r"), "{t:?}");
+
+    let root = agent(&socket, "root");
+    let nobody = agent(&socket, "nobody");
+    until(LONG, "both agents", || {
+        let e = receiver.stderr();
+        e.contains("a session agent of root connected") && e.contains("a session agent of nobody connected")
+    });
+    send_to("root", "for root alone");
+    send_to("WS1", "for everyone here");
+    send_to("nobody", "for nobody alone");
+    until(LONG, "the popups at the agents", || messages(&root).len() == 2 && messages(&nobody).len() == 2);
+    let texts =
+        |p: &Proc| -> Vec<String> { messages(p).iter().map(|m| m["text"].as_str().unwrap().to_string()).collect() };
+    assert_eq!(texts(&root), ["for root alone", "for everyone here"]);
+    assert_eq!(texts(&nobody), ["for everyone here", "for nobody alone"]);
+    let agents_of = |text: &str| popups_with(&receiver, text)[0]["shown"]["agents"].clone();
+    assert_eq!(agents_of("for root alone"), serde_json::json!(["root"]));
+    assert_eq!(agents_of("for everyone here"), serde_json::json!(["nobody", "root"]));
+    assert_eq!(agents_of("for nobody alone"), serde_json::json!(["nobody"]));
+    assert!(!pty.text().contains("for root alone"), "an agent runs: not on the terminal");
+    assert_eq!(messages(&root)[0]["from"], "ADMIN");
+
+    // An account that is neither root nor Samba's guest may not hand over.
+    let mut d = Command::new("setpriv");
+    d.args(["--reuid=65000", "--regid=65000", "--clear-groups"])
+        .arg(alerter_bin())
+        .args(["deliver", "--from", "MALLORY", "--to", "ROOT", "--socket"])
+        .arg(&socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = d.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"I am root, honest").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("uid 65000 may not hand messages over"), "{err}");
+    // Junk, and a line without end, on the socket.
+    let mut junk = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    junk.write_all(b"{\"agent\": \"please\"}\n").unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut junk, &mut reply).unwrap();
+    assert!(reply.contains("not understood"), "{reply}");
+    let mut long = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let _ = long.write_all(&vec![b'x'; 100 * 1024]);
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut long, &mut rest);
+    assert!(rest.is_empty(), "closed without an answer");
+    send_to("WS1", "still here");
+    until(LONG, "the receiver goes on", || messages(&root).len() == 3);
+    assert!(popups_with(&receiver, "I am root").is_empty());
+}
+
+/// Beside Samba: smbd owns the ports, and its `message command` runs
+/// `alerter deliver` (as Samba's guest account), which hands the message
+/// to the system receiver, which hands it to the session agent of the
+/// user it was sent to.
+#[test]
+fn beside_samba_the_message_command_hands_messages_to_the_session_agent() {
+    let ns = Netns::new("bsmb");
+    let dir = open_dir();
+    let socket = dir.path().join("agents.sock");
+    let utmp = dir.path().join("utmp");
+    write_logins(&utmp, &[("root", std::process::id(), true)]);
+    let command = format!(
+        "message command = {} deliver --from %f --to %L --file %s --socket {}",
+        alerter_bin(),
+        socket.display()
+    );
+    let _samba = Samba::start_with(&ns, "SAMBASRV", false, None, &command);
+    let mut c = ns.cmd(alerter_bin());
+    c.args(["listen", "--json", "--no-desktop", "--history", "/dev/null", "--beside-samba", "--utmp"])
+        .arg(&utmp)
+        .arg("--agents")
+        .arg(&socket);
+    let receiver = listener_proc(c);
+    until(LONG, "smbd and the receiver", || ns.tcp_listening(139) && socket.exists());
+    let root = agent(&socket, "root");
+    until(LONG, "the agent", || receiver.stderr().contains("a session agent of root connected"));
+    let conf = client_conf(dir.path(), "ALICEPC", "");
+    let (code, out) = smbclient(&ns, &conf, &["-M", "root", "-I", "127.0.0.1", "-U", "alice", "-N"], "über Samba\n");
+    assert_eq!(code, Some(0), "{out}");
+    until(LONG, "the popup at root's agent", || messages(&root).len() == 1);
+    let m = &messages(&root)[0];
+    assert_eq!(m["form"], "samba");
+    assert_eq!(m["from"], "alice");
+    assert!(m["to"].as_str().unwrap().eq_ignore_ascii_case("root"), "{m}");
+    assert_eq!(m["text"].as_str().unwrap().trim_end(), "über Samba");
+    assert_eq!(popups_with(&receiver, "über Samba")[0]["shown"]["agents"], serde_json::json!(["root"]));
 }

@@ -333,6 +333,7 @@ fn the_deb_installs_where_debian_expects_verifies_and_removes_keeping_the_conffi
         "/usr/lib/systemd/system/alerter.service",
         "/usr/lib/systemd/system/alerter-listen.service",
         "/usr/lib/systemd/user/alerter-listen.service",
+        "/usr/lib/systemd/user/alerter-agent.service",
         "/usr/include/alerter/alerter_plugin.h",
         "/usr/share/doc/alerter/install.md",
         "/usr/share/doc/alerter/examples/c-plugin/uptime.c",
@@ -369,6 +370,7 @@ fn the_deb_installs_where_debian_expects_verifies_and_removes_keeping_the_conffi
     let runtime = tempfile::tempdir().unwrap();
     let verify = Command::new("systemd-analyze")
         .args(["--user", "verify", "/usr/lib/systemd/user/alerter-listen.service"])
+        .arg("/usr/lib/systemd/user/alerter-agent.service")
         .env("XDG_RUNTIME_DIR", runtime.path())
         .output()
         .unwrap();

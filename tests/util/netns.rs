@@ -207,6 +207,11 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // A failing test shows what its processes said: the panic names
+        // what was awaited, their output says why it never came.
+        if std::thread::panicking() {
+            eprintln!("--- pid {} stdout:\n{}--- stderr:\n{}", self.child.id(), self.stdout(), self.stderr());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

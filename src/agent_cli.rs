@@ -1,0 +1,189 @@
+//! `alerter agent`: the small per-user process in a desktop session that
+//! shows the popups the system receiver hands it; and `alerter deliver`,
+//! what smbd's `message command` runs to hand a message it received to
+//! the receiver. Both talk to the receiver's local socket (see
+//! [`crate::agents`]).
+
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::agents::{DEADLINE, DEFAULT_SOCKET, Handed, Hello, Reply, read_line};
+
+/// `alerter agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The system receiver's socket (`alerter listen --agents`).
+    #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    socket: PathBuf,
+    /// Print one JSON object per message instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Do not show desktop notifications.
+    #[arg(long)]
+    no_desktop: bool,
+}
+
+/// `alerter deliver`.
+#[derive(Debug, Args)]
+pub struct DeliverArgs {
+    /// The sender's name (smbd's `%f`).
+    #[arg(long, value_name = "NAME")]
+    from: String,
+    /// The name it was sent to (smbd's `%L`, the called name).
+    #[arg(long, value_name = "NAME")]
+    to: String,
+    /// The file smbd wrote the text to (`%s`), deleted once read; without
+    /// it, the text is read from standard input.
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// The system receiver's socket (`alerter listen --agents`).
+    #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    socket: PathBuf,
+}
+
+/// The longest message text taken from smbd's file.
+const MAX_FILE: u64 = 64 * 1024;
+
+pub fn agent(a: AgentArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("alerter agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        tokio::select! {
+            _ = run_agent(&a) => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = crate::listen_cli::terminate() => {}
+        }
+    });
+    ExitCode::SUCCESS
+}
+
+/// Connects, shows what comes, and connects again (1 s doubling to 30 s)
+/// when the receiver goes away: it restarts, the agent stays.
+async fn run_agent(a: &AgentArgs) {
+    let desktop = !a.no_desktop && std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some();
+    let mut wait = Duration::from_secs(1);
+    let mut said = None::<String>;
+    loop {
+        match session(a, desktop).await {
+            Ok(()) => {
+                tracing::info!("the receiver closed the connection; connecting again");
+                wait = Duration::from_secs(1);
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if said.as_deref() != Some(&e) {
+                    tracing::warn!("{e}; trying again");
+                    said = Some(e);
+                }
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn session(a: &AgentArgs, desktop: bool) -> anyhow::Result<()> {
+    let stream = UnixStream::connect(&a.socket)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the receiver at {}: {e}", a.socket.display()))?;
+    let (read, mut write) = stream.into_split();
+    let hello = format!("{}\n", serde_json::to_string(&Hello::Agent {})?);
+    write.write_all(hello.as_bytes()).await?;
+    tracing::info!("connected to the receiver at {}", a.socket.display());
+    let mut read = BufReader::new(read);
+    let mut buf = Vec::new();
+    while read_line(&mut read, &mut buf).await?.is_some() {
+        let v: serde_json::Value = match serde_json::from_slice(&buf) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("the receiver sent something that is not JSON: {e}");
+                continue;
+            }
+        };
+        match v.get("message") {
+            Some(m) => crate::listen_cli::show(m, a.json, desktop),
+            None => tracing::debug!("an unknown line from the receiver"),
+        }
+    }
+    Ok(())
+}
+
+pub fn deliver(a: DeliverArgs) -> ExitCode {
+    match deliver_inner(&a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alerter deliver: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn deliver_inner(a: &DeliverArgs) -> anyhow::Result<()> {
+    let text = match &a.file {
+        Some(f) => read_message_file(f)?,
+        None => {
+            let mut bytes = Vec::new();
+            std::io::stdin().take(MAX_FILE).read_to_end(&mut bytes)?;
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+    };
+    let handed = Handed { from: a.from.clone(), to: a.to.clone(), text };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let reply = rt.block_on(async {
+        tokio::time::timeout(DEADLINE * 2, hand_over(&a.socket, handed))
+            .await
+            .map_err(|_| anyhow::anyhow!("the receiver at {} did not answer", a.socket.display()))?
+    })?;
+    match reply {
+        Reply::Ok {} => Ok(()),
+        Reply::Error(e) => anyhow::bail!("the receiver refused the message: {e}"),
+    }
+}
+
+async fn hand_over(socket: &Path, m: Handed) -> anyhow::Result<Reply> {
+    let mut stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the receiver at {}: {e}", socket.display()))?;
+    let line = format!("{}\n", serde_json::to_string(&Hello::Deliver(m))?);
+    stream.write_all(line.as_bytes()).await?;
+    let mut read = BufReader::new(stream);
+    let mut buf = Vec::new();
+    if read_line(&mut read, &mut buf).await?.is_none() {
+        anyhow::bail!("the receiver closed the connection without an answer");
+    }
+    Ok(serde_json::from_slice(&buf)?)
+}
+
+/// smbd's message file: read on the descriptor checked (a regular file,
+/// not a link, at most 64 KiB), then deleted, as smbd expects of the
+/// command. smbd has made it UTF-8 already.
+fn read_message_file(path: &Path) -> anyhow::Result<String> {
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open the message file {}: {e}", path.display()))?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        anyhow::bail!("{} is not a regular file", path.display());
+    }
+    let mut bytes = Vec::new();
+    (&mut file).take(MAX_FILE).read_to_end(&mut bytes)?;
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!("cannot delete the message file {}: {e}", path.display());
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
