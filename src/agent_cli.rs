@@ -5,7 +5,7 @@
 //! [`crate::agents`]).
 
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,7 +14,9 @@ use clap::Args;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::agents::{DEADLINE, DEFAULT_SOCKET, Handed, Hello, Reply, read_line};
+use crate::agents::{
+    DEADLINE, DEFAULT_SOCKET, Handed, Hello, MAX_HANDED_TEXT, MAX_LINE, MAX_POPUP_LINE, Reply, read_line,
+};
 
 /// `alerter agent`.
 #[derive(Debug, Args)]
@@ -36,9 +38,11 @@ pub struct DeliverArgs {
     /// The sender's name (smbd's `%f`).
     #[arg(long, value_name = "NAME")]
     from: String,
-    /// The name it was sent to (smbd's `%L`, the called name).
-    #[arg(long, value_name = "NAME")]
-    to: String,
+    /// The name it was sent to (smbd's `%L`, the called name). A name
+    /// with spaces may come as several words, and one may start with `-`:
+    /// they are all taken, so give it last.
+    #[arg(long, value_name = "NAME", num_args = 1.., allow_hyphen_values = true, required = true)]
+    to: Vec<String>,
     /// The file smbd wrote the text to (`%s`), deleted once read; without
     /// it, the text is read from standard input.
     #[arg(long, value_name = "FILE")]
@@ -104,7 +108,7 @@ async fn session(a: &AgentArgs, desktop: bool) -> anyhow::Result<()> {
     tracing::info!("connected to the receiver at {}", a.socket.display());
     let mut read = BufReader::new(read);
     let mut buf = Vec::new();
-    while read_line(&mut read, &mut buf).await?.is_some() {
+    while read_line(&mut read, &mut buf, MAX_POPUP_LINE).await?.is_some() {
         let v: serde_json::Value = match serde_json::from_slice(&buf) {
             Ok(v) => v,
             Err(e) => {
@@ -139,7 +143,10 @@ fn deliver_inner(a: &DeliverArgs) -> anyhow::Result<()> {
             String::from_utf8_lossy(&bytes).into_owned()
         }
     };
-    let handed = Handed { from: a.from.clone(), to: a.to.clone(), text };
+    // Cut here, so that the hello fits the socket's line however the text
+    // is escaped: a long message is shown cut rather than lost.
+    let text = cut(text, MAX_HANDED_TEXT);
+    let handed = Handed { from: a.from.clone(), to: a.to.join(" "), text };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let reply = rt.block_on(async {
         tokio::time::timeout(DEADLINE * 2, hand_over(&a.socket, handed))
@@ -160,15 +167,28 @@ async fn hand_over(socket: &Path, m: Handed) -> anyhow::Result<Reply> {
     stream.write_all(line.as_bytes()).await?;
     let mut read = BufReader::new(stream);
     let mut buf = Vec::new();
-    if read_line(&mut read, &mut buf).await?.is_none() {
+    if read_line(&mut read, &mut buf, MAX_LINE).await?.is_none() {
         anyhow::bail!("the receiver closed the connection without an answer");
     }
     Ok(serde_json::from_slice(&buf)?)
 }
 
+/// `text` cut to at most `max` bytes, on a character's boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut at = max;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+    }
+    text
+}
+
 /// smbd's message file: read on the descriptor checked (a regular file,
-/// not a link, at most 64 KiB), then deleted, as smbd expects of the
-/// command. smbd has made it UTF-8 already.
+/// not a link, with no other name, written by the account we run as, at
+/// most 64 KiB), then deleted, as smbd expects of the command. smbd has
+/// made it UTF-8 already.
 fn read_message_file(path: &Path) -> anyhow::Result<String> {
     let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
     let mut file = std::fs::OpenOptions::new()
@@ -179,6 +199,19 @@ fn read_message_file(path: &Path) -> anyhow::Result<String> {
     let meta = file.metadata()?;
     if !meta.is_file() {
         anyhow::bail!("{} is not a regular file", path.display());
+    }
+    // smbd writes the file as the account it runs the command as: a file
+    // of someone else's, or a hard link to one, is not a message.
+    if meta.nlink() != 1 {
+        anyhow::bail!("{} has other names (a hard link): not smbd's message file", path.display());
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        anyhow::bail!(
+            "{} belongs to uid {}, not to us (uid {me}): not smbd's message file",
+            path.display(),
+            meta.uid()
+        );
     }
     let mut bytes = Vec::new();
     (&mut file).take(MAX_FILE).read_to_end(&mut bytes)?;

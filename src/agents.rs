@@ -21,22 +21,34 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt,
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::presence::Session;
 
 /// Where the system receiver's socket is, by default (systemd's
 /// `RuntimeDirectory=alerter-listen`).
 pub const DEFAULT_SOCKET: &str = "/run/alerter-listen/agents.sock";
-/// The longest line either side may send.
+/// The longest line a client may send the receiver.
 pub const MAX_LINE: usize = 64 * 1024;
-/// Connections served at once; more are closed at once.
+/// The longest line an agent takes from the receiver, which it trusts: a
+/// popup of the receiver's `--max-text`, every character escaped.
+pub const MAX_POPUP_LINE: usize = 1024 * 1024;
+/// The longest text `alerter deliver` hands over: with every character
+/// JSON-escaped (6 bytes), its hello still fits in [`MAX_LINE`].
+pub const MAX_HANDED_TEXT: usize = 8 * 1024;
+/// Connections of ordinary users served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 64;
+/// Connections one ordinary user may hold (agents and those still saying
+/// hello): no user can fill the socket and lock Samba's hand-overs out.
+const MAX_PER_USER: usize = 12;
+/// Connections of root and the Samba accounts, counted apart from the
+/// others so that a hand-over always finds room.
+const MAX_PRIVILEGED: usize = 64;
 /// Agents one user may have connected (a few sessions, not a flood).
 const MAX_AGENTS_PER_USER: usize = 8;
 /// Popups waiting for one agent; an agent that falls this far behind
@@ -78,9 +90,9 @@ pub enum Reply {
 /// Who a popup is for, at this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Audience {
-    /// A user logged on here (by login name).
+    /// A user here (by their exact login name).
     User(String),
-    /// The machine, the workgroup, or a name that is nobody here: everyone.
+    /// The machine or the workgroup: everyone.
     Everyone,
 }
 
@@ -112,6 +124,50 @@ impl Agents {
     }
 }
 
+/// Connections held, by uid, so that one user cannot take them all.
+#[derive(Default)]
+struct Slots {
+    held: Mutex<HashMap<u32, usize>>,
+}
+
+/// A connection's place; given back when dropped.
+struct Slot {
+    slots: Arc<Slots>,
+    uid: u32,
+}
+
+impl Slots {
+    /// A place for a connection of `uid`, unless its share (or, for an
+    /// ordinary user, all ordinary users' share) is taken.
+    fn admit(self: &Arc<Self>, uid: u32, privileged: bool) -> Option<Slot> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = held.get(&uid).copied().unwrap_or(0);
+        let ok = if privileged {
+            mine < MAX_PRIVILEGED
+        } else {
+            let ordinary: usize = held.iter().filter(|(u, _)| **u != uid).map(|(_, n)| n).sum::<usize>() + mine;
+            mine < MAX_PER_USER && ordinary < MAX_CONNECTIONS
+        };
+        if !ok {
+            return None;
+        }
+        *held.entry(uid).or_default() += 1;
+        Some(Slot { slots: self.clone(), uid })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.uid);
+            }
+        }
+    }
+}
+
 /// What the socket's server needs.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -135,8 +191,13 @@ impl Hub {
         let listener = bind_socket(&cfg.socket)?;
         let agents = Arc::new(Agents::default());
         let (intake_tx, intake) = mpsc::channel(INTAKE);
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let shared = Arc::new(Shared { agents: agents.clone(), cfg: cfg.clone(), intake: intake_tx });
+        let slots = Arc::new(Slots::default());
+        let shared = Arc::new(Shared {
+            agents: agents.clone(),
+            cfg: cfg.clone(),
+            intake: intake_tx,
+            refusals: Mutex::new(Refusals::default()),
+        });
         tokio::spawn(async move {
             loop {
                 let stream = match listener.accept().await {
@@ -147,11 +208,21 @@ impl Hub {
                         continue;
                     }
                 };
-                // Full: the newcomer is closed, those served go on.
-                let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+                // Who it is, before it takes a place: root and the Samba
+                // accounts have places of their own.
+                let uid = match stream.peer_cred() {
+                    Ok(c) => c.uid(),
+                    Err(e) => {
+                        tracing::debug!("an agents' socket peer without credentials: {e}");
+                        continue;
+                    }
+                };
+                let privileged = shared.may_deliver(uid);
+                // Its share held: the newcomer is closed, those served go on.
+                let Some(slot) = slots.admit(uid, privileged) else { continue };
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    serve(stream, &shared).await;
+                    serve(stream, uid, &shared).await;
                     drop(slot);
                 });
             }
@@ -169,7 +240,7 @@ impl Hub {
         let mut took = Vec::new();
         for a in agents.iter() {
             if let Audience::User(login) = to
-                && !a.login.eq_ignore_ascii_case(login)
+                && a.login != *login
             {
                 continue;
             }
@@ -183,33 +254,105 @@ impl Hub {
         took
     }
 
-    /// Whether an agent of `login` is connected.
-    pub fn has_agent(&self, login: &str) -> bool {
-        self.agents.lock().iter().any(|a| a.login.eq_ignore_ascii_case(login))
+    /// The logins of the agents connected.
+    pub fn logins(&self) -> Vec<String> {
+        self.agents.lock().iter().map(|a| a.login.clone()).collect()
     }
+}
+
+/// The one login that the NetBIOS name `to` stands for, among `logins`:
+/// the login spelled so, else the only one that differs in case alone
+/// (NetBIOS names are upper case, logins mostly lower). None when there is
+/// no such login or several (`Alice` and `alice`): a popup is never given
+/// to two people because their names look alike.
+pub fn login_named(to: &str, logins: impl IntoIterator<Item = String>) -> Option<String> {
+    let mut like: Vec<String> = logins.into_iter().filter(|l| l.eq_ignore_ascii_case(to)).collect();
+    if let Some(exact) = like.iter().find(|l| *l == to) {
+        return Some(exact.clone());
+    }
+    like.sort();
+    like.dedup();
+    match like.len() {
+        1 => like.pop(),
+        _ => None,
+    }
+}
+
+/// Refused hand-overs, logged at most once a minute with how many.
+#[derive(Default)]
+struct Refusals {
+    logged: Option<Instant>,
+    since: u64,
 }
 
 struct Shared {
     agents: Arc<Agents>,
     cfg: HubConfig,
     intake: mpsc::Sender<Handed>,
+    refusals: Mutex<Refusals>,
 }
 
-/// Makes the socket: its directory if missing, a stale socket replaced
-/// (anything else in its place is an error), readable and writable by
-/// every local user (what each may do is decided by who they are).
+impl Shared {
+    fn may_deliver(&self, uid: u32) -> bool {
+        uid == 0 || self.cfg.deliverers.contains(&uid)
+    }
+
+    /// Logs a refused hand-over, unless one was logged within the minute
+    /// (a local user trying in a loop must not fill the journal).
+    fn log_refusal(&self, who: &str) {
+        let mut r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        r.since += 1;
+        if r.logged.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        let more = match r.since {
+            1 => String::new(),
+            n => format!(" ({} refused since the last such line)", n - 1),
+        };
+        tracing::warn!("{who} tried to hand a message over; refused (only root and --samba-user may){more}");
+        r.logged = Some(Instant::now());
+        r.since = 0;
+    }
+}
+
+/// Makes the socket: its directory if missing (0755), a stale socket
+/// replaced (a live one, or anything else in its place, is an error),
+/// readable and writable by every local user (what each may do is
+/// decided by who they are). The directory must be writable by its owner
+/// alone: in a shared one (/tmp) another user could swap the socket for a
+/// link between its binding and its chmod, or put their own in its place.
 fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(dir)
             .map_err(|e| anyhow::anyhow!("cannot make {}: {e}", dir.display()))?;
+        // Made under the service's umask (0077): agents must get in.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let d = std::fs::metadata(dir).map_err(|e| anyhow::anyhow!("cannot look at {}: {e}", dir.display()))?;
+    if d.mode() & 0o022 != 0 {
+        anyhow::bail!(
+            "{} is writable by others than its owner: put the agents' socket in a directory of its own \
+             (the default, {DEFAULT_SOCKET}, is)",
+            dir.display()
+        );
     }
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                anyhow::bail!(
+                    "another receiver listens at {} already: stop it, or choose another --agents",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)?
+        }
         Ok(_) => anyhow::bail!("{} exists and is not a socket: remove it, or choose another --agents", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => anyhow::bail!("cannot look at {}: {e}", path.display()),
@@ -219,35 +362,29 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Reads one line of at most [`MAX_LINE`] bytes; `None` at the end.
+/// Reads one line of at most `max` bytes; `None` at the end.
 pub async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
+    max: usize,
 ) -> std::io::Result<Option<()>> {
     buf.clear();
-    let n = (&mut *r).take(MAX_LINE as u64 + 1).read_until(b'\n', buf).await?;
+    let n = (&mut *r).take(max as u64 + 1).read_until(b'\n', buf).await?;
     if n == 0 {
         return Ok(None);
     }
-    if buf.len() > MAX_LINE {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "a line longer than 64 KiB"));
+    if buf.len() > max {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a line longer than {max} bytes")));
     }
     Ok(Some(()))
 }
 
 /// One connection: an agent (until it goes), or one hand-over.
-async fn serve(stream: UnixStream, shared: &Shared) {
-    let uid = match stream.peer_cred() {
-        Ok(c) => c.uid(),
-        Err(e) => {
-            tracing::debug!("an agents' socket peer without credentials: {e}");
-            return;
-        }
-    };
+async fn serve(stream: UnixStream, uid: u32, shared: &Shared) {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     let mut buf = Vec::new();
-    let hello = match tokio::time::timeout(DEADLINE, read_line(&mut read, &mut buf)).await {
+    let hello = match tokio::time::timeout(DEADLINE, read_line(&mut read, &mut buf, MAX_LINE)).await {
         Ok(Ok(Some(()))) => serde_json::from_slice::<Hello>(&buf),
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -262,7 +399,7 @@ async fn serve(stream: UnixStream, shared: &Shared) {
     match hello {
         Ok(Hello::Agent {}) => agent(uid, read, write, shared).await,
         Ok(Hello::Deliver(m)) => {
-            let reply = deliver(uid, m, shared);
+            let reply = deliver(uid, m, shared).await;
             let line = format!("{}\n", serde_json::to_string(&reply).unwrap_or_default());
             let _ = tokio::time::timeout(DEADLINE, write.write_all(line.as_bytes())).await;
         }
@@ -275,17 +412,23 @@ async fn serve(stream: UnixStream, shared: &Shared) {
     }
 }
 
-/// The login of `uid`, from the user database.
-fn login_of(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
+/// The login of `uid`, from the user database: off the runtime's
+/// threads, which a stalled directory service (LDAP, sssd) must not hold.
+async fn login_of(uid: u32) -> Option<String> {
+    tokio::task::spawn_blocking(move || {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// A hand-over from smbd's `message command`: from root or a deliverer
 /// account only, cut to size, queued for the receiver.
-fn deliver(uid: u32, mut m: Handed, shared: &Shared) -> Reply {
-    if uid != 0 && !shared.cfg.deliverers.contains(&uid) {
-        let who = login_of(uid).unwrap_or_else(|| format!("uid {uid}"));
-        tracing::warn!("{who} tried to hand a message over; refused (only root and --samba-user may)");
+async fn deliver(uid: u32, mut m: Handed, shared: &Shared) -> Reply {
+    if !shared.may_deliver(uid) {
+        let who = login_of(uid).await.unwrap_or_else(|| format!("uid {uid}"));
+        shared.log_refusal(&who);
         return Reply::Error(format!(
             "{who} may not hand messages over: only root and the accounts given with --samba-user may"
         ));
@@ -316,7 +459,7 @@ async fn agent(
     mut write: tokio::net::unix::OwnedWriteHalf,
     shared: &Shared,
 ) {
-    let Some(login) = login_of(uid) else {
+    let Some(login) = login_of(uid).await else {
         tracing::warn!(uid, "a session agent of a uid with no login name; closed");
         return;
     };
@@ -345,7 +488,7 @@ async fn agent(
     };
     let reader = async {
         let mut buf = Vec::new();
-        while let Ok(Some(())) = read_line(&mut read, &mut buf).await {}
+        while let Ok(Some(())) = read_line(&mut read, &mut buf, MAX_LINE).await {}
     };
     tokio::select! {
         _ = writer => {}
@@ -452,5 +595,37 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<Hello>(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A NetBIOS name stands for the login spelled so, else for the one
+    /// login that differs in case alone; never for two.
+    #[test]
+    fn a_name_stands_for_one_login_or_none() {
+        let logins = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(login_named("ALICE", logins(&["bob", "alice", "alice"])), Some("alice".into()));
+        assert_eq!(login_named("Alice", logins(&["alice", "Alice"])), Some("Alice".into()));
+        assert_eq!(login_named("ALICE", logins(&["alice", "Alice"])), None, "two alike: neither");
+        assert_eq!(login_named("CAROL", logins(&["alice"])), None);
+        assert_eq!(login_named("ALI", logins(&["alice"])), None);
+    }
+
+    /// One ordinary user cannot take every place, all ordinary users
+    /// together cannot take root's and Samba's, and places come back.
+    #[test]
+    fn places_are_shared_out_by_user() {
+        let slots = Arc::new(Slots::default());
+        let mallory: Vec<Slot> = (0..MAX_PER_USER).map(|_| slots.admit(1000, false).unwrap()).collect();
+        assert!(slots.admit(1000, false).is_none(), "a user's share is taken");
+        let mut others: Vec<Slot> = Vec::new();
+        let mut uid = 2000;
+        while let Some(s) = slots.admit(uid, false) {
+            others.push(s);
+            uid += 1;
+        }
+        assert_eq!(mallory.len() + others.len(), MAX_CONNECTIONS, "ordinary users share this many");
+        assert!(slots.admit(0, true).is_some(), "root still gets in");
+        assert!(slots.admit(65534, true).is_some(), "so does Samba's account");
+        drop(mallory);
+        assert!(slots.admit(1000, false).is_some(), "places given back are taken again");
     }
 }

@@ -315,7 +315,7 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
             };
             let mut popup = popup;
             if let Some(hub) = &hub {
-                let shown = hand_over(hub, &popup, &logged_on).await;
+                let shown = hand_over(hub, &popup, &logged_on, &name, &a.workgroup).await;
                 popup["shown"] = serde_json::to_value(&shown).unwrap_or_default();
             }
             show(&popup, a.json, desktop);
@@ -346,34 +346,48 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
 }
 
 /// Hands a popup to the agents of whom it is for, and to the terminals of
-/// those with no agent: a user logged on here (by login name, any case)
-/// gets it alone; the machine's name, the workgroup or anyone else, every
-/// agent, or every terminal when no agent runs.
+/// those with no agent. A popup for a user here (their login name in any
+/// case, resolved to the one login) reaches that user alone; one for the
+/// machine or the workgroup (or any group message) reaches everyone, each
+/// user through their agents or else their terminals; one for a name that
+/// is neither (someone not logged on here; beside Samba, smbd takes any
+/// name) reaches nobody, and is kept in the history only: another user's
+/// popup is never shown to the rest.
 async fn hand_over(
     hub: &crate::agents::Hub,
     popup: &serde_json::Value,
     logged_on: &crate::presence::LoggedOn,
+    machine: &str,
+    workgroup: &str,
 ) -> crate::agents::Shown {
     use crate::agents::Audience;
     let to = popup["to"].as_str().unwrap_or_default();
     let group = popup["group"].as_bool().unwrap_or(false);
-    let user = (!group)
-        .then(|| logged_on.sessions.iter().find(|s| s.login.eq_ignore_ascii_case(to)).map(|s| s.login.clone()))
-        .flatten()
-        .or_else(|| (!group && hub.has_agent(to)).then(|| to.to_string()));
-    let audience = match user {
-        Some(login) => Audience::User(login),
-        None => Audience::Everyone,
+    let audience = if group || to.eq_ignore_ascii_case(machine) || to.eq_ignore_ascii_case(workgroup) {
+        Audience::Everyone
+    } else {
+        let logins = logged_on.sessions.iter().map(|s| s.login.clone()).chain(hub.logins());
+        match crate::agents::login_named(to, logins) {
+            Some(login) => Audience::User(login),
+            None => {
+                tracing::info!(to = %to, "a popup for {to}, who is not here: kept in the history only");
+                return crate::agents::Shown::default();
+            }
+        }
     };
     let agents = hub.hand(&audience, popup);
+    // Each user the popup is for who has no agent gets it on their terminals.
+    let sessions: Vec<crate::presence::Session> = logged_on
+        .sessions
+        .iter()
+        .filter(|s| match &audience {
+            Audience::User(login) => &s.login == login,
+            Audience::Everyone => true,
+        })
+        .filter(|s| !agents.contains(&s.login))
+        .cloned()
+        .collect();
     let mut shown = crate::agents::Shown { agents, terminals: Vec::new() };
-    if !shown.agents.is_empty() {
-        return shown;
-    }
-    let sessions: Vec<crate::presence::Session> = match &audience {
-        Audience::User(login) => logged_on.sessions.iter().filter(|s| &s.login == login).cloned().collect(),
-        Audience::Everyone => logged_on.sessions.clone(),
-    };
     if sessions.is_empty() {
         return shown;
     }

@@ -1865,35 +1865,45 @@ fn the_system_receiver_hands_popups_to_each_users_agent_and_else_to_their_termin
         let (code, err) = send(&ns, &["--from", "ADMIN", "-I", "127.0.0.1", to, text], None);
         assert_eq!(code, Some(0), "{err}");
     };
+    // The receiver's record of a popup, once it has printed it (after
+    // handing it over).
+    let record = |text: &str| -> Value {
+        until(LONG, &format!("the receiver's record of {text:?}"), || !popups_with(&receiver, text).is_empty());
+        popups_with(&receiver, text)[0].clone()
+    };
     // ROOT<03> is held once the login records are read.
     until(LONG, "ROOT held", || receiver.stderr().contains("ROOT logged on"));
 
     send_to("root", "one for the terminal");
     until(LONG, "the popup on root's terminal", || pty.text().contains("one for the terminal"));
-    let shown = &popups_with(&receiver, "one for the terminal")[0]["shown"];
+    let shown = &record("one for the terminal")["shown"];
     assert_eq!(shown["terminals"], serde_json::json!([pty.line]), "{shown}");
     assert_eq!(shown["agents"], serde_json::json!([]), "{shown}");
     let t = pty.text();
     assert!(t.contains("\x07Message from ADMIN to root at "), "{t:?}");
     assert!(t.contains("\n  one for the terminal\r"), "{t:?}");
 
-    let root = agent(&socket, "root");
+    // Nobody's agent connects: a popup for the machine reaches nobody
+    // through the agent, and root, who has none, on the terminal.
     let nobody = agent(&socket, "nobody");
-    until(LONG, "both agents", || {
-        let e = receiver.stderr();
-        e.contains("a session agent of root connected") && e.contains("a session agent of nobody connected")
-    });
-    send_to("root", "for root alone");
+    until(LONG, "nobody's agent", || receiver.stderr().contains("a session agent of nobody connected"));
     send_to("WS1", "for everyone here");
+    until(LONG, "the machine's popup at nobody's agent", || messages(&nobody).len() == 1);
+    until(LONG, "the machine's popup on root's terminal", || pty.text().contains("for everyone here"));
+    let shown = &record("for everyone here")["shown"];
+    assert_eq!(*shown, serde_json::json!({"agents": ["nobody"], "terminals": [pty.line]}));
+
+    let root = agent(&socket, "root");
+    until(LONG, "root's agent", || receiver.stderr().contains("a session agent of root connected"));
+    send_to("root", "for root alone");
     send_to("nobody", "for nobody alone");
-    until(LONG, "the popups at the agents", || messages(&root).len() == 2 && messages(&nobody).len() == 2);
+    until(LONG, "the popups at the agents", || messages(&root).len() == 1 && messages(&nobody).len() == 2);
     let texts =
         |p: &Proc| -> Vec<String> { messages(p).iter().map(|m| m["text"].as_str().unwrap().to_string()).collect() };
-    assert_eq!(texts(&root), ["for root alone", "for everyone here"]);
+    assert_eq!(texts(&root), ["for root alone"]);
     assert_eq!(texts(&nobody), ["for everyone here", "for nobody alone"]);
-    let agents_of = |text: &str| popups_with(&receiver, text)[0]["shown"]["agents"].clone();
+    let agents_of = |text: &str| record(text)["shown"]["agents"].clone();
     assert_eq!(agents_of("for root alone"), serde_json::json!(["root"]));
-    assert_eq!(agents_of("for everyone here"), serde_json::json!(["nobody", "root"]));
     assert_eq!(agents_of("for nobody alone"), serde_json::json!(["nobody"]));
     assert!(!pty.text().contains("for root alone"), "an agent runs: not on the terminal");
     assert_eq!(messages(&root)[0]["from"], "ADMIN");
@@ -1902,8 +1912,9 @@ fn the_system_receiver_hands_popups_to_each_users_agent_and_else_to_their_termin
     let mut d = Command::new("setpriv");
     d.args(["--reuid=65000", "--regid=65000", "--clear-groups"])
         .arg(alerter_bin())
-        .args(["deliver", "--from", "MALLORY", "--to", "ROOT", "--socket"])
+        .args(["deliver", "--socket"])
         .arg(&socket)
+        .args(["--from", "MALLORY", "--to", "ROOT"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -1925,7 +1936,7 @@ fn the_system_receiver_hands_popups_to_each_users_agent_and_else_to_their_termin
     let _ = std::io::Read::read_to_end(&mut long, &mut rest);
     assert!(rest.is_empty(), "closed without an answer");
     send_to("WS1", "still here");
-    until(LONG, "the receiver goes on", || messages(&root).len() == 3);
+    until(LONG, "the receiver goes on", || messages(&root).len() == 2 && messages(&nobody).len() == 3);
     assert!(popups_with(&receiver, "I am root").is_empty());
 }
 
@@ -1941,7 +1952,7 @@ fn beside_samba_the_message_command_hands_messages_to_the_session_agent() {
     let utmp = dir.path().join("utmp");
     write_logins(&utmp, &[("root", std::process::id(), true)]);
     let command = format!(
-        "message command = {} deliver --from %f --to %L --file %s --socket {}",
+        "message command = {} deliver --file %s --socket {} --from %f --to %L",
         alerter_bin(),
         socket.display()
     );
@@ -1964,5 +1975,16 @@ fn beside_samba_the_message_command_hands_messages_to_the_session_agent() {
     assert_eq!(m["from"], "alice");
     assert!(m["to"].as_str().unwrap().eq_ignore_ascii_case("root"), "{m}");
     assert_eq!(m["text"].as_str().unwrap().trim_end(), "über Samba");
+    until(LONG, "the receiver's record", || !popups_with(&receiver, "über Samba").is_empty());
     assert_eq!(popups_with(&receiver, "über Samba")[0]["shown"]["agents"], serde_json::json!(["root"]));
+
+    // smbd takes a message for anyone; one for a user who is not here is
+    // kept in the history, and shown to nobody else.
+    let (code, out) = smbclient(&ns, &conf, &["-M", "carol", "-I", "127.0.0.1", "-U", "alice", "-N"], "for carol\n");
+    assert_eq!(code, Some(0), "{out}");
+    until(LONG, "the receiver's record of carol's popup", || !popups_with(&receiver, "for carol").is_empty());
+    let shown = &popups_with(&receiver, "for carol")[0]["shown"];
+    assert_eq!(*shown, serde_json::json!({"agents": [], "terminals": []}));
+    assert!(receiver.stderr().contains("a popup for carol, who is not here: kept in the history only"));
+    assert_eq!(messages(&root).len(), 1, "root's agent is not given carol's popup");
 }
