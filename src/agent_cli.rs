@@ -145,7 +145,8 @@ fn deliver_inner(a: &DeliverArgs) -> anyhow::Result<()> {
     };
     // Cut here, so that the hello fits the socket's line however the text
     // is escaped: a long message is shown cut rather than lost.
-    let text = cut(text, MAX_HANDED_TEXT);
+    let mut text = text;
+    text.truncate(text.floor_char_boundary(MAX_HANDED_TEXT));
     let handed = Handed { from: a.from.clone(), to: a.to.join(" "), text };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let reply = rt.block_on(async {
@@ -171,18 +172,6 @@ async fn hand_over(socket: &Path, m: Handed) -> anyhow::Result<Reply> {
         anyhow::bail!("the receiver closed the connection without an answer");
     }
     Ok(serde_json::from_slice(&buf)?)
-}
-
-/// `text` cut to at most `max` bytes, on a character's boundary.
-fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut at = max;
-        while !text.is_char_boundary(at) {
-            at -= 1;
-        }
-        text.truncate(at);
-    }
-    text
 }
 
 /// smbd's message file: read on the descriptor checked (a regular file,

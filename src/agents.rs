@@ -437,13 +437,7 @@ async fn deliver(uid: u32, mut m: Handed, shared: &Shared) -> Reply {
     // longer is not one.
     m.from = m.from.chars().take(64).collect();
     m.to = m.to.chars().take(64).collect();
-    if m.text.len() > shared.cfg.max_text {
-        let mut cut = shared.cfg.max_text;
-        while !m.text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        m.text.truncate(cut);
-    }
+    m.text.truncate(m.text.floor_char_boundary(shared.cfg.max_text));
     match shared.intake.try_send(m) {
         Ok(()) => Reply::Ok {},
         Err(_) => Reply::Error("the receiver is busy; try again".into()),
