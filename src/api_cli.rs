@@ -649,6 +649,15 @@ pub struct AckArgs {
     /// Why: in history and in `alerter alerts`.
     #[arg(short = 'm', long)]
     comment: Option<String>,
+    /// On a receiving machine: the message history where popups are looked
+    /// up (default: `alerter listen`'s). An id found in a popup there is
+    /// acknowledged back to the daemon that sent it; the others go to the API.
+    #[arg(long, value_name = "FILE")]
+    history: Option<std::path::PathBuf>,
+    /// Seal acknowledgements of popups with this workgroup key file (the
+    /// daemon's messenger transport's `seal_key_file`).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<std::path::PathBuf>,
 }
 
 /// `alerter emit`.
@@ -763,8 +772,39 @@ fn alert_row(a: &types::AlertInfo) -> Vec<String> {
 
 /// `alerter ack`.
 pub fn ack(api: &ApiArgs, args: AckArgs) -> anyhow::Result<()> {
-    let client = api.client()?;
     let (matchers, ids): (Vec<String>, Vec<String>) = args.targets.into_iter().partition(|t| t.contains(['=', '~']));
+    // Popups first: an id this receiver was shown is acknowledged to its
+    // sender over the Messenger protocol.
+    let history = args.history.clone().unwrap_or_else(crate::popup_ack::default_history);
+    let mut popups = Vec::new();
+    let mut ids_left = Vec::new();
+    for id in ids {
+        match crate::popup_ack::find(&history, &id)? {
+            Some(a) => popups.push((id, a)),
+            None => ids_left.push(id),
+        }
+    }
+    if !popups.is_empty() {
+        let key = match &args.key_file {
+            Some(p) => Some(alerter_core::transport::messenger::read_key_file(p).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let sender = crate::popup_ack::Sender {
+            from: crate::popup_ack::login_name(),
+            key,
+            timeout: std::time::Duration::from_secs(5),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        for (id, a) in &popups {
+            rt.block_on(crate::popup_ack::send(&sender, a))?;
+            println!("acknowledged {id}: the popup from {} ({})", a.daemon, a.addr);
+        }
+    }
+    if ids_left.is_empty() && matchers.is_empty() {
+        return Ok(());
+    }
+    let ids = ids_left;
+    let client = api.client()?;
     let req = types::AckRequest { ids, matchers, comment: args.comment };
     let res: types::AckResult = call(client.post(alerter_api::paths::ACKS, &req))?;
     if api.json {

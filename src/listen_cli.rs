@@ -182,7 +182,12 @@ fn state_dir() -> PathBuf {
 }
 
 fn history_path(a: &ListenArgs) -> PathBuf {
-    a.history.clone().unwrap_or_else(|| state_dir().join("messages.jsonl"))
+    a.history.clone().unwrap_or_else(default_history)
+}
+
+/// Where `alerter listen` keeps its history by default.
+pub fn default_history() -> PathBuf {
+    state_dir().join("messages.jsonl")
 }
 
 fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
@@ -475,7 +480,7 @@ pub async fn terminate() {
 }
 
 fn message_json(m: &messenger_transport::listener::Received) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "time": chrono::Utc::now().to_rfc3339(),
         "from": m.from,
         "to": m.to,
@@ -486,7 +491,12 @@ fn message_json(m: &messenger_transport::listener::Received) -> serde_json::Valu
         "sealed": m.sealed.as_ref().map(|s| serde_json::json!({
             "id": s.id, "severity": s.severity, "time": s.time, "verified_sender": s.verified_sender,
         })),
-    })
+    });
+    // A popup that can be acknowledged (`alerter ack ID`).
+    if let Some((a, _)) = messenger_transport::ack::AckRef::find(&m.text) {
+        v["ack"] = serde_json::json!({ "alerts": a.alerts, "notification": a.notification, "port": a.port });
+    }
+    v
 }
 
 /// A message smbd received, handed over by its `message command`.

@@ -32,6 +32,7 @@ mod journal;
 mod listen_cli;
 mod manual_cli;
 mod messenger_cli;
+mod popup_ack;
 mod presence;
 mod scan_cli;
 

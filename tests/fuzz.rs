@@ -13,7 +13,7 @@ fn fuzz_targets_run_without_a_crash() {
     let dir = util::repo().join("messenger-transport");
     let have = Command::new(env!("CARGO")).args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
     assert!(have, "cargo-fuzz is missing: install it with `cargo install cargo-fuzz`");
-    for target in ["datagram", "name_service", "session", "sealed"] {
+    for target in ["datagram", "name_service", "session", "sealed", "ack"] {
         let out = Command::new(env!("CARGO"))
             .current_dir(&dir)
             // libFuzzer's instrumentation needs unstable rustc options; this

@@ -24,6 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use alerter_engine::{Engine, Turn};
 
+use crate::acks::{self, AckSecret};
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::control;
@@ -59,6 +60,8 @@ pub enum DaemonError {
     Transport { name: String, source: TransportError },
     #[error("control API: {0}")]
     Api(String),
+    #[error("acknowledgements: {0}")]
+    Acks(String),
 }
 
 /// How to run.
@@ -87,10 +90,11 @@ impl std::fmt::Debug for RunOptions {
 
 type Built = HashMap<String, (Arc<dyn Transport>, RetryPolicy)>;
 
-fn build_transports(cfg: &Config) -> Result<Built, DaemonError> {
+fn build_transports(cfg: &Config, ack_secret: &Arc<AckSecret>) -> Result<Built, DaemonError> {
     let mut out = HashMap::new();
     for (name, t) in &cfg.transports {
-        let cx = transport::BuildCx { alerter_name: &cfg.name, workgroup: &cfg.workgroup };
+        let cx =
+            transport::BuildCx { alerter_name: &cfg.name, workgroup: &cfg.workgroup, ack_secret: Some(ack_secret) };
         let built = transport::build(t, &cx).map_err(|source| DaemonError::Transport { name: name.clone(), source })?;
         out.insert(name.clone(), (built, transport::retry_policy(t)));
     }
@@ -429,7 +433,10 @@ pub async fn run(
         // marked at the next start or reload.
         Err(e) => warn!("cannot mark notifications for removed transports: {e}"),
     }
-    let built = build_transports(&cfg)?;
+    // Made at the first start, kept: tokens in popups shown before a
+    // restart still acknowledge them after it.
+    let ack_secret = Arc::new(AckSecret::load_or_create(&cfg.state_dir).map_err(DaemonError::Acks)?);
+    let built = build_transports(&cfg, &ack_secret)?;
     let mut transports: HashMap<String, Arc<dyn Transport>> =
         built.iter().map(|(k, (t, _))| (k.clone(), t.clone())).collect();
     let mut dispatcher = start_dispatcher(&cfg, built, &report_tx, &clock)?;
@@ -447,6 +454,12 @@ pub async fn run(
         drop_report_every: opts.drop_report_every,
     };
     let mut api = control::start(&cfg).await.map_err(DaemonError::Api)?;
+    // Where acknowledgements arrive; a reload that changes it starts it
+    // again, so the port in the popups and the one listened on agree.
+    let (mut ack_listener, mut acks) = match acks::listen_for(&cfg, &ack_secret).await.map_err(DaemonError::Acks)? {
+        Some((l, rx)) => (Some(l), Some(rx)),
+        None => (None, None),
+    };
     let started_at = now;
     let mut loaded_at = now;
     let specs: Vec<_> = cfg.sources.values().cloned().collect();
@@ -544,9 +557,22 @@ pub async fn run(
                     start_loading(&opts, loaded_tx.clone());
                 }
                 let now = clock.now();
-                let outcome = match reload(loaded, &opts, &mut cfg, &mut engine, &mut store, &mut dispatcher, &mut transports, &report_tx, &api, now) {
+                let ack_setting = acks::setting(&cfg);
+                let outcome = match reload(loaded, &opts, &mut cfg, &mut engine, &mut store, &mut dispatcher, &mut transports, &report_tx, &api, &ack_secret, now) {
                     Ok(warnings) => {
                         loaded_at = now;
+                        if acks::setting(&cfg) != ack_setting {
+                            // The old port is let go before the new one is bound: it may be the same.
+                            if let Some(l) = ack_listener.take() {
+                                l.close().await;
+                            }
+                            acks = None;
+                            match acks::listen_for(&cfg, &ack_secret).await {
+                                Ok(Some((l, rx))) => (ack_listener, acks) = (Some(l), Some(rx)),
+                                Ok(None) => info!("acknowledgements from popups are no longer taken"),
+                                Err(e) => error!("acknowledgements from popups are not taken: {e}"),
+                            }
+                        }
                         let specs: Vec<_> = cfg.sources.values().cloned().collect();
                         sources.reconcile(&specs, &supervisor_env(&cfg)).await;
                         engine.raise(internal::reloaded(&cfg.name, cfg.rules.len(), now), now);
@@ -618,6 +644,11 @@ pub async fn run(
                     committer.commit(&mut store, &mut engine, &dispatcher, true, now);
                     done();
                 }
+            }
+            Some(ack) = async { acks.as_mut()?.recv().await }, if acks.is_some() => {
+                let now = clock.now();
+                acks::apply(&mut engine, &store, &ack, now);
+                committer.commit(&mut store, &mut engine, &dispatcher, true, now);
             }
             Some((id, reply)) = direct_rx.recv() => committer.delivered_directly(id, reply),
             Some(report) = report_rx.recv() => {
@@ -792,6 +823,7 @@ fn reload(
     transports: &mut HashMap<String, Arc<dyn Transport>>,
     reports: &mpsc::UnboundedSender<Report>,
     api: &control::Api,
+    ack_secret: &Arc<AckSecret>,
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, Vec<String>> {
     let loaded = match loaded {
@@ -815,7 +847,7 @@ fn reload(
     if new.state_dir != cfg.state_dir {
         warn!("`alerter.state_dir` changed to {}; it takes effect at the next restart", new.state_dir.display());
     }
-    let built = match build_transports(&new) {
+    let built = match build_transports(&new, ack_secret) {
         Ok(b) => b,
         Err(e) => {
             error!("configuration not reloaded: {e}; the previous configuration keeps running");

@@ -8,6 +8,7 @@
 
 pub use alerter_engine::{budget, event, notices, notify, rules, schedule, template, visible};
 
+pub mod acks;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -18,8 +18,10 @@
 //! - [`seal`]: sealed messages (ChaCha20-Poly1305) and sender signatures (Ed25519).
 //! - [`replay`]: the replay guard's memory on disk.
 //! - [`iface`]: the machine's interfaces, and where broadcasts go.
+//! - [`ack`]: acknowledgements from the popup: its footer, and the reply.
 #![forbid(unsafe_code)]
 
+pub mod ack;
 pub mod client;
 pub mod dgram;
 pub mod hold;

@@ -66,6 +66,21 @@ impl SealPolicy {
     }
 }
 
+/// A last check of each message, made before the sender is answered: a
+/// message it refuses is refused on the wire (the sender learns it was
+/// not taken) and reported as [`Event::Rejected`] with its reason.
+#[derive(Clone)]
+pub struct Gate(pub Arc<GateFn>);
+
+/// The check a [`Gate`] makes: `Err` carries the reason for the log.
+pub type GateFn = dyn Fn(&Received) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate(..)")
+    }
+}
+
 /// What to listen on.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
@@ -106,6 +121,8 @@ pub struct ListenerConfig {
     pub max_per_peer: usize,
     /// Messages and bytes per second per address.
     pub rate: RateLimit,
+    /// Checks each message (after its seal) before it is taken.
+    pub gate: Option<Gate>,
 }
 
 impl ListenerConfig {
@@ -130,6 +147,7 @@ impl ListenerConfig {
             max_connections: 256,
             max_per_peer: 16,
             rate: RateLimit::DEFAULT,
+            gate: None,
         }
     }
 }
@@ -321,8 +339,23 @@ impl Shared {
             self.refuse_plain(m.peer, m.from);
             return false;
         }
+        if !self.passes_gate(&m) {
+            return false;
+        }
         self.emit(Event::Message(m));
         true
+    }
+
+    /// Whether the gate (if any) lets `m` in; a refusal is reported.
+    fn passes_gate(&self, m: &Received) -> bool {
+        let Some(gate) = &self.cfg.gate else { return true };
+        match (gate.0)(m) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.emit(Event::Rejected { peer: m.peer, from: Some(m.from.clone()), reason });
+                false
+            }
+        }
     }
 
     fn requires_seal(&self) -> bool {
@@ -372,6 +405,18 @@ impl Shared {
             },
             None => None,
         };
+        let received = Received {
+            from: m.from.clone(),
+            to: m.to.clone(),
+            text: m.text.clone(),
+            form,
+            group,
+            peer,
+            sealed: Some(SealInfo { id: m.id.clone(), severity: m.severity.clone(), time: m.time, verified_sender }),
+        };
+        if !self.passes_gate(&received) {
+            return false;
+        }
         // Last, so that only a message about to be shown is remembered.
         let checked = lock(&self.replay).check(&m, unix_now());
         match checked {
@@ -384,15 +429,7 @@ impl Shared {
                 return false;
             }
         }
-        self.emit(Event::Message(Received {
-            from: m.from,
-            to: m.to,
-            text: m.text,
-            form,
-            group,
-            peer,
-            sealed: Some(SealInfo { id: m.id, severity: m.severity, time: m.time, verified_sender }),
-        }));
+        self.emit(Event::Message(received));
         true
     }
 }
@@ -517,6 +554,15 @@ impl Listener {
     /// that no longer listens.
     pub async fn release_names(&self) {
         self.names.release_all().await;
+    }
+
+    /// Stops listening and returns once the ports are free again, so that
+    /// they can be bound anew at once (dropping only asks the tasks to end).
+    pub async fn close(mut self) {
+        for t in std::mem::take(&mut self.tasks) {
+            t.abort();
+            let _ = t.await;
+        }
     }
 }
 
@@ -1238,6 +1284,53 @@ mod tests {
         let Event::Message(r) = next(&mut rx).await else { panic!() };
         assert_eq!(r.text.len(), 3000);
         assert_eq!(r.form, Form::Session);
+    }
+
+    /// A gate refuses on the wire, plain and sealed alike; what it lets
+    /// through arrives as ever, and a refused sealed message is not
+    /// remembered as seen.
+    #[tokio::test]
+    async fn a_gate_refuses_before_the_sender_is_answered() {
+        let key = SealKey::from_text(&"11".repeat(32)).unwrap();
+        let mut cfg = ListenerConfig::new("BOB");
+        cfg.tcp = vec!["127.0.0.1:0".parse().unwrap()];
+        cfg.seal = Some(SealPolicy::new(key.clone()));
+        cfg.gate =
+            Some(Gate(Arc::new(
+                |m: &Received| {
+                    if m.text.starts_with("ok") { Ok(()) } else { Err(format!("not ok: {}", m.text)) }
+                },
+            )));
+        let (l, mut rx) = Listener::bind(cfg).await.unwrap();
+        let opts = SessionOptions::default();
+        let m = SessionMessage { from: "ALICE", to: "BOB", text: "bad one" };
+        let e = client::send_session(l.tcp[0], &m, &opts).await.unwrap_err();
+        assert!(matches!(e, client::SendError::Refused(_)), "{e}");
+        let Event::Rejected { reason, from, .. } = next(&mut rx).await else { panic!() };
+        assert_eq!((reason.as_str(), from.as_deref()), ("not ok: bad one", Some("ALICE")));
+        let m = SessionMessage { from: "ALICE", to: "BOB", text: "ok then" };
+        client::send_session(l.tcp[0], &m, &opts).await.unwrap();
+        let Event::Message(r) = next(&mut rx).await else { panic!() };
+        assert_eq!(r.text, "ok then");
+
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let sealed = |text: &str| {
+            let s = seal::seal(&key, &seal::Sealed::new("ALICE", "BOB", now, "info", text));
+            smb::mailslot_write(dgram::ALERTER_SEALED, &s, false)
+        };
+        let bad = sealed("sealed but bad");
+        let e = client::send_session_smb(l.tcp[0], "ALICE", "BOB", bad.clone(), &opts).await.unwrap_err();
+        assert!(matches!(e, client::SendError::Refused(_)), "{e}");
+        let Event::Rejected { reason, .. } = next(&mut rx).await else { panic!() };
+        assert_eq!(reason, "not ok: sealed but bad");
+        client::send_session_smb(l.tcp[0], "ALICE", "BOB", sealed("ok sealed"), &opts).await.unwrap();
+        let Event::Message(r) = next(&mut rx).await else { panic!() };
+        assert_eq!((r.text.as_str(), r.sealed.is_some()), ("ok sealed", true));
+        // Refused, it was not remembered: the gate is asked again (and a
+        // replay would have said "replayed").
+        let _ = client::send_session_smb(l.tcp[0], "ALICE", "BOB", bad, &opts).await;
+        let Event::Rejected { reason, .. } = next(&mut rx).await else { panic!() };
+        assert_eq!(reason, "not ok: sealed but bad");
     }
 
     /// 10,000 random and truncated frames on every port, then valid

@@ -199,6 +199,12 @@ impl Proc {
         self.err.lock().unwrap().clone()
     }
 
+    /// Sends the process a signal (`HUP`, `TERM`, …).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill -{sig} {}", self.child.id());
+    }
+
     /// The JSON lines printed so far.
     pub fn json_lines(&self) -> Vec<serde_json::Value> {
         self.stdout().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()

@@ -1038,6 +1038,26 @@ pub fn compile(
             (id.clone(), TransportInfo { kind: t.kind(), html, offline, max_age })
         })
         .collect();
+    // Acknowledgements come back to one port: a second transport taking
+    // them would need a second listener for no gain.
+    let mut with_acks = Vec::new();
+    for (id, t) in &transports {
+        if let model::TransportConfig::Messenger(m) = t
+            && m.acks.is_some()
+        {
+            let o = &transport_origins[id];
+            if let Some(first) = with_acks.first() {
+                let d = Diagnostic::at(
+                    o.file,
+                    &o.path.key("acks"),
+                    format!("transport `{first}` already takes acknowledgements"),
+                )
+                .with_note("one port takes the acknowledgements of every popup: set `acks` on one messenger transport");
+                cx.diags.push(d);
+            }
+            with_acks.push(id.clone());
+        }
+    }
     let budgets = compile_budgets(&transports, &subscribers, &groups);
     let paths: Vec<PathBuf> =
         files.iter().map(|(f, _)| sources.files()[*f].path().map(PathBuf::from).unwrap_or_default()).collect();

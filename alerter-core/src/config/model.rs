@@ -367,6 +367,24 @@ pub struct MessengerConfig {
     /// another transport instead. Without it, such popups are retried like any failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline: Option<OfflineConfig>,
+    /// Acknowledgements from the popup: each popup about firing alerts ends with an ack line
+    /// (its alert, a token), and the receiver's `alerter ack ID` sends the acknowledgement back
+    /// to this port, where the daemon listens. Sealed with `seal_key_file` when one is set, and
+    /// then only sealed ones are taken. At most one messenger transport may set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acks: Option<AcksConfig>,
+}
+
+/// Where the daemon takes acknowledgements from popups.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcksConfig {
+    /// The TCP port (the session form of the Messenger protocol). Not 139 or 445 where smbd or
+    /// `alerter listen` runs on the same machine: 1139, say.
+    pub port: u16,
+    /// The address to listen on. Default: 0.0.0.0 (every interface).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<std::net::IpAddr>,
 }
 
 /// Store-and-forward of popups to people who are nowhere to be found.

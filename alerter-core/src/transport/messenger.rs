@@ -53,6 +53,8 @@ pub struct MessengerOptions {
     /// Signs sealed messages.
     pub sign: Option<SigningKey>,
     pub also_plain: bool,
+    /// Adds the acknowledgement footer to popups about firing alerts.
+    pub acks: Option<crate::acks::Footer>,
 }
 
 /// A popup hours late is noise: give up after an hour.
@@ -83,6 +85,11 @@ pub fn check(m: &MessengerConfig) -> Vec<(YamlPath, String)> {
         && let Err(e) = read_key_file(k)
     {
         out.push((key("seal_key_file"), e));
+    }
+    if let Some(a) = &m.acks
+        && a.port == 0
+    {
+        out.push((key("acks").key("port"), "port 0 is no port: choose one, 1139 say".to_string()));
     }
     if let Some(k) = &m.sign_key_file {
         if m.seal_key_file.is_none() {
@@ -189,6 +196,7 @@ impl MessengerOptions {
             seal,
             sign,
             also_plain: c.also_plain.unwrap_or(false),
+            acks: None,
         })
     }
 }
@@ -273,9 +281,43 @@ impl MessengerTransport {
 
     /// The popup text: cut to the limit after encoding, with a marker.
     pub fn shape(&self, text: &str) -> String {
+        self.shape_within(text, self.opts.max_length)
+    }
+
+    fn shape_within(&self, text: &str, max: usize) -> String {
         let bytes = self.opts.code_page.encode(text.trim_end());
-        let cut = oem::truncate_with_marker(bytes, self.opts.max_length, b" [...]");
+        let cut = oem::truncate_with_marker(bytes, max, b" [...]");
         self.opts.code_page.decode(&cut)
+    }
+
+    /// The popup's text: shaped to fit, and, for firing alerts when
+    /// acknowledgements are on, the footer after it (room is kept for it,
+    /// so it is never what gets cut).
+    pub fn popup_text(&self, n: &Notification) -> String {
+        let footer = match &self.opts.acks {
+            Some(f) if n.status == "firing" && !n.alerts.is_empty() => Some(
+                messenger_transport::ack::AckRef {
+                    port: f.port,
+                    notification: n.id.clone(),
+                    token: f.secret.token(&n.id),
+                    alerts: n
+                        .alerts
+                        .iter()
+                        .take(messenger_transport::ack::MAX_ALERTS)
+                        .map(|a| a.fingerprint.to_string())
+                        .collect(),
+                }
+                .footer(),
+            ),
+            _ => None,
+        };
+        match footer {
+            Some(footer) => {
+                let room = self.opts.max_length.saturating_sub(self.opts.code_page.encode(&footer).len());
+                format!("{}{footer}", self.shape_within(&n.text, room))
+            }
+            None => self.shape(&n.text),
+        }
     }
 
     async fn target(&self, machine: &str) -> Result<SocketAddr, SendError> {
@@ -446,7 +488,7 @@ impl Transport for MessengerTransport {
 
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<Delivered, TransportError>> {
         Box::pin(async move {
-            let text = self.shape(&n.text);
+            let text = self.popup_text(n);
             let pending: Vec<&Recipient> = n.recipients.iter().filter(|r| !self.already(&n.id, &r.id)).collect();
             let text = text.as_str();
             let futures: Vec<_> = pending.into_iter().map(|r| self.deliver_to(r, n, text)).collect();

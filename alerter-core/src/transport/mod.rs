@@ -87,6 +87,9 @@ pub trait Transport: Send + Sync {
 pub struct BuildCx<'a> {
     pub alerter_name: &'a str,
     pub workgroup: &'a str,
+    /// The secret of acknowledgement tokens, for a messenger transport
+    /// with `acks`.
+    pub ack_secret: Option<&'a Arc<crate::acks::AckSecret>>,
 }
 
 /// Builds a transport from its config. Opens files but connects nowhere.
@@ -94,8 +97,12 @@ pub fn build(cfg: &TransportConfig, cx: &BuildCx<'_>) -> Result<Arc<dyn Transpor
     match cfg {
         TransportConfig::Log { path, .. } => Ok(Arc::new(log::LogTransport::open(path)?)),
         TransportConfig::Messenger(m) => {
-            let opts = messenger::MessengerOptions::from_config(m, cx.alerter_name, cx.workgroup)
+            let mut opts = messenger::MessengerOptions::from_config(m, cx.alerter_name, cx.workgroup)
                 .map_err(TransportError::permanent)?;
+            opts.acks = match (&m.acks, cx.ack_secret) {
+                (Some(a), Some(secret)) => Some(crate::acks::Footer { secret: secret.clone(), port: a.port }),
+                _ => None,
+            };
             Ok(Arc::new(messenger::MessengerTransport::new(opts)))
         }
         TransportConfig::Email(e) => Ok(Arc::new(email::EmailTransport::new(e).map_err(TransportError::permanent)?)),
