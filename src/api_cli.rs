@@ -774,21 +774,27 @@ fn alert_row(a: &types::AlertInfo) -> Vec<String> {
 pub fn ack(api: &ApiArgs, args: AckArgs) -> anyhow::Result<()> {
     let (matchers, ids): (Vec<String>, Vec<String>) = args.targets.into_iter().partition(|t| t.contains(['=', '~']));
     // Popups first: an id this receiver was shown is acknowledged to its
-    // sender over the Messenger protocol.
+    // sender over the Messenger protocol. What goes wrong with one id is
+    // said, and the others still go.
     let history = args.history.clone().unwrap_or_else(crate::popup_ack::default_history);
+    let key = match &args.key_file {
+        Some(p) => Some(alerter_core::transport::messenger::read_key_file(p).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let mut failed = 0;
     let mut popups = Vec::new();
     let mut ids_left = Vec::new();
     for id in ids {
-        match crate::popup_ack::find(&history, &id)? {
-            Some(a) => popups.push((id, a)),
-            None => ids_left.push(id),
+        match crate::popup_ack::find(&history, &id, key.is_some()) {
+            Ok(Some(a)) => popups.push((id, a)),
+            Ok(None) => ids_left.push(id),
+            Err(e) => {
+                eprintln!("alerter ack: {e:#}");
+                failed += 1;
+            }
         }
     }
     if !popups.is_empty() {
-        let key = match &args.key_file {
-            Some(p) => Some(alerter_core::transport::messenger::read_key_file(p).map_err(anyhow::Error::msg)?),
-            None => None,
-        };
         let sender = crate::popup_ack::Sender {
             from: crate::popup_ack::login_name(),
             key,
@@ -796,25 +802,39 @@ pub fn ack(api: &ApiArgs, args: AckArgs) -> anyhow::Result<()> {
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         for (id, a) in &popups {
-            rt.block_on(crate::popup_ack::send(&sender, a))?;
-            println!("acknowledged {id}: the popup from {} ({})", a.daemon, a.addr);
+            match rt.block_on(crate::popup_ack::send(&sender, a)) {
+                Ok(()) if api.json => println!(
+                    "{}",
+                    serde_json::json!({"acknowledged": id, "popup_from": a.daemon, "to": a.addr.to_string(), "notification": a.ack.notification})
+                ),
+                Ok(()) => println!("acknowledged {id}: the popup from {} ({})", a.daemon, a.addr),
+                Err(e) => {
+                    eprintln!("alerter ack: {id}: {e:#}");
+                    failed += 1;
+                }
+            }
         }
     }
+    let done = |failed: usize| match failed {
+        0 => Ok(()),
+        n => Err(anyhow::anyhow!("{n} of the ids could not be acknowledged")),
+    };
     if ids_left.is_empty() && matchers.is_empty() {
-        return Ok(());
+        return done(failed);
     }
     let ids = ids_left;
     let client = api.client()?;
     let req = types::AckRequest { ids, matchers, comment: args.comment };
     let res: types::AckResult = call(client.post(alerter_api::paths::ACKS, &req))?;
     if api.json {
-        return print_json(&res);
+        print_json(&res)?;
+        return done(failed);
     }
     let n = res.acknowledged.len();
     println!("acknowledged {n} alert{}", if n == 1 { "" } else { "s" });
     let rows: Vec<Vec<String>> = res.acknowledged.iter().map(alert_row).collect();
     table(&["ID", "RULE", "SEVERITY", "STATE", "SINCE", "HOST", "NOTE", "SUMMARY"], &rows);
-    Ok(())
+    done(failed)
 }
 
 /// An id as one path segment: anything but unreserved characters escaped.

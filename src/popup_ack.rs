@@ -26,10 +26,18 @@ pub struct Ackable {
     pub ack: AckRef,
 }
 
-/// The newest popup in the history at `path` whose alert (or notification)
-/// id begins with `id`; `Ok(None)` when there is none (or no history).
-pub fn find(path: &Path, id: &str) -> anyhow::Result<Option<Ackable>> {
+/// The newest popup in the history at `path` about the alert whose id
+/// begins with `id` (4 hex digits at least), or whose notification id is
+/// `id` in full; `Ok(None)` when there is none (or no history). With
+/// `sealed_only`, popups that came unsealed are not believed: anyone on
+/// the LAN can send a popup with a footer, naming an address of their
+/// choosing. An id that begins more than one alert's id is an error that
+/// lists them.
+pub fn find(path: &Path, id: &str, sealed_only: bool) -> anyhow::Result<Option<Ackable>> {
     let id = id.to_ascii_lowercase();
+    if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -42,14 +50,36 @@ pub fn find(path: &Path, id: &str) -> anyhow::Result<Option<Ackable>> {
     let mut bytes = Vec::new();
     file.take(MAX_READ).read_to_end(&mut bytes)?;
     let text = String::from_utf8_lossy(&bytes);
+    let mut found: Option<Ackable> = None;
+    let mut others = std::collections::BTreeSet::new();
     for line in text.lines().rev() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if sealed_only && v["sealed"].is_null() {
+            continue;
+        }
         let Some(a) = ackable(&v) else { continue };
-        if a.ack.alerts.iter().any(|f| f.starts_with(&id)) || a.ack.notification.starts_with(&id) {
+        if a.ack.notification == id {
             return Ok(Some(a));
         }
+        for f in a.ack.alerts.iter().filter(|f| f.starts_with(&id)) {
+            match &found {
+                None => found = Some(a.clone()),
+                Some(first) if !first.ack.alerts.contains(f) => {
+                    others.insert(f.clone());
+                }
+                Some(_) => {}
+            }
+        }
     }
-    Ok(None)
+    if let Some(first) = &found
+        && !others.is_empty()
+    {
+        let mut all: Vec<&String> = first.ack.alerts.iter().filter(|f| f.starts_with(&id)).collect();
+        all.extend(&others);
+        let all: Vec<&str> = all.iter().map(|s| s.as_str()).collect();
+        anyhow::bail!("{id} begins several alerts' ids in the popups here ({}): give more of it", all.join(", "));
+    }
+    Ok(found)
 }
 
 /// What a history line says of where to acknowledge its popup.
@@ -116,4 +146,71 @@ pub fn login_name() -> String {
 /// The receiver's history file by default (as `alerter listen` keeps it).
 pub fn default_history() -> PathBuf {
     crate::listen_cli::default_history()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(text: &str, sealed: bool) -> String {
+        let mut v = serde_json::json!({"from": "FILESERVER", "to": "WS1", "peer": "10.0.0.1:40000", "text": text});
+        if sealed {
+            v["sealed"] = serde_json::json!({"severity": "warning"});
+        }
+        format!("{v}\n")
+    }
+
+    fn footer(nid: &str, alerts: &[&str]) -> String {
+        format!(
+            "WARNING: disk\n\nTo acknowledge: alerter ack x\n[ack 1139 {nid} 0123456789abcdef0123 {}]",
+            alerts.join(" ")
+        )
+    }
+
+    #[test]
+    fn popups_are_found_by_alert_prefix_or_whole_notification_id_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        let a = "0123abcd0123abcd";
+        let history = [
+            line(&footer("1a23c5f6965153192935af41a5b", &[a]), true),
+            line("just a message", true),
+            "not json\n".to_string(),
+            line(&footer("1a23c5f7135b6081d04e0508d9c", &[a]), true),
+        ]
+        .concat();
+        std::fs::write(&path, history).unwrap();
+        let newest = find(&path, "0123ab", false).unwrap().expect("found by the alert's prefix");
+        assert_eq!(newest.ack.notification, "1a23c5f7135b6081d04e0508d9c");
+        assert_eq!(newest.addr, "10.0.0.1:1139".parse().unwrap());
+        assert_eq!(newest.daemon, "FILESERVER");
+        let older = find(&path, "1a23c5f6965153192935af41a5b", false).unwrap().expect("by the notification id");
+        assert_eq!(older.ack.notification, "1a23c5f6965153192935af41a5b");
+        // A notification id only in full: its prefix is a timestamp, shared by many.
+        assert_eq!(find(&path, "1a23c5f", false).unwrap(), None);
+        // Too short, not hex, not there.
+        for id in ["", "012", "xyz!", "ffff"] {
+            assert_eq!(find(&path, id, false).unwrap(), None, "{id:?}");
+        }
+        assert_eq!(find(&dir.path().join("none.jsonl"), "0123", false).unwrap(), None);
+    }
+
+    #[test]
+    fn unsealed_popups_are_not_believed_with_a_key_and_ambiguous_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        let forged = line(&footer("1a23c5f7135b6081d04e0508d9c", &["0123abcd0123abcd"]), false);
+        std::fs::write(&path, &forged).unwrap();
+        assert!(find(&path, "0123abcd", false).unwrap().is_some());
+        assert_eq!(find(&path, "0123abcd", true).unwrap(), None, "unsealed: not believed with a key");
+        let two = [
+            line(&footer("1a23c5f6965153192935af41a5b", &["0123abcd0123abcd"]), true),
+            line(&footer("1a23c5f7135b6081d04e0508d9c", &["0123ffff0123abcd"]), true),
+        ]
+        .concat();
+        std::fs::write(&path, two).unwrap();
+        let e = find(&path, "0123", true).unwrap_err().to_string();
+        assert!(e.contains("0123abcd0123abcd") && e.contains("0123ffff0123abcd"), "{e}");
+        assert!(find(&path, "0123f", true).unwrap().is_some());
+    }
 }

@@ -2116,10 +2116,20 @@ rules:
     daemon.signal("HUP");
     until(LONG, "the new port", || daemon.stderr().contains("taking acknowledgements from popups on 127.0.0.1:1140"));
     assert!(ns.tcp_listening(1140) && !ns.tcp_listening(1139), "the old port is let go");
+    // The new listener checks tokens as the old one did.
+    let mut args = vec!["--from", "MALLORY", "-I", "127.0.0.1", "-p", "1140", "--key-file", key.as_str(), "FILESERVER"];
+    let bad = ack_text("11111111111111111111");
+    args.push(&bad);
+    let (code, _) = send(&ns, &args, None);
+    assert_eq!(code, Some(1), "refused at the new port");
+    until(LONG, "the refusal at the new port", || {
+        daemon.stderr().matches("an acknowledgement refused: wrong token for notification").count() == 2
+    });
 }
 
 /// The login name of the test's user, as `alerter ack` names it.
 fn whoami() -> String {
     let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    // As `alerter ack` names it: at most 15 characters, a NetBIOS name's.
+    String::from_utf8_lossy(&out.stdout).trim().chars().take(15).collect()
 }

@@ -6,7 +6,10 @@
 //! its notification's id and a token, HMAC-SHA256 of the id under a secret
 //! only the daemon holds (`ack.key` in the state directory, made at the
 //! first start): unguessable, and different for every notification, so
-//! only someone who saw the popup can acknowledge it. The receiver sends
+//! only someone who saw the popup (or read it off the wire, when popups
+//! are not sealed) can acknowledge it, and only for the episode it told
+//! of: an alert that resolved and fired again is not acknowledged by an
+//! old popup. The receiver sends
 //! `ACK <id> <token>` as a Messenger message to the daemon's
 //! acknowledgement port; the listener's gate checks the token (and, when
 //! the transport seals, the seal) before the sender is answered, so a bad
@@ -22,6 +25,7 @@ use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
 use messenger_transport::ack::AckMessage;
+use messenger_transport::limits::LogEvery;
 use messenger_transport::listener::{Event, Gate, Listener, ListenerConfig, Received, SealPolicy};
 use messenger_transport::seal::SealKey;
 use sha2::Sha256;
@@ -130,6 +134,8 @@ pub struct AckListen {
     pub addr: SocketAddr,
     /// With a key, only acknowledgements sealed with it are taken.
     pub seal: Option<SealKey>,
+    /// Where the ids of the sealed acknowledgements taken are kept.
+    pub replay_file: Option<std::path::PathBuf>,
     pub secret: Arc<AckSecret>,
 }
 
@@ -141,7 +147,9 @@ pub async fn listen(cfg: AckListen) -> Result<(Listener, mpsc::Receiver<PopupAck
     // A short text: `ACK`, an id and a token.
     l.max_text = 256;
     if let Some(key) = cfg.seal {
-        l.seal = Some(SealPolicy { require: true, ..SealPolicy::new(key) });
+        // The replay guard is kept on disk: a sealed acknowledgement
+        // recorded off the wire is refused again after a restart.
+        l.seal = Some(SealPolicy { require: true, replay_file: cfg.replay_file.clone(), ..SealPolicy::new(key) });
     }
     let secret = cfg.secret.clone();
     l.gate = Some(Gate(Arc::new(move |m: &Received| check(&secret, m).map(|_| ()))));
@@ -149,6 +157,7 @@ pub async fn listen(cfg: AckListen) -> Result<(Listener, mpsc::Receiver<PopupAck
         Listener::bind(l).await.map_err(|e| format!("cannot listen for acknowledgements on {}: {e}", cfg.addr))?;
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
+        let mut logs: std::collections::HashMap<String, LogEvery> = std::collections::HashMap::new();
         while let Some(e) = events.recv().await {
             match e {
                 Event::Message(m) => {
@@ -161,11 +170,22 @@ pub async fn listen(cfg: AckListen) -> Result<(Listener, mpsc::Receiver<PopupAck
                     }
                 }
                 Event::Rejected { peer, from, reason } => {
-                    tracing::warn!(
-                        %peer,
-                        from = %from.as_deref().map(crate::visible::visible_line).unwrap_or_default(),
-                        "an acknowledgement refused: {reason}"
-                    );
+                    // A flood of bad acknowledgements is a few log lines: one
+                    // per kind of refusal and 10 s, with how many were not logged.
+                    let kind: String = reason.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+                    if logs.len() >= 64 && !logs.contains_key(&kind) {
+                        logs.clear();
+                    }
+                    let log = logs.entry(kind).or_insert_with(|| LogEvery::new(std::time::Duration::from_secs(10)));
+                    if let Some(skipped) = log.hit(std::time::Instant::now()) {
+                        let more =
+                            if skipped > 0 { format!(" ({skipped} more like it not logged)") } else { String::new() };
+                        tracing::warn!(
+                            %peer,
+                            from = %from.as_deref().map(crate::visible::visible_line).unwrap_or_default(),
+                            "an acknowledgement refused: {reason}{more}"
+                        );
+                    }
                 }
                 Event::NameConflict { .. } => {}
             }
@@ -180,7 +200,17 @@ pub fn setting(cfg: &crate::config::Config) -> Option<String> {
     use crate::config::model::TransportConfig;
     cfg.transports.values().find_map(|t| match t {
         TransportConfig::Messenger(m) => {
-            m.acks.as_ref().map(|a| format!("{a:?} {:?} {:?} {}", m.seal_key_file, m.from, cfg.name))
+            m.acks.as_ref().map(|a| {
+                // The key's content, not only its path: a key replaced in
+                // place must reach the listener too.
+                let key = m.seal_key_file.as_ref().map(|p| {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    std::fs::read(p).unwrap_or_default().hash(&mut h);
+                    h.finish()
+                });
+                format!("{a:?} {:?} {key:?} {:?} {}", m.seal_key_file, m.from, cfg.name)
+            })
         }
         _ => None,
     })
@@ -219,7 +249,8 @@ pub async fn listen_for(
     let from = m.from.clone().unwrap_or_else(|| cfg.name.chars().take(15).collect());
     let addr = SocketAddr::new(a.bind.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()), a.port);
     let sealed = if seal.is_some() { ", sealed only" } else { "" };
-    let listening = listen(AckListen { name: from, addr, seal, secret: secret.clone() }).await?;
+    let replay_file = Some(cfg.state_dir.join("ack-seen"));
+    let listening = listen(AckListen { name: from, addr, seal, replay_file, secret: secret.clone() }).await?;
     tracing::info!("taking acknowledgements from popups on {addr}{sealed}");
     Ok(Some(listening))
 }
@@ -245,8 +276,8 @@ pub fn apply(
             return;
         }
     };
-    let ids: Vec<String> = n.alerts.iter().map(|a| a.fingerprint.to_string()).collect();
-    match engine.acknowledge(&ids, None, &ack.by, Some("from the popup"), now) {
+    let alerts: Vec<_> = n.alerts.iter().map(|a| a.fingerprint).collect();
+    match engine.acknowledge_notified(&alerts, n.created_at, &ack.by, Some("from the popup"), now) {
         Ok(acked) => tracing::info!(by = %ack.by, alerts = acked.len(), "popup acknowledged ({})", n.rule),
         Err(e) => tracing::info!(by = %ack.by, "a popup acknowledged ({}), but {e}", n.rule),
     }
@@ -280,6 +311,47 @@ mod tests {
         for bad in ["", "00", &t[..18], &format!("{t}00"), &t.to_uppercase().replace(char::is_numeric, "g")] {
             assert!(!a.verify("n1", bad), "{bad}");
         }
+    }
+
+    /// A popup acknowledges the episode it told of; after the alert
+    /// resolved and fired again, the old popup acknowledges nothing.
+    #[test]
+    fn an_old_popup_does_not_acknowledge_a_new_firing() {
+        use crate::event::{Event, Inbound, Severity};
+        let text = r#"
+transports:
+  popup: { type: messenger }
+subscribers:
+  alice: { machine: ALICE-PC }
+rules:
+  - name: disk
+    notify: [{ subscribers: [alice], via: [popup] }]
+"#;
+        let registry = crate::plugin::PluginRegistry::empty();
+        let loaded = crate::config::load_str("a.yaml", text, None, &crate::transport::load_options(&registry)).unwrap();
+        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc);
+        let now = t("2026-12-03T10:00:00Z");
+        let mut engine =
+            alerter_engine::Engine::new(loaded.config.engine_config(), Vec::new(), Default::default(), now);
+        let event = |sev: Severity, at| Inbound::Event(Event::new("disk", "web01", sev, "disk full", at).with_key("d"));
+        let fire = |engine: &mut alerter_engine::Engine, at| {
+            engine.handle(event(Severity::Warning, at), at);
+            engine.tick(at);
+            engine.take_turn().notifications.into_iter().next().expect("a popup")
+        };
+        let first = fire(&mut engine, now);
+        let later = t("2026-12-03T11:00:00Z");
+        engine.handle(event(Severity::Resolved, later), later);
+        engine.tick(later);
+        engine.take_turn();
+        let again = t("2026-12-03T12:00:00Z");
+        let second = fire(&mut engine, again);
+        let alerts = |n: &crate::notify::Notification| n.alerts.iter().map(|a| a.fingerprint).collect::<Vec<_>>();
+        assert_eq!(alerts(&first), alerts(&second), "the same alert, two episodes");
+        let old = engine.acknowledge_notified(&alerts(&first), first.created_at, "alice at 10.0.0.5", None, again);
+        assert!(old.is_err(), "the old popup acknowledges nothing: {old:?}");
+        let new = engine.acknowledge_notified(&alerts(&second), second.created_at, "alice at 10.0.0.5", None, again);
+        assert_eq!(new.unwrap().len(), 1);
     }
 
     #[test]

@@ -557,7 +557,8 @@ pub async fn run(
                     start_loading(&opts, loaded_tx.clone());
                 }
                 let now = clock.now();
-                let ack_setting = acks::setting(&cfg);
+                // A listener that failed to start is tried again at every reload.
+                let ack_setting = if acks.is_some() { acks::setting(&cfg) } else { None };
                 let outcome = match reload(loaded, &opts, &mut cfg, &mut engine, &mut store, &mut dispatcher, &mut transports, &report_tx, &api, &ack_secret, now) {
                     Ok(warnings) => {
                         loaded_at = now;

@@ -433,7 +433,7 @@ impl Engine {
             ));
         }
         let ids: Vec<String> = ids.iter().map(|i| i.to_ascii_lowercase()).collect();
-        let acked = self.router.acknowledge(
+        self.acknowledge_where(
             |rule, a| {
                 let id = a.fingerprint.to_string();
                 ids.iter().any(|p| id.starts_with(p.as_str()))
@@ -442,7 +442,36 @@ impl Engine {
             by,
             comment,
             now,
-        );
+        )
+    }
+
+    /// Acknowledges the alerts a notification made at `notified_at` was
+    /// about, in the episode it told of: an alert that resolved and fired
+    /// again since is a new one, which the old popup does not acknowledge.
+    pub fn acknowledge_notified(
+        &mut self,
+        alerts: &[Fingerprint],
+        notified_at: DateTime<Utc>,
+        by: &str,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, Alert)>, ChangeError> {
+        self.acknowledge_where(
+            |_, a| alerts.contains(&a.fingerprint) && a.fired_at.unwrap_or(a.since) <= notified_at,
+            by,
+            comment,
+            now,
+        )
+    }
+
+    fn acknowledge_where(
+        &mut self,
+        pred: impl Fn(&str, &Alert) -> bool,
+        by: &str,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, Alert)>, ChangeError> {
+        let acked = self.router.acknowledge(pred, by, comment, now);
         if acked.is_empty() {
             return Err(ChangeError::NotFound("no firing alert matches; `alerter alerts` lists them".into()));
         }

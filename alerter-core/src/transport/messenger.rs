@@ -265,6 +265,10 @@ impl Outcome {
     }
 }
 
+/// The least text a popup keeps beside its ack footer; with less room the
+/// footer is left out (the popup is acknowledged through the API then).
+const MIN_TEXT_WITH_FOOTER: usize = 80;
+
 impl MessengerTransport {
     pub fn new(opts: MessengerOptions) -> MessengerTransport {
         let resolver = Resolver::new(opts.resolver.clone());
@@ -291,8 +295,10 @@ impl MessengerTransport {
     }
 
     /// The popup's text: shaped to fit, and, for firing alerts when
-    /// acknowledgements are on, the footer after it (room is kept for it,
-    /// so it is never what gets cut).
+    /// acknowledgements are on, the footer after it. Room is kept for the
+    /// footer within the smallest limit the popup may meet (a datagram's,
+    /// when it may go as one), so the text is what gets cut, never the
+    /// footer; a limit too small for the footer gets no footer.
     pub fn popup_text(&self, n: &Notification) -> String {
         let footer = match &self.opts.acks {
             Some(f) if n.status == "firing" && !n.alerts.is_empty() => Some(
@@ -311,12 +317,18 @@ impl MessengerTransport {
             ),
             _ => None,
         };
+        let o = &self.opts;
+        let datagram =
+            o.form == MessengerForm::Datagram || o.datagram_fallback || n.recipients.iter().any(|r| r.is_workgroup());
+        // The longest names a datagram may carry: the limit for any sender and recipient.
+        let limit = if datagram { o.max_length.min(dgram::max_text(dgram::MESSNGR, 15, 15)) } else { o.max_length };
         match footer {
-            Some(footer) => {
-                let room = self.opts.max_length.saturating_sub(self.opts.code_page.encode(&footer).len());
+            // Some text stays: a footer alone says nothing.
+            Some(footer) if o.code_page.encode(&footer).len() + MIN_TEXT_WITH_FOOTER <= limit => {
+                let room = limit - o.code_page.encode(&footer).len();
                 format!("{}{footer}", self.shape_within(&n.text, room))
             }
-            None => self.shape(&n.text),
+            _ => self.shape_within(&n.text, limit),
         }
     }
 
@@ -546,4 +558,51 @@ fn summary(done: &[(String, Outcome)]) -> String {
     }
     let each: Vec<String> = done.iter().map(|(who, o)| o.describe(who)).collect();
     format!("{}: {}", head.join(", "), each.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acks::{AckSecret, Footer};
+    use messenger_transport::ack::AckRef;
+
+    fn transport(c: MessengerConfig) -> MessengerTransport {
+        let mut o = MessengerOptions::from_config(&c, "FILESERVER", "WORKGROUP").unwrap();
+        o.acks = Some(Footer { secret: std::sync::Arc::new(AckSecret::from_bytes([7; 32])), port: 1139 });
+        MessengerTransport::new(o)
+    }
+
+    fn notification(status: &str, text: &str, to: &str) -> Notification {
+        serde_json::from_value(serde_json::json!({
+            "id": "1a23c5f7135b6081d04e0508d9c", "created_at": "2026-12-03T10:00:00Z", "rule": "disk",
+            "transport": "popup", "status": status, "severity": "warning", "title": "t", "text": text,
+            "recipients": [{"id": to}], "group": {}, "repeat": false,
+            "alerts": [{"fingerprint": "0123abcd0123abcd", "status": status, "source": "disk", "host": "h",
+                        "severity": "warning", "summary": "s", "since": "2026-12-03T09:00:00Z", "count": 1}],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_footer_is_kept_whole_and_the_text_is_what_is_cut() {
+        let t = transport(MessengerConfig::default());
+        let long = "x".repeat(2000);
+        // To one machine by session: the transport's limit (652).
+        let text = t.popup_text(&notification("firing", &long, "alice"));
+        let (r, end) = AckRef::find(&text).expect("the footer is there");
+        assert_eq!((r.port, r.alerts.as_slice()), (1139, ["0123abcd0123abcd".to_string()].as_slice()));
+        assert!(text[..end].ends_with(" [...]"), "the text is cut: {text}");
+        assert!(text.len() <= 652 && text.len() > 600, "{}", text.len());
+        // To the workgroup (a datagram): the datagram's limit, footer and all.
+        let text = t.popup_text(&notification("firing", &long, "*"));
+        assert!(AckRef::find(&text).is_some(), "{text}");
+        assert!(text.len() <= dgram::max_text(dgram::MESSNGR, 15, 15), "{}", text.len());
+        // Resolved: nothing to acknowledge, no footer.
+        let text = t.popup_text(&notification("resolved", "all well", "alice"));
+        assert_eq!(text, "all well");
+        // A limit with no room for the footer and some text: no footer.
+        let t = transport(MessengerConfig { max_length: Some(120), ..MessengerConfig::default() });
+        let text = t.popup_text(&notification("firing", &long, "alice"));
+        assert!(AckRef::find(&text).is_none() && text.len() <= 120, "{text}");
+    }
 }
