@@ -13,9 +13,11 @@ use std::time::Duration;
 use clap::Args;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::sync::mpsc;
 
 use crate::agents::{
-    DEADLINE, DEFAULT_SOCKET, Handed, Hello, MAX_HANDED_TEXT, MAX_LINE, MAX_POPUP_LINE, Reply, read_line,
+    Acked, AgentSays, DEADLINE, DEFAULT_SOCKET, Handed, Hello, MAX_HANDED_TEXT, MAX_LINE, MAX_POPUP_LINE, Reply,
+    read_line,
 };
 
 /// `alerter agent`.
@@ -76,11 +78,17 @@ pub fn agent(a: AgentArgs) -> ExitCode {
 /// Connects, shows what comes, and connects again (1 s doubling to 30 s)
 /// when the receiver goes away: it restarts, the agent stays.
 async fn run_agent(a: &AgentArgs) {
-    let desktop = !a.no_desktop && std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some();
+    // Acknowledgements from the notifications go through the receiver,
+    // which holds the workgroup key: they wait here while it is away.
+    let (acks_tx, mut acks) = mpsc::channel(16);
+    let desktop = match a.no_desktop {
+        true => None,
+        false => crate::desktop::connect_or_say(crate::desktop::Acker::Relay(acks_tx)).await,
+    };
     let mut wait = Duration::from_secs(1);
     let mut said = None::<String>;
     loop {
-        match session(a, desktop).await {
+        match session(a, desktop.as_ref(), &mut acks).await {
             Ok(()) => {
                 tracing::info!("the receiver closed the connection; connecting again");
                 wait = Duration::from_secs(1);
@@ -98,7 +106,11 @@ async fn run_agent(a: &AgentArgs) {
     }
 }
 
-async fn session(a: &AgentArgs, desktop: bool) -> anyhow::Result<()> {
+async fn session(
+    a: &AgentArgs,
+    desktop: Option<&crate::desktop::Desktop>,
+    acks: &mut mpsc::Receiver<String>,
+) -> anyhow::Result<()> {
     let stream = UnixStream::connect(&a.socket)
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the receiver at {}: {e}", a.socket.display()))?;
@@ -107,21 +119,45 @@ async fn session(a: &AgentArgs, desktop: bool) -> anyhow::Result<()> {
     write.write_all(hello.as_bytes()).await?;
     tracing::info!("connected to the receiver at {}", a.socket.display());
     let mut read = BufReader::new(read);
-    let mut buf = Vec::new();
-    while read_line(&mut read, &mut buf, MAX_POPUP_LINE).await?.is_some() {
-        let v: serde_json::Value = match serde_json::from_slice(&buf) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!("the receiver sent something that is not JSON: {e}");
-                continue;
+    let reader = async {
+        let mut buf = Vec::new();
+        while read_line(&mut read, &mut buf, MAX_POPUP_LINE).await?.is_some() {
+            let v: serde_json::Value = match serde_json::from_slice(&buf) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!("the receiver sent something that is not JSON: {e}");
+                    continue;
+                }
+            };
+            if let Some(m) = v.get("message") {
+                crate::listen_cli::show(m, a.json);
+                if let Some(d) = desktop {
+                    d.show(m);
+                }
+            } else if let Some(Ok(acked)) = v.get("acked").map(|v| serde_json::from_value::<Acked>(v.clone())) {
+                match acked.error {
+                    None => tracing::info!("acknowledged (notification {})", acked.notification),
+                    Some(e) => tracing::warn!("not acknowledged (notification {}): {e}", acked.notification),
+                }
+            } else {
+                tracing::debug!("an unknown line from the receiver");
             }
-        };
-        match v.get("message") {
-            Some(m) => crate::listen_cli::show(m, a.json, desktop),
-            None => tracing::debug!("an unknown line from the receiver"),
         }
+        anyhow::Ok(())
+    };
+    // Acknowledgements asked for from the desktop, to the receiver; those
+    // asked while it was away go when it is back.
+    let writer = async {
+        while let Some(notification) = acks.recv().await {
+            let line = format!("{}\n", serde_json::to_string(&AgentSays::Ack { notification })?);
+            write.write_all(line.as_bytes()).await?;
+        }
+        std::future::pending::<anyhow::Result<()>>().await
+    };
+    tokio::select! {
+        r = reader => r,
+        r = writer => r,
     }
-    Ok(())
 }
 
 pub fn deliver(a: DeliverArgs) -> ExitCode {

@@ -14,6 +14,13 @@
 //! named (Samba's guest account) may hand messages over. Every read has a
 //! deadline and a length limit, every agent a bounded queue, and a stuck
 //! agent is dropped rather than waited for.
+//!
+//! An agent acknowledges a popup (its desktop notification's action)
+//! through the receiver, which holds the workgroup key its user does not:
+//! the agent names the notification, the receiver finds it among the
+//! popups it handed to that agent (nothing else is ever sent on an agent's
+//! say), and sends the acknowledgement sealed, in the name the kernel
+//! gave for the agent's user.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -59,6 +66,10 @@ const QUEUE: usize = 64;
 pub const DEADLINE: Duration = Duration::from_secs(5);
 /// Messages from Samba waiting for the receiver.
 const INTAKE: usize = 64;
+/// Popups an agent can still acknowledge: the newest it was handed.
+const ACKABLE: usize = 64;
+/// Acknowledgements waiting for the receiver to send them.
+const ACKS: usize = 16;
 
 /// The first line a client sends.
 #[derive(Debug, Serialize, Deserialize)]
@@ -109,6 +120,42 @@ struct Agent {
     id: u64,
     login: String,
     tx: mpsc::Sender<Arc<str>>,
+    /// The popups handed to it that can be acknowledged, newest last.
+    ackable: Arc<Mutex<std::collections::VecDeque<crate::popup_ack::Ackable>>>,
+}
+
+/// What an agent says after its hello.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum AgentSays {
+    /// Acknowledge the popup of this notification (handed to me).
+    Ack { notification: String },
+}
+
+/// The receiver's word on an acknowledgement an agent asked for.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acked {
+    pub notification: String,
+    /// Why it was not acknowledged; `None` when the daemon took it.
+    pub error: Option<String>,
+}
+
+/// An acknowledgement for the receiver to send: for `login`, to where the
+/// popup came from; its outcome goes back to the agent on `reply`.
+pub struct Relayed {
+    pub login: String,
+    pub ack: crate::popup_ack::Ackable,
+    pub reply: mpsc::Sender<Arc<str>>,
+}
+
+impl Relayed {
+    /// Tells the agent how it went (or nothing, if it is behind or gone).
+    pub fn answer(&self, error: Option<String>) {
+        let acked = Acked { notification: self.ack.ack.notification.clone(), error };
+        let line = format!("{}\n", serde_json::json!({ "acked": acked }));
+        let _ = self.reply.try_send(line.into());
+    }
 }
 
 /// The connected agents.
@@ -187,15 +234,17 @@ pub struct Hub {
 impl Hub {
     /// Binds the socket (replacing a stale one) and serves it; messages
     /// handed over by smbd arrive on the receiver returned.
-    pub fn bind(cfg: HubConfig) -> anyhow::Result<(Hub, mpsc::Receiver<Handed>)> {
+    pub fn bind(cfg: HubConfig) -> anyhow::Result<(Hub, mpsc::Receiver<Handed>, mpsc::Receiver<Relayed>)> {
         let listener = bind_socket(&cfg.socket)?;
         let agents = Arc::new(Agents::default());
         let (intake_tx, intake) = mpsc::channel(INTAKE);
+        let (acks_tx, acks) = mpsc::channel(ACKS);
         let slots = Arc::new(Slots::default());
         let shared = Arc::new(Shared {
             agents: agents.clone(),
             cfg: cfg.clone(),
             intake: intake_tx,
+            acks: acks_tx,
             refusals: Mutex::new(Refusals::default()),
         });
         tokio::spawn(async move {
@@ -227,7 +276,7 @@ impl Hub {
                 });
             }
         });
-        Ok((Hub { agents, socket: cfg.socket }, intake))
+        Ok((Hub { agents, socket: cfg.socket }, intake, acks))
     }
 
     /// Hands a popup (its JSON, as `alerter listen --json` prints it) to
@@ -236,6 +285,7 @@ impl Hub {
     pub fn hand(&self, to: &Audience, popup: &serde_json::Value) -> Vec<String> {
         let line: Arc<str> =
             format!("{}\n", crate::listen_cli::json_line(&serde_json::json!({ "message": popup }))).into();
+        let ackable = crate::popup_ack::ackable(popup);
         let agents = self.agents.lock();
         let mut took = Vec::new();
         for a in agents.iter() {
@@ -245,7 +295,16 @@ impl Hub {
                 continue;
             }
             match a.tx.try_send(line.clone()) {
-                Ok(()) => took.push(a.login.clone()),
+                Ok(()) => {
+                    took.push(a.login.clone());
+                    if let Some(ack) = &ackable {
+                        let mut list = a.ackable.lock().unwrap_or_else(|e| e.into_inner());
+                        if list.len() >= ACKABLE {
+                            list.pop_front();
+                        }
+                        list.push_back(ack.clone());
+                    }
+                }
                 Err(_) => tracing::warn!(login = %a.login, "a session agent is behind; it misses this popup"),
             }
         }
@@ -289,6 +348,8 @@ struct Shared {
     agents: Arc<Agents>,
     cfg: HubConfig,
     intake: mpsc::Sender<Handed>,
+    /// Acknowledgements agents asked for, for the receiver to send.
+    acks: mpsc::Sender<Relayed>,
     refusals: Mutex<Refusals>,
 }
 
@@ -445,8 +506,9 @@ async fn deliver(uid: u32, mut m: Handed, shared: &Shared) -> Reply {
 }
 
 /// An agent: registered under its user until it goes or falls silent on
-/// a write; what it sends is read (and, for now, ignored) so a full
-/// buffer never blocks it.
+/// a write. What it says is read as it comes (a full buffer never blocks
+/// it): acknowledgements of popups handed to it, queued for the receiver
+/// to send; anything else is ignored.
 async fn agent(
     uid: u32,
     mut read: BufReader<tokio::net::unix::OwnedReadHalf>,
@@ -458,6 +520,7 @@ async fn agent(
         return;
     };
     let (tx, mut rx) = mpsc::channel::<Arc<str>>(QUEUE);
+    let ackable = Arc::new(Mutex::new(std::collections::VecDeque::new()));
     let id = shared.agents.next.fetch_add(1, Ordering::Relaxed);
     {
         let mut list = shared.agents.lock();
@@ -465,7 +528,7 @@ async fn agent(
             tracing::warn!(%login, "more than {MAX_AGENTS_PER_USER} session agents of one user; closed");
             return;
         }
-        list.push(Agent { id, login: login.clone(), tx });
+        list.push(Agent { id, login: login.clone(), tx: tx.clone(), ackable: ackable.clone() });
     }
     tracing::info!(%login, "a session agent of {login} connected");
     let writer = async {
@@ -482,7 +545,37 @@ async fn agent(
     };
     let reader = async {
         let mut buf = Vec::new();
-        while let Ok(Some(())) = read_line(&mut read, &mut buf, MAX_LINE).await {}
+        while let Ok(Some(())) = read_line(&mut read, &mut buf, MAX_LINE).await {
+            let Ok(AgentSays::Ack { notification }) = serde_json::from_slice::<AgentSays>(&buf) else {
+                tracing::debug!(%login, "a session agent said something not understood");
+                continue;
+            };
+            let found = ackable
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .rev()
+                .find(|a| a.ack.notification == notification)
+                .cloned();
+            let relayed = |ack| Relayed { login: login.clone(), ack, reply: tx.clone() };
+            match found {
+                Some(ack) => {
+                    if let Err(e) = shared.acks.try_send(relayed(ack)) {
+                        let r = match e {
+                            mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+                        };
+                        r.answer(Some("the receiver is busy; try again".into()));
+                    }
+                }
+                None => {
+                    let line = serde_json::json!({ "acked": Acked {
+                        notification,
+                        error: Some("no such popup was handed to this agent (or it is too old)".into()),
+                    }});
+                    let _ = tx.try_send(format!("{line}\n").into());
+                }
+            }
+        }
     };
     tokio::select! {
         _ = writer => {}

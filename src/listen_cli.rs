@@ -248,7 +248,10 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
             tracing::info!(name = %name, tcp = ?listener.tcp, datagram = ?listener.datagram, names = ?listener.name_service, "listening");
             (Some(listener), Some(rx))
         };
-        let (hub, mut intake) = match &a.agents {
+        // The workgroup key seals acknowledgements sent from here: the
+        // desktop's, and those agents ask for.
+        let ack_key = a.key_file.as_ref().map(|k| read_key_file(k).map_err(anyhow::Error::msg)).transpose()?;
+        let (hub, mut intake, mut relays) = match &a.agents {
             Some(socket) => {
                 let deliverers = a
                     .samba_user
@@ -262,11 +265,11 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
                     })
                     .collect();
                 let hub_cfg = crate::agents::HubConfig { socket: socket.clone(), deliverers, max_text: a.max_text };
-                let (hub, intake) = crate::agents::Hub::bind(hub_cfg)?;
+                let (hub, intake, relays) = crate::agents::Hub::bind(hub_cfg)?;
                 tracing::info!(socket = %socket.display(), "session agents connect at {}", socket.display());
-                (Some(hub), Some(intake))
+                (Some(hub), Some(intake), Some(relays))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let cap = Cap { bytes: a.history_size.as_u64(), keep: a.history_keep };
         let mut hist = match History::open(&history, cap) {
@@ -276,7 +279,10 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
                 None
             }
         };
-        let desktop = !a.no_desktop && std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some();
+        let desktop = match a.no_desktop {
+            true => None,
+            false => crate::desktop::connect_or_say(crate::desktop::Acker::Direct(ack_sender(ack_key.clone(), None))).await,
+        };
         let service = ServiceManager::from_env();
         service.ready(&format!("receiving messages for {name}"));
         let mut watchdog = service.watchdog_timer();
@@ -293,6 +299,10 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
                     {
                         logged_on = l;
                     }
+                    continue
+                }
+                Some(r) = async { relays.as_mut()?.recv().await }, if relays.is_some() => {
+                    relay_ack(r, ack_key.clone());
                     continue
                 }
                 m = async { intake.as_mut()?.recv().await }, if intake.is_some() => match m {
@@ -323,7 +333,10 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
                 let shown = hand_over(hub, &popup, &logged_on, &name, &a.workgroup).await;
                 popup["shown"] = serde_json::to_value(&shown).unwrap_or_default();
             }
-            show(&popup, a.json, desktop);
+            show(&popup, a.json);
+            if let Some(d) = &desktop {
+                d.show(&popup);
+            }
             if let Some(h) = hist.as_mut()
                 && let Err(e) = h.append(&json_line(&popup))
             {
@@ -533,10 +546,38 @@ pub fn json_line(v: &serde_json::Value) -> String {
     out
 }
 
+/// How acknowledgements go from here: in the name of `login` (an agent's
+/// user), else of the user running the receiver.
+fn ack_sender(key: Option<messenger_transport::seal::SealKey>, login: Option<&str>) -> crate::popup_ack::Sender {
+    crate::popup_ack::Sender {
+        from: login.map_or_else(crate::popup_ack::login_name, |l| l.chars().take(15).collect()),
+        key,
+        timeout: Duration::from_secs(5),
+    }
+}
+
+/// Sends an acknowledgement a session agent asked for, in its user's name,
+/// and tells the agent how it went; the receiver goes on meanwhile.
+fn relay_ack(r: crate::agents::Relayed, key: Option<messenger_transport::seal::SealKey>) {
+    tokio::spawn(async move {
+        let sender = ack_sender(key, Some(&r.login));
+        match crate::popup_ack::send(&sender, &r.ack).await {
+            Ok(()) => {
+                tracing::info!(login = %r.login, "acknowledged to {} ({}) for {}", r.ack.daemon, r.ack.addr, r.login);
+                r.answer(None);
+            }
+            Err(e) => {
+                tracing::warn!(login = %r.login, "an acknowledgement for {}: {e:#}", r.login);
+                r.answer(Some(format!("{e:#}")));
+            }
+        }
+    });
+}
+
 /// Prints a popup (its JSON, as [`message_json`] makes it): the JSON line
 /// itself, or text with every control made visible; and shows it on the
 /// desktop when asked.
-pub fn show(m: &serde_json::Value, json: bool, desktop: bool) {
+pub fn show(m: &serde_json::Value, json: bool) {
     use alerter_core::visible::{visible, visible_line};
     let field = |k: &str| m[k].as_str().unwrap_or_default();
     let mut out = std::io::stdout().lock();
@@ -561,18 +602,4 @@ pub fn show(m: &serde_json::Value, json: bool, desktop: bool) {
         }
     }
     let _ = out.flush();
-    if desktop {
-        // A desktop notification where a notification service runs; the
-        // terminal copy above is the record either way. Notification
-        // servers read a little markup in the body, so it is escaped.
-        let markup = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-        let _ = std::process::Command::new("notify-send")
-            .arg("--app-name=alerter")
-            .arg(format!("Message from {}", visible_line(field("from"))))
-            .arg(markup(&visible(field("text"))))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-    }
 }

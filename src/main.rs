@@ -26,6 +26,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod agent_cli;
 mod agents;
 mod api_cli;
+mod desktop;
 mod history;
 mod init_cli;
 mod journal;

@@ -2133,3 +2133,208 @@ fn whoami() -> String {
     // As `alerter ack` names it: at most 15 characters, a NetBIOS name's.
     String::from_utf8_lossy(&out.stdout).trim().chars().take(15).collect()
 }
+
+/// A desktop session of the test's own: Xvfb, a session bus and dunst, the
+/// notification service of many a minimal desktop. Dunst's context menu
+/// (`dunstctl action`) runs `dmenu`; `head -n 1` picks the first entry,
+/// as a user picking the first action would.
+struct Desktop {
+    dir: tempfile::TempDir,
+    display: String,
+    bus: String,
+    _procs: Vec<Proc>,
+}
+
+impl Desktop {
+    fn start(ns: &Netns) -> Desktop {
+        let dir = tempfile::tempdir().unwrap();
+        // A display number no other test run holds.
+        let n = (100..600)
+            .map(|i| i + std::process::id() % 300)
+            .find(|n| {
+                !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+            })
+            .unwrap();
+        let display = format!(":{n}");
+        let mut x = ns.cmd("Xvfb");
+        x.args([display.as_str(), "-nolisten", "tcp", "-screen", "0", "1024x768x24"]);
+        let xvfb = Proc::spawn(x);
+        until(LONG, "Xvfb", || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists());
+        let bus = format!("unix:path={}", dir.path().join("bus").display());
+        let mut d = ns.cmd("dbus-daemon");
+        d.args(["--session", "--nofork", "--address", &bus]);
+        let dbus = Proc::spawn(d);
+        until(LONG, "the session bus", || dir.path().join("bus").exists());
+        // Each urgency's timeout its own: dunst's history shows the
+        // timeout, not the urgency, so the timeout tells which it was.
+        let rc = "[global]\n    dmenu = /usr/bin/head -n 1\n[urgency_low]\n    timeout = 101\n\
+                  [urgency_normal]\n    timeout = 102\n[urgency_critical]\n    timeout = 103\n";
+        std::fs::write(dir.path().join("dunstrc"), rc).unwrap();
+        let mut u = ns.cmd("dunst");
+        u.arg("-config").arg(dir.path().join("dunstrc")).env("DISPLAY", &display).env("DBUS_SESSION_BUS_ADDRESS", &bus);
+        let dunst = Proc::spawn(u);
+        let desktop = Desktop { dir, display, bus, _procs: vec![dunst, dbus, xvfb] };
+        until(LONG, "dunst on the bus", || desktop.dunstctl(&["is-paused"]).trim() == "false");
+        desktop
+    }
+
+    fn dunstctl(&self, args: &[&str]) -> String {
+        let out = Command::new("dunstctl").args(args).env("DBUS_SESSION_BUS_ADDRESS", &self.bus).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn count(&self, which: &str) -> u32 {
+        self.dunstctl(&["count", which]).trim().parse().unwrap_or(u32::MAX)
+    }
+
+    /// A screenshot of the whole screen, kept as the test's artifact.
+    fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let st =
+            Command::new("import").args(["-display", &self.display, "-window", "root"]).arg(&path).status().unwrap();
+        assert!(st.success(), "import -window root");
+        path
+    }
+}
+
+#[test]
+fn a_popup_is_a_desktop_notification_that_repeats_replace_and_whose_action_acknowledges() {
+    let ns = Netns::new("desk");
+    let desktop = Desktop::start(&ns);
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "workgroup.key", &[]);
+    let mut c = ns.cmd(alerter_bin());
+    c.args(["listen", "--json", "--no-users", "--name", "WS1", "--port", "1391", "--name-port", "0"])
+        .args(["--datagram-port", "0", "--require-seal", "--key-file", &key, "--history"])
+        .arg(dir.path().join("ws1.jsonl"))
+        .env("DBUS_SESSION_BUS_ADDRESS", &desktop.bus);
+    let ws1 = listener_proc(c);
+    // Where no notification service runs, the terminal is all there is.
+    let mut c = ns.cmd(alerter_bin());
+    c.args(["listen", "--json", "--no-users", "--name", "WS2", "--port", "1392", "--name-port", "0"])
+        .args(["--datagram-port", "0", "--require-seal", "--key-file", &key])
+        .env("DBUS_SESSION_BUS_ADDRESS", format!("unix:path={}", dir.path().join("no-bus").display()));
+    let ws2 = listener_proc(c);
+    until(LONG, "the receivers", || ns.tcp_listening(1391) && ns.tcp_listening(1392));
+    assert!(ws1.stderr().contains("desktop notifications through dunst"), "{}", ws1.stderr());
+    assert!(ws2.stderr().contains("popups are shown in the terminal only"), "{}", ws2.stderr());
+
+    let (cfg, _daemon) = warning_daemon(&ns, &key, &[("WS1", 1391), ("WS2", 1392)]);
+
+    // The first popup and two repeats: one notification on the screen,
+    // replaced each time, none stacked, none queued.
+    until(LONG, "a popup and two repeats", || messages(&ws1).len() >= 3 && !messages(&ws2).is_empty());
+    until(LONG, "the notification on screen", || desktop.count("displayed") == 1);
+    assert_eq!((desktop.count("displayed"), desktop.count("waiting"), desktop.count("history")), (1, 0, 0));
+    let shot = desktop.screenshot("desktop-notification.png");
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 1000, "a screenshot at {}", shot.display());
+
+    // Its action: dunst's menu picks "Acknowledge"; the receiver sends the
+    // acknowledgement, sealed; the daemon takes it and the repeats stop.
+    desktop.dunstctl(&["action", "0"]);
+    let by = format!("by {} at 127.0.0.1: from the popup", whoami());
+    until(LONG, "the ack in history", || {
+        util::all_history(&cfg.path, &["--status", "ack"]).iter().any(|h| h["detail"] == by.as_str())
+    });
+    assert!(ws1.stderr().contains("acknowledged to FILESERVER (127.0.0.1:1139) from the desktop"), "{}", ws1.stderr());
+
+    // The text, as the notification service has it: summary, body without
+    // the ack line (the action took its place), urgency from the seal.
+    desktop.dunstctl(&["close-all"]);
+    until(LONG, "the notification in dunst's history", || desktop.count("history") >= 1);
+    let history: Value = serde_json::from_str(&desktop.dunstctl(&["history"])).unwrap();
+    let shown = &history["data"][0];
+    assert_eq!(shown.as_array().map(Vec::len), Some(1), "one notification, replaced, never stacked: {history}");
+    let n = &shown[0];
+    assert_eq!(n["summary"]["data"], "Message from FILESERVER");
+    let body = n["body"]["data"].as_str().unwrap();
+    assert!(body.starts_with("WARNING: ") && body.contains("disk array degraded"), "{body}");
+    assert!(!body.contains("[ack "), "the ack line is the action here: {body}");
+    assert_eq!(n["timeout"]["data"], 102_000_000, "normal urgency for a warning (its timeout, in µs)");
+    assert_eq!(n["appname"]["data"], "alerter");
+    drop(desktop.dir);
+}
+
+/// A daemon whose script source warns each second, with popups (sealed
+/// with `key`, acknowledgements on 1139) to each of `hosts` (a machine
+/// and its port on 127.0.0.1), repeated every 2 s.
+fn warning_daemon(ns: &Netns, key: &str, hosts: &[(&str, u16)]) -> (util::TempConfig, Proc) {
+    let cfg = util::TempConfig::new("");
+    let machines: Vec<String> = hosts.iter().map(|(m, p)| format!("{m}: \"127.0.0.1:{p}\"")).collect();
+    let people: Vec<String> = hosts.iter().map(|(m, _)| format!("  user-{m}: {{ machine: {m} }}")).collect();
+    let ids: Vec<String> = hosts.iter().map(|(m, _)| format!("user-{m}")).collect();
+    cfg.write(&format!(
+        r#"
+alerter: {{ name: FILESERVER, state_dir: {{state}} }}
+sources:
+  dummy: {{ type: script, shell: "exec check_dummy 1 'disk array degraded'", interval: 1s }}
+transports:
+  popup:
+    type: messenger
+    hosts: {{ {} }}
+    dns: false
+    seal_key_file: {key}
+    acks: {{ port: 1139, bind: 127.0.0.1 }}
+subscribers:
+{}
+rules:
+  - name: array
+    match: {{ source: dummy }}
+    group_interval: 1s
+    repeat_interval: 2s
+    notify: [{{ subscribers: [{}], via: [popup] }}]
+"#,
+        machines.join(", "),
+        people.join("\n"),
+        ids.join(", ")
+    ));
+    let mut d = ns.cmd(alerter_bin());
+    d.args(["run", "-c"]).arg(&cfg.path);
+    (cfg, Proc::spawn(d))
+}
+
+/// Beside the system receiver, the session agent shows the popup on the
+/// desktop; its action asks the receiver, which holds the workgroup key
+/// the user does not, to send the acknowledgement sealed.
+#[test]
+fn a_session_agents_notification_acknowledges_through_the_system_receiver() {
+    let ns = Netns::new("agack");
+    let desktop = Desktop::start(&ns);
+    let dir = open_dir();
+    let key = keygen(dir.path(), "workgroup.key", &[]);
+    let socket = dir.path().join("agents.sock");
+    let mut c = ns.cmd(alerter_bin());
+    c.args(["listen", "--json", "--no-users", "--no-desktop", "--name", "WS1", "--port", "1391", "--name-port", "0"])
+        .args(["--datagram-port", "0", "--require-seal", "--key-file", &key, "--agents"])
+        .arg(&socket);
+    let receiver = listener_proc(c);
+    until(LONG, "the receiver", || ns.tcp_listening(1391) && socket.exists());
+    let mut c = ns.cmd(alerter_bin());
+    c.args(["agent", "--json", "--socket"]).arg(&socket).env("DBUS_SESSION_BUS_ADDRESS", &desktop.bus);
+    let agent = Proc::spawn(c);
+    until(LONG, "the agent", || agent.stderr().contains("connected to the receiver"));
+    assert!(agent.stderr().contains("desktop notifications through dunst"), "{}", agent.stderr());
+
+    let (cfg, _daemon) = warning_daemon(&ns, &key, &[("WS1", 1391)]);
+    until(LONG, "the popup at the agent", || messages(&agent).len() >= 2);
+    until(LONG, "the notification on screen", || desktop.count("displayed") == 1);
+    desktop.screenshot("desktop-notification-agent.png");
+    desktop.dunstctl(&["action", "0"]);
+    let by = format!("by {} at 127.0.0.1: from the popup", whoami());
+    until(LONG, "the ack in history", || {
+        util::all_history(&cfg.path, &["--status", "ack"]).iter().any(|h| h["detail"] == by.as_str())
+    });
+    until(LONG, "the agent told", || agent.stderr().contains("acknowledged (notification "));
+    assert!(receiver.stderr().contains(&format!("acknowledged to FILESERVER (127.0.0.1:1139) for {}", whoami())));
+    // The agent can ask only for what it was handed.
+    let mut c = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    use std::io::{BufRead, Write};
+    c.write_all(b"{\"agent\":{}}\n{\"ack\":{\"notification\":\"1a23c5f7135b6081d04e0508d9c\"}}\n").unwrap();
+    // Popups may come first; the answer is the line about the ack.
+    let mut lines = std::io::BufReader::new(c).lines();
+    let line = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("\"acked\""))).unwrap().unwrap();
+    assert!(line.contains("no such popup was handed to this agent"), "{line}");
+}

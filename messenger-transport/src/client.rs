@@ -381,8 +381,7 @@ pub async fn send_session_smb(
 }
 
 fn datagram_id() -> u16 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    (nanos ^ (nanos >> 16)) as u16
+    crate::nbns::transaction_id()
 }
 
 /// The local address the kernel would use to reach `dest` (a UDP

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -82,7 +82,6 @@ pub(crate) struct NameTable {
     sock: OnceLock<Arc<UdpSocket>>,
     /// WINS requests waiting for their answer, by transaction id.
     waiting: Mutex<HashMap<u16, mpsc::Sender<nbns::Packet>>>,
-    next_id: AtomicU16,
     events: mpsc::Sender<Event>,
 }
 
@@ -95,14 +94,12 @@ enum WinsAnswer {
 
 impl NameTable {
     pub(crate) fn new(machine: NetbiosName, cfg: HoldConfig, events: mpsc::Sender<Event>) -> NameTable {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         NameTable {
             machine: Arc::new(Hold::new(machine, false)),
             aliases: Mutex::new(HashMap::new()),
             cfg,
             sock: OnceLock::new(),
             waiting: Mutex::new(HashMap::new()),
-            next_id: AtomicU16::new((seed as u16) ^ (std::process::id() as u16)),
             events,
         }
     }
@@ -242,8 +239,9 @@ impl NameTable {
         let _ = self.events.try_send(Event::NameConflict { name: name.to_string(), holder });
     }
 
+    /// A request's transaction id: random (see [`nbns::transaction_id`]).
     fn id(&self) -> u16 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        nbns::transaction_id()
     }
 
     /// One request to the WINS server and its final answer (after any
@@ -257,9 +255,16 @@ impl NameTable {
         let ip = crate::listener::answer_address(None, wins)
             .await
             .ok_or_else(|| format!("no address of this machine reaches the WINS server {wins}"))?;
-        let id = self.id();
         let (tx, mut rx) = mpsc::channel(4);
-        lock(&self.waiting).insert(id, tx);
+        // The answer finds its request by the id: one no other request
+        // waiting has.
+        let id = {
+            let mut waiting = lock(&self.waiting);
+            let id =
+                std::iter::repeat_with(|| self.id()).find(|id| !waiting.contains_key(id)).expect("an endless supply");
+            waiting.insert(id, tx);
+            id
+        };
         let _forget = Forget(&self.waiting, id);
         let packet = make(id, ip).encode();
         for _ in 0..WINS_TRIES {

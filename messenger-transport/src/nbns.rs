@@ -119,6 +119,17 @@ impl Record {
     }
 }
 
+/// A transaction id for a request of ours: random, so that an off-path
+/// host cannot guess it and forge the answer (a name query's or a WINS
+/// registration's) before the real one arrives; the clock only if the
+/// system has no randomness to give.
+pub fn transaction_id() -> u16 {
+    getrandom::u32().map(|v| v as u16).unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        (nanos ^ (nanos >> 16)) as u16
+    })
+}
+
 /// A name service packet.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Packet {
@@ -355,6 +366,15 @@ impl Packet {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn transaction_ids_are_not_a_sequence() {
+        let ids: Vec<u16> = (0..64).map(|_| transaction_id()).collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert!(distinct.len() >= 60, "{ids:?}");
+        assert!(ids.windows(2).any(|w| w[1] != w[0].wrapping_add(1)), "sequential: {ids:?}");
+        assert!(ids.windows(2).filter(|w| w[1].wrapping_sub(w[0]) < 16).count() < 8, "close together: {ids:?}");
+    }
+
     use super::*;
 
     fn name(s: &str) -> NetbiosName {

@@ -166,8 +166,7 @@ impl Resolver {
         if broadcast {
             sock.set_broadcast(true).map_err(|e| format!("cannot broadcast: {e}"))?;
         }
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let id: u16 = (std::process::id() as u16) ^ (nanos as u16) ^ ((nanos >> 16) as u16);
+        let id = nbns::transaction_id();
         let packet = nbns::Packet::name_query(id, *name, broadcast).encode();
         let mut buf = [0u8; 576];
         let mut negative = None;
