@@ -79,11 +79,14 @@ pub fn agent(a: AgentArgs) -> ExitCode {
 /// when the receiver goes away: it restarts, the agent stays.
 async fn run_agent(a: &AgentArgs) {
     // Acknowledgements from the notifications go through the receiver,
-    // which holds the workgroup key: they wait here while it is away.
+    // which holds the workgroup key: asked while it is away, they go when
+    // it is back (and it knows the popups it handed before it went).
     let (acks_tx, mut acks) = mpsc::channel(16);
     let desktop = match a.no_desktop {
         true => None,
-        false => crate::desktop::connect_or_say(crate::desktop::Acker::Relay(acks_tx)).await,
+        // Whether a popup may be acknowledged is the receiver's word
+        // (`ackable`), which knows whether the workgroup seals.
+        false => crate::desktop::connect_or_say(crate::desktop::Acker::Relay(acks_tx), false).await,
     };
     let mut wait = Duration::from_secs(1);
     let mut said = None::<String>;

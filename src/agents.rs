@@ -66,8 +66,10 @@ const QUEUE: usize = 64;
 pub const DEADLINE: Duration = Duration::from_secs(5);
 /// Messages from Samba waiting for the receiver.
 const INTAKE: usize = 64;
-/// Popups an agent can still acknowledge: the newest it was handed.
+/// Popups a user's agents can still acknowledge: the newest they were handed.
 const ACKABLE: usize = 64;
+/// Users whose acknowledgeable popups are remembered.
+const ACKABLE_USERS: usize = 256;
 /// Acknowledgements waiting for the receiver to send them.
 const ACKS: usize = 16;
 
@@ -120,8 +122,6 @@ struct Agent {
     id: u64,
     login: String,
     tx: mpsc::Sender<Arc<str>>,
-    /// The popups handed to it that can be acknowledged, newest last.
-    ackable: Arc<Mutex<std::collections::VecDeque<crate::popup_ack::Ackable>>>,
 }
 
 /// What an agent says after its hello.
@@ -163,11 +163,40 @@ impl Relayed {
 struct Agents {
     list: Mutex<Vec<Agent>>,
     next: AtomicU64,
+    /// The popups handed to each user's agents that they may acknowledge,
+    /// newest last: kept by user, so that a session agent that reconnects
+    /// (or another of the user's) can still acknowledge what is on screen.
+    ackable: Mutex<HashMap<String, std::collections::VecDeque<crate::popup_ack::Ackable>>>,
 }
 
 impl Agents {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Agent>> {
         self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers that `login`'s agents were handed `ack`'s popup.
+    fn handed(&self, login: &str, ack: &crate::popup_ack::Ackable) {
+        let mut all = self.ackable.lock().unwrap_or_else(|e| e.into_inner());
+        if all.len() >= ACKABLE_USERS && !all.contains_key(login) {
+            // A bounded table: someone's oldest memory makes room.
+            if let Some(k) = all.keys().next().cloned() {
+                all.remove(&k);
+            }
+        }
+        let list = all.entry(login.to_string()).or_default();
+        if list.iter().any(|a| a.ack.notification == ack.ack.notification) {
+            return;
+        }
+        if list.len() >= ACKABLE {
+            list.pop_front();
+        }
+        list.push_back(ack.clone());
+    }
+
+    /// The popup of `notification` handed to `login`'s agents, if any.
+    fn ackable_by(&self, login: &str, notification: &str) -> Option<crate::popup_ack::Ackable> {
+        let all = self.ackable.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(login)?.iter().rev().find(|a| a.ack.notification == notification).cloned()
     }
 }
 
@@ -223,12 +252,17 @@ pub struct HubConfig {
     pub deliverers: Vec<u32>,
     /// Longest text kept from a handed-over message, in bytes.
     pub max_text: usize,
+    /// A workgroup key is in use: only sealed popups may be acknowledged
+    /// through the receiver (anyone can send an unsealed one, with an ack
+    /// line naming any address).
+    pub sealed_acks_only: bool,
 }
 
 /// The receiver's side of the socket (see the module docs).
 pub struct Hub {
     agents: Arc<Agents>,
     pub socket: PathBuf,
+    sealed_acks_only: bool,
 }
 
 impl Hub {
@@ -276,16 +310,20 @@ impl Hub {
                 });
             }
         });
-        Ok((Hub { agents, socket: cfg.socket }, intake, acks))
+        Ok((Hub { agents, socket: cfg.socket, sealed_acks_only: cfg.sealed_acks_only }, intake, acks))
     }
 
     /// Hands a popup (its JSON, as `alerter listen --json` prints it) to
     /// the agents of `to`: the user's own, or every agent. Returns the
     /// logins of the agents that took it.
     pub fn hand(&self, to: &Audience, popup: &serde_json::Value) -> Vec<String> {
+        let sealed = !popup["sealed"].is_null();
+        let ackable = crate::popup_ack::ackable(popup).filter(|_| sealed || !self.sealed_acks_only);
+        // The agent offers the action only for what the receiver will send.
+        let mut message = popup.clone();
+        message["ackable"] = serde_json::Value::Bool(ackable.is_some());
         let line: Arc<str> =
-            format!("{}\n", crate::listen_cli::json_line(&serde_json::json!({ "message": popup }))).into();
-        let ackable = crate::popup_ack::ackable(popup);
+            format!("{}\n", crate::listen_cli::json_line(&serde_json::json!({ "message": message }))).into();
         let agents = self.agents.lock();
         let mut took = Vec::new();
         for a in agents.iter() {
@@ -298,11 +336,7 @@ impl Hub {
                 Ok(()) => {
                     took.push(a.login.clone());
                     if let Some(ack) = &ackable {
-                        let mut list = a.ackable.lock().unwrap_or_else(|e| e.into_inner());
-                        if list.len() >= ACKABLE {
-                            list.pop_front();
-                        }
-                        list.push_back(ack.clone());
+                        self.agents.handed(&a.login, ack);
                     }
                 }
                 Err(_) => tracing::warn!(login = %a.login, "a session agent is behind; it misses this popup"),
@@ -520,7 +554,6 @@ async fn agent(
         return;
     };
     let (tx, mut rx) = mpsc::channel::<Arc<str>>(QUEUE);
-    let ackable = Arc::new(Mutex::new(std::collections::VecDeque::new()));
     let id = shared.agents.next.fetch_add(1, Ordering::Relaxed);
     {
         let mut list = shared.agents.lock();
@@ -528,7 +561,7 @@ async fn agent(
             tracing::warn!(%login, "more than {MAX_AGENTS_PER_USER} session agents of one user; closed");
             return;
         }
-        list.push(Agent { id, login: login.clone(), tx: tx.clone(), ackable: ackable.clone() });
+        list.push(Agent { id, login: login.clone(), tx: tx.clone() });
     }
     tracing::info!(%login, "a session agent of {login} connected");
     let writer = async {
@@ -550,13 +583,7 @@ async fn agent(
                 tracing::debug!(%login, "a session agent said something not understood");
                 continue;
             };
-            let found = ackable
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .rev()
-                .find(|a| a.ack.notification == notification)
-                .cloned();
+            let found = shared.agents.ackable_by(&login, &notification);
             let relayed = |ack| Relayed { login: login.clone(), ack, reply: tx.clone() };
             match found {
                 Some(ack) => {

@@ -264,13 +264,22 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
                         }
                     })
                     .collect();
-                let hub_cfg = crate::agents::HubConfig { socket: socket.clone(), deliverers, max_text: a.max_text };
+                let hub_cfg = crate::agents::HubConfig {
+                    socket: socket.clone(),
+                    deliverers,
+                    max_text: a.max_text,
+                    sealed_acks_only: ack_key.is_some(),
+                };
                 let (hub, intake, relays) = crate::agents::Hub::bind(hub_cfg)?;
                 tracing::info!(socket = %socket.display(), "session agents connect at {}", socket.display());
                 (Some(hub), Some(intake), Some(relays))
             }
             None => (None, None, None),
         };
+        // Acknowledgements sent for agents at once, at most: the rest are
+        // told to try again, so no user can make the receiver hold many
+        // connections open.
+        let relaying = std::sync::Arc::new(tokio::sync::Semaphore::new(RELAYS));
         let cap = Cap { bytes: a.history_size.as_u64(), keep: a.history_keep };
         let mut hist = match History::open(&history, cap) {
             Ok(h) => Some(h),
@@ -281,7 +290,10 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
         };
         let desktop = match a.no_desktop {
             true => None,
-            false => crate::desktop::connect_or_say(crate::desktop::Acker::Direct(ack_sender(ack_key.clone(), None))).await,
+            false => {
+                let acker = crate::desktop::Acker::Direct(ack_sender(ack_key.clone(), None));
+                crate::desktop::connect_or_say(acker, ack_key.is_some()).await
+            }
         };
         let service = ServiceManager::from_env();
         service.ready(&format!("receiving messages for {name}"));
@@ -302,7 +314,7 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
                     continue
                 }
                 Some(r) = async { relays.as_mut()?.recv().await }, if relays.is_some() => {
-                    relay_ack(r, ack_key.clone());
+                    relay_ack(r, ack_key.clone(), &relaying);
                     continue
                 }
                 m = async { intake.as_mut()?.recv().await }, if intake.is_some() => match m {
@@ -556,10 +568,22 @@ fn ack_sender(key: Option<messenger_transport::seal::SealKey>, login: Option<&st
     }
 }
 
+/// Acknowledgements sent for agents at once.
+const RELAYS: usize = 4;
+
 /// Sends an acknowledgement a session agent asked for, in its user's name,
 /// and tells the agent how it went; the receiver goes on meanwhile.
-fn relay_ack(r: crate::agents::Relayed, key: Option<messenger_transport::seal::SealKey>) {
+fn relay_ack(
+    r: crate::agents::Relayed,
+    key: Option<messenger_transport::seal::SealKey>,
+    slots: &std::sync::Arc<tokio::sync::Semaphore>,
+) {
+    let Ok(slot) = slots.clone().try_acquire_owned() else {
+        r.answer(Some("the receiver is busy with other acknowledgements; try again".into()));
+        return;
+    };
     tokio::spawn(async move {
+        let _slot = slot;
         let sender = ack_sender(key, Some(&r.login));
         match crate::popup_ack::send(&sender, &r.ack).await {
             Ok(()) => {

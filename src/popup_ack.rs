@@ -103,17 +103,25 @@ pub async fn send(s: &Sender, a: &Ackable) -> anyhow::Result<()> {
     let text = AckMessage { notification: a.ack.notification.clone(), token: a.ack.token.clone() }.text();
     let opts =
         SessionOptions { timeout: s.timeout, session_request: a.addr.port() == 139, ..SessionOptions::default() };
-    let sent = match &s.key {
-        None => {
-            let m = SessionMessage { from: &s.from, to: &a.daemon, text: &text };
-            client::send_session(a.addr, &m, &opts).await
+    let sending = async {
+        match &s.key {
+            None => {
+                let m = SessionMessage { from: &s.from, to: &a.daemon, text: &text };
+                client::send_session(a.addr, &m, &opts).await
+            }
+            Some(key) => {
+                let now =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+                let m = seal::Sealed::new(&s.from, &a.daemon, now as i64, "info", &text);
+                let smb = smb::mailslot_write(dgram::ALERTER_SEALED, &seal::seal(key, &m), false);
+                client::send_session_smb(a.addr, &s.from, &a.daemon, smb, &opts).await
+            }
         }
-        Some(key) => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-            let m = seal::Sealed::new(&s.from, &a.daemon, now as i64, "info", &text);
-            let smb = smb::mailslot_write(dgram::ALERTER_SEALED, &seal::seal(key, &m), false);
-            client::send_session_smb(a.addr, &s.from, &a.daemon, smb, &opts).await
-        }
+    };
+    // The client's deadlines are per step; a peer that answers slowly at
+    // every step must not hold an acknowledgement (and its task) longer.
+    let Ok(sent) = tokio::time::timeout(s.timeout * 2, sending).await else {
+        anyhow::bail!("{} at {} did not take the acknowledgement within {:?}", a.daemon, a.addr, s.timeout * 2);
     };
     match sent {
         Ok(()) => Ok(()),

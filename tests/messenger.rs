@@ -2148,18 +2148,12 @@ struct Desktop {
 impl Desktop {
     fn start(ns: &Netns) -> Desktop {
         let dir = tempfile::tempdir().unwrap();
-        // A display number no other test run holds.
-        let n = (100..600)
-            .map(|i| i + std::process::id() % 300)
-            .find(|n| {
-                !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-            })
-            .unwrap();
-        let display = format!(":{n}");
+        // Xvfb picks a free display itself and says which on its stdout.
         let mut x = ns.cmd("Xvfb");
-        x.args([display.as_str(), "-nolisten", "tcp", "-screen", "0", "1024x768x24"]);
+        x.args(["-displayfd", "1", "-nolisten", "tcp", "-screen", "0", "1024x768x24"]);
         let xvfb = Proc::spawn(x);
-        until(LONG, "Xvfb", || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists());
+        until(LONG, "Xvfb's display", || xvfb.stdout().ends_with('\n'));
+        let display = format!(":{}", xvfb.stdout().trim());
         let bus = format!("unix:path={}", dir.path().join("bus").display());
         let mut d = ns.cmd("dbus-daemon");
         d.args(["--session", "--nofork", "--address", &bus]);
@@ -2239,7 +2233,9 @@ fn a_popup_is_a_desktop_notification_that_repeats_replace_and_whose_action_ackno
     until(LONG, "the ack in history", || {
         util::all_history(&cfg.path, &["--status", "ack"]).iter().any(|h| h["detail"] == by.as_str())
     });
-    assert!(ws1.stderr().contains("acknowledged to FILESERVER (127.0.0.1:1139) from the desktop"), "{}", ws1.stderr());
+    until(LONG, "the receiver's word", || {
+        ws1.stderr().contains("acknowledged to FILESERVER (127.0.0.1:1139) from the desktop")
+    });
 
     // The text, as the notification service has it: summary, body without
     // the ack line (the action took its place), urgency from the seal.
@@ -2328,13 +2324,37 @@ fn a_session_agents_notification_acknowledges_through_the_system_receiver() {
         util::all_history(&cfg.path, &["--status", "ack"]).iter().any(|h| h["detail"] == by.as_str())
     });
     until(LONG, "the agent told", || agent.stderr().contains("acknowledged (notification "));
-    assert!(receiver.stderr().contains(&format!("acknowledged to FILESERVER (127.0.0.1:1139) for {}", whoami())));
-    // The agent can ask only for what it was handed.
-    let mut c = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-    use std::io::{BufRead, Write};
-    c.write_all(b"{\"agent\":{}}\n{\"ack\":{\"notification\":\"1a23c5f7135b6081d04e0508d9c\"}}\n").unwrap();
-    // Popups may come first; the answer is the line about the ack.
-    let mut lines = std::io::BufReader::new(c).lines();
-    let line = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("\"acked\""))).unwrap().unwrap();
-    assert!(line.contains("no such popup was handed to this agent"), "{line}");
+    let sent_for = format!("acknowledged to FILESERVER (127.0.0.1:1139) for {}", whoami());
+    until(LONG, "the receiver's word", || receiver.stderr().contains(&sent_for));
+
+    // Another user's agent cannot have the receiver acknowledge a popup it
+    // was not handed, even knowing its notification id.
+    let notification = messages(&agent)[0]["ack"]["notification"].as_str().unwrap().to_string();
+    let ask = r#"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(b'{"agent":{}}\n' + json.dumps({"ack": {"notification": sys.argv[2]}}).encode() + b'\n')
+buf = b''
+while b'"acked"' not in buf:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    buf += chunk
+print([l for l in buf.decode().splitlines() if '"acked"' in l][0])
+"#;
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-c", ask])
+        .arg(&socket)
+        .arg(&notification)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.contains("no such popup was handed to this agent"),
+        "{answer}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(receiver.stderr().matches("acknowledged to FILESERVER").count(), 1, "nothing sent for nobody");
 }
