@@ -2012,32 +2012,7 @@ fn an_ack_from_the_popup_stops_the_repeats_for_everyone() {
     let (ws2, _) = receiver("WS2", "1392");
     until(LONG, "the receivers", || ns.tcp_listening(1391) && ns.tcp_listening(1392));
     let cfg = util::TempConfig::new("");
-    std::fs::write(cfg.dir.path().join("level"), "1").unwrap();
-    let config = |port: u16| {
-        format!(
-            r#"
-alerter: {{ name: FILESERVER, state_dir: {{state}} }}
-sources:
-  dummy: {{ type: script, shell: "exec check_dummy $(cat {{dir}}/level) 'disk array degraded'", interval: 1s }}
-transports:
-  popup:
-    type: messenger
-    hosts: {{ WS1: "127.0.0.1:1391", WS2: "127.0.0.1:1392" }}
-    dns: false
-    seal_key_file: {key}
-    acks: {{ port: {port}, bind: 127.0.0.1 }}
-subscribers:
-  alice: {{ machine: WS1 }}
-  bob: {{ machine: WS2 }}
-rules:
-  - name: array
-    match: {{ source: dummy }}
-    group_interval: 1s
-    repeat_interval: 2s
-    notify: [{{ subscribers: [alice, bob], via: [popup] }}]
-"#
-        )
-    };
+    let config = |port: u16| warning_config(&key, &[("WS1", 1391), ("WS2", 1392)], port);
     cfg.write(&config(1139));
     let mut d = ns.cmd(alerter_bin());
     d.args(["run", "-c"]).arg(&cfg.path);
@@ -2259,10 +2234,18 @@ fn a_popup_is_a_desktop_notification_that_repeats_replace_and_whose_action_ackno
 /// and its port on 127.0.0.1), repeated every 2 s.
 fn warning_daemon(ns: &Netns, key: &str, hosts: &[(&str, u16)]) -> (util::TempConfig, Proc) {
     let cfg = util::TempConfig::new("");
+    cfg.write(&warning_config(key, hosts, 1139));
+    let mut d = ns.cmd(alerter_bin());
+    d.args(["run", "-c"]).arg(&cfg.path);
+    (cfg, Proc::spawn(d))
+}
+
+/// The configuration of [`warning_daemon`], acknowledgements on `ack_port`.
+fn warning_config(key: &str, hosts: &[(&str, u16)], ack_port: u16) -> String {
     let machines: Vec<String> = hosts.iter().map(|(m, p)| format!("{m}: \"127.0.0.1:{p}\"")).collect();
     let people: Vec<String> = hosts.iter().map(|(m, _)| format!("  user-{m}: {{ machine: {m} }}")).collect();
     let ids: Vec<String> = hosts.iter().map(|(m, _)| format!("user-{m}")).collect();
-    cfg.write(&format!(
+    format!(
         r#"
 alerter: {{ name: FILESERVER, state_dir: {{state}} }}
 sources:
@@ -2273,7 +2256,7 @@ transports:
     hosts: {{ {} }}
     dns: false
     seal_key_file: {key}
-    acks: {{ port: 1139, bind: 127.0.0.1 }}
+    acks: {{ port: {ack_port}, bind: 127.0.0.1 }}
 subscribers:
 {}
 rules:
@@ -2286,10 +2269,7 @@ rules:
         machines.join(", "),
         people.join("\n"),
         ids.join(", ")
-    ));
-    let mut d = ns.cmd(alerter_bin());
-    d.args(["run", "-c"]).arg(&cfg.path);
-    (cfg, Proc::spawn(d))
+    )
 }
 
 /// Beside the system receiver, the session agent shows the popup on the
