@@ -832,20 +832,33 @@ rules:
         std::fs::OpenOptions::new().append(true).open(&app_log).unwrap().write_all(text.as_bytes()).unwrap();
     }
     until(LONG, "the first mails", || smtp.mails().len() >= 100);
+    // Loads started and their outcomes, as the daemon logs them: a signal
+    // that comes while a load is under way is folded into one more load,
+    // so each config is written only when the daemon is idle, and its
+    // outcome is the one load the signal started.
+    let (started, done, failed) = (
+        "alerter_core::daemon: reloading configuration",
+        "alerter_core::daemon: configuration reloaded",
+        "alerter_core::daemon: configuration not reloaded",
+    );
+    let counts = |s: &str| (s.matches(started).count(), s.matches(done).count() + s.matches(failed).count());
     for i in 0..20 {
         let broken = i == 10;
+        until(LONG, "the daemon idle", || {
+            let (s, o) = counts(&d.stderr_so_far());
+            s == o
+        });
+        let (before, failed_before) = (counts(&d.stderr_so_far()).0, d.stderr_so_far().matches(failed).count());
         // Every third reload changes the transport (its pool), which
         // replaces its worker while deliveries are in flight.
         cfg.write(&config(if i % 3 == 0 { 2 } else { 1 }, broken));
         d.signal("HUP");
-        let (done, failed) = ("configuration reloaded", "configuration not reloaded");
-        let before = d.stderr_so_far().matches(done).count() + d.stderr_so_far().matches(failed).count();
         until(LONG, "the reload", || {
-            let s = d.stderr_so_far();
-            s.matches(done).count() + s.matches(failed).count() > before
+            let (s, o) = counts(&d.stderr_so_far());
+            s > before && s == o
         });
         if broken {
-            assert!(d.stderr_so_far().contains(failed), "{}", d.stderr_so_far());
+            assert_eq!(d.stderr_so_far().matches(failed).count(), failed_before + 1, "{}", d.stderr_so_far());
         }
     }
     let during = smtp.mails().len();
