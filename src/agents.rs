@@ -152,9 +152,14 @@ pub struct Relayed {
 impl Relayed {
     /// Tells the agent how it went (or nothing, if it is behind or gone).
     pub fn answer(&self, error: Option<String>) {
-        let acked = Acked { notification: self.ack.ack.notification.clone(), error };
-        let line = format!("{}\n", serde_json::json!({ "acked": acked }));
-        let _ = self.reply.try_send(line.into());
+        let _ = self.reply.try_send(Acked { notification: self.ack.ack.notification.clone(), error }.line());
+    }
+}
+
+impl Acked {
+    /// The line that tells an agent.
+    fn line(self) -> Arc<str> {
+        format!("{}\n", serde_json::json!({ "acked": self })).into()
     }
 }
 
@@ -595,11 +600,8 @@ async fn agent(
                     }
                 }
                 None => {
-                    let line = serde_json::json!({ "acked": Acked {
-                        notification,
-                        error: Some("no such popup was handed to this agent (or it is too old)".into()),
-                    }});
-                    let _ = tx.try_send(format!("{line}\n").into());
+                    let error = Some("no such popup was handed to this agent (or it is too old)".into());
+                    let _ = tx.try_send(Acked { notification, error }.line());
                 }
             }
         }

@@ -224,6 +224,9 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
             ..SealPolicy::new(key)
         });
     }
+    // The same key seals acknowledgements sent from here: the desktop's,
+    // and those agents ask for.
+    let ack_key = cfg.seal.as_ref().map(|s| s.key.clone());
     let history = history_path(&a);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
@@ -248,9 +251,6 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
             tracing::info!(name = %name, tcp = ?listener.tcp, datagram = ?listener.datagram, names = ?listener.name_service, "listening");
             (Some(listener), Some(rx))
         };
-        // The workgroup key seals acknowledgements sent from here: the
-        // desktop's, and those agents ask for.
-        let ack_key = a.key_file.as_ref().map(|k| read_key_file(k).map_err(anyhow::Error::msg)).transpose()?;
         let (hub, mut intake, mut relays) = match &a.agents {
             Some(socket) => {
                 let deliverers = a
