@@ -46,7 +46,7 @@ impl Endpoint {
         let host = uri.host().ok_or_else(|| format!("`{url}` names no host"))?.trim_matches(['[', ']']).to_string();
         let tls = match uri.scheme_str() {
             Some("http") => None,
-            Some("https") => Some(Arc::new(client_tls(ca_pem)?)),
+            Some("https") => Some(Arc::new(client_tls(ca_pem, false)?)),
             _ => return Err(format!("`{url}`: the URL must begin with http:// or https://")),
         };
         let port = uri.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
@@ -54,18 +54,24 @@ impl Endpoint {
     }
 }
 
-fn client_tls(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+/// A TLS client configuration (rustls with ring) trusting the CA
+/// certificates in `ca_pem`, and the public roots (webpki-roots) when there
+/// are none or `with_public_roots` asks for them too.
+pub fn client_tls(ca_pem: Option<&[u8]>, with_public_roots: bool) -> Result<rustls::ClientConfig, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| format!("the CA file: {e}"))?;
-                roots.add(cert).map_err(|e| format!("the CA file: {e}"))?;
-            }
+    if let Some(pem) = ca_pem {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("the CA file: {e}"))?;
+            roots.add(cert).map_err(|e| format!("the CA file: {e}"))?;
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        if roots.is_empty() {
+            return Err("the CA file holds no PEM certificate".into());
+        }
+    }
+    if ca_pem.is_none() || with_public_roots {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()

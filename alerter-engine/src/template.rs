@@ -170,9 +170,20 @@ pub fn environment() -> Environment<'static> {
     // A template loop over a huge list must not stall the router.
     env.set_fuel(Some(1_000_000));
     env.add_filter("datetime", datetime);
-    // HTML parts escape what they insert; everything else is plain text.
+    // What a template's name ends with says what it makes, and so how
+    // inserted values are escaped: HTML parts escape HTML, a webhook's JSON
+    // body inserts each value as a JSON value, a form body percent-encodes
+    // it; everything else is plain text.
     env.set_auto_escape_callback(|name| {
-        if name.ends_with("/html") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
+        if name.ends_with("/html") {
+            minijinja::AutoEscape::Html
+        } else if name.ends_with("/json") {
+            minijinja::AutoEscape::Json
+        } else if name.ends_with("/form") {
+            minijinja::AutoEscape::Custom(FORM.into())
+        } else {
+            minijinja::AutoEscape::None
+        }
     });
     // Values come from sources (a log line, a script's output) and end on
     // a terminal or a desktop: every inserted string has its control
@@ -183,11 +194,33 @@ pub fn environment() -> Environment<'static> {
             && let Some(s) = value.as_str()
             && let std::borrow::Cow::Owned(shown) = crate::visible::visible(s)
         {
-            return minijinja::escape_formatter(out, state, &minijinja::Value::from(shown));
+            return escape(out, state, &minijinja::Value::from(shown));
         }
-        minijinja::escape_formatter(out, state, value)
+        escape(out, state, value)
     });
     env
+}
+
+/// The auto-escape mode of `application/x-www-form-urlencoded` bodies.
+const FORM: &str = "form";
+
+/// minijinja's escaping, plus percent-encoding for form bodies.
+fn escape(
+    out: &mut minijinja::Output<'_>,
+    state: &mut minijinja::State<'_, '_>,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    if matches!(state.auto_escape(), minijinja::AutoEscape::Custom(m) if m == FORM) && !value.is_safe() {
+        if value.is_undefined() || value.is_none() {
+            return Ok(());
+        }
+        let text = value.to_string();
+        for part in form_urlencoded::byte_serialize(text.as_bytes()) {
+            out.write_str(part).map_err(minijinja::Error::from)?;
+        }
+        return Ok(());
+    }
+    minijinja::escape_formatter(out, state, value)
 }
 
 /// What a minijinja error says, with its line inside the template.
@@ -310,6 +343,22 @@ mod tests {
         let popup = t.render(&[], default_template("messenger", Part::Text), &ctx).0;
         assert!(!popup.contains('\x1b') && !popup.contains('\r'), "{popup:?}");
         assert!(popup.contains("x^[[6n"), "{popup:?}");
+    }
+
+    #[test]
+    fn json_and_form_bodies_escape_for_their_format() {
+        let mut t = Templates::default();
+        t.add("hook/json".into(), r#"{"m": {{ name }}, "n": {{ n }}, "x": {{ missing }}}"#.into()).unwrap();
+        t.add("hook/form".into(), "m={{ name }}&raw={{ name|safe }}&x={{ missing }}".into()).unwrap();
+        let ctx = serde_json::json!({"name": "a \"quote\" & b=c\n\x1b", "n": 3});
+        let (json, err) = t.render(&["hook/json"], NOTICE_FALLBACK, &ctx);
+        assert_eq!(err, None);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["m"], "a \"quote\" & b=c\n^[");
+        assert_eq!(v["n"], 3);
+        assert_eq!(v["x"], serde_json::Value::Null, "{json}");
+        let (form, _) = t.render(&["hook/form"], NOTICE_FALLBACK, &ctx);
+        assert_eq!(form, "m=a+%22quote%22+%26+b%3Dc%0A%5E%5B&raw=a \"quote\" & b=c\n\x1b&x=");
     }
 
     #[test]

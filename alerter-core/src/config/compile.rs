@@ -1135,7 +1135,9 @@ fn compile_budgets(
                     (Class::Popups, Some(m.budget.as_ref().map_or(Allowance::Limited(DEFAULT_POPUPS), |b| b.value)))
                 }
                 model::TransportConfig::Email(e) => (Class::Mails, e.budget.as_ref().map(|b| b.value)),
-                model::TransportConfig::Log { .. } => return None,
+                model::TransportConfig::Log { .. }
+                | model::TransportConfig::Webhook(_)
+                | model::TransportConfig::Alertmanager(_) => return None,
             };
             Some((id.clone(), TransportBudget { class, allowance }))
         })

@@ -243,6 +243,122 @@ pub enum TransportConfig {
     Messenger(Box<MessengerConfig>),
     /// Mail over SMTP, to subscribers' `email` addresses.
     Email(Box<EmailConfig>),
+    /// An HTTP request per notification, with a templated body: ntfy,
+    /// Gotify, Matrix, Slack-compatible endpoints, anything with a webhook.
+    Webhook(Box<WebhookConfig>),
+    /// Alerts to a Prometheus Alertmanager cluster (API v2), as Prometheus
+    /// sends them: to every node, firing ones re-sent while they last.
+    Alertmanager(Box<AlertmanagerConfig>),
+}
+
+/// The `webhook` transport.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to send: an `http://` or `https://` URL. Plain HTTP is allowed
+    /// to this machine only (localhost, 127.0.0.1, ::1), unless
+    /// `insecure_http` says otherwise.
+    pub url: String,
+    /// Allow plain `http://` to other machines. Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_http: Option<bool>,
+    /// `POST` (default), `PUT` or `PATCH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<WebhookMethod>,
+    /// What the body is: `json` (default), `form` or `text`. Values inserted
+    /// into `body` are escaped for it: in `json` each is a JSON value
+    /// (a string with its quotes: write `{"message": {{ text }}}`), in
+    /// `form` each is percent-encoded, in `text` each is as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<WebhookFormat>,
+    /// The body, a minijinja template over the notification (`title`,
+    /// `text`, `rule`, `status`, `severity`, `alerts`, `group`, `id`,
+    /// `recipients`, `repeat`). Default: the whole notification as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<TemplateStr>,
+    /// Extra request headers; values are templates like `body` (plain text).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub headers: IndexMap<String, TemplateStr>,
+    /// A file holding a bearer token, sent as `Authorization: Bearer …`
+    /// (readable by the daemon only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Extra CA certificate(s) to trust (PEM), for a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// How long one request may take, answer included. Default: 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Requests in flight at once. Default: 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Retries (5xx, 408, 429, no answer). Default: from 5s, at most 10m
+    /// apart, for up to 24h. Other 4xx answers are permanent failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
+    /// `title` and `text` templates, rendered first and given to `body` as
+    /// `title` and `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateConfig>,
+}
+
+/// The HTTP method of a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum WebhookMethod {
+    Post,
+    Put,
+    Patch,
+}
+
+/// The body format of a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    Json,
+    Form,
+    Text,
+}
+
+/// The `alertmanager` transport.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Every node of the Alertmanager cluster, e.g.
+    /// `[http://am1:9093, http://am2:9093]`: each alert goes to all of them,
+    /// as Prometheus sends it (the cluster deduplicates). Plain HTTP is
+    /// allowed to this machine only, unless `insecure_http` says otherwise.
+    pub urls: OneOrMany<String>,
+    /// How often firing alerts are sent again while they last (their
+    /// `endsAt` is four of these ahead, so Alertmanager resolves an alert
+    /// whose sender went silent). Default: 1m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend: Option<Duration>,
+    /// Labels added to every alert (e.g. `env: prod`), below the alert's own.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub labels: IndexMap<String, String>,
+    /// This alerter's address as people reach it (e.g.
+    /// `http://web1.example.org:9310`): each alert's `generatorURL` points
+    /// at it. Default: `alerter://NAME/` (no link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_url: Option<String>,
+    /// A file holding a bearer token for Alertmanager (behind a proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Extra CA certificate(s) to trust (PEM), for a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Allow plain `http://` to other machines (a cluster on a trusted
+    /// network, as Prometheus is usually run). Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_http: Option<bool>,
+    /// How long one request to one node may take. Default: 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Retries of changes (a new alert, a resolution) no node took.
+    /// Default: from 1s, at most 1m apart, for up to 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
 }
 
 /// The `email` transport.
@@ -433,6 +549,8 @@ impl TransportConfig {
             TransportConfig::Log { .. } => "log",
             TransportConfig::Messenger(_) => "messenger",
             TransportConfig::Email(_) => "email",
+            TransportConfig::Webhook(_) => "webhook",
+            TransportConfig::Alertmanager(_) => "alertmanager",
         }
     }
 
@@ -441,6 +559,8 @@ impl TransportConfig {
             TransportConfig::Log { template, .. } => template.as_ref(),
             TransportConfig::Messenger(m) => m.template.as_ref(),
             TransportConfig::Email(e) => e.template.as_ref(),
+            TransportConfig::Webhook(w) => w.template.as_ref(),
+            TransportConfig::Alertmanager(_) => None,
         }
     }
 }

@@ -220,6 +220,13 @@ impl<T> OneOrMany<T> {
             OneOrMany::Many(v) => v.iter().collect(),
         }
     }
+
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(t) => std::slice::from_ref(t),
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 pub use alerter_engine::schedule::TimeRange;

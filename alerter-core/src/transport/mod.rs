@@ -6,9 +6,12 @@
 //! whether an error is [`TransportError::Transient`] (try again later) or
 //! [`TransportError::Permanent`] (give up and record why).
 
+pub mod alertmanager;
 pub mod email;
+pub mod http;
 pub mod log;
 pub mod messenger;
+pub mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -80,6 +83,10 @@ pub trait Transport: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Delivers one notification to all of its recipients.
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<Delivered, TransportError>>;
+    /// An Alertmanager transport, whose firing alerts the daemon re-sends.
+    fn as_alertmanager(&self) -> Option<&alertmanager::AlertmanagerTransport> {
+        None
+    }
 }
 
 /// What building a transport needs to know about the alerter.
@@ -106,6 +113,12 @@ pub fn build(cfg: &TransportConfig, cx: &BuildCx<'_>) -> Result<Arc<dyn Transpor
             Ok(Arc::new(messenger::MessengerTransport::new(opts)))
         }
         TransportConfig::Email(e) => Ok(Arc::new(email::EmailTransport::new(e).map_err(TransportError::permanent)?)),
+        TransportConfig::Webhook(w) => {
+            Ok(Arc::new(webhook::WebhookTransport::new(w).map_err(TransportError::permanent)?))
+        }
+        TransportConfig::Alertmanager(a) => Ok(Arc::new(
+            alertmanager::AlertmanagerTransport::new(a, cx.alerter_name).map_err(TransportError::permanent)?,
+        )),
     }
 }
 
@@ -117,6 +130,8 @@ pub fn check_settings(cfg: &TransportConfig) -> Vec<(YamlPath, String)> {
         TransportConfig::Log { .. } => Vec::new(),
         TransportConfig::Messenger(m) => messenger::check(m),
         TransportConfig::Email(e) => email::check(e).into_iter().map(|(k, p)| (YamlPath::root().key(k), p)).collect(),
+        TransportConfig::Webhook(w) => webhook::check(w),
+        TransportConfig::Alertmanager(a) => alertmanager::check(a),
     }
 }
 
@@ -175,6 +190,8 @@ pub fn retry_policy(cfg: &TransportConfig) -> RetryPolicy {
             (m.retry.as_ref(), RetryPolicy { poll, ..messenger::RETRY })
         }
         TransportConfig::Email(e) => (e.retry.as_ref(), email::retry(e)),
+        TransportConfig::Webhook(w) => (w.retry.as_ref(), webhook::retry(w)),
+        TransportConfig::Alertmanager(a) => (a.retry.as_ref(), alertmanager::retry(a)),
     };
     let Some(r) = retry else { return defaults };
     RetryPolicy {
