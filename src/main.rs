@@ -221,6 +221,7 @@ fn builtin_plugins() -> Vec<Descriptor> {
         alerter_plugin_disk::descriptor(),
         alerter_plugin_script::descriptor(),
         alerter_plugin_log::descriptor(),
+        alerter_plugin_alertmanager::descriptor(),
     ]
     .into_iter()
     .map(|d| Descriptor::check(d).expect("built-in plugins match this ABI"))

@@ -1,5 +1,6 @@
-//! Runs every fuzz target of messenger-transport (the parsers that read
-//! network input) for a bounded time; any crash fails the test. Needs
+//! Runs every fuzz target (the parsers that read network input: the
+//! Messenger protocol's, and Alertmanager's webhook body) for a bounded
+//! time; any crash fails the test. Needs
 //! cargo-fuzz (`cargo install cargo-fuzz`; .ci/run installs it). The
 //! seconds per target come from ALERTER_FUZZ_SECONDS (default 15).
 
@@ -10,16 +11,36 @@ use std::process::Command;
 #[test]
 fn fuzz_targets_run_without_a_crash() {
     let seconds: u64 = std::env::var("ALERTER_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
-    let dir = util::repo().join("messenger-transport");
     let have = Command::new(env!("CARGO")).args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
     assert!(have, "cargo-fuzz is missing: install it with `cargo install cargo-fuzz`");
-    for target in ["datagram", "name_service", "session", "sealed", "ack"] {
+    let targets = [
+        ("messenger-transport", "datagram"),
+        ("messenger-transport", "name_service"),
+        ("messenger-transport", "session"),
+        ("messenger-transport", "sealed"),
+        ("messenger-transport", "ack"),
+        ("plugins/alertmanager", "webhook"),
+    ];
+    for (crate_dir, target) in targets {
+        let dir = util::repo().join(crate_dir);
+        // Seeds in the repository (a real payload, say) start the corpus
+        // off where a random walk would take long to reach.
+        let seeds = dir.join("fuzz/seeds").join(target);
+        let corpora: Vec<std::path::PathBuf> = if seeds.is_dir() {
+            let corpus = dir.join("fuzz/corpus").join(target);
+            std::fs::create_dir_all(&corpus).unwrap();
+            vec![corpus, seeds]
+        } else {
+            Vec::new()
+        };
         let out = Command::new(env!("CARGO"))
             .current_dir(&dir)
             // libFuzzer's instrumentation needs unstable rustc options; this
             // enables them on the stable toolchain for this build only.
             .env("RUSTC_BOOTSTRAP", "1")
-            .args(["fuzz", "run", target, "--sanitizer", "none", "--"])
+            .args(["fuzz", "run", target, "--sanitizer", "none"])
+            .args(&corpora)
+            .arg("--")
             .arg(format!("-max_total_time={seconds}"))
             .output()
             .unwrap();

@@ -55,6 +55,15 @@ pub enum Call {
         by: Caller,
         reply: Reply<types::Ingested>,
     },
+    /// An Alertmanager webhook notification for the `alertmanager`
+    /// source `source`, as received (bounded, not yet parsed: the source's
+    /// settings decide what it becomes).
+    Alertmanager {
+        source: String,
+        body: Vec<u8>,
+        by: Caller,
+        reply: Reply<types::Ingested>,
+    },
     Notices(Reply<Vec<types::Notice>>),
     /// Read the config again (as SIGHUP does) and answer once it is
     /// applied or refused.
@@ -94,6 +103,8 @@ pub mod paths {
     pub const ALERTS: &str = "/api/v1/alerts";
     pub const ACKS: &str = "/api/v1/acks";
     pub const EVENTS: &str = "/api/v1/events";
+    /// Followed by the source's id: `/api/v1/alertmanager/am`.
+    pub const ALERTMANAGER: &str = "/api/v1/alertmanager";
     pub const NOTICES: &str = "/api/v1/notices";
     pub const HISTORY: &str = "/api/v1/history";
     pub const RELOAD: &str = "/api/v1/reload";

@@ -186,6 +186,18 @@ pub fn document() -> Value {
             summary: "Post one event or a list of up to 1000, routed by the rules like a source's.",
             query: &[],
             body: Some(events),
+            answer: ingested.clone(),
+            status: "200",
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/alertmanager/{source}",
+            scope: "ingest",
+            summary: "An Alertmanager webhook notification (payload version 4, as `webhook_configs` send it) for the \
+                      `alertmanager` source named in the path: each alert becomes an event. At most 4 MiB and 1000 alerts.",
+            query: &[],
+            body: Some(json!({"type": "object", "description": "Alertmanager's webhook payload, version 4",
+                              "required": ["version", "status", "alerts"]})),
             answer: ingested,
             status: "200",
         },
@@ -209,8 +221,10 @@ pub fn document() -> Value {
             .iter()
             .map(|(name, ty, what)| json!({ "name": name, "in": "query", "description": what, "schema": { "type": ty } }))
             .collect();
-        if op.path.contains("{id}") {
-            params.push(json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }));
+        for name in ["id", "source"] {
+            if op.path.contains(&format!("{{{name}}}")) {
+                params.push(json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }));
+            }
         }
         if !params.is_empty() {
             o["parameters"] = Value::Array(params);

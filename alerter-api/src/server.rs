@@ -41,6 +41,9 @@ use crate::{ApiError, Call, paths};
 
 /// The largest request body: a silence or a batch of events, not a file.
 pub const MAX_BODY: usize = 256 * 1024;
+/// The largest Alertmanager notification: up to 1,000 alerts with their
+/// labels and annotations (`max_alerts` on the receiver keeps it below).
+pub const MAX_WEBHOOK_BODY: usize = 4 * 1024 * 1024;
 /// How long a client may take to send its request headers.
 pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the daemon may take to answer a request.
@@ -327,6 +330,75 @@ async fn ingest(
     Ok(axum::Json(s.ask(|reply| Call::Ingest { events, by, reply }).await?).into_response())
 }
 
+/// An Alertmanager webhook notification for an `alertmanager` source.
+/// Refusals are logged (at most one line a second, so a hostile peer cannot
+/// flood the journal), since the sender is a machine nobody watches.
+async fn alertmanager(
+    State(s): St,
+    axum::extract::Path(source): axum::extract::Path<String>,
+    axum::Extension(peer): PeerExt,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let result = async {
+        // Who asks first: a stranger's body is never read.
+        let by = s.caller(&peer, req.headers(), Need::Ingest)?;
+        let too_big = || ApiError::Http {
+            status: 413,
+            message: format!(
+                "the body is larger than {} MiB; set `max_alerts` on the webhook receiver",
+                MAX_WEBHOOK_BODY >> 20
+            ),
+        };
+        let declared =
+            req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_WEBHOOK_BODY as u64) {
+            return Err(too_big());
+        }
+        let body = axum::body::to_bytes(req.into_body(), MAX_WEBHOOK_BODY).await.map_err(|e| {
+            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+                too_big()
+            } else {
+                ApiError::BadRequest(format!("the body could not be read: {e}"))
+            }
+        })?;
+        let body = body.to_vec();
+        s.ask(|reply| Call::Alertmanager { source: source.clone(), body, by, reply }).await
+    }
+    .await;
+    match result {
+        Ok(done) => Ok(axum::Json(done).into_response()),
+        Err(e) => {
+            if REFUSALS.admit() {
+                warn!(%peer, source = ?source, "refused an Alertmanager notification: {e}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// At most one refusal line per second, counted in between.
+static REFUSALS: RateLimit = RateLimit::new();
+
+struct RateLimit {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl RateLimit {
+    const fn new() -> RateLimit {
+        RateLimit { last: std::sync::Mutex::new(None) }
+    }
+
+    fn admit(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
 async fn metrics(State(s): St, axum::Extension(peer): PeerExt, h: HeaderMap) -> Result<Response, ApiError> {
     if s.metrics_token {
         s.caller(&peer, &h, Need::Read)?;
@@ -381,6 +453,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(paths::ALERTS, get(alerts))
         .route(paths::ACKS, post(ack))
         .route(paths::EVENTS, post(ingest))
+        .route("/api/v1/alertmanager/{source}", post(alertmanager))
         .route(paths::NOTICES, get(list_notices).post(add_notice))
         .route(paths::HISTORY, get(history))
         .route(paths::RELOAD, post(reload))

@@ -8,6 +8,7 @@
 //! commits that turn and only then sends the answer, so a change is in
 //! force and saved when the call returns.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -134,6 +135,8 @@ pub struct Cx<'a> {
     pub store_failing: bool,
     pub now: DateTime<Utc>,
     pub metrics: &'a Metrics,
+    /// Per `alertmanager` source, the episodes that ended.
+    pub ended: &'a mut HashMap<String, alerter_plugin_alertmanager::Ended>,
 }
 
 /// An answer to send once the engine's turn (holding the change the call
@@ -162,6 +165,12 @@ pub fn answer(call: Call, cx: &mut Cx<'_>) -> Option<Deferred> {
         }
         Call::Ingest { events, by, reply } => {
             let result = ingest(cx, events, &by.name);
+            Some(Box::new(move || {
+                let _ = reply.send(result);
+            }))
+        }
+        Call::Alertmanager { source, body, by, reply } => {
+            let result = alertmanager(cx, &source, &body, &by.name);
             Some(Box::new(move || {
                 let _ = reply.send(result);
             }))
@@ -740,6 +749,76 @@ fn ingest(cx: &mut Cx<'_>, events: Vec<types::EventIn>, by: &str) -> Result<type
         cx.engine.handle(e.into(), now);
     }
     Ok(types::Ingested { accepted: n })
+}
+
+/// An Alertmanager webhook notification for the `alertmanager` source
+/// `source`: each alert becomes an event of that source (see the
+/// alertmanager plugin). What Alertmanager cannot help sending (a summary
+/// too long, a control character in a label) is cut or made visible rather
+/// than refused: a refusal would be retried by Alertmanager forever and
+/// the alert never shown. Only what is not Alertmanager's payload at all
+/// is refused.
+fn alertmanager(cx: &mut Cx<'_>, source: &str, body: &[u8], by: &str) -> Result<types::Ingested, ApiError> {
+    use alerter_plugin_alertmanager as am;
+    let shown = crate::visible::visible_line(source);
+    let spec = cx.cfg.sources.get(source).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no source `{shown}`; the webhook's URL ends with the id of an `alertmanager` source"
+        ))
+    })?;
+    let builtin = matches!(spec.plugin.kind, crate::plugin::PluginKind::Builtin(_));
+    if spec.plugin.meta.name != "alertmanager" || !builtin {
+        return Err(ApiError::NotFound(format!(
+            "the source `{shown}` is of type `{}`, not `alertmanager`",
+            spec.plugin.meta.name
+        )));
+    }
+    if !spec.enabled {
+        return Err(ApiError::NotFound(format!("the source `{shown}` is disabled (`enabled: false`)")));
+    }
+    let settings: am::Config = serde_json::from_value(spec.settings.clone())
+        .map_err(|e| ApiError::Unavailable(format!("the source's settings: {e}")))?;
+    let n = am::parse(body).map_err(ApiError::BadRequest)?;
+    let line = |s: &str| cut(&crate::visible::visible_line(s), MAX_TEXT);
+    let ended = cx.ended.entry(source.to_string()).or_default();
+    let all = am::events(&settings, &n);
+    let total = all.len();
+    let events: Vec<types::EventIn> = all
+        .into_iter()
+        .filter(|e| ended.admit(e))
+        .map(|e| types::EventIn {
+            source: Some(source.to_string()),
+            host: e.host.map(|h| line(&h)).filter(|h| !h.is_empty()),
+            severity: e.severity,
+            summary: line(&e.summary),
+            details: cut(&crate::visible::visible(&e.details), 16 * MAX_TEXT),
+            labels: e
+                .labels
+                .into_iter()
+                .filter(|(k, _)| !k.is_empty())
+                .take(MAX_MATCHERS)
+                .map(|(k, v)| (line(&k), line(&v)))
+                .collect(),
+            key: Some(e.key),
+            oneshot: false,
+        })
+        .collect();
+    if events.len() < total {
+        tracing::debug!(source, stale = total - events.len(), "firing reports of episodes already resolved left out");
+    }
+    ingest(cx, events, by)
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 /// The largest page of alerts.

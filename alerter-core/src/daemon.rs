@@ -35,6 +35,7 @@ use crate::notify::Notification;
 use crate::outbox::{Dispatcher, Report, RetryPolicy};
 use crate::plugin::PluginRegistry;
 use crate::plugin::supervisor::{Backoff, SharedStates, Sources, SupervisorEnv};
+use crate::resend::Resender;
 use crate::service::ServiceManager;
 use crate::store::{Priority, Store, StoreError};
 use crate::throttle::LogThrottle;
@@ -473,6 +474,9 @@ pub async fn run(
     // while loading: the file may have changed since the load began).
     let (mut asked, mut asked_next): (Vec<ReloadAsk>, Vec<ReloadAsk>) = (Vec::new(), Vec::new());
     let metrics = Metrics::new();
+    let mut ended = HashMap::new();
+    let mut resender = Resender::new(metrics.resends());
+    resender.sync(&transports, tokio::time::Instant::now());
     let mut committer = Committer::new();
     committer.errors = Some(metrics.store_errors());
     committer.folded = Some(metrics.folded());
@@ -532,6 +536,13 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let resend_at = resender.next_due();
+        let resend = async {
+            match resend_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             ctl = control.recv() => match ctl {
@@ -574,6 +585,7 @@ pub async fn run(
                                 Err(e) => error!("acknowledgements from popups are not taken: {e}"),
                             }
                         }
+                        resender.sync(&transports, tokio::time::Instant::now());
                         let specs: Vec<_> = cfg.sources.values().cloned().collect();
                         sources.reconcile(&specs, &supervisor_env(&cfg)).await;
                         engine.raise(internal::reloaded(&cfg.name, cfg.rules.len(), now), now);
@@ -633,6 +645,7 @@ pub async fn run(
                     store_failing: holding,
                     now,
                     metrics: &metrics,
+                    ended: &mut ended,
                 };
                 // A change is answered once it is committed (or held, if
                 // the store fails: in force, and saved when it works). It
@@ -680,6 +693,7 @@ pub async fn run(
                 }
             }
             _ = writes.released(), if waiting => {}
+            _ = resend => resender.run_due(&transports, engine.router(), clock.now(), tokio::time::Instant::now()),
             _ = sleep => engine.tick(clock.now()),
         }
     }

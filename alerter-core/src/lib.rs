@@ -18,6 +18,7 @@ pub mod inbox;
 pub mod metrics;
 pub mod outbox;
 pub mod plugin;
+pub mod resend;
 pub mod ruletest;
 pub mod service;
 pub mod store;

@@ -31,6 +31,7 @@ pub struct Metrics {
     latency: HistogramVec,
     store_errors: IntCounter,
     folded: IntCounterVec,
+    resends: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -102,7 +103,16 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(folded.clone())).expect("registered once");
-        Metrics { registry, events, notifications, latency, store_errors, folded }
+        let resends = IntCounterVec::new(
+            Opts::new(
+                "alerter_alertmanager_resends_total",
+                "Re-sends of firing alerts to an Alertmanager cluster, by transport and outcome (sent, failed).",
+            ),
+            &["transport", "outcome"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(resends.clone())).expect("registered once");
+        Metrics { registry, events, notifications, latency, store_errors, folded, resends }
     }
 
     /// An event taken from a source.
@@ -130,6 +140,11 @@ impl Metrics {
     /// The counter of folded notifications, for the committer.
     pub fn folded(&self) -> IntCounterVec {
         self.folded.clone()
+    }
+
+    /// The counter of re-sends to Alertmanager, for the resender.
+    pub fn resends(&self) -> IntCounterVec {
+        self.resends.clone()
     }
 
     /// The counter of store errors, for the committer.

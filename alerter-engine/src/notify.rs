@@ -86,6 +86,25 @@ pub struct AlertSummary {
     pub count: u64,
 }
 
+impl AlertSummary {
+    /// A firing alert as it stands now, for re-sending it (the
+    /// alertmanager transport keeps alerts alive with these).
+    pub fn firing(a: &crate::rules::router::Alert) -> AlertSummary {
+        AlertSummary {
+            fingerprint: a.fingerprint,
+            status: "firing".into(),
+            source: a.event.source.clone(),
+            host: a.event.host.clone(),
+            severity: a.event.severity,
+            summary: a.event.summary.clone(),
+            details: a.event.details.clone(),
+            labels: a.event.labels.clone(),
+            since: a.since,
+            count: a.count,
+        }
+    }
+}
+
 /// What rendering needs to know about a transport.
 #[derive(Debug, Clone)]
 pub struct TransportInfo {
