@@ -182,3 +182,48 @@ impl Transport for WebhookTransport {
         Box::pin(self.deliver(n))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notification() -> Notification {
+        serde_json::from_value(serde_json::json!({
+            "id": "1a2b", "created_at": "2026-12-03T10:00:00Z", "rule": "disk", "transport": "hook",
+            "status": "firing", "severity": "critical", "title": "CRITICAL: /var is \"full\"",
+            "text": "line one\nline two", "recipients": [],
+            "alerts": [{"fingerprint": "00000000000000aa", "status": "firing", "source": "disks", "host": "web1",
+                        "severity": "critical", "summary": "/var is full", "since": "2026-12-03T09:00:00Z", "count": 1}],
+        }))
+        .unwrap()
+    }
+
+    fn transport(yaml: &str) -> WebhookTransport {
+        let c: WebhookConfig = serde_norway::from_str(yaml).unwrap();
+        assert!(check(&c).is_empty(), "{:?}", check(&c));
+        WebhookTransport::new(&c).unwrap()
+    }
+
+    /// The bodies docs/alertmanager.md shows render what their services read.
+    #[test]
+    fn the_documented_bodies_render_valid_json_and_forms() {
+        let n = notification();
+        let ntfy = transport(
+            r#"{url: "http://127.0.0.1/alerts", body: '{"topic": "alerts", "title": {{ title }}, "message": {{ text }}, "priority": {% if severity == "critical" %}5{% else %}3{% endif %}}'}"#,
+        );
+        let v: serde_json::Value = serde_json::from_str(&ntfy.body(&n).unwrap()).unwrap();
+        assert_eq!(v["title"], "CRITICAL: /var is \"full\"");
+        assert_eq!(v["message"], "line one\nline two");
+        assert_eq!(v["priority"], 5);
+        let slack = transport(r#"{url: "http://127.0.0.1/", body: '{"text": {{ title ~ "\n" ~ text }}}'}"#);
+        let v: serde_json::Value = serde_json::from_str(&slack.body(&n).unwrap()).unwrap();
+        assert_eq!(v["text"], "CRITICAL: /var is \"full\"\nline one\nline two");
+        let form = transport(
+            r#"{url: "http://127.0.0.1/", format: form, body: "title={{ title }}&host={{ alerts[0].host }}"}"#,
+        );
+        assert_eq!(form.body(&n).unwrap(), "title=CRITICAL%3A+%2Fvar+is+%22full%22&host=web1");
+        let default = transport(r#"{url: "http://127.0.0.1/"}"#);
+        let v: serde_json::Value = serde_json::from_str(&default.body(&n).unwrap()).unwrap();
+        assert_eq!(v["rule"], "disk", "without a body, the notification as JSON");
+    }
+}
