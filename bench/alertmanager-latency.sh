@@ -32,8 +32,7 @@ command -v prometheus-alertmanager > /dev/null || die "apt-get install -y promet
 command -v python3 > /dev/null || die "apt-get install -y python3"
 
 bench_setup am-latency
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-GW=$(port); W1=$(port); C1=$(port); W2=$(port); C2=$(port); BOB=$(port); CAROL=$(port)
+GW=$(free_port); W1=$(free_port); C1=$(free_port); W2=$(free_port); C2=$(free_port); BOB=$(free_port); CAROL=$(free_port)
 
 mkdir -p "$dir/gw" "$dir/agent"
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/gw/hook.token"
@@ -105,15 +104,6 @@ for who in BOB CAROL; do
     --json --no-desktop --history /dev/null > "$dir/$who.jsonl" 2> "$dir/$who.log" &
   pids+=("$!")
 done
-for i in 1 2; do
-  if [ $i = 1 ]; then web=$W1 gossip=$C1 peer=$C2; else web=$W2 gossip=$C2 peer=$C1; fi
-  mkdir -p "$dir/am$i"
-  prometheus-alertmanager --config.file="$dir/am.yml" --storage.path="$dir/am$i" \
-    --web.listen-address=127.0.0.1:$web --cluster.listen-address=127.0.0.1:$gossip \
-    --cluster.advertise-address=127.0.0.1:$gossip --cluster.peer=127.0.0.1:$peer \
-    --cluster.peer-timeout=2s 2> "$dir/am$i.log" &
-  pids+=("$!")
-done
 "$ALERTER" run -c "$dir/gw/alerter.yaml" 2> "$dir/gw/stderr" &
 pids+=("$!")
 "$ALERTER" run -c "$dir/agent/alerter.yaml" 2> "$dir/agent/stderr" &
@@ -122,20 +112,7 @@ for _ in $(seq 1 600); do
   grep -q "alerter started" "$dir/gw/stderr" && grep -q "alerter started" "$dir/agent/stderr" && break
   sleep 0.1
 done
-python3 - "$W1" "$W2" <<'PY' || die "the Alertmanager cluster did not settle"
-import json, sys, time, urllib.request
-deadline = time.time() + 60
-while time.time() < deadline:
-    try:
-        ok = all(json.load(urllib.request.urlopen(f"http://127.0.0.1:{p}/api/v2/status", timeout=2))["cluster"]["status"] == "ready"
-                 for p in sys.argv[1:])
-    except Exception:
-        ok = False
-    if ok:
-        sys.exit(0)
-    time.sleep(0.1)
-sys.exit(1)
-PY
+am_cluster "$dir/am.yml" "$W1" "$C1" "$W2" "$C2"
 say "cluster settled, daemons up; $PROBES probes over $DURATION s"
 
 python3 - "$dir/agent/app.log" "$dir/BOB.jsonl" "$dir/CAROL.jsonl" "$PROBES" "$DURATION" <<'PY'

@@ -33,8 +33,7 @@ command -v prometheus-alertmanager > /dev/null || die "apt-get install -y promet
 command -v python3 > /dev/null || die "apt-get install -y python3"
 
 bench_setup am-scale
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-GW=$(port); GWM=$(port); W1=$(port); C1=$(port); W2=$(port); C2=$(port)
+GW=$(free_port); GWM=$(free_port); W1=$(free_port); C1=$(free_port); W2=$(free_port); C2=$(free_port)
 total=$((AGENTS * ALERTS))
 
 mkdir -p "$dir/gw"
@@ -78,16 +77,6 @@ EOF
 "$ALERTER" run -c "$dir/gw/alerter.yaml" 2> "$dir/gw/stderr" &
 gw_pid=$!
 pids+=("$gw_pid")
-for i in 1 2; do
-  if [ $i = 1 ]; then web=$W1 gossip=$C1 peer=$C2; else web=$W2 gossip=$C2 peer=$C1; fi
-  mkdir -p "$dir/am$i"
-  prometheus-alertmanager --config.file="$dir/am.yml" --storage.path="$dir/am$i" \
-    --web.listen-address=127.0.0.1:$web --cluster.listen-address=127.0.0.1:$gossip \
-    --cluster.advertise-address=127.0.0.1:$gossip --cluster.peer=127.0.0.1:$peer \
-    --cluster.peer-timeout=2s 2> "$dir/am$i.log" &
-  pids+=("$!")
-done
-
 metric() { # the gateway's events from Alertmanager, summed
   python3 - "$GWM" <<'PY'
 import sys, urllib.request
@@ -99,19 +88,9 @@ print(sum(int(float(l.rsplit(" ", 1)[1])) for l in text.splitlines()
           if l.startswith("alerter_events_total{") and 'source="am"' in l))
 PY
 }
-settled() {
-  python3 - "$1" <<'PY'
-import json, sys, urllib.request
-try:
-    s = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/api/v2/status", timeout=2))
-    ok = s["cluster"]["status"] == "ready" and len(s["cluster"]["peers"]) == 2
-except Exception:
-    ok = False
-sys.exit(0 if ok else 1)
-PY
-}
-for _ in $(seq 1 600); do settled "$W1" && settled "$W2" && [ "$(metric)" -ge 0 ] && break; sleep 0.1; done
-settled "$W1" && settled "$W2" || die "the Alertmanager cluster did not settle"
+am_cluster "$dir/am.yml" "$W1" "$C1" "$W2" "$C2"
+for _ in $(seq 1 300); do [ "$(metric)" -ge 0 ] && break; sleep 0.1; done
+[ "$(metric)" -ge 0 ] || die "the gateway does not answer (see $dir/gw/stderr)"
 say "cluster settled, gateway up; $AGENTS agents × $ALERTS alerts = $total alerts"
 
 t0=$(date +%s.%N)

@@ -40,3 +40,38 @@ need_alerter() {
   ALERTER=${ALERTER:-${CARGO_TARGET_DIR:-$PWD/target}/release/alerter}
   [ -x "$ALERTER" ] || die "no alerter binary at $ALERTER (cargo build --release -p alerter, or set ALERTER=)"
 }
+
+# A free TCP port on loopback.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Starts a two-node Alertmanager cluster (Debian's prometheus-alertmanager)
+# on loopback: config file $1, web and gossip ports of node 1 ($2, $3) and
+# node 2 ($4, $5); storage and logs in $dir. Waits until both nodes say the
+# cluster is ready, or dies.
+am_cluster() {
+  local config=$1 w1=$2 c1=$3 w2=$4 c2=$5 i web gossip peer
+  for i in 1 2; do
+    if [ "$i" = 1 ]; then web=$w1 gossip=$c1 peer=$c2; else web=$w2 gossip=$c2 peer=$c1; fi
+    mkdir -p "$dir/am$i"
+    prometheus-alertmanager --config.file="$config" --storage.path="$dir/am$i" \
+      --web.listen-address="127.0.0.1:$web" --cluster.listen-address="127.0.0.1:$gossip" \
+      --cluster.advertise-address="127.0.0.1:$gossip" --cluster.peer="127.0.0.1:$peer" \
+      --cluster.peer-timeout=2s 2> "$dir/am$i.log" &
+    pids+=("$!")
+  done
+  python3 - "$w1" "$w2" <<'PY' || die "the Alertmanager cluster did not settle (see $dir/am1.log)"
+import json, sys, time, urllib.request
+deadline = time.time() + 60
+while time.time() < deadline:
+    try:
+        states = [json.load(urllib.request.urlopen(f"http://127.0.0.1:{p}/api/v2/status", timeout=2))["cluster"]
+                  for p in sys.argv[1:]]
+        ok = all(c["status"] == "ready" and len(c["peers"]) == 2 for c in states)
+    except Exception:
+        ok = False
+    if ok:
+        sys.exit(0)
+    time.sleep(0.1)
+sys.exit(1)
+PY
+}

@@ -513,6 +513,28 @@ fn gateway_events(metrics_port: u16) -> u64 {
         .sum()
 }
 
+/// A site: a gateway (popups repeated every `repeat`) with its receiver
+/// BOB, and an Alertmanager cluster of `nodes` (repeating every
+/// `am_repeat`) routing to it.
+struct Site {
+    gw: TempConfig,
+    gw_metrics: u16,
+    rx: Proc,
+    nodes: Vec<Alertmanager>,
+    _gw: Daemon,
+    _dir: tempfile::TempDir,
+}
+
+fn site(repeat: &str, nodes: usize, am_repeat: &str) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw_port, gw_metrics, popup_port) = (free_port(), free_port(), free_port());
+    let gw = popup_gateway(gw_port, gw_metrics, popup_port, repeat);
+    let rx = receiver(popup_port);
+    let daemon = start(&gw.path);
+    let nodes = am_cluster(dir.path(), nodes, gw_port, &gw.dir.path().join("hook.token"), am_repeat);
+    Site { gw, gw_metrics, rx, nodes, _gw: daemon, _dir: dir }
+}
+
 /// Stays true for `window`, checked every 100 ms (what must not happen).
 fn stays(window: Duration, what: &str, f: impl Fn() -> bool) {
     let end = std::time::Instant::now() + window;
@@ -524,12 +546,8 @@ fn stays(window: Duration, what: &str, f: impl Fn() -> bool) {
 
 #[test]
 fn two_agents_through_a_two_node_alertmanager_cluster_pop_up_once_on_the_gateway() {
-    let dir = tempfile::tempdir().unwrap();
-    let (gw_port, gw_metrics, popup_port) = (free_port(), free_port(), free_port());
-    let gw = popup_gateway(gw_port, gw_metrics, popup_port, "1h");
-    let rx = receiver(popup_port);
-    let _gw = start(&gw.path);
-    let mut nodes = am_cluster(dir.path(), 2, gw_port, &gw.dir.path().join("hook.token"), "1h");
+    let s = site("1h", 2, "1h");
+    let (rx, nodes) = (&s.rx, &s.nodes);
     // Re-sends are what Alertmanager's merge rule lets win over a
     // resolution (the youngest report wins): agents resolving the same
     // alert a moment apart must not re-send in that moment, so not often.
@@ -541,26 +559,26 @@ fn two_agents_through_a_two_node_alertmanager_cluster_pop_up_once_on_the_gateway
     for a in &agents {
         emit(&a.path, &["-s", "critical", "--host", "web1", "disk /var is full"]);
     }
-    until(LONG, "the popup", || !popups(&rx, "disk /var is full").is_empty());
+    until(LONG, "the popup", || !popups(rx, "disk /var is full").is_empty());
     // Both nodes had it, each would notify after its place in the cluster
     // (2 s apart): one popup stays one.
     stays(Duration::from_secs(6), "one popup for the alert", || {
-        let shown = popups(&rx, "disk /var is full");
+        let shown = popups(rx, "disk /var is full");
         assert!(shown.len() == 1, "{shown:?}");
         true
     });
-    let shown = popups(&rx, "disk /var is full");
+    let shown = popups(rx, "disk /var is full");
     assert!(shown[0].starts_with("CRITICAL"), "{shown:?}");
 
     // Resolved on both agents: one RESOLVED.
     for a in &agents {
         emit(&a.path, &["-s", "resolved", "--host", "web1", "disk /var is full"]);
     }
-    until(LONG, "the RESOLVED popup", || popups(&rx, "RESOLVED").len() == 1);
+    until(LONG, "the RESOLVED popup", || popups(rx, "RESOLVED").len() == 1);
     // A node that flushed before the resolve reached it sends the firing
     // state late; the gateway knows that episode ended.
     stays(Duration::from_secs(6), "one RESOLVED and no late firing", || {
-        let shown = popups(&rx, "disk /var is full");
+        let shown = popups(rx, "disk /var is full");
         assert!(shown.len() == 2 && shown[1].starts_with("RESOLVED"), "{shown:#?}");
         true
     });
@@ -569,30 +587,25 @@ fn two_agents_through_a_two_node_alertmanager_cluster_pop_up_once_on_the_gateway
     nodes[0].proc.signal("KILL");
     emit(&agents[0].path, &["-s", "critical", "--host", "web2", "disk /home is full"]);
     until(Duration::from_secs(60), "the popup through the surviving node", || {
-        !popups(&rx, "disk /home is full").is_empty()
+        !popups(rx, "disk /home is full").is_empty()
     });
     let history = all_history(&agents[0].path, &[]);
     let sent = history.iter().rev().find(|e| e["transport"] == "am" && e["status"] == "sent").expect("a sent row");
     assert!(sent["detail"].as_str().unwrap_or_default().contains("not by"), "the dead node is named: {sent}");
-    drop(nodes.remove(0));
 }
 
 #[test]
 fn an_alert_acknowledged_on_the_gateway_stays_quiet_through_alertmanager_repeats_until_it_fires_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let (gw_port, gw_metrics, popup_port) = (free_port(), free_port(), free_port());
-    // Unacknowledged, the gateway would pop it up again every 5 s.
-    let gw = popup_gateway(gw_port, gw_metrics, popup_port, "5s");
-    let rx = receiver(popup_port);
-    let _gw = start(&gw.path);
+    // Unacknowledged, the gateway would pop it up again every 5 s;
     // Alertmanager repeats its notification every 2 s.
-    let nodes = am_cluster(dir.path(), 2, gw_port, &gw.dir.path().join("hook.token"), "2s");
+    let s = site("5s", 2, "2s");
+    let (gw, gw_metrics, rx, nodes) = (&s.gw, s.gw_metrics, &s.rx, &s.nodes);
     let a = agent("AGENT1", &[&nodes[0], &nodes[1]], "5m");
     let _agent = start(&a.path);
     let firing = |rx: &Proc| popups(rx, "CRITICAL: raid degraded");
 
     emit(&a.path, &["-s", "critical", "--host", "web3", "raid degraded"]);
-    until(LONG, "the popup", || firing(&rx).len() == 1);
+    until(LONG, "the popup", || firing(rx).len() == 1);
     let out = alerter().args(["alerts", "--json", "-c"]).arg(&gw.path).output().unwrap();
     let list: Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
@@ -604,15 +617,15 @@ fn an_alert_acknowledged_on_the_gateway_stays_quiet_through_alertmanager_repeats
     // gateway's own repeat interval) and change nothing.
     let before = gateway_events(gw_metrics);
     until(LONG, "three repeat notifications from Alertmanager", || gateway_events(gw_metrics) >= before + 3);
-    assert_eq!(firing(&rx).len(), 1, "quiet while acknowledged: {:?}", popups(&rx, ""));
+    assert_eq!(firing(rx).len(), 1, "quiet while acknowledged: {:?}", popups(rx, ""));
     let acked = all_history(&gw.path, &["--status", "ack"]);
     assert!(acked.iter().any(|e| e.to_string().contains("replacing the disk")), "the ack is in history: {acked:#?}");
 
     // Resolved, then firing again: a new episode, shown again.
     emit(&a.path, &["-s", "resolved", "--host", "web3", "raid degraded"]);
-    until(LONG, "the RESOLVED popup", || !popups(&rx, "RESOLVED: raid degraded").is_empty());
+    until(LONG, "the RESOLVED popup", || !popups(rx, "RESOLVED: raid degraded").is_empty());
     emit(&a.path, &["-s", "critical", "--host", "web3", "raid degraded"]);
-    until(LONG, "the popup of the new episode", || firing(&rx).len() == 2);
+    until(LONG, "the popup of the new episode", || firing(rx).len() == 2);
 }
 
 /// The alerts of each request a fake Alertmanager got, with the time it
@@ -722,14 +735,11 @@ rules:
 
 #[test]
 fn prometheus_scraping_an_agent_fires_through_alertmanager_to_a_popup_on_the_gateway() {
-    let dir = tempfile::tempdir().unwrap();
-    let (gw_port, gw_metrics, popup_port) = (free_port(), free_port(), free_port());
-    let gw = popup_gateway(gw_port, gw_metrics, popup_port, "1h");
-    let rx = receiver(popup_port);
-    let _gw = start(&gw.path);
-    let nodes = am_cluster(dir.path(), 1, gw_port, &gw.dir.path().join("hook.token"), "1h");
+    let s = site("1h", 1, "1h");
+    let (rx, nodes) = (&s.rx, &s.nodes);
 
     // An agent whose webhook refuses everything: its outbox grows.
+    let dir = tempfile::tempdir().unwrap();
     let down = Receiver::start(dir.path(), "503");
     let agent_metrics = free_port();
     let a = TempConfig::new(&format!(
@@ -791,8 +801,8 @@ scrape_configs:
     for i in 0..3 {
         emit(&a.path, &["--source", "api", "-l", &format!("n={i}"), &format!("event {i}")]);
     }
-    until(Duration::from_secs(60), "the popup about the outbox", || !popups(&rx, "outbox of").is_empty());
-    let shown = popups(&rx, "outbox of");
+    until(Duration::from_secs(60), "the popup about the outbox", || !popups(rx, "outbox of").is_empty());
+    let shown = popups(rx, "outbox of");
     assert!(shown[0].starts_with("CRITICAL: outbox of 127.0.0.1"), "{shown:?}");
     assert!(shown[0].contains("(hook) holds 3 notifications"), "{shown:?}");
 }

@@ -90,17 +90,21 @@ impl AlertSummary {
     /// A firing alert as it stands now, for re-sending it (the
     /// alertmanager transport keeps alerts alive with these).
     pub fn firing(a: &crate::rules::router::Alert) -> AlertSummary {
+        AlertSummary::of(a.fingerprint, "firing".into(), &a.event, a.since, a.count)
+    }
+
+    fn of(fingerprint: Fingerprint, status: String, e: &crate::event::Event, since: DateTime<Utc>, count: u64) -> Self {
         AlertSummary {
-            fingerprint: a.fingerprint,
-            status: "firing".into(),
-            source: a.event.source.clone(),
-            host: a.event.host.clone(),
-            severity: a.event.severity,
-            summary: a.event.summary.clone(),
-            details: a.event.details.clone(),
-            labels: a.event.labels.clone(),
-            since: a.since,
-            count: a.count,
+            fingerprint,
+            status,
+            source: e.source.clone(),
+            host: e.host.clone(),
+            severity: e.severity,
+            summary: e.summary.clone(),
+            details: e.details.clone(),
+            labels: e.labels.clone(),
+            since,
+            count,
         }
     }
 }
@@ -184,18 +188,7 @@ pub fn render_dispatch(d: &Dispatch, cx: &RenderCx<'_>) -> (Vec<Notification>, V
     let alerts: Vec<AlertSummary> = d
         .alerts
         .iter()
-        .map(|a| AlertSummary {
-            fingerprint: a.fingerprint,
-            status: a.status.to_string(),
-            source: a.event.source.clone(),
-            host: a.event.host.clone(),
-            severity: a.event.severity,
-            summary: a.event.summary.clone(),
-            details: a.event.details.clone(),
-            labels: a.event.labels.clone(),
-            since: a.since,
-            count: a.count,
-        })
+        .map(|a| AlertSummary::of(a.fingerprint, a.status.to_string(), &a.event, a.since, a.count))
         .collect();
     let firing: Vec<&AlertSummary> = alerts.iter().filter(|a| a.status == "firing").collect();
     let resolved: Vec<&AlertSummary> = alerts.iter().filter(|a| a.status == "resolved").collect();

@@ -80,14 +80,7 @@ pub fn check(c: &AlertmanagerConfig) -> Vec<(YamlPath, String)> {
     {
         problems.push((root.key("resend"), "must be at least 1s".into()));
     }
-    if let Some(p) = &c.token_file
-        && let Err(e) = http::read_token(p)
-    {
-        problems.push((root.key("token_file"), e));
-    }
-    if let Err(e) = http::client(c.ca_file.as_deref(), Duration::from_secs(1)) {
-        problems.push((root.key("ca_file"), e));
-    }
+    problems.extend(http::check_files(c.token_file.as_deref(), c.ca_file.as_deref()));
     problems
 }
 

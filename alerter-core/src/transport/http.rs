@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{Delivered, TransportError};
+use crate::config::diag::YamlPath;
 
 /// The most of an answer's body that is read.
 pub const MAX_REPLY: usize = 64 * 1024;
@@ -87,6 +88,20 @@ pub fn read_token(path: &Path) -> Result<String, String> {
         return Err(format!("{}: a token is one line of printable characters", path.display()));
     }
     Ok(t)
+}
+
+/// Checks a transport's `token_file` and `ca_file`, as (key, problem).
+pub fn check_files(token_file: Option<&Path>, ca_file: Option<&Path>) -> Vec<(YamlPath, String)> {
+    let mut problems = Vec::new();
+    if let Some(p) = token_file
+        && let Err(e) = read_token(p)
+    {
+        problems.push((YamlPath::root().key("token_file"), e));
+    }
+    if let Err(e) = client(ca_file, Duration::from_secs(1)) {
+        problems.push((YamlPath::root().key("ca_file"), e));
+    }
+    problems
 }
 
 /// Sends a request and judges the answer (see the module header).

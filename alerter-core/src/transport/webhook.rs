@@ -66,14 +66,7 @@ pub fn check(c: &WebhookConfig) -> Vec<(YamlPath, String)> {
             problems.push((root.key("headers").key(name.as_str()), e));
         }
     }
-    if let Some(p) = &c.token_file
-        && let Err(e) = http::read_token(p)
-    {
-        problems.push((root.key("token_file"), e));
-    }
-    if let Err(e) = http::client(c.ca_file.as_deref(), Duration::from_secs(1)) {
-        problems.push((root.key("ca_file"), e));
-    }
+    problems.extend(http::check_files(c.token_file.as_deref(), c.ca_file.as_deref()));
     problems
 }
 
