@@ -131,7 +131,16 @@ impl WebhookTransport {
         if !self.has_body {
             return serde_json::to_string(n).map_err(|e| e.to_string());
         }
-        self.render(body_name(self.format), n)
+        let body = self.render(body_name(self.format), n)?;
+        // A receiver would refuse it anyway, with less of a clue why.
+        if self.format == WebhookFormat::Json
+            && let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&body)
+        {
+            return Err(format!(
+                "the body is not JSON ({e}); values are inserted as JSON values, so write `\"message\": {{{{ text }}}}` without quotes around them"
+            ));
+        }
+        Ok(body)
     }
 
     fn render(&self, name: &str, n: &Notification) -> Result<String, String> {
@@ -215,6 +224,9 @@ mod tests {
             r#"{url: "http://127.0.0.1/", format: form, body: "title={{ title }}&host={{ alerts[0].host }}"}"#,
         );
         assert_eq!(form.body(&n).unwrap(), "title=CRITICAL%3A+%2Fvar+is+%22full%22&host=web1");
+        let quoted = transport(r#"{url: "http://127.0.0.1/", body: '{"message": "{{ text }}"}'}"#);
+        let e = quoted.body(&n).unwrap_err();
+        assert!(e.contains("not JSON") && e.contains("without quotes"), "{e}");
         let default = transport(r#"{url: "http://127.0.0.1/"}"#);
         let v: serde_json::Value = serde_json::from_str(&default.body(&n).unwrap()).unwrap();
         assert_eq!(v["rule"], "disk", "without a body, the notification as JSON");
