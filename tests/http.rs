@@ -26,7 +26,7 @@ struct Receiver {
 impl Receiver {
     /// Answers with `statuses` in turn (the last one repeats).
     fn start(dir: &Path, statuses: &str) -> Receiver {
-        let out = dir.join(format!("requests-{}.jsonl", fastrand_suffix()));
+        let out = dir.join(format!("requests-{}.jsonl", unique_suffix()));
         let mut c = Command::new("/usr/bin/python3");
         c.arg(repo().join("tests/fixtures/http_receiver.py")).arg("--out").arg(&out).args(["--status", statuses]);
         let proc = Proc::spawn(c);
@@ -44,7 +44,8 @@ impl Receiver {
     }
 }
 
-fn fastrand_suffix() -> String {
+/// Tells apart the request logs of receivers sharing a directory.
+fn unique_suffix() -> String {
     format!("{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], "")
 }
 

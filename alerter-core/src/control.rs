@@ -811,14 +811,7 @@ fn alertmanager(cx: &mut Cx<'_>, source: &str, body: &[u8], by: &str) -> Result<
 
 /// `s` cut to at most `max` bytes, on a character boundary.
 fn cut(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
+    s[..s.floor_char_boundary(max)].to_string()
 }
 
 /// The largest page of alerts.
