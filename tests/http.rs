@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use util::netns::{Proc, until};
-use util::{Daemon, TempConfig, alerter, all_history, repo};
+use util::{Daemon, TempConfig, alerter, all_history, api_addr, repo};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -194,19 +194,6 @@ fn until_rows(cfg: &Path, transport: &str, done: impl Fn(&Value) -> bool) -> Vec
         rows.iter().any(&done)
     });
     rows
-}
-
-/// The API's TCP address, from the daemon's log (it asked for port 0).
-fn api_addr(d: &Daemon) -> String {
-    let mut addr = String::new();
-    until(LONG, "the API's address", || {
-        if let Some(l) = d.stderr_so_far().lines().find(|l| l.contains("control API listening") && l.contains("addr="))
-        {
-            addr = l.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
-        }
-        !addr.is_empty()
-    });
-    addr
 }
 
 const HOOK_TOKEN: &str = "hook-0123456789abcdef0123456789";

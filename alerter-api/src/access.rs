@@ -61,6 +61,19 @@ fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// Which configured token a caller logged in with: the token's hash,
+/// kept by a console session instead of the token, so that each request
+/// finds the token's current name and scope (a reload that removes the
+/// token or changes its scope applies to sessions at once).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenId([u8; 32]);
+
+impl std::fmt::Debug for TokenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenId(..)")
+    }
+}
+
 /// How the caller reached the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {
@@ -145,6 +158,26 @@ impl Access {
     }
 }
 
+impl Access {
+    /// The caller a token names, and the token's id, for a login.
+    pub fn login(&self, secret: &str) -> Result<(Caller, TokenId), ApiError> {
+        let d = digest(secret.trim());
+        self.tokens
+            .iter()
+            .find(|t| t.digest == d)
+            .map(|t| (Caller { name: format!("token:{}", t.name), scope: t.scope }, TokenId(d)))
+            .ok_or_else(|| ApiError::Unauthorized("the token is not one of the configured `api.tokens`".into()))
+    }
+
+    /// The caller of a token logged in with, if the token is still configured.
+    pub fn by_token_id(&self, id: &TokenId) -> Option<Caller> {
+        self.tokens
+            .iter()
+            .find(|t| t.digest == id.0)
+            .map(|t| Caller { name: format!("token:{}", t.name), scope: t.scope })
+    }
+}
+
 /// Whether `caller` may do what `need` says; the error names both.
 pub fn authorize(caller: &Caller, need: Need) -> Result<(), ApiError> {
     if caller.scope.allows(need) {
@@ -211,6 +244,17 @@ mod tests {
         assert!(matches!(closed.caller(&unix(4242), None), Err(ApiError::Forbidden(m)) if m.contains("api.users")));
         // A token on the socket decides over the uid.
         assert_eq!(a.caller(&unix(0), Some("ingest-ingest-ingest-ingest")).unwrap().scope, Scope::Ingest);
+    }
+
+    #[test]
+    fn a_login_is_found_again_while_its_token_is_configured() {
+        let a = access();
+        let (caller, id) = a.login(SECRET).unwrap();
+        assert_eq!(caller.name, "token:ops");
+        assert_eq!(a.by_token_id(&id), Some(caller));
+        assert!(a.login("wrong-wrong-wrong-wrong-wrong").is_err());
+        let without = Access::new(Vec::new(), Vec::new(), None, 999);
+        assert_eq!(without.by_token_id(&id), None, "a token removed by a reload ends its sessions");
     }
 
     #[test]

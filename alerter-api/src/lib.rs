@@ -90,6 +90,15 @@ pub enum Call {
         by: Caller,
         reply: Reply<types::Notice>,
     },
+    /// What the name service finds on the LAN (takes a second or two).
+    Network(Reply<types::Network>),
+    /// Subscribers, groups and transports, for forms.
+    Directory(Reply<types::Directory>),
+    /// What a notice would send, without setting it.
+    PreviewNotice {
+        notice: types::NoticeRequest,
+        reply: Reply<types::NoticePreview>,
+    },
     /// The Prometheus exposition.
     Metrics(Reply<String>),
     /// Whether the daemon is ready (started, its store writing); `Err` says why not.
@@ -106,6 +115,9 @@ pub mod paths {
     /// Followed by the source's id: `/api/v1/alertmanager/am`.
     pub const ALERTMANAGER: &str = "/api/v1/alertmanager";
     pub const NOTICES: &str = "/api/v1/notices";
+    pub const NOTICE_PREVIEW: &str = "/api/v1/notices/preview";
+    pub const NETWORK: &str = "/api/v1/network";
+    pub const DIRECTORY: &str = "/api/v1/directory";
     pub const HISTORY: &str = "/api/v1/history";
     pub const RELOAD: &str = "/api/v1/reload";
     pub const TEST: &str = "/api/v1/test";

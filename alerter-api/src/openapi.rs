@@ -43,6 +43,9 @@ pub fn document() -> Value {
     let test_req = schema(g.subschema_for::<types::TestRequest>());
     let test_res = schema(g.subschema_for::<types::TestQueued>());
     let error = schema(g.subschema_for::<types::ErrorBody>());
+    let network = schema(g.subschema_for::<types::Network>());
+    let directory = schema(g.subschema_for::<types::Directory>());
+    let preview = schema(g.subschema_for::<types::NoticePreview>());
     let ops = [
         Op {
             method: "get",
@@ -64,6 +67,8 @@ pub fn document() -> Value {
                 ("state", "string", "active (default), firing, pending, all"),
                 ("limit", "integer", "page size, default 100, at most 1000"),
                 ("offset", "integer", "how many to skip"),
+                ("sort", "string", "severity (default) or rule"),
+                ("id", "string", "one alert: its id, or 4 or more hex digits of it"),
             ],
             body: None,
             answer: page,
@@ -165,9 +170,41 @@ pub fn document() -> Value {
             scope: "operate",
             summary: "Announce something once, now or at a time, with reminders ahead of it; kept across restarts.",
             query: &[],
-            body: Some(notice_req),
+            body: Some(notice_req.clone()),
             answer: notice.clone(),
             status: "201",
+        },
+        Op {
+            method: "post",
+            path: crate::paths::NOTICE_PREVIEW,
+            scope: "read",
+            summary: "What a notice would send, per transport, as people will see it (code page and length limit \
+                      applied), and when; nothing is set.",
+            query: &[],
+            body: Some(notice_req.clone()),
+            answer: preview,
+            status: "200",
+        },
+        Op {
+            method: "get",
+            path: crate::paths::NETWORK,
+            scope: "read",
+            summary: "What the Messenger name service finds on the LAN now: machines answering a node status \
+                      request with their names, and whether each subscriber's machine is found. Takes a second or two.",
+            query: &[],
+            body: None,
+            answer: network,
+            status: "200",
+        },
+        Op {
+            method: "get",
+            path: crate::paths::DIRECTORY,
+            scope: "read",
+            summary: "Subscribers, groups and transports: whom notices and tests may name.",
+            query: &[],
+            body: None,
+            answer: directory,
+            status: "200",
         },
         Op {
             method: "delete",

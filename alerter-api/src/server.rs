@@ -83,11 +83,18 @@ pub struct SocketConfig {
 pub struct TcpConfig {
     pub addr: SocketAddr,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// More routes served beside the API on this listener only (the web
+    /// console); they do their own access checks.
+    pub extra: Option<Router>,
 }
 
 impl std::fmt::Debug for TcpConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpConfig").field("addr", &self.addr).field("tls", &self.tls.is_some()).finish()
+        f.debug_struct("TcpConfig")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .field("extra", &self.extra.is_some())
+            .finish()
     }
 }
 
@@ -116,7 +123,7 @@ impl AccessHandle {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(access);
     }
 
-    fn get(&self) -> Arc<Access> {
+    pub fn get(&self) -> Arc<Access> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -154,11 +161,16 @@ impl Shared {
 
     /// Hands a call to the daemon and waits for its answer.
     async fn ask<T>(&self, call: impl FnOnce(crate::Reply<T>) -> Call) -> Result<T, ApiError> {
-        let (tx, rx) = oneshot::channel();
-        let gone = || ApiError::Unavailable("the daemon is shutting down".into());
-        self.calls.send(call(tx)).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        ask(&self.calls, call).await
     }
+}
+
+/// Hands a call to the daemon over `calls` and waits for its answer.
+pub async fn ask<T>(calls: &mpsc::Sender<Call>, call: impl FnOnce(crate::Reply<T>) -> Call) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    let gone = || ApiError::Unavailable("the daemon is shutting down".into());
+    calls.send(call(tx)).await.map_err(|_| gone())?;
+    rx.await.map_err(|_| gone())?
 }
 
 /// A JSON body whose rejection is an [`ApiError`] with the status axum
@@ -275,6 +287,26 @@ async fn add_notice(
     let by = s.caller(&peer, &h, Need::Operate)?;
     let out = s.ask(|reply| Call::AddNotice { notice, by, reply }).await?;
     Ok((axum::http::StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+async fn preview_notice(
+    State(s): St,
+    axum::Extension(peer): PeerExt,
+    h: HeaderMap,
+    Body(notice): Body<NoticeRequest>,
+) -> Result<Response, ApiError> {
+    s.caller(&peer, &h, Need::Read)?;
+    Ok(axum::Json(s.ask(|reply| Call::PreviewNotice { notice, reply }).await?).into_response())
+}
+
+async fn network(State(s): St, axum::Extension(peer): PeerExt, h: HeaderMap) -> Result<Response, ApiError> {
+    s.caller(&peer, &h, Need::Read)?;
+    Ok(axum::Json(s.ask(Call::Network).await?).into_response())
+}
+
+async fn directory(State(s): St, axum::Extension(peer): PeerExt, h: HeaderMap) -> Result<Response, ApiError> {
+    s.caller(&peer, &h, Need::Read)?;
+    Ok(axum::Json(s.ask(Call::Directory).await?).into_response())
 }
 
 async fn cancel_notice(
@@ -445,8 +477,9 @@ async fn deadline(req: Request, next: Next) -> Response {
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+/// The API's routes, and `extra` (the web console, on TCP) beside them.
+fn router(shared: Arc<Shared>, extra: Option<Router>) -> Router {
+    let api = Router::new()
         .route(paths::STATUS, get(status))
         .route(paths::SILENCES, get(list_silences).post(add_silence))
         .route("/api/v1/silences/{id}", delete(expire_silence))
@@ -455,15 +488,20 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(paths::EVENTS, post(ingest))
         .route("/api/v1/alertmanager/{source}", post(alertmanager))
         .route(paths::NOTICES, get(list_notices).post(add_notice))
+        .route(paths::NOTICE_PREVIEW, post(preview_notice))
+        .route(paths::NETWORK, get(network))
+        .route(paths::DIRECTORY, get(directory))
         .route(paths::HISTORY, get(history))
         .route(paths::RELOAD, post(reload))
         .route(paths::TEST, post(test_notification))
         .route("/api/v1/notices/{id}", delete(cancel_notice))
         .route(paths::OPENAPI, get(openapi))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn(deadline))
-        .with_state(shared)
+        .with_state(shared);
+    let app = match extra {
+        Some(extra) => api.merge(extra),
+        None => api,
+    };
+    app.fallback(not_found).layer(DefaultBodyLimit::max(MAX_BODY)).layer(middleware::from_fn(deadline))
 }
 
 fn metrics_router(shared: Arc<Shared>) -> Router {
@@ -515,7 +553,7 @@ impl Server {
 /// them (and can be replaced while the server runs).
 pub async fn start(cfg: &ServerConfig, calls: mpsc::Sender<Call>, access: AccessHandle) -> Result<Server, ServeError> {
     let shared = Arc::new(Shared { calls: calls.clone(), access: access.clone(), metrics_token: false });
-    let app = router(shared);
+    let app = router(shared.clone(), None);
     let (stop, stopped) = watch::channel(false);
     let limits = Arc::new(Limits { all: Arc::new(Semaphore::new(MAX_CONNECTIONS)), per_ip: Mutex::default() });
     let mut tasks = Vec::new();
@@ -533,7 +571,8 @@ pub async fn start(cfg: &ServerConfig, calls: mpsc::Sender<Call>, access: Access
         info!(%addr, tls = tc.tls.is_some(), "control API listening");
         tcp_addr = Some(addr);
         let tls = tc.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-        tasks.push(tokio::spawn(accept_tcp(listener, tls, app.clone(), stopped.clone(), limits.clone())));
+        let app = router(shared.clone(), tc.extra.clone());
+        tasks.push(tokio::spawn(accept_tcp(listener, tls, app, stopped.clone(), limits.clone())));
     }
     let mut metrics_addr = None;
     if let Some(mc) = &cfg.metrics {

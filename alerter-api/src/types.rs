@@ -245,15 +245,38 @@ pub struct AlertsQuery {
     /// How many to skip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<usize>,
+    /// `severity` (the default: the most severe first, then the oldest) or
+    /// `rule` (by rule name, then as `severity` within each rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort: Option<String>,
+    /// One alert: its id, or its first 4 or more hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
-/// A page of alerts: the most severe first, then the oldest.
+/// A page of alerts, in the order the query asked for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AlertsPage {
     /// How many alerts the query matched in all.
     pub total: usize,
     pub offset: usize,
     pub alerts: Vec<AlertInfo>,
+    /// Every alert the query matched (not only the page), counted by rule,
+    /// the rule with the most severe first.
+    #[serde(default)]
+    pub rules: Vec<RuleAlerts>,
+}
+
+/// The alerts of one rule that a query matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RuleAlerts {
+    pub rule: String,
+    pub firing: u64,
+    pub pending: u64,
+    /// Of those firing, how many are acknowledged.
+    pub acknowledged: u64,
+    /// The most severe among them.
+    pub severity: String,
 }
 
 /// One alert of one rule.
@@ -529,4 +552,111 @@ pub enum EventsIn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Ingested {
     pub accepted: usize,
+}
+
+/// `GET /api/v1/network`: what the Messenger name service finds on the
+/// LAN now: the machines that answer a node status request (their names),
+/// and, for each subscriber with a machine, whether that name is found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Network {
+    pub at: DateTime<Utc>,
+    pub workgroup: String,
+    /// Where the node status request went: `eth0 (10.0.0.255)`.
+    pub asked: Vec<String>,
+    /// Machines that answered, by address.
+    pub hosts: Vec<NetworkHost>,
+    /// Subscribers with a machine, and whether their machine's name is found.
+    pub subscribers: Vec<Reach>,
+    /// What could not be done (no Messenger transport, no interface up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NetworkHost {
+    pub address: String,
+    pub names: Vec<NetworkName>,
+}
+
+/// One name in a machine's name table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NetworkName {
+    /// The name as shown (control characters made visible).
+    pub name: String,
+    /// Its suffix in hex: `03` a Messenger name (popups reach it), `00` a
+    /// workstation, `20` a file server.
+    pub suffix: String,
+    /// `messenger`, `workstation`, `server` or `other`.
+    pub kind: String,
+    pub group: bool,
+}
+
+/// Whether a subscriber's machine is found by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Reach {
+    pub subscriber: String,
+    pub machine: String,
+    /// The address it was found at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// How it was found, or what each way of looking said.
+    pub detail: String,
+}
+
+/// `GET /api/v1/directory`: whom notices and tests may name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Directory {
+    pub workgroup: String,
+    pub subscribers: Vec<DirectoryEntry>,
+    /// Group names (without the `@`).
+    pub groups: Vec<String>,
+    /// Transport ids with their kind.
+    pub transports: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DirectoryEntry {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    pub email: bool,
+}
+
+/// `POST /api/v1/notices/preview`: what a notice would send, without
+/// setting it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NoticePreview {
+    /// When the event is.
+    pub at: DateTime<Utc>,
+    pub timezone: String,
+    /// What goes out, earliest first (reminders, then the notice).
+    pub next: Vec<NoticeFiring>,
+    /// Per transport, the text as it will reach people.
+    pub messages: Vec<MessagePreview>,
+}
+
+/// One transport's rendering of a notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MessagePreview {
+    pub transport: String,
+    /// `messenger`, `email`, ...
+    pub kind: String,
+    pub recipients: Vec<String>,
+    /// The notice's text as the popup shows it (code page and length
+    /// limit applied), or as the mail carries it.
+    pub text: String,
+    /// For popups: the code page and the byte limit applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_page: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// The text's length in the code page, before any cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<usize>,
+    /// Whether the text was cut to the limit.
+    pub cut: bool,
+    /// Characters the code page has not, shown as `?`.
+    pub replaced: usize,
 }

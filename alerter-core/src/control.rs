@@ -46,9 +46,14 @@ pub struct Api {
 /// Starts the API of a configuration.
 pub async fn start(cfg: &Config) -> Result<Api, String> {
     let access = access(&cfg.api)?;
-    let server_cfg = server_config(&cfg.api, &cfg.state_dir)?;
+    let mut server_cfg = server_config(&cfg.api, &cfg.state_dir)?;
     let (tx, calls) = mpsc::channel(QUEUE);
     let handle = AccessHandle::new(access);
+    if let Some(tcp) = server_cfg.tcp.as_mut()
+        && cfg.api.console
+    {
+        tcp.extra = Some(alerter_console::router(tx.clone(), handle.clone(), &cfg.name));
+    }
     let server = server::start(&server_cfg, tx, handle.clone()).await.map_err(|e| e.to_string())?;
     let socket = cfg.api.socket_path(&cfg.state_dir);
     Ok(Api { server, access: handle, calls, listening: (socket, cfg.api.listen) })
@@ -117,7 +122,7 @@ fn server_config(api: &ApiSettings, state_dir: &Path) -> Result<ServerConfig, St
                     Some(std::sync::Arc::new(server::tls_config(&cert, key.as_bytes()).map_err(|e| e.to_string())?))
                 }
             };
-            Some(TcpConfig { addr, tls })
+            Some(TcpConfig { addr, tls, extra: None })
         }
     };
     let metrics = api.metrics_listen.map(|addr| alerter_api::server::MetricsConfig { addr, token: api.metrics_token });
@@ -241,6 +246,22 @@ pub fn answer(call: Call, cx: &mut Cx<'_>) -> Option<Deferred> {
             Some(Box::new(move || {
                 let _ = reply.send(result);
             }))
+        }
+        Call::PreviewNotice { notice, reply } => {
+            let _ = reply.send(preview_notice(cx, notice));
+            None
+        }
+        Call::Directory(reply) => {
+            let _ = reply.send(Ok(directory(cx.cfg)));
+            None
+        }
+        Call::Network(reply) => {
+            // The scan waits for answers: off the engine loop.
+            let scan = NetworkScan::new(cx.cfg);
+            tokio::spawn(async move {
+                let _ = reply.send(Ok(scan.run().await));
+            });
+            None
         }
         Call::CancelNotice { id, by, reply } => {
             let result =
@@ -481,7 +502,16 @@ fn notice_view(n: &Notice, pending: &[(DateTime<Utc>, DateTime<Utc>, std::time::
     }
 }
 
-fn add_notice(cx: &mut Cx<'_>, req: types::NoticeRequest, by: &str) -> Result<types::Notice, ApiError> {
+/// A notice request, checked: what it says, when, and to whom.
+struct CheckedNotice {
+    title: String,
+    text: String,
+    at: DateTime<Utc>,
+    offsets: Vec<std::time::Duration>,
+    targets: Vec<Target>,
+}
+
+fn check_notice(cx: &Cx<'_>, req: types::NoticeRequest) -> Result<CheckedNotice, ApiError> {
     let now = cx.now;
     let text = req.text.trim_end().to_string();
     if text.trim().is_empty() {
@@ -535,6 +565,12 @@ fn add_notice(cx: &mut Cx<'_>, req: types::NoticeRequest, by: &str) -> Result<ty
         offsets.push(d);
     }
     let targets = notice_targets(cx.cfg, &req.to, &req.via)?;
+    Ok(CheckedNotice { title, text, at, offsets, targets })
+}
+
+fn add_notice(cx: &mut Cx<'_>, req: types::NoticeRequest, by: &str) -> Result<types::Notice, ApiError> {
+    let now = cx.now;
+    let CheckedNotice { title, text, at, offsets, targets } = check_notice(cx, req)?;
     let notice = Notice {
         name: format!("n-{:08x}", fastrand::u32(..)),
         when: When::Once(at),
@@ -547,6 +583,200 @@ fn add_notice(cx: &mut Cx<'_>, req: types::NoticeRequest, by: &str) -> Result<ty
         ChangeError::NotFound(m) | ChangeError::Invalid(m) => ApiError::BadRequest(m),
     })?;
     Ok(notice_view(&n, &cx.engine.notices().pending(&n.name)))
+}
+
+/// What a notice would send, through each transport, as people will see
+/// it; nothing is set.
+fn preview_notice(cx: &Cx<'_>, req: types::NoticeRequest) -> Result<types::NoticePreview, ApiError> {
+    let now = cx.now;
+    let CheckedNotice { text, at, mut offsets, targets, .. } = check_notice(cx, req)?;
+    offsets.sort_unstable_by(|a, b| b.cmp(a));
+    offsets.dedup();
+    let next = offsets
+        .iter()
+        .filter_map(|o| {
+            let when = at - chrono::Duration::from_std(*o).ok()?;
+            (when >= now - chrono::Duration::seconds(1)).then_some(types::NoticeFiring {
+                at: when,
+                event_at: at,
+                ahead_seconds: o.as_secs(),
+            })
+        })
+        .collect();
+    let messages = targets
+        .iter()
+        .map(|t| {
+            let cfg = &cx.cfg.transports[&t.transport];
+            let recipients = t.recipients.iter().map(|r| r.id.clone()).collect();
+            let plain = types::MessagePreview {
+                transport: t.transport.clone(),
+                kind: cfg.kind().to_string(),
+                recipients,
+                text: text.clone(),
+                code_page: None,
+                limit: None,
+                bytes: None,
+                cut: false,
+                replaced: 0,
+            };
+            let crate::config::model::TransportConfig::Messenger(m) = cfg else { return plain };
+            match crate::transport::messenger::MessengerOptions::from_config(m, &cx.cfg.name, &cx.cfg.workgroup) {
+                Ok(opts) => {
+                    let p = crate::transport::messenger::MessengerTransport::new(opts)
+                        .preview(&text, t.recipients.iter().any(|r| r.is_workgroup()));
+                    types::MessagePreview {
+                        text: p.text,
+                        code_page: Some(p.code_page),
+                        limit: Some(p.limit),
+                        bytes: Some(p.bytes),
+                        cut: p.cut,
+                        replaced: p.replaced,
+                        ..plain
+                    }
+                }
+                Err(_) => plain,
+            }
+        })
+        .collect();
+    Ok(types::NoticePreview { at, timezone: cx.cfg.timezone.name().to_string(), next, messages })
+}
+
+/// Subscribers, groups and transports, for the console's forms.
+fn directory(cfg: &Config) -> types::Directory {
+    types::Directory {
+        workgroup: cfg.workgroup.clone(),
+        subscribers: cfg
+            .subscribers
+            .iter()
+            .map(|(id, s)| types::DirectoryEntry {
+                id: id.clone(),
+                name: s.name.clone(),
+                machine: s.machine.clone(),
+                email: s.email.is_some(),
+            })
+            .collect(),
+        groups: cfg.groups.keys().cloned().collect(),
+        transports: cfg.transports.iter().map(|(id, t)| (id.clone(), t.kind().to_string())).collect(),
+    }
+}
+
+/// How long a network scan waits for node status answers.
+const SCAN_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+/// The most subscribers whose machines a scan looks up.
+const SCAN_SUBSCRIBERS: usize = 200;
+
+/// A look at the LAN through the first Messenger transport's eyes: its
+/// broadcast addresses and its name resolution.
+struct NetworkScan {
+    workgroup: String,
+    messenger: Result<crate::transport::messenger::MessengerOptions, String>,
+    machines: Vec<(String, String)>,
+}
+
+impl NetworkScan {
+    fn new(cfg: &Config) -> NetworkScan {
+        let messenger = cfg
+            .transports
+            .values()
+            .find_map(|t| match t {
+                crate::config::model::TransportConfig::Messenger(m) => Some(m),
+                _ => None,
+            })
+            .ok_or_else(|| "no Messenger transport is configured, so there is no name service to ask".to_string())
+            .and_then(|m| crate::transport::messenger::MessengerOptions::from_config(m, &cfg.name, &cfg.workgroup));
+        let machines = cfg
+            .subscribers
+            .iter()
+            .filter_map(|(id, s)| Some((id.clone(), s.machine.clone()?)))
+            .take(SCAN_SUBSCRIBERS)
+            .collect();
+        NetworkScan { workgroup: cfg.workgroup.clone(), messenger, machines }
+    }
+
+    async fn run(self) -> types::Network {
+        use messenger_transport::resolve::{Resolver, node_status};
+        let mut out = types::Network {
+            at: Utc::now(),
+            workgroup: self.workgroup,
+            asked: Vec::new(),
+            hosts: Vec::new(),
+            subscribers: Vec::new(),
+            problems: Vec::new(),
+        };
+        let opts = match self.messenger {
+            Ok(o) => o,
+            Err(e) => {
+                out.problems.push(e);
+                return out;
+            }
+        };
+        let resolver = Resolver::new(opts.resolver.clone());
+        let lookups = futures_util::future::join_all(self.machines.iter().map(|(id, machine)| {
+            let resolver = &resolver;
+            async move {
+                let found = match machine.parse::<messenger_transport::NetbiosName>() {
+                    Ok(name) => resolver.resolve(&name).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let mapped = resolver.config().hosts.contains_key(&machine.to_ascii_uppercase());
+                let (address, detail) = match found {
+                    Ok(t) if mapped => (Some(t.ip.to_string()), "given in the transport's `hosts`".to_string()),
+                    Ok(t) => (Some(t.ip.to_string()), "found by its NetBIOS name (WINS, broadcast or DNS)".to_string()),
+                    Err(e) => (None, e),
+                };
+                types::Reach { subscriber: id.clone(), machine: machine.clone(), address, detail }
+            }
+        }));
+        let mut to: Vec<std::net::SocketAddr> = Vec::new();
+        match opts.broadcast.targets() {
+            Ok(ifaces) => {
+                for i in &ifaces {
+                    out.asked.push(i.to_string());
+                    to.push(std::net::SocketAddr::new(i.broadcast.into(), opts.resolver.nbns_port));
+                }
+            }
+            Err(e) => out.problems.push(format!("no broadcast: {e}")),
+        }
+        let scan = async {
+            if to.is_empty() {
+                return Ok(Vec::new());
+            }
+            node_status(&to, SCAN_WAIT).await
+        };
+        let (reach, scanned) = tokio::join!(lookups, scan);
+        out.subscribers = reach;
+        match scanned {
+            Ok(hosts) => {
+                out.hosts = hosts
+                    .into_iter()
+                    .map(|h| types::NetworkHost {
+                        address: h.ip.to_string(),
+                        names: h
+                            .names
+                            .into_iter()
+                            .map(|(n, flags)| {
+                                let suffix = n.raw()[15];
+                                types::NetworkName {
+                                    name: crate::visible::visible_line(n.name().trim_end()).into_owned(),
+                                    suffix: format!("{suffix:02X}"),
+                                    kind: match suffix {
+                                        0x03 => "messenger",
+                                        0x00 => "workstation",
+                                        0x20 => "server",
+                                        _ => "other",
+                                    }
+                                    .into(),
+                                    group: flags & messenger_transport::nbns::FLAG_GROUP != 0,
+                                }
+                            })
+                            .collect(),
+                    })
+                    .collect();
+            }
+            Err(e) => out.problems.push(format!("the node status request could not be sent: {e}")),
+        }
+        out
+    }
 }
 
 /// The first line of `text`, cut at a word to about [`SHORT_TITLE`] characters.
@@ -836,20 +1066,47 @@ fn alerts(cx: &Cx<'_>, q: &types::AlertsQuery) -> Result<types::AlertsPage, ApiE
             return Err(ApiError::BadRequest(format!("`state={other}`: use active, firing, pending or all")));
         }
     };
+    let by_rule = match q.sort.as_deref().unwrap_or("severity") {
+        "severity" => false,
+        "rule" => true,
+        other => return Err(ApiError::BadRequest(format!("`sort={other}`: use severity or rule"))),
+    };
+    let id = match q.id.as_deref() {
+        None => None,
+        Some(id) if (4..=16).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(id.to_ascii_lowercase())
+        }
+        Some(id) => {
+            return Err(ApiError::BadRequest(format!(
+                "`id={}`: an alert id is 16 hex digits (the first 4 or more will do)",
+                crate::visible::visible_line(id)
+            )));
+        }
+    };
     let limit = q.limit.unwrap_or(100).min(MAX_PAGE);
     let offset = q.offset.unwrap_or(0);
     let router = cx.engine.router();
     let mut found: Vec<(&str, &Alert)> = router
         .all_alerts()
         .filter(|(r, a)| {
-            want.contains(&a.status) && filter.as_ref().is_none_or(|m| m.matches_in(&a.event, Some(&r.name)))
+            want.contains(&a.status)
+                && id.as_deref().is_none_or(|id| a.fingerprint.to_string().starts_with(id))
+                && filter.as_ref().is_none_or(|m| m.matches_in(&a.event, Some(&r.name)))
         })
         .map(|(r, a)| (r.name.as_str(), a))
         .collect();
     let total = found.len();
+    let rules = rule_counts(&found);
     // Most severe first, then the oldest; ties broken for stable pages.
+    // By rule: the rules in name order, each so within.
     let key = |(r, a): &(&str, &Alert)| {
-        (std::cmp::Reverse(a.event.severity), a.fired_at.unwrap_or(a.since), r.to_string(), a.fingerprint)
+        (
+            if by_rule { r.to_string() } else { String::new() },
+            std::cmp::Reverse(a.event.severity),
+            a.fired_at.unwrap_or(a.since),
+            r.to_string(),
+            a.fingerprint,
+        )
     };
     if offset + limit < total {
         // Only the page is sorted in full.
@@ -858,7 +1115,41 @@ fn alerts(cx: &Cx<'_>, q: &types::AlertsQuery) -> Result<types::AlertsPage, ApiE
     }
     found.sort_unstable_by_key(key);
     let alerts = found.into_iter().skip(offset).map(|(r, a)| alert_info(router, r, a, now)).collect();
-    Ok(types::AlertsPage { total, offset, alerts })
+    Ok(types::AlertsPage { total, offset, alerts, rules })
+}
+
+/// The alerts found, counted by rule: the rule with the most severe
+/// alert first, then by name.
+fn rule_counts(found: &[(&str, &Alert)]) -> Vec<types::RuleAlerts> {
+    let mut by: std::collections::BTreeMap<&str, (u64, u64, u64, Severity)> = std::collections::BTreeMap::new();
+    for (r, a) in found {
+        let e = by.entry(r).or_insert((0, 0, 0, a.event.severity));
+        match a.status {
+            AlertStatus::Pending => e.1 += 1,
+            _ => {
+                e.0 += 1;
+                e.2 += u64::from(a.ack.is_some());
+            }
+        }
+        e.3 = e.3.max(a.event.severity);
+    }
+    let mut out: Vec<(Severity, types::RuleAlerts)> = by
+        .into_iter()
+        .map(|(rule, (firing, pending, acknowledged, sev))| {
+            (
+                sev,
+                types::RuleAlerts {
+                    rule: rule.to_string(),
+                    firing,
+                    pending,
+                    acknowledged,
+                    severity: sev.as_str().into(),
+                },
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.rule.cmp(&b.1.rule)));
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 fn alert_info(router: &Router, rule: &str, a: &Alert, now: DateTime<Utc>) -> types::AlertInfo {

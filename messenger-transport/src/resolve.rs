@@ -206,6 +206,63 @@ impl Resolver {
     }
 }
 
+/// One machine's answer to a node status request: its address and the
+/// names it holds, with their flags (`nbns::FLAG_GROUP`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub ip: Ipv4Addr,
+    pub names: Vec<(NetbiosName, u16)>,
+}
+
+/// The most machines one scan keeps: a hostile LAN cannot make it grow
+/// without end.
+pub const MAX_SCANNED: usize = 1024;
+
+/// Sends a node status request (`nmblookup -A`, the wildcard name) to each
+/// of `to` (machines, or broadcast addresses, which every machine that
+/// answers broadcast node status hears) and collects the answers that
+/// arrive within `wait`, one per address, the first kept. Answers to
+/// another transaction, and packets that are not answers, are ignored.
+pub async fn node_status(to: &[SocketAddr], wait: Duration) -> std::io::Result<Vec<NodeStatus>> {
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
+    sock.set_broadcast(true)?;
+    let id = nbns::transaction_id();
+    let packet = nbns::Packet::status_query(id).encode();
+    let mut sent = 0;
+    let mut last_error = None;
+    for addr in to {
+        match sock.send_to(&packet, addr).await {
+            Ok(_) => sent += 1,
+            Err(e) => last_error = Some(e),
+        }
+    }
+    if sent == 0
+        && let Some(e) = last_error
+    {
+        return Err(e);
+    }
+    let mut found: Vec<NodeStatus> = Vec::new();
+    let mut buf = [0u8; 1500];
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Ok((n, from))) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+        let Ok(p) = nbns::Packet::decode(&buf[..n]) else { continue };
+        let IpAddr::V4(ip) = from.ip() else { continue };
+        if p.id != id || !p.flags.response || found.iter().any(|f| f.ip == ip) {
+            continue;
+        }
+        let names: Vec<(NetbiosName, u16)> = p.answers.iter().flat_map(nbns::Record::status_names).collect();
+        if names.is_empty() {
+            continue;
+        }
+        found.push(NodeStatus { ip, names });
+        if found.len() >= MAX_SCANNED {
+            break;
+        }
+    }
+    found.sort_by_key(|f| f.ip);
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +315,42 @@ mod tests {
         assert!(r.forget(&"ALICE".parse().unwrap()));
         assert!(!r.forget(&"ALICE".parse().unwrap()));
         assert!(r.resolve(&"ALICE".parse().unwrap()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn node_status_collects_each_machines_names_once() {
+        // Two "machines" on loopback: one answers twice (kept once), one
+        // answers another transaction first (ignored) and garbage.
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        let to = [a.local_addr().unwrap(), b.local_addr().unwrap()];
+        let name = |s: &str| -> NetbiosName { s.parse().unwrap() };
+        tokio::spawn(async move {
+            let mut buf = [0u8; 576];
+            let (n, from) = a.recv_from(&mut buf).await.unwrap();
+            let q = nbns::Packet::decode(&buf[..n]).unwrap();
+            let r = nbns::Packet::status_response(&q, &[(name("ALICE").with_suffix(3), false)]);
+            a.send_to(&r.encode(), from).await.unwrap();
+            a.send_to(&r.encode(), from).await.unwrap();
+        });
+        tokio::spawn(async move {
+            let mut buf = [0u8; 576];
+            let (n, from) = b.recv_from(&mut buf).await.unwrap();
+            let mut q = nbns::Packet::decode(&buf[..n]).unwrap();
+            b.send_to(b"\x00\x01garbage", from).await.unwrap();
+            q.id = q.id.wrapping_add(1);
+            let other = nbns::Packet::status_response(&q, &[(name("MALLORY"), false)]);
+            b.send_to(&other.encode(), from).await.unwrap();
+            q.id = q.id.wrapping_sub(1);
+            let r = nbns::Packet::status_response(&q, &[(name("BOB"), false), (name("TESTWG"), true)]);
+            b.send_to(&r.encode(), from).await.unwrap();
+        });
+        let found = node_status(&to, Duration::from_millis(500)).await.unwrap();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].names, vec![(name("ALICE").with_suffix(3), nbns::FLAG_ACTIVE)]);
+        assert_eq!(found[1].ip, Ipv4Addr::new(127, 0, 0, 2));
+        let names: Vec<String> = found[1].names.iter().map(|(n, _)| n.name()).collect();
+        assert_eq!(names, vec!["BOB", "TESTWG"]);
+        assert_ne!(found[1].names[1].1 & nbns::FLAG_GROUP, 0);
     }
 }

@@ -333,10 +333,35 @@ pub fn all_history(config: &Path, args: &[&str]) -> Vec<serde_json::Value> {
     pages.into_iter().rev().flatten().collect()
 }
 
+/// The API's TCP address, from the daemon's log (it asked for port 0).
+pub fn api_addr(d: &Daemon) -> String {
+    let mut addr = String::new();
+    wait_for(Duration::from_secs(20), || {
+        if let Some(l) = d.stderr_so_far().lines().find(|l| l.contains("control API listening") && l.contains("addr="))
+        {
+            addr = l.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+        }
+        (!addr.is_empty()).then_some(())
+    });
+    addr
+}
+
 /// One HTTP/1.1 request over TCP (`Connection: close`): the status and
 /// the body. `body` may be shorter than a `Content-Length` given in
 /// `headers` (to show that a server refuses by the header alone).
 pub fn http_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let (status, _, body) = http_exchange(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// [`http_request`], with the answer's headers (names in lower case).
+pub fn http_exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("nothing answers at {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -355,6 +380,12 @@ pub fn http_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str
     let _ = s.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer);
     let status = answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
 }

@@ -1170,6 +1170,7 @@ fn compile_api(cx: &mut Ctx<'_>, file: usize, api: Option<&model::ApiSection>, b
             others: Some(alerter_api::Scope::Read),
             metrics_listen: super::DEFAULT_METRICS_LISTEN.parse().ok(),
             metrics_token: false,
+            console: true,
         };
     };
     let at = |key: &str| YamlPath::root().key("api").key(key);
@@ -1226,6 +1227,7 @@ fn compile_api(cx: &mut Ctx<'_>, file: usize, api: Option<&model::ApiSection>, b
         others: api.others.map_or(Some(alerter_api::Scope::Read), |o| o.scope()),
         metrics_listen,
         metrics_token: api.metrics_token.unwrap_or(false),
+        console: api.console.unwrap_or(true),
     }
 }
 

@@ -135,6 +135,8 @@ pub struct ApiSettings {
     /// Where `/metrics` is served; `None`: off.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub metrics_token: bool,
+    /// Whether the TCP listener serves the web console too.
+    pub console: bool,
 }
 
 /// Where metrics are served unless the config says otherwise.

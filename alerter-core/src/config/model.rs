@@ -152,6 +152,10 @@ pub struct ApiSection {
     /// Whether scrapes need a token with the `read` scope. Default: no.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_token: Option<bool>,
+    /// Whether `listen` also serves the web console (log in with a token
+    /// of `tokens`; docs/console.md). Default: yes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<bool>,
 }
 
 /// The scope of local users not named in `api.users`.

@@ -226,6 +226,17 @@ impl DeliveredSet {
     }
 }
 
+/// A popup's text as it will show, with what shaped it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PopupPreview {
+    pub text: String,
+    pub code_page: u16,
+    pub limit: usize,
+    pub bytes: usize,
+    pub cut: bool,
+    pub replaced: usize,
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct MessengerTransport {
@@ -318,10 +329,7 @@ impl MessengerTransport {
             _ => None,
         };
         let o = &self.opts;
-        let datagram =
-            o.form == MessengerForm::Datagram || o.datagram_fallback || n.recipients.iter().any(|r| r.is_workgroup());
-        // The longest names a datagram may carry: the limit for any sender and recipient.
-        let limit = if datagram { o.max_length.min(dgram::max_text(dgram::MESSNGR, 15, 15)) } else { o.max_length };
+        let limit = self.limit(n.recipients.iter().any(|r| r.is_workgroup()));
         match footer {
             // Some text stays: a footer alone says nothing.
             Some(footer) if o.code_page.encode(&footer).len() + MIN_TEXT_WITH_FOOTER <= limit => {
@@ -329,6 +337,36 @@ impl MessengerTransport {
                 format!("{}{footer}", self.shape_within(&n.text, room))
             }
             _ => self.shape_within(&n.text, limit),
+        }
+    }
+
+    /// The most bytes a popup's text may take: the configured limit, and,
+    /// when it may go as a datagram (to the workgroup, or by form or
+    /// fallback), what a datagram with the longest names carries.
+    fn limit(&self, workgroup: bool) -> usize {
+        let o = &self.opts;
+        let datagram = o.form == MessengerForm::Datagram || o.datagram_fallback || workgroup;
+        if datagram { o.max_length.min(dgram::max_text(dgram::MESSNGR, 15, 15)) } else { o.max_length }
+    }
+
+    /// What a popup of `text` will show (to the workgroup, or to
+    /// machines), and why: the code page, the limit, the encoded length,
+    /// whether it was cut, how many characters the code page lacks.
+    pub fn preview(&self, text: &str, workgroup: bool) -> PopupPreview {
+        let cp = self.opts.code_page;
+        let limit = self.limit(workgroup);
+        let bytes = cp.encode(text.trim_end()).len();
+        let replaced = text
+            .chars()
+            .filter(|c| !matches!(c, '?' | '\n' | '\r') && cp.encode(c.encode_utf8(&mut [0; 4])) == b"?")
+            .count();
+        PopupPreview {
+            text: self.shape_within(text, limit),
+            code_page: cp.number(),
+            limit,
+            bytes,
+            cut: bytes > limit,
+            replaced,
         }
     }
 
@@ -581,6 +619,16 @@ mod tests {
                         "severity": "warning", "summary": "s", "since": "2026-12-03T09:00:00Z", "count": 1}],
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_preview_shows_the_code_page_and_the_limit_at_work() {
+        let t = transport(MessengerConfig { max_length: Some(40), ..MessengerConfig::default() });
+        let p = t.preview("Café closes at 18:00 € ok", false);
+        assert_eq!((p.code_page, p.limit, p.cut, p.replaced), (850, 40, false, 1), "{p:?}");
+        assert_eq!(p.text, "Café closes at 18:00 ? ok", "CP850 has é but not €");
+        let p = t.preview(&"word ".repeat(20), true);
+        assert!(p.cut && p.bytes == 99 && p.text.ends_with(" [...]") && p.text.len() == 40, "{p:?}");
     }
 
     #[test]
