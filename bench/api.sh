@@ -94,15 +94,12 @@ done | awk '{ print $1 * 1000 }' | stats)"
 
 # Alertmanager with the same alerts, if it is here.
 if command -v prometheus-alertmanager > /dev/null && command -v amtool > /dev/null; then
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   cat > "$dir/am.yml" <<EOF
 route: { receiver: none }
 receivers: [{ name: none }]
 EOF
-  prometheus-alertmanager --config.file="$dir/am.yml" --storage.path="$dir/am" \
-    --web.listen-address="127.0.0.1:$port" --cluster.listen-address= 2> "$dir/am.log" &
-  pids+=("$!")
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/-/ready" > /dev/null && break; sleep 0.1; done
+  am_single "$dir/am.yml" "$port"
   python3 - "$dir" "$ALERTS" <<'PY'
 import json, sys
 d, n = sys.argv[1], int(sys.argv[2])

@@ -112,13 +112,9 @@ rss=$(ps -o rss= -p "${pids[0]}")
 echo "daemon RSS with $ALERTS alerts: $((rss / 1024)) MiB"
 
 if command -v prometheus-alertmanager > /dev/null; then
-  W=$(free_port); C=$(free_port)
+  W=$(free_port)
   printf 'route: { receiver: none, group_by: [team] }\nreceivers: [ { name: none } ]\n' > "$dir/am.yml"
-  mkdir -p "$dir/am"
-  prometheus-alertmanager --config.file="$dir/am.yml" --storage.path="$dir/am" \
-    --web.listen-address="127.0.0.1:$W" --cluster.listen-address= 2> "$dir/am.log" &
-  pids+=("$!")
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$W/-/ready" > /dev/null && break; sleep 0.1; done
+  am_single "$dir/am.yml" "$W"
   python3 - "$W" "$ALERTS" <<'PY'
 import json, sys, urllib.request
 w, n = sys.argv[1], int(sys.argv[2])

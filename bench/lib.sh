@@ -75,3 +75,16 @@ while time.time() < deadline:
 sys.exit(1)
 PY
 }
+
+# Starts one Alertmanager node (no cluster) on loopback: config file $1,
+# web port $2, storage in $dir/am, log in $dir/am.log. Waits until it is
+# ready.
+am_single() {
+  local config=$1 port=$2
+  mkdir -p "$dir/am"
+  prometheus-alertmanager --config.file="$config" --storage.path="$dir/am" \
+    --web.listen-address="127.0.0.1:$port" --cluster.listen-address= 2> "$dir/am.log" &
+  pids+=("$!")
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/-/ready" > /dev/null && return 0; sleep 0.1; done
+  die "Alertmanager did not get ready (see $dir/am.log)"
+}

@@ -512,6 +512,21 @@ fn without_a_session_every_page_and_form_refuses() {
     assert_eq!(status, 303, "the same post, with its token, from the console's own page");
     assert_eq!(api_get(&addr, "/api/v1/silences").as_array().unwrap().len(), 1);
 
+    // A notice set from the console, listed with its reminder, cancelled.
+    let post = |path: &str, body: String| {
+        http_request(&addr, "POST", path, &[("Cookie", &ops), ("Content-Type", form[0].1)], body.as_bytes())
+    };
+    let (status, body) =
+        post("/notices", format!("csrf={csrf}&text=Backups+pause&to=%2A&at=%2B2h&remind=1h&action=send"));
+    assert_eq!(status, 303, "{body}");
+    let (_, page) = http_request(&addr, "GET", "/notices", &[("Cookie", &ops)], b"");
+    let id = page.split("data-notice=\"").nth(1).expect("the notice is listed").split('"').next().unwrap().to_string();
+    assert!(page.contains("Backups pause") && page.contains("(reminder)"), "{page}");
+    let (status, _) = post(&format!("/notices/{id}/cancel"), format!("csrf={csrf}"));
+    assert_eq!(status, 303);
+    let (_, page) = http_request(&addr, "GET", "/notices?done=cancelled", &[("Cookie", &ops)], b"");
+    assert!(page.contains("The notice is cancelled") && !page.contains(&id), "{page}");
+
     // A read-only login sees no form, and its posts are refused.
     let (_, headers) = login(VIEWER);
     let viewer = session(&headers);

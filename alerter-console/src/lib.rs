@@ -514,18 +514,32 @@ struct AckForm {
 }
 
 async fn ack(State(c): St, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<AckForm>) -> Response {
-    let who = match c.poster(&headers, &form.csrf, Need::Operate) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
     let ack = types::AckRequest {
         ids: vec![id.clone()],
         matchers: Vec::new(),
         comment: Some(form.comment.trim().to_string()).filter(|c| !c.is_empty()),
     };
+    let done = format!("/alerts/{}?done=acked", view::url_encode(&id));
+    change(&c, &headers, &form.csrf, |by, reply| Call::Ack { ack, by, reply }, &done).await
+}
+
+/// A form post that makes one change: checked as every post is (see
+/// [`Console::poster`]), then the call made with the poster as who made
+/// it; on to `done` once it is in force, else a page saying why not.
+async fn change<T>(
+    c: &Console,
+    headers: &HeaderMap,
+    csrf: &str,
+    call: impl FnOnce(Caller, alerter_api::Reply<T>) -> Call,
+    done: &str,
+) -> Response {
+    let who = match c.poster(headers, csrf, Need::Operate) {
+        Ok(w) => w,
+        Err(r) => return *r,
+    };
     let by = who.caller.clone();
-    match c.ask(|reply| Call::Ack { ack, by, reply }).await {
-        Ok(_) => Redirect::to(&format!("/alerts/{}?done=acked", view::url_encode(&id))).into_response(),
+    match c.ask(|reply| call(by, reply)).await {
+        Ok(_) => Redirect::to(done).into_response(),
         Err(e) => c.api_error(&who, &e),
     }
 }
@@ -611,21 +625,14 @@ async fn silence_preview(State(c): St, headers: HeaderMap, Query(q): Query<Previ
 }
 
 async fn add_silence(State(c): St, headers: HeaderMap, Form(form): Form<SilenceForm>) -> Response {
-    let who = match c.poster(&headers, &form.csrf, Need::Operate) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
     let silence = types::SilenceRequest {
         matchers: matcher_lines(&form.matchers),
         duration: form.duration.clone().filter(|d| !d.trim().is_empty()),
         comment: form.comment.clone().filter(|c| !c.trim().is_empty()),
         ..Default::default()
     };
-    let by = who.caller.clone();
-    match c.ask(|reply| Call::AddSilence { silence, by, reply }).await {
-        Ok(_) => Redirect::to("/silences?done=silenced").into_response(),
-        Err(e) => c.api_error(&who, &e),
-    }
+    let call = |by, reply| Call::AddSilence { silence, by, reply };
+    change(&c, &headers, &form.csrf, call, "/silences?done=silenced").await
 }
 
 async fn expire_silence(
@@ -634,15 +641,8 @@ async fn expire_silence(
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let who = match c.poster(&headers, &form.csrf, Need::Operate) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
-    let by = who.caller.clone();
-    match c.ask(|reply| Call::ExpireSilence { id, by, reply }).await {
-        Ok(_) => Redirect::to("/silences?done=expired").into_response(),
-        Err(e) => c.api_error(&who, &e),
-    }
+    let call = |by, reply| Call::ExpireSilence { id, by, reply };
+    change(&c, &headers, &form.csrf, call, "/silences?done=expired").await
 }
 
 // ---- notices ----
@@ -762,15 +762,8 @@ async fn cancel_notice(
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let who = match c.poster(&headers, &form.csrf, Need::Operate) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
-    let by = who.caller.clone();
-    match c.ask(|reply| Call::CancelNotice { id, by, reply }).await {
-        Ok(_) => Redirect::to("/notices?done=cancelled").into_response(),
-        Err(e) => c.api_error(&who, &e),
-    }
+    let call = |by, reply| Call::CancelNotice { id, by, reply };
+    change(&c, &headers, &form.csrf, call, "/notices?done=cancelled").await
 }
 
 // ---- history ----

@@ -662,6 +662,8 @@ fn directory(cfg: &Config) -> types::Directory {
 
 /// How long a network scan waits for node status answers.
 const SCAN_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+/// How long a scan's answer is given again instead of a new scan.
+const SCAN_REUSE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The most subscribers whose machines a scan looks up.
 const SCAN_SUBSCRIBERS: usize = 200;
 
@@ -693,7 +695,25 @@ impl NetworkScan {
         NetworkScan { workgroup: cfg.workgroup.clone(), messenger, machines }
     }
 
+    /// The scan's answer; a scan made in the last [`SCAN_REUSE`] is given
+    /// again, and scans wait for each other, so that callers cannot make
+    /// the daemon flood the LAN with broadcasts.
     async fn run(self) -> types::Network {
+        static LAST: tokio::sync::Mutex<Option<(std::time::Instant, types::Network)>> =
+            tokio::sync::Mutex::const_new(None);
+        let mut last = LAST.lock().await;
+        if let Some((at, n)) = last.as_ref()
+            && at.elapsed() < SCAN_REUSE
+            && n.workgroup == self.workgroup
+        {
+            return n.clone();
+        }
+        let n = self.scan().await;
+        *last = Some((std::time::Instant::now(), n.clone()));
+        n
+    }
+
+    async fn scan(self) -> types::Network {
         use messenger_transport::resolve::{Resolver, node_status};
         let mut out = types::Network {
             at: Utc::now(),
