@@ -453,18 +453,21 @@ fn without_a_session_every_page_and_form_refuses() {
         "/notices".into(),
         "/notices/preview".into(),
         "/notices/n-00000000/cancel".into(),
-        "/logout".into(),
     ];
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
     for path in &forms {
         let (status, body) = http_request(&addr, "POST", path, &form, b"csrf=guess&matchers=host%3Dfs1&duration=1h");
         assert_eq!(status, 403, "{path}: {body}");
     }
+    // Logging out without a session changes nothing: it only clears the cookie.
+    let (status, _) = http_request(&addr, "POST", "/logout", &form, b"csrf=guess");
+    assert_eq!(status, 303);
 
     // Log in as a browser does: the login form's cookie and token.
     let login = |token: &str| -> (u16, Vec<(String, String)>) {
         let (_, headers, page) = http_exchange(&addr, "GET", "/login", &[], b"");
-        let cookie = headers.iter().find(|(k, v)| k == "set-cookie" && v.starts_with("alerter_login=")).unwrap();
+        let cookie =
+            headers.iter().find(|(k, v)| k == "set-cookie" && v.starts_with("__Secure-alerter_login=")).unwrap();
         let cookie = cookie.1.split(';').next().unwrap().to_string();
         let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
         let body = format!("token={token}&csrf={csrf}&next=%2F");
@@ -478,7 +481,7 @@ fn without_a_session_every_page_and_form_refuses() {
         (status, headers)
     };
     let session = |headers: &[(String, String)]| {
-        let c = headers.iter().find(|(k, v)| k == "set-cookie" && v.starts_with("alerter_session=")).unwrap();
+        let c = headers.iter().find(|(k, v)| k == "set-cookie" && v.starts_with("__Host-alerter_session=")).unwrap();
         assert!(c.1.contains("HttpOnly") && c.1.contains("SameSite=Strict") && c.1.contains("Secure"), "{c:?}");
         c.1.split(';').next().unwrap().to_string()
     };
@@ -526,6 +529,13 @@ fn without_a_session_every_page_and_form_refuses() {
     assert_eq!(status, 303);
     let (_, page) = http_request(&addr, "GET", "/notices?done=cancelled", &[("Cookie", &ops)], b"");
     assert!(page.contains("The notice is cancelled") && !page.contains(&id), "{page}");
+
+    // The silence form's preview without JavaScript: a post that sets nothing.
+    let silences_before = api_get(&addr, "/api/v1/silences");
+    let (status, page) = post("/silences", format!("csrf={csrf}&matchers=host%3D%22fs1%22&duration=1h&action=preview"));
+    assert_eq!(status, 200);
+    assert!(page.contains("It would silence <b>1</b> alert") && page.contains("Secret summary"), "{page}");
+    assert_eq!(api_get(&addr, "/api/v1/silences"), silences_before, "a preview sets nothing");
 
     // A read-only login sees no form, and its posts are refused.
     let (_, headers) = login(VIEWER);

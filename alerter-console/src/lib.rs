@@ -10,8 +10,10 @@
 //! decides what the pages offer and whose name history records; the
 //! session remembers the token (by its hash), so a reload that removes it
 //! or changes its scope applies at once. Every form carries the session's
-//! CSRF token, and a post from another origin is refused before it is
-//! read. Logins are refused over plain HTTP except from this machine.
+//! CSRF token, and a post from another origin, or without the token, is
+//! refused before any call is made (its body, at most 256 KiB, has been
+//! read by then). Logins are refused over plain HTTP except from this
+//! machine.
 
 #![forbid(unsafe_code)]
 
@@ -38,10 +40,16 @@ use crate::session::{Session, Sessions, same};
 use crate::view::Views;
 
 /// The session cookie, and the cookie of the login form's CSRF token.
-const COOKIE: &str = "alerter_session";
-const LOGIN_COOKIE: &str = "alerter_login";
+/// `__Host-`: the browser keeps it only if set over a secure connection,
+/// for this host alone and the whole path, so no one tampering with plain
+/// HTTP on the LAN can plant a session of theirs (`__Secure-` for the login
+/// form's, which lives on `/login` only).
+const COOKIE: &str = "__Host-alerter_session";
+const LOGIN_COOKIE: &str = "__Secure-alerter_login";
 /// Alerts on one page of the overview.
 pub const PAGE: usize = 50;
+/// The highest page number taken (beyond it, the offset would overflow).
+const MAX_PAGE_NO: usize = 1 << 20;
 /// How often the overview asks for news (the script's interval, in ms).
 pub const LIVE_MS: u64 = 1000;
 
@@ -92,8 +100,12 @@ type PeerExt = axum::Extension<Peer>;
 /// What every page may not do: be framed, run scripts or styles from
 /// anywhere but itself, be cached, or leak its address.
 async fn page_headers(req: Request, next: Next) -> Response {
+    let tls = matches!(req.extensions().get::<Peer>(), Some(Peer::Tcp { tls: true, .. }));
     let mut res = next.run(req).await;
     let h = res.headers_mut();
+    if tls {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
     let set = |h: &mut HeaderMap, k: header::HeaderName, v: &'static str| {
         h.insert(k, HeaderValue::from_static(v));
     };
@@ -282,7 +294,15 @@ struct LoginQuery {
 /// anyone elsewhere.
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && !p.contains("://") => {
+        // Printable ASCII only: browsers drop tabs and line breaks from a
+        // URL, so `/\t/evil.example` would become `//evil.example`.
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.contains('\\')
+                && !p.contains("://")
+                && p.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             p.to_string()
         }
         _ => "/".into(),
@@ -290,12 +310,20 @@ fn local_path(next: Option<&str>) -> String {
 }
 
 async fn login_page(State(c): St, axum::Extension(peer): PeerExt, Query(q): Query<LoginQuery>) -> Response {
+    login_form(&c, &peer, q.next.as_deref(), None)
+}
+
+/// The login page with a new login token in its form and cookie. Over a
+/// connection a login would be refused on, it says so and has no form
+/// (nobody types a token that would then cross the LAN in the clear).
+fn login_form(c: &Console, peer: &Peer, next: Option<&str>, error: Option<&str>) -> Response {
     let token = session::random_hex(16);
     let mut ctx = c.base(None, "Log in", "login");
-    ctx["next"] = local_path(q.next.as_deref()).into();
+    ctx["next"] = local_path(next).into();
     let data = serde_json::json!({
         "login_csrf": token,
-        "refused": (!login_allowed_over(&peer)).then_some(
+        "error": error,
+        "refused": (!login_allowed_over(peer)).then_some(
             "Logging in over plain HTTP is allowed from this machine only: set `api.tls` and use https://"),
     });
     let mut res = view::html(c.views.render("login.html", ctx, data));
@@ -317,11 +345,12 @@ struct LoginForm {
 async fn login(State(c): St, axum::Extension(peer): PeerExt, headers: HeaderMap, form: Form<LoginForm>) -> Response {
     let Form(form) = form;
     let now = Instant::now();
+    // A refusal draws the form again with a fresh token, so the next try
+    // can succeed without a reload.
     let refuse = |status: StatusCode, m: &str| {
-        let mut ctx = c.base(None, "Log in", "login");
-        ctx["next"] = local_path(form.next.as_deref()).into();
-        let data = serde_json::json!({ "login_csrf": cookie(&headers, LOGIN_COOKIE).unwrap_or(""), "error": m });
-        (status, view::html(c.views.render("login.html", ctx, data))).into_response()
+        let mut res = login_form(&c, &peer, form.next.as_deref(), Some(m));
+        *res.status_mut() = status;
+        res
     };
     if !login_allowed_over(&peer) {
         return refuse(
@@ -355,12 +384,16 @@ async fn login(State(c): St, axum::Extension(peer): PeerExt, headers: HeaderMap,
         );
     }
     c.sessions.login_succeeded(ip);
+    if let Some(old) = cookie(&headers, COOKIE) {
+        c.sessions.end(old);
+    }
     let (id, _) = c.sessions.create(token, now);
     tracing::info!(%peer, who = %caller.name, "console: logged in");
     let mut res = Redirect::to(&local_path(form.next.as_deref())).into_response();
     let h = res.headers_mut();
     h.append(header::SET_COOKIE, HeaderValue::from_str(&session_cookie(&id, None)).expect("hex"));
-    h.append(header::SET_COOKIE, HeaderValue::from_static("alerter_login=; Path=/login; Max-Age=0"));
+    let gone = format!("{LOGIN_COOKIE}=; Path=/login; Secure; Max-Age=0");
+    h.append(header::SET_COOKIE, HeaderValue::from_str(&gone).expect("ascii"));
     res
 }
 
@@ -371,11 +404,21 @@ struct CsrfForm {
 }
 
 async fn logout(State(c): St, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
-    // Logging out needs only a session of one's own: any scope.
-    if let Err(r) = c.poster(&headers, &form.csrf, Need::Read) {
-        return *r;
+    // A live session logs out with its form's token; one that already
+    // ended (idle, its token removed) just has its cookie cleared.
+    if !same_origin(&headers) {
+        return c.error(None, StatusCode::FORBIDDEN, "the form was sent from another site; refused");
     }
     if let Some(id) = cookie(&headers, COOKIE) {
+        if let Some(s) = c.sessions.get(id, Instant::now())
+            && (form.csrf.is_empty() || !same(&form.csrf, &s.csrf))
+        {
+            return c.error(
+                None,
+                StatusCode::FORBIDDEN,
+                "the form's security token is missing or stale; reload the page and try again",
+            );
+        }
         c.sessions.end(id);
     }
     let mut res = Redirect::to("/login").into_response();
@@ -444,7 +487,7 @@ fn server_timing(res: &mut Response, started: Instant) {
 }
 
 async fn overview_data(c: &Console, q: &OverviewQuery) -> Result<serde_json::Value, ApiError> {
-    let page = q.page.unwrap_or(1).max(1);
+    let page = q.page.unwrap_or(1).clamp(1, MAX_PAGE_NO);
     let query = types::AlertsQuery {
         filter: q.filter.clone().filter(|f| !f.trim().is_empty()),
         state: Some("active".into()),
@@ -559,6 +602,9 @@ struct SilenceForm {
     comment: Option<String>,
     #[serde(default)]
     done: Option<String>,
+    /// `preview` (the page again with what the matchers hit) or empty.
+    #[serde(default)]
+    action: String,
 }
 
 /// The matchers of a form's text: one per line, blank lines left out.
@@ -571,12 +617,16 @@ async fn silences(State(c): St, headers: HeaderMap, Query(form): Query<SilenceFo
         Ok(w) => w,
         Err(r) => return c.refuse(r),
     };
+    silences_page(&c, &who, form).await
+}
+
+async fn silences_page(c: &Console, who: &Who, form: SilenceForm) -> Response {
     let list = match c.ask(|reply| Call::Silences { query: types::SilenceQuery { expired: true }, reply }).await {
         Ok(l) => l,
-        Err(e) => return c.api_error(&who, &e),
+        Err(e) => return c.api_error(who, &e),
     };
     let matchers = matcher_lines(&form.matchers);
-    let preview = if matchers.is_empty() { None } else { Some(silence_hits(&c, &matchers).await) };
+    let preview = if matchers.is_empty() { None } else { Some(silence_hits(c, &matchers).await) };
     let data = serde_json::json!({
         "silences": view::silences(&list, chrono::Utc::now()),
         "form": {
@@ -587,7 +637,7 @@ async fn silences(State(c): St, headers: HeaderMap, Query(form): Query<SilenceFo
         "preview": preview,
         "done": view::done_message(form.done.as_deref()),
     });
-    c.page(&who, "silences.html", "Silences", "silences", data)
+    c.page(who, "silences.html", "Silences", "silences", data)
 }
 
 /// Which active alerts the matchers would silence, or why they are wrong.
@@ -625,6 +675,15 @@ async fn silence_preview(State(c): St, headers: HeaderMap, Query(q): Query<Previ
 }
 
 async fn add_silence(State(c): St, headers: HeaderMap, Form(form): Form<SilenceForm>) -> Response {
+    if form.action == "preview" {
+        // The form's "Preview" without JavaScript: the page again, with
+        // what the matchers hit, nothing set.
+        let who = match c.poster(&headers, &form.csrf, Need::Read) {
+            Ok(w) => w,
+            Err(r) => return *r,
+        };
+        return silences_page(&c, &who, form).await;
+    }
     let silence = types::SilenceRequest {
         matchers: matcher_lines(&form.matchers),
         duration: form.duration.clone().filter(|d| !d.trim().is_empty()),
@@ -880,7 +939,9 @@ mod tests {
     #[test]
     fn after_a_login_only_this_consoles_paths() {
         assert_eq!(local_path(Some("/alerts/abcd?x=1")), "/alerts/abcd?x=1");
-        for bad in ["//evil.example/", "https://evil.example/", "/\\evil.example", "evil", ""] {
+        for bad in
+            ["//evil.example/", "https://evil.example/", "/\\evil.example", "evil", "", "/\t/evil.example", "/ /x"]
+        {
             assert_eq!(local_path(Some(bad)), "/", "{bad}");
         }
         assert_eq!(local_path(None), "/");
@@ -905,8 +966,8 @@ mod tests {
     #[test]
     fn cookies_are_read_from_every_cookie_header() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; alerter_session=abc"));
-        h.append(header::COOKIE, HeaderValue::from_static("alerter_login=def"));
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; __Host-alerter_session=abc"));
+        h.append(header::COOKIE, HeaderValue::from_static("__Secure-alerter_login=def"));
         assert_eq!(cookie(&h, COOKIE), Some("abc"));
         assert_eq!(cookie(&h, LOGIN_COOKIE), Some("def"));
         assert_eq!(cookie(&h, "missing"), None);

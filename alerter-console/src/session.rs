@@ -20,6 +20,8 @@ pub const IDLE: Duration = Duration::from_secs(60 * 60);
 pub const LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 /// The most sessions at once; a new login ends the oldest beyond it.
 pub const MAX_SESSIONS: usize = 1000;
+/// The most sessions of one token: past it, the token's oldest ends.
+pub const PER_TOKEN: usize = 50;
 /// Failed logins one address may make in [`FAILED_WINDOW`].
 pub const MAX_FAILURES: u32 = 10;
 pub const FAILED_WINDOW: Duration = Duration::from_secs(5 * 60);
@@ -58,9 +60,17 @@ impl Sessions {
         let session = Session { token, csrf: random_hex(32), created: now, last: now };
         let mut inner = self.lock();
         inner.by_id.retain(|_, s| alive(s, now));
-        if inner.by_id.len() >= MAX_SESSIONS
-            && let Some(oldest) = inner.by_id.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| *k)
-        {
+        // Beyond a token's share, its own oldest session gives way, so one
+        // token logging in again and again cannot end everyone else's.
+        let mine = inner.by_id.values().filter(|s| s.token == token).count();
+        let full = mine >= PER_TOKEN || inner.by_id.len() >= MAX_SESSIONS;
+        let oldest = inner
+            .by_id
+            .iter()
+            .filter(|(_, s)| mine < PER_TOKEN || s.token == token)
+            .min_by_key(|(_, s)| s.created)
+            .map(|(k, _)| *k);
+        if full && let Some(oldest) = oldest {
             inner.by_id.remove(&oldest);
         }
         inner.by_id.insert(digest(&id), session.clone());
@@ -86,16 +96,23 @@ impl Sessions {
 
     /// Whether `ip` may try to log in now.
     pub fn login_allowed(&self, ip: IpAddr, now: Instant) -> bool {
-        match self.lock().failures.get(&ip) {
+        match self.lock().failures.get(&network(ip)) {
             Some((n, since)) => *n < MAX_FAILURES || now.duration_since(*since) >= FAILED_WINDOW,
             None => true,
         }
     }
 
     pub fn login_failed(&self, ip: IpAddr, now: Instant) {
+        let ip = network(ip);
         let mut inner = self.lock();
-        if inner.failures.len() >= MAX_FAILING {
+        if inner.failures.len() >= MAX_FAILING && !inner.failures.contains_key(&ip) {
             inner.failures.retain(|_, (_, since)| now.duration_since(*since) < FAILED_WINDOW);
+            // Still full: the oldest gives way, so the table stays bounded.
+            if inner.failures.len() >= MAX_FAILING
+                && let Some(oldest) = inner.failures.iter().min_by_key(|(_, (_, since))| *since).map(|(k, _)| *k)
+            {
+                inner.failures.remove(&oldest);
+            }
         }
         let e = inner.failures.entry(ip).or_insert((0, now));
         if now.duration_since(e.1) >= FAILED_WINDOW {
@@ -105,7 +122,19 @@ impl Sessions {
     }
 
     pub fn login_succeeded(&self, ip: IpAddr) {
-        self.lock().failures.remove(&ip);
+        self.lock().failures.remove(&network(ip));
+    }
+}
+
+/// Whose failures count together: an IPv4 address, or an IPv6 /64 (one
+/// host has a whole /64 to send from).
+fn network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
     }
 }
 
@@ -137,8 +166,13 @@ mod tests {
     use alerter_api::access::{Access, Token};
 
     fn token() -> TokenId {
-        let t = Token::new("ops", Scope::Operate, b"0123456789abcdef0123456789abcdef").unwrap();
-        Access::new(vec![t], Vec::new(), None, 0).login("0123456789abcdef0123456789abcdef").unwrap().1
+        token_of("ops")
+    }
+
+    fn token_of(name: &str) -> TokenId {
+        let secret = format!("{name}-0123456789abcdef0123456789abcdef");
+        let t = Token::new(name, Scope::Operate, secret.as_bytes()).unwrap();
+        Access::new(vec![t], Vec::new(), None, 0).login(&secret).unwrap().1
     }
 
     #[test]
@@ -165,16 +199,36 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_session_gives_way_beyond_the_bound() {
+    fn one_token_logging_in_again_and_again_ends_only_its_own_sessions() {
         let s = Sessions::default();
         let t0 = Instant::now();
+        let (other, _) = s.create(token_of("oncall"), t0);
         let (first, _) = s.create(token(), t0);
-        for i in 1..MAX_SESSIONS {
+        for i in 1..PER_TOKEN {
             s.create(token(), t0 + Duration::from_millis(i as u64));
         }
         assert!(s.get(&first, t0 + Duration::from_secs(2)).is_some());
-        s.create(token(), t0 + Duration::from_secs(3));
-        assert!(s.get(&first, t0 + Duration::from_secs(3)).is_none());
+        for i in 0..MAX_SESSIONS {
+            s.create(token(), t0 + Duration::from_secs(3) + Duration::from_millis(i as u64));
+        }
+        assert!(s.get(&first, t0 + Duration::from_secs(5)).is_none(), "its own oldest gave way");
+        assert!(s.get(&other, t0 + Duration::from_secs(5)).is_some(), "another token's session stays");
+    }
+
+    #[test]
+    fn the_failure_table_stays_bounded_and_counts_an_ipv6_64_as_one() {
+        let s = Sessions::default();
+        let t0 = Instant::now();
+        for i in 0..(MAX_FAILING as u32 + 100) {
+            s.login_failed(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert_eq!(s.lock().failures.len(), MAX_FAILING);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        for i in 0..MAX_FAILURES {
+            s.login_failed(format!("2001:db8:1:2::{:x}", i + 2).parse().unwrap(), t0);
+        }
+        assert!(!s.login_allowed(a, t0), "another address of the same /64");
+        assert!(s.login_allowed("2001:db8:1:3::1".parse().unwrap(), t0));
     }
 
     #[test]

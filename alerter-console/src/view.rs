@@ -209,7 +209,7 @@ pub fn overview(
         "total": page.total,
         "first": first,
         "last": page.offset + page.alerts.len(),
-        "page": n,
+        "page_no": n,
         "pages": pages,
         "prev": (n > 1).then(|| link(n - 1)),
         "next": (n < pages).then(|| link(n + 1)),

@@ -1128,10 +1128,11 @@ fn alerts(cx: &Cx<'_>, q: &types::AlertsQuery) -> Result<types::AlertsPage, ApiE
             a.fingerprint,
         )
     };
-    if offset + limit < total {
+    let end = offset.saturating_add(limit);
+    if end < total {
         // Only the page is sorted in full.
-        found.select_nth_unstable_by_key(offset + limit, key);
-        found.truncate(offset + limit);
+        found.select_nth_unstable_by_key(end, key);
+        found.truncate(end);
     }
     found.sort_unstable_by_key(key);
     let alerts = found.into_iter().skip(offset).map(|(r, a)| alert_info(router, r, a, now)).collect();
