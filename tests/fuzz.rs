@@ -19,6 +19,7 @@ fn fuzz_targets_run_without_a_crash() {
         ("messenger-transport", "session"),
         ("messenger-transport", "sealed"),
         ("messenger-transport", "ack"),
+        ("messenger-transport", "rpc"),
         ("plugins/alertmanager", "webhook"),
     ];
     for (crate_dir, target) in targets {

@@ -15,6 +15,7 @@
 //!   refresh, conflicts, release; message aliases (logged-on users).
 //! - [`nbss`]: the session service framing (TCP 139, and 445).
 //! - [`smb`]: SMB1 message commands, negotiate, mailslot writes.
+//! - [`rpc`]: the RPC form, NetrSendMessage as DCE/RPC connectionless PDUs (UDP 135).
 //! - [`seal`]: sealed messages (ChaCha20-Poly1305) and sender signatures (Ed25519).
 //! - [`replay`]: the replay guard's memory on disk.
 //! - [`iface`]: the machine's interfaces, and where broadcasts go.
@@ -34,6 +35,7 @@ pub mod nbss;
 pub mod oem;
 pub mod replay;
 pub mod resolve;
+pub mod rpc;
 pub mod seal;
 pub mod smb;
 

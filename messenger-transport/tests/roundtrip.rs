@@ -7,6 +7,7 @@ use messenger_transport::dgram::{self, Datagram};
 use messenger_transport::name::NetbiosName;
 use messenger_transport::nbns;
 use messenger_transport::nbss::Packet;
+use messenger_transport::rpc;
 use messenger_transport::seal::{self, SealKey, Sealed};
 use messenger_transport::smb::{self, Smb};
 use proptest::prelude::*;
@@ -94,5 +95,42 @@ proptest! {
         let key = SealKey::from_bytes(&key).unwrap();
         let m = Sealed::new(&from, &to, i64::from(time), "warning", &text);
         prop_assert_eq!(seal::open(&key, &seal::seal(&key, &m)).unwrap(), m);
+    }
+
+    #[test]
+    fn rpc_messages_in_either_byte_order_and_any_fragmenting(
+        from in proptest::collection::vec(1u8..=255, 0..16),
+        to in proptest::collection::vec(1u8..=255, 0..16),
+        text in proptest::collection::vec(1u8..=255, 0..5000),
+        big: bool,
+        frag in 8usize..2000,
+        order: u64,
+    ) {
+        let drep = if big { rpc::Drep::BIG } else { rpc::Drep::LITTLE };
+        let m = rpc::SendMessage { from, to, text };
+        let mut pdus = rpc::request(rpc::Call::fresh(), &m.encode(drep), frag);
+        for p in &mut pdus {
+            p.header.drep = drep;
+            prop_assert_eq!(&rpc::Pdu::decode(&p.encode()).unwrap(), &*p);
+        }
+        // Any arrival order makes the one message, judged once.
+        let n = pdus.len();
+        pdus.rotate_left((order % n as u64) as usize);
+        let limits = rpc::ServerLimits { max_call_bytes: 1 << 20, max_fragments: 1024, ..Default::default() };
+        let mut server = rpc::Server::new(limits, 0);
+        let now = std::time::Instant::now();
+        let mut judged = Vec::new();
+        for p in &pdus {
+            let o = server.receive(&p.encode(), std::net::Ipv4Addr::LOCALHOST.into(), true, now, |_| 0);
+            judged.extend(o.judged.map(|(i, _)| i.message));
+        }
+        prop_assert_eq!(judged, vec![m]);
+    }
+
+    #[test]
+    fn rpc_server_takes_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400), allowed: bool) {
+        let mut server = rpc::Server::new(rpc::ServerLimits::default(), 0);
+        let o = server.receive(&bytes, std::net::Ipv4Addr::LOCALHOST.into(), allowed, std::time::Instant::now(), |_| 0);
+        prop_assert!(o.reply.is_none_or(|r| r.len() <= bytes.len()));
     }
 }
