@@ -15,7 +15,7 @@ use clap::Args;
 use messenger_transport::CodePage;
 use messenger_transport::iface::{Broadcast, InterfaceSpec};
 use messenger_transport::limits::RateLimit;
-use messenger_transport::listener::{Event, Form, Listener, ListenerConfig, SealPolicy};
+use messenger_transport::listener::{Event, Listener, ListenerConfig, RpcListen, SealPolicy};
 
 use crate::history::{Cap, History};
 
@@ -37,6 +37,21 @@ pub struct ListenArgs {
     /// UDP port of the datagram form; 0 turns it off.
     #[arg(long, default_value_t = 138, value_name = "PORT")]
     datagram_port: u16,
+    /// Also take messages in the RPC form (NetrSendMessage over DCE/RPC, as
+    /// Windows 2000/XP/2003 sent them when a session failed). Off by
+    /// default: it was the Messenger spam path. Taken only from --rpc-allow.
+    #[arg(long)]
+    rpc: bool,
+    /// UDP port of the RPC form.
+    #[arg(long, default_value_t = 135, value_name = "PORT", requires = "rpc")]
+    rpc_port: u16,
+    /// Networks the RPC form is taken from (repeatable: `10.0.0.0/24`,
+    /// `192.168.1.7`); others are answered "access denied". Default: the
+    /// networks of this machine's interfaces. Datagrams' source addresses
+    /// can be forged: this keeps out other networks, not a liar on the LAN
+    /// (seal messages for that).
+    #[arg(long, value_name = "NETWORK", value_parser = parse_network, requires = "rpc")]
+    rpc_allow: Vec<ipnet::IpNet>,
     /// UDP port of the name service; 0 turns it off (no registration, no answers).
     #[arg(long, default_value_t = 137, value_name = "PORT")]
     name_port: u16,
@@ -149,6 +164,30 @@ pub fn parse_wins(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{s}` is not an IPv4 address (or ADDRESS:PORT)"))
 }
 
+/// `--rpc-allow`: a network, or one address.
+fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("`{s}` is neither a network (10.0.0.0/24) nor an address"))
+}
+
+/// The networks of this machine's interfaces that are up, loopback's too:
+/// where `--rpc` takes messages from unless told otherwise.
+fn local_networks() -> Vec<ipnet::IpNet> {
+    let all = messenger_transport::iface::addresses().unwrap_or_default();
+    let mut nets: Vec<ipnet::IpNet> = all
+        .iter()
+        .filter(|a| a.up)
+        .filter_map(|a| ipnet::Ipv4Net::with_netmask(a.ip, a.netmask).ok())
+        .map(|n| ipnet::IpNet::V4(n.trunc()))
+        .collect();
+    nets.push("127.0.0.0/8".parse().unwrap_or_else(|_| ipnet::IpNet::from(IpAddr::from(Ipv4Addr::LOCALHOST))));
+    nets.sort();
+    nets.dedup();
+    nets
+}
+
 /// The per-address rate limit from `--peer-messages` and `--peer-bytes`.
 fn rate_limit(messages: f64, bytes: u64) -> RateLimit {
     let per = |v: f64| if v <= 0.0 { (f64::INFINITY, f64::INFINITY) } else { (v, v * 4.0) };
@@ -207,6 +246,16 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
     if a.datagram_port != 0 {
         cfg.datagram = Some(SocketAddr::new(a.bind, a.datagram_port));
     }
+    if a.rpc {
+        let allow = if a.rpc_allow.is_empty() { local_networks() } else { a.rpc_allow.clone() };
+        let shown: Vec<String> = allow.iter().map(ToString::to_string).collect();
+        tracing::info!("the RPC form is taken on UDP {} from {}", a.rpc_port, shown.join(", "));
+        cfg.rpc = Some(RpcListen {
+            addr: SocketAddr::new(a.bind, a.rpc_port),
+            allow,
+            limits: messenger_transport::rpc::ServerLimits { max_call_bytes: a.max_text + 1024, ..Default::default() },
+        });
+    }
     if let Some(k) = &a.key_file {
         let key = read_key_file(k).map_err(anyhow::Error::msg)?;
         let trusted = match &a.trusted_senders {
@@ -248,7 +297,7 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
             (None, None)
         } else {
             let (listener, rx) = Listener::bind(cfg).await?;
-            tracing::info!(name = %name, tcp = ?listener.tcp, datagram = ?listener.datagram, names = ?listener.name_service, "listening");
+            tracing::info!(name = %name, tcp = ?listener.tcp, datagram = ?listener.datagram, rpc = ?listener.rpc, names = ?listener.name_service, "listening");
             (Some(listener), Some(rx))
         };
         let (hub, mut intake, mut relays) = match &a.agents {
@@ -510,7 +559,7 @@ fn message_json(m: &messenger_transport::listener::Received) -> serde_json::Valu
         "from": m.from,
         "to": m.to,
         "text": m.text,
-        "form": match m.form { Form::Session => "session", Form::Datagram => "datagram" },
+        "form": m.form.as_str(),
         "group": m.group,
         "peer": m.peer.to_string(),
         "sealed": m.sealed.as_ref().map(|s| serde_json::json!({

@@ -45,8 +45,16 @@ pub struct SendArgs {
     #[arg(short, long)]
     port: Option<u16>,
     /// Send a datagram (WinPopup) instead of using a session.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rpc")]
     datagram: bool,
+    /// Send in the RPC form (NetrSendMessage over DCE/RPC on UDP 135), as
+    /// Windows 2000/XP/2003 take it. The recipient is a name, or an address
+    /// whose name is asked for (a node status request) first.
+    #[arg(long)]
+    rpc: bool,
+    /// UDP port of the RPC form (default: the config's `rpc_port`, else 135).
+    #[arg(long, value_name = "PORT")]
+    rpc_port: Option<u16>,
     /// The workgroup `*` means (default: the config's, else WORKGROUP).
     #[arg(long, value_name = "NAME")]
     workgroup: Option<String>,
@@ -176,6 +184,14 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
     }
     if a.datagram {
         opts.form = MessengerForm::Datagram;
+        opts.forms.clear();
+    }
+    if a.rpc {
+        opts.form = MessengerForm::Rpc;
+        opts.forms.clear();
+    }
+    if let Some(p) = a.rpc_port {
+        opts.rpc_port = p;
     }
     if !a.broadcast.is_empty() {
         opts.broadcast = Broadcast::Addresses(a.broadcast.clone());
@@ -204,17 +220,23 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
         let Some(c) = &cfg else { bail!("`@{group}` needs a config (-c FILE) that defines the group") };
         group_recipients(c, group, "messenger")?
     } else {
-        if let Some(ip) = a.ip {
-            opts.resolver.hosts.insert(a.to.to_ascii_uppercase(), Target { ip, port: a.port });
+        let mut to = a.to.clone();
+        // An address, in the RPC form: NetrSendMessage names the recipient,
+        // so the machine is asked for its name first (as `nmblookup -A`).
+        if a.rpc
+            && a.ip.is_none()
+            && let Ok(ip) = a.to.parse::<IpAddr>()
+        {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            to = rt
+                .block_on(messenger_name_of(ip))
+                .with_context(|| format!("{ip} did not tell its name: give it as `alerter send --rpc -I {ip} NAME`"))?;
+            opts.resolver.hosts.insert(to.clone(), Target { ip, port: None });
         }
-        vec![Recipient {
-            id: a.to.clone(),
-            name: None,
-            machine: Some(a.to.clone()),
-            user: None,
-            email: None,
-            group: None,
-        }]
+        if let Some(ip) = a.ip {
+            opts.resolver.hosts.insert(to.to_ascii_uppercase(), Target { ip, port: a.port });
+        }
+        vec![Recipient { id: to.clone(), name: None, machine: Some(to), user: None, email: None, group: None }]
     };
     if recipients.is_empty() {
         bail!("nobody to send to");
@@ -256,6 +278,21 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
         println!("{reply}");
     }
     Ok(())
+}
+
+/// The Messenger name (`NAME<03>`, not a group) that the machine at `ip`
+/// holds, from its answer to a node status request.
+async fn messenger_name_of(ip: IpAddr) -> anyhow::Result<String> {
+    use messenger_transport::resolve::node_status;
+    let answers = node_status(&[std::net::SocketAddr::new(ip, 137)], Duration::from_secs(2)).await?;
+    let names = answers.into_iter().flat_map(|a| a.names);
+    names
+        .filter(|(n, flags)| {
+            n.suffix == messenger_transport::name::MESSENGER && flags & messenger_transport::nbns::FLAG_GROUP == 0
+        })
+        .map(|(n, _)| n.name())
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no answer to a node status request, or no Messenger name in it"))
 }
 
 fn read_message(a: &SendArgs) -> anyhow::Result<String> {

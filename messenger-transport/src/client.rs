@@ -1,5 +1,6 @@
 //! Sending: the session form (`net send`, `smbclient -M`) over TCP 139 or
-//! 445, and the datagram form (WinPopup) over UDP 138.
+//! 445, the datagram form (WinPopup) over UDP 138, and the RPC form
+//! (NetrSendMessage, DCE/RPC connectionless) over UDP 135.
 //!
 //! The session sender uses SMBsendstrt / SMBsendtxt / SMBsendend, which
 //! Samba accepts without a negotiate, and splits the text into blocks of at
@@ -18,6 +19,7 @@ use crate::name::{self, NetbiosName};
 use crate::nbss::{self, Packet};
 use crate::oem::CodePage;
 use crate::resolve::NotFound;
+use crate::rpc;
 use crate::smb::{self, Smb};
 
 /// Why a message was not delivered.
@@ -47,6 +49,8 @@ pub enum SendError {
     Io { addr: SocketAddr, source: std::io::Error },
     #[error("bad name: {0}")]
     BadName(String),
+    #[error("{addr} does not receive for {name}: the name is not there")]
+    NotThere { addr: SocketAddr, name: String },
 }
 
 impl SendError {
@@ -378,6 +382,107 @@ pub async fn send_session_smb(
     c.exchange(smb, to).await?;
     let _ = c.stream.shutdown().await;
     Ok(())
+}
+
+/// A message in the RPC form.
+#[derive(Debug, Clone)]
+pub struct RpcMessage<'a> {
+    /// NetrSendMessage's From.
+    pub from: &'a str,
+    /// Its To: the name the receiver must hold.
+    pub to: &'a str,
+    pub text: &'a str,
+}
+
+/// How to send in the RPC form.
+#[derive(Debug, Clone)]
+pub struct RpcOptions {
+    pub code_page: CodePage,
+    /// For the whole call, retransmissions included.
+    pub timeout: Duration,
+    /// The first wait for an answer; each retransmission doubles it.
+    pub retransmit: Duration,
+    /// Body bytes per fragment.
+    pub max_fragment: usize,
+}
+
+impl Default for RpcOptions {
+    fn default() -> Self {
+        RpcOptions {
+            code_page: CodePage::CP850,
+            timeout: Duration::from_secs(5),
+            retransmit: Duration::from_millis(500),
+            max_fragment: rpc::MAX_FRAGMENT_BODY,
+        }
+    }
+}
+
+/// Delivers one message in the RPC form to `addr` (UDP 135): the request's
+/// fragments, sent again when no answer comes (each wait twice the last)
+/// or when the server says it lacks some of them, until a result or the
+/// timeout. An answer of success is a confirmed delivery.
+pub async fn send_rpc(addr: SocketAddr, m: &RpcMessage<'_>, opts: &RpcOptions) -> Result<(), SendError> {
+    let io = |source| SendError::Io { addr, source };
+    let cp = opts.code_page;
+    let body = rpc::SendMessage { from: cp.encode(m.from), to: cp.encode(m.to), text: cp.encode(m.text) }
+        .encode(rpc::Drep::LITTLE);
+    let call = rpc::Call::fresh();
+    let mut pdus = rpc::request(call, &body, opts.max_fragment);
+    let unspecified: SocketAddr =
+        if addr.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { "[::]:0".parse().unwrap_or(addr) };
+    let sock = UdpSocket::bind(unspecified).await.map_err(io)?;
+    // Connected: only the server's datagrams arrive, and a closed port's
+    // ICMP error is reported to us.
+    sock.connect(addr).await.map_err(|source| SendError::Connect { addr, source })?;
+    let deadline = tokio::time::Instant::now() + opts.timeout;
+    let mut wait = opts.retransmit;
+    let mut serial = 0u16;
+    let mut buf = vec![0u8; 2048];
+    'send: loop {
+        for p in &mut pdus {
+            p.header.serial = serial;
+            serial = serial.wrapping_add(1);
+            match sock.send(&p.encode()).await {
+                Ok(_) => {}
+                Err(source) if source.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(SendError::Connect { addr, source });
+                }
+                Err(source) => return Err(io(source)),
+            }
+        }
+        let until = (tokio::time::Instant::now() + wait).min(deadline);
+        wait = wait.saturating_mul(2);
+        loop {
+            let n = match tokio::time::timeout_at(until, sock.recv(&mut buf)).await {
+                Err(_) if until >= deadline => return Err(SendError::Timeout(addr)),
+                Err(_) => continue 'send,
+                Ok(Err(source)) if source.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(SendError::Connect { addr, source });
+                }
+                Ok(Err(source)) => return Err(io(source)),
+                Ok(Ok(n)) => n,
+            };
+            let Ok(p) = rpc::Pdu::decode(&buf[..n]) else { continue };
+            let protocol = |detail: String| SendError::Protocol { addr, detail };
+            match rpc::answer(&p, call).map_err(|e| protocol(e.to_string()))? {
+                None | Some(rpc::Answer::Ignore | rpc::Answer::Working) => {}
+                Some(rpc::Answer::Nocall) => continue 'send,
+                Some(rpc::Answer::Status(rpc::status::SUCCESS)) => return Ok(()),
+                Some(rpc::Answer::Status(rpc::status::ACCESS_DENIED)) => {
+                    return Err(SendError::Refused(m.to.to_string()));
+                }
+                Some(rpc::Answer::Status(rpc::status::NAME_NOT_FOUND)) => {
+                    return Err(SendError::NotThere { addr, name: format!("{}<03>", m.to.to_ascii_uppercase()) });
+                }
+                Some(rpc::Answer::Status(st)) => return Err(protocol(format!("the receiver answered status {st:#x}"))),
+                Some(rpc::Answer::Reject(rpc::status::UNKNOWN_INTERFACE)) => {
+                    return Err(SendError::NotAccepting(m.to.to_string()));
+                }
+                Some(rpc::Answer::Reject(st)) => return Err(protocol(format!("the call was rejected ({st:#010x})"))),
+                Some(rpc::Answer::Fault(st)) => return Err(protocol(format!("the call failed ({st:#010x})"))),
+            }
+        }
+    }
 }
 
 fn datagram_id() -> u16 {

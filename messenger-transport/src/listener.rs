@@ -1,6 +1,7 @@
 //! Receiving: the session form on TCP (139, 445, or any port), the
-//! datagram form on UDP 138, and the name service on UDP 137 (registering
-//! `NAME<03>`, answering name queries and node status).
+//! datagram form on UDP 138, the RPC form on UDP 135 (when asked, for an
+//! allow-list of sender networks), and the name service on UDP 137
+//! (registering `NAME<03>`, answering name queries and node status).
 //!
 //! Name answers carry the address of the interface the query came in on
 //! (IP_PKTINFO), registrations go out on every interface (see [`crate::iface`]),
@@ -40,6 +41,7 @@ use crate::nbns;
 use crate::nbss::{self, Packet};
 use crate::oem::CodePage;
 use crate::replay::{Replay, ReplayFileError};
+use crate::rpc;
 use crate::seal::{self, SealError, SealKey, TrustedSenders};
 use crate::smb::{self, Smb};
 
@@ -123,6 +125,20 @@ pub struct ListenerConfig {
     pub rate: RateLimit,
     /// Checks each message (after its seal) before it is taken.
     pub gate: Option<Gate>,
+    /// The RPC form (NetrSendMessage on UDP 135); off unless set.
+    pub rpc: Option<RpcListen>,
+}
+
+/// Where and from whom the RPC form is taken.
+#[derive(Debug, Clone)]
+pub struct RpcListen {
+    /// UDP 135, or another port.
+    pub addr: SocketAddr,
+    /// Sender networks taken from; others are answered "access denied".
+    /// Empty: nobody. (Source addresses of datagrams can be forged: this
+    /// keeps out the Internet and other networks, not a liar on the LAN.)
+    pub allow: Vec<ipnet::IpNet>,
+    pub limits: rpc::ServerLimits,
 }
 
 impl ListenerConfig {
@@ -148,6 +164,7 @@ impl ListenerConfig {
             max_per_peer: 16,
             rate: RateLimit::DEFAULT,
             gate: None,
+            rpc: None,
         }
     }
 }
@@ -157,6 +174,17 @@ impl ListenerConfig {
 pub enum Form {
     Session,
     Datagram,
+    Rpc,
+}
+
+impl Form {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Form::Session => "session",
+            Form::Datagram => "datagram",
+            Form::Rpc => "rpc",
+        }
+    }
 }
 
 /// What a verified seal said.
@@ -229,6 +257,8 @@ pub struct Listener {
     pub tcp: Vec<SocketAddr>,
     pub datagram: Option<SocketAddr>,
     pub name_service: Option<SocketAddr>,
+    /// The RPC form's UDP address, when on.
+    pub rpc: Option<SocketAddr>,
 }
 
 impl Drop for Listener {
@@ -490,8 +520,15 @@ impl Listener {
             tx,
             stats: stats.clone(),
         });
-        let mut listener =
-            Listener { tasks: Vec::new(), names, stats, tcp: Vec::new(), datagram: None, name_service: None };
+        let mut listener = Listener {
+            tasks: Vec::new(),
+            names,
+            stats,
+            tcp: Vec::new(),
+            datagram: None,
+            name_service: None,
+            rpc: None,
+        };
         for addr in shared.cfg.tcp.clone() {
             let l = TcpListener::bind(addr).await.map_err(|e| bind_error("TCP", addr, e))?;
             listener.tcp.push(l.local_addr().unwrap_or(addr));
@@ -506,6 +543,11 @@ impl Listener {
             if let Some(b) = broadcast_socket(bound).await? {
                 listener.tasks.push(tokio::spawn(serve_datagrams(b, shared.clone())));
             }
+        }
+        if let Some(r) = shared.cfg.rpc.clone() {
+            let s = UdpSocket::bind(r.addr).await.map_err(|e| bind_error("UDP", r.addr, e))?;
+            listener.rpc = Some(s.local_addr().unwrap_or(r.addr));
+            listener.tasks.push(tokio::spawn(serve_rpc(s, r, shared.clone())));
         }
         if let Some(addr) = shared.cfg.name_service {
             let s = UdpSocket::bind(addr).await.map_err(|e| bind_error("UDP", addr, e))?;
@@ -725,6 +767,77 @@ async fn serve_datagrams(sock: UdpSocket, shared: Arc<Shared>) {
             shared.stats.not_for_us.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The RPC form: each datagram within its peer's rate goes to the sans-IO
+/// [`rpc::Server`], which reassembles, answers duplicates and pings, and
+/// hands each whole new message here once to be judged like any other
+/// form's; its reply (never longer than the datagram) goes back. A peer
+/// over its rate hears nothing: an answer per datagram of a flood would
+/// make the receiver a reflector.
+async fn serve_rpc(sock: UdpSocket, cfg: RpcListen, shared: Arc<Shared>) {
+    let boot = unix_now() as u32;
+    let mut server = rpc::Server::new(cfg.limits, boot);
+    let mut buf = vec![0u8; 9000];
+    loop {
+        let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
+        if !shared.within_rate(peer, n) {
+            continue;
+        }
+        let ip = match peer.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let allowed = cfg.allow.iter().any(|net| net.contains(&ip));
+        let now = Instant::now().into_std();
+        let out = server.receive(&buf[..n], ip, allowed, now, |m| judge_rpc(&shared, m, peer));
+        match &out.problem {
+            None | Some(rpc::Problem::Duplicate) => {}
+            Some(rpc::Problem::Malformed(e)) => shared.malformed(peer, "RPC PDU", e),
+            Some(rpc::Problem::Unsupported(what)) => shared.malformed(peer, "RPC call", format!("unsupported: {what}")),
+            Some(rpc::Problem::OverLimit(what)) => {
+                shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                shared.refusal("rpc-limit", || format!("RPC datagram from {} dropped: too many {what}", peer.ip()));
+            }
+            Some(rpc::Problem::Refused) => {
+                shared.refusal("rpc-allow", || {
+                    format!("RPC message from {} refused: not in an allowed network (--rpc-allow)", peer.ip())
+                });
+                shared.emit(Event::Rejected {
+                    peer,
+                    from: None,
+                    reason: "the RPC form is not taken from this address (not in an allowed network)".into(),
+                });
+            }
+        }
+        if let Some(reply) = out.reply {
+            let _ = sock.send_to(&reply, peer).await;
+        }
+    }
+}
+
+/// A whole NetrSendMessage: for one of our names (else "name not found",
+/// as MS-MSRP 3.2.4.3 has it), then taken as a plain message of any form.
+fn judge_rpc(shared: &Shared, m: &rpc::Incoming, peer: SocketAddr) -> u32 {
+    let cp = shared.cfg.code_page;
+    let to = cp.decode(&m.message.to);
+    let name = NetbiosName::new(to.trim(), name::MESSENGER);
+    let group = name.as_ref().is_ok_and(|n| !shared.names.receives_for(n) && shared.is_our_group(n));
+    if !name.as_ref().is_ok_and(|n| shared.names.receives_for(n) || shared.is_our_group(n)) {
+        shared.stats.not_for_us.fetch_add(1, Ordering::Relaxed);
+        return rpc::status::NAME_NOT_FOUND;
+    }
+    let text = &m.message.text[..m.message.text.len().min(shared.cfg.max_text)];
+    let taken = shared.plain(Received {
+        from: cp.decode(&m.message.from),
+        to,
+        text: cp.decode(text),
+        form: Form::Rpc,
+        group,
+        peer,
+        sealed: None,
+    });
+    if taken { rpc::status::SUCCESS } else { rpc::status::ACCESS_DENIED }
 }
 
 /// Descriptors kept for everything but connections: the runtime, the
@@ -1052,6 +1165,85 @@ mod tests {
         let Event::Message(r) = next(&mut rx).await else { panic!() };
         assert!(r.group);
         assert_eq!(r.text, "to all");
+    }
+
+    async fn rpc_listener(allow: &str) -> (Listener, mpsc::Receiver<Event>) {
+        let mut cfg = ListenerConfig::new("BOB");
+        cfg.workgroup = Some("OFFICE".into());
+        let allow = if allow.is_empty() { vec![] } else { vec![allow.parse().unwrap()] };
+        cfg.rpc = Some(RpcListen { addr: "127.0.0.1:0".parse().unwrap(), allow, limits: rpc::ServerLimits::default() });
+        Listener::bind(cfg).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn rpc_messages_arrive_and_are_answered() {
+        let (l, mut rx) = rpc_listener("127.0.0.0/8").await;
+        let addr = l.rpc.unwrap();
+        // Long enough for three fragments.
+        let text = "ü".repeat(3000) + "\nend";
+        let m = client::RpcMessage { from: "OLDNT", to: "bob", text: &text };
+        client::send_rpc(addr, &m, &client::RpcOptions::default()).await.unwrap();
+        let Event::Message(r) = next(&mut rx).await else { panic!() };
+        assert_eq!((r.from.as_str(), r.to.as_str(), r.form, r.group), ("OLDNT", "bob", Form::Rpc, false));
+        assert_eq!(r.text, text);
+        let m = client::RpcMessage { from: "OLDNT", to: "OFFICE", text: "to the workgroup" };
+        client::send_rpc(addr, &m, &client::RpcOptions::default()).await.unwrap();
+        let Event::Message(r) = next(&mut rx).await else { panic!() };
+        assert!(r.group);
+        let m = client::RpcMessage { from: "OLDNT", to: "CAROL", text: "hi" };
+        let err = client::send_rpc(addr, &m, &client::RpcOptions::default()).await.unwrap_err();
+        assert!(matches!(err, client::SendError::NotThere { .. }), "{err}");
+        assert_eq!(l.stats.messages.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn rpc_senders_outside_the_allowed_networks_are_refused() {
+        let (l, mut rx) = rpc_listener("10.0.0.0/8").await;
+        let m = client::RpcMessage { from: "SPAM", to: "BOB", text: "buy now" };
+        let err = client::send_rpc(l.rpc.unwrap(), &m, &client::RpcOptions::default()).await.unwrap_err();
+        assert!(matches!(err, client::SendError::Refused(_)), "{err}");
+        assert!(matches!(next(&mut rx).await, Event::Rejected { .. }));
+        assert_eq!(l.stats.messages.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn rpc_requests_are_sent_again_when_unanswered_or_asked_for() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let fake = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            // The first request is lost; the second is answered "nocall"
+            // (the server lacks a part); the third gets its result.
+            for answer in [None, Some(rpc::ptype::NOCALL), Some(rpc::ptype::RESPONSE)] {
+                let (n, peer) = server.recv_from(&mut buf).await.unwrap();
+                let req = rpc::Pdu::decode(&buf[..n]).unwrap();
+                if let Some(ptype) = answer {
+                    let status = (ptype == rpc::ptype::RESPONSE).then_some(0);
+                    server.send_to(&rpc::reply(&req.header, ptype, status, 1).encode(), peer).await.unwrap();
+                }
+            }
+        });
+        let m = client::RpcMessage { from: "A", to: "B", text: "x" };
+        let opts = client::RpcOptions {
+            timeout: Duration::from_secs(30),
+            retransmit: Duration::from_millis(50),
+            ..Default::default()
+        };
+        client::send_rpc(addr, &m, &opts).await.unwrap();
+        fake.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rpc_to_a_closed_port_fails_at_once() {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        drop(sock);
+        let m = client::RpcMessage { from: "A", to: "B", text: "x" };
+        let opts = client::RpcOptions { timeout: Duration::from_secs(30), ..Default::default() };
+        let started = std::time::Instant::now();
+        let err = client::send_rpc(addr, &m, &opts).await.unwrap_err();
+        assert!(matches!(err, client::SendError::Connect { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
 
     #[tokio::test]

@@ -433,8 +433,17 @@ pub struct MessengerConfig {
     pub port: Option<u16>,
     /// `session` (default): one TCP connection per recipient, delivery confirmed.
     /// `datagram`: one UDP datagram (WinPopup), not confirmed.
+    /// `rpc`: NetrSendMessage over DCE/RPC on UDP 135 (Windows 2000/XP/2003), confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form: Option<MessengerForm>,
+    /// The wire form for particular names (a machine, or a user's name), overriding `form`:
+    /// `{OLDXP: rpc, LAB7: datagram}`. Sealed messages never go in the RPC form (it has no
+    /// room for a seal): to an `rpc` name they go as a session.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub forms: IndexMap<String, MessengerForm>,
+    /// UDP port of the RPC form. Default: 135.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpc_port: Option<u16>,
     /// When the session form cannot reach a machine, send a datagram instead. Default: false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datagram_fallback: Option<bool>,
@@ -545,6 +554,7 @@ pub struct RetryConfig {
 pub enum MessengerForm {
     Session,
     Datagram,
+    Rpc,
 }
 
 impl TransportConfig {

@@ -2,7 +2,9 @@
 //! protocol from the messenger-transport crate.
 //!
 //! A subscriber is reached at their machine in the session form (confirmed
-//! delivery), or the datagram form when configured (or as a fallback); the
+//! delivery), the RPC form (confirmed, for old Windows peers), or the
+//! datagram form when configured (or as a fallback), per transport or per
+//! name; the
 //! whole workgroup by a broadcast datagram on each interface. Only a
 //! session the peer accepted counts as delivered: a datagram is reported as
 //! "sent, unconfirmed", with where it went. With a workgroup key every
@@ -17,7 +19,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use messenger_transport::client::{self, BroadcastReport, DatagramMessage, SendError, SessionMessage, SessionOptions};
+use messenger_transport::client::{
+    self, BroadcastReport, DatagramMessage, RpcMessage, RpcOptions, SendError, SessionMessage, SessionOptions,
+};
 use messenger_transport::iface::{Broadcast, InterfaceSpec};
 use messenger_transport::resolve::{Resolver, ResolverConfig, Target};
 use messenger_transport::seal::{self, SealKey, Sealed, SigningKey, TrustedSenders};
@@ -42,6 +46,9 @@ pub struct MessengerOptions {
     pub code_page: CodePage,
     pub port: u16,
     pub form: MessengerForm,
+    /// Forms for particular names (upper case), overriding `form`.
+    pub forms: std::collections::HashMap<String, MessengerForm>,
+    pub rpc_port: u16,
     pub datagram_fallback: bool,
     pub timeout: Duration,
     pub max_length: usize,
@@ -106,6 +113,14 @@ pub fn check(m: &MessengerConfig) -> Vec<(YamlPath, String)> {
         if let Err(e) = messenger_transport::NetbiosName::new(name, 3) {
             out.push((key("hosts").key(name.clone()), e.to_string()));
         }
+    }
+    for name in m.forms.keys() {
+        if let Err(e) = messenger_transport::NetbiosName::new(name, 3) {
+            out.push((key("forms").key(name.clone()), e.to_string()));
+        }
+    }
+    if m.rpc_port == Some(0) {
+        out.push((key("rpc_port"), "port 0 is no port: leave it out for 135".to_string()));
     }
     for (i, spec) in m.interfaces.iter().enumerate() {
         if let Err(e) = spec.parse::<messenger_transport::iface::InterfaceSpec>() {
@@ -180,6 +195,8 @@ impl MessengerOptions {
             code_page,
             port: c.port.unwrap_or(139),
             form: c.form.unwrap_or(MessengerForm::Session),
+            forms: c.forms.iter().map(|(name, f)| (name.to_ascii_uppercase(), *f)).collect(),
+            rpc_port: c.rpc_port.unwrap_or(messenger_transport::rpc::PORT),
             datagram_fallback: c.datagram_fallback.unwrap_or(false),
             timeout,
             max_length: c.max_length.map_or(652, |m| m as usize),
@@ -345,7 +362,10 @@ impl MessengerTransport {
     /// fallback), what a datagram with the longest names carries.
     fn limit(&self, workgroup: bool) -> usize {
         let o = &self.opts;
-        let datagram = o.form == MessengerForm::Datagram || o.datagram_fallback || workgroup;
+        let datagram = o.form == MessengerForm::Datagram
+            || o.forms.values().any(|f| *f == MessengerForm::Datagram)
+            || o.datagram_fallback
+            || workgroup;
         if datagram { o.max_length.min(dgram::max_text(dgram::MESSNGR, 15, 15)) } else { o.max_length }
     }
 
@@ -377,6 +397,11 @@ impl MessengerTransport {
         Ok(SocketAddr::new(t.ip, t.port.unwrap_or(self.opts.port)))
     }
 
+    /// The wire form for popups to `name`.
+    fn form_for(&self, name: &str) -> MessengerForm {
+        self.opts.forms.get(&name.to_ascii_uppercase()).copied().unwrap_or(self.opts.form)
+    }
+
     fn session_options(&self, port: u16) -> SessionOptions {
         SessionOptions { code_page: self.opts.code_page, timeout: self.opts.timeout, session_request: port == 139 }
     }
@@ -398,14 +423,23 @@ impl MessengerTransport {
                     client::send_datagram(to, &m, o.code_page).await?;
                     Ok(Outcome::Unconfirmed { machine: machine.clone(), addr: to })
                 };
-                if o.form == MessengerForm::Datagram {
-                    return datagram(addr).await;
-                }
-                let m = SessionMessage { from: &o.from, to: machine, text };
-                match client::send_session(addr, &m, &self.session_options(addr.port())).await {
-                    Ok(()) => Ok(Outcome::Delivered { machine: machine.clone(), addr }),
+                let sent = match self.form_for(machine) {
+                    MessengerForm::Datagram => return datagram(addr).await,
+                    MessengerForm::Rpc => {
+                        let addr = SocketAddr::new(addr.ip(), o.rpc_port);
+                        let m = RpcMessage { from: &o.from, to: machine, text };
+                        let opts = RpcOptions { code_page: o.code_page, timeout: o.timeout, ..RpcOptions::default() };
+                        client::send_rpc(addr, &m, &opts).await.map(|()| addr)
+                    }
+                    MessengerForm::Session => {
+                        let m = SessionMessage { from: &o.from, to: machine, text };
+                        client::send_session(addr, &m, &self.session_options(addr.port())).await.map(|()| addr)
+                    }
+                };
+                match sent {
+                    Ok(addr) => Ok(Outcome::Delivered { machine: machine.clone(), addr }),
                     Err(e) if o.datagram_fallback && e.is_transient() => {
-                        tracing::debug!("session to {machine} failed ({e}); sending a datagram instead");
+                        tracing::debug!("popup to {machine} failed ({e}); sending a datagram instead");
                         datagram(addr).await
                     }
                     Err(e) => Err(e),
@@ -459,7 +493,8 @@ impl MessengerTransport {
             }
             Dest::Machine(m) => {
                 let addr = self.target(m).await?;
-                if user_data.len() > dgram::MAX_USER_DATA || o.form == MessengerForm::Session {
+                // The RPC form has no room for a seal: a session carries it.
+                if user_data.len() > dgram::MAX_USER_DATA || self.form_for(m) != MessengerForm::Datagram {
                     client::send_session_smb(addr, &o.from, m, smb, &self.session_options(addr.port())).await?;
                     return Ok(Outcome::Delivered { machine: m.clone(), addr });
                 }
@@ -504,7 +539,7 @@ impl MessengerTransport {
     async fn attempt_name(&self, name: &str, n: &Notification, text: &str) -> Result<Outcome, SendError> {
         let dest = Dest::Machine(name.to_string());
         match self.attempt(&dest, n, text).await {
-            Err(SendError::SessionRefused { .. })
+            Err(SendError::SessionRefused { .. } | SendError::NotThere { .. })
                 if name.parse::<NetbiosName>().is_ok_and(|nb| self.resolver.forget(&nb)) =>
             {
                 tracing::debug!("{name} is no longer at the address remembered; looking it up again");
@@ -528,7 +563,7 @@ impl MessengerTransport {
 /// Whether an error says the name is nowhere (rather than that its holder
 /// refused or failed).
 fn not_there(e: &SendError) -> bool {
-    matches!(e, SendError::NameNotFound(_) | SendError::SessionRefused { .. })
+    matches!(e, SendError::NameNotFound(_) | SendError::SessionRefused { .. } | SendError::NotThere { .. })
 }
 
 impl Transport for MessengerTransport {
@@ -619,6 +654,26 @@ mod tests {
                         "severity": "warning", "summary": "s", "since": "2026-12-03T09:00:00Z", "count": 1}],
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn forms_are_chosen_per_name_and_checked() {
+        let mut c = MessengerConfig::default();
+        c.forms.insert("oldxp".into(), MessengerForm::Rpc);
+        c.forms.insert("LAB7".into(), MessengerForm::Datagram);
+        let t = transport(c.clone());
+        assert_eq!(t.form_for("OLDXP"), MessengerForm::Rpc);
+        assert_eq!(t.form_for("lab7"), MessengerForm::Datagram);
+        assert_eq!(t.form_for("ALICE"), MessengerForm::Session);
+        assert_eq!(t.opts.rpc_port, 135);
+        // A datagram to one of them is possible: popups are cut to fit one.
+        assert_eq!(t.limit(false), dgram::max_text(dgram::MESSNGR, 15, 15));
+        assert!(check(&c).is_empty());
+        c.forms.insert("A NAME FAR TOO LONG".into(), MessengerForm::Rpc);
+        c.rpc_port = Some(0);
+        let problems: Vec<String> = check(&c).into_iter().map(|(path, e)| format!("{path}: {e}")).collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("forms") && problems[1].contains("rpc_port"), "{problems:?}");
     }
 
     #[test]
