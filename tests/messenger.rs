@@ -2,6 +2,8 @@
 //! nmbd and nmblookup, with frames checked by tshark, in network
 //! namespaces made (and removed) by each test. Needs root.
 
+#[path = "messenger/rpc.rs"]
+mod rpc;
 mod util;
 
 use std::io::Write;
