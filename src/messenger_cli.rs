@@ -214,6 +214,9 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
     opts.max_length = a.max_length;
     opts.timeout = Duration::from_secs(a.timeout);
 
+    if a.rpc && a.to == "*" {
+        bail!("the RPC form addresses one machine: send to `*` without --rpc (a broadcast datagram)");
+    }
     let recipients: Vec<Recipient> = if a.to == "*" {
         vec![Recipient::workgroup()]
     } else if let Some(group) = a.to.strip_prefix('@') {
