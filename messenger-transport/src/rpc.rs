@@ -708,7 +708,7 @@ impl Server {
             return Ok(None);
         }
         let Some(part) = self.partial.remove(&key) else { return Ok(None) };
-        let body = part.fragments.into_values().flatten().collect();
+        let body = part.fragments.into_values().collect::<Vec<_>>().concat();
         Ok(Some((part.header, part.drep, body)))
     }
 
