@@ -40,7 +40,7 @@ pub struct ListenArgs {
     /// Also take messages in the RPC form (NetrSendMessage over DCE/RPC, as
     /// Windows 2000/XP/2003 sent them when a session failed). Off by
     /// default: it was the Messenger spam path. Taken only from --rpc-allow.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "beside_samba")]
     rpc: bool,
     /// UDP port of the RPC form.
     #[arg(long, default_value_t = 135, value_name = "PORT", requires = "rpc")]

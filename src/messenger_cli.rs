@@ -49,10 +49,12 @@ pub struct SendArgs {
     datagram: bool,
     /// Send in the RPC form (NetrSendMessage over DCE/RPC on UDP 135), as
     /// Windows 2000/XP/2003 take it. The recipient is a name, or an address
-    /// whose name is asked for (a node status request) first.
-    #[arg(long)]
+    /// whose name is asked for (a node status request) first. It carries
+    /// no seal.
+    #[arg(long, conflicts_with = "key_file")]
     rpc: bool,
-    /// UDP port of the RPC form (default: the config's `rpc_port`, else 135).
+    /// UDP port of the RPC form (default: the config's `rpc_port`, else
+    /// 135; `--port` is the session form's).
     #[arg(long, value_name = "PORT")]
     rpc_port: Option<u16>,
     /// The workgroup `*` means (default: the config's, else WORKGROUP).
@@ -284,18 +286,20 @@ fn send_inner(a: SendArgs) -> anyhow::Result<()> {
 }
 
 /// The Messenger name (`NAME<03>`, not a group) that the machine at `ip`
-/// holds, from its answer to a node status request.
+/// holds, from its own answer to a node status request.
 async fn messenger_name_of(ip: IpAddr) -> anyhow::Result<String> {
-    use messenger_transport::resolve::node_status;
-    let answers = node_status(&[std::net::SocketAddr::new(ip, 137)], Duration::from_secs(2)).await?;
-    let names = answers.into_iter().flat_map(|a| a.names);
-    names
-        .filter(|(n, flags)| {
+    use messenger_transport::resolve::node_status_of;
+    let Some(status) = node_status_of(std::net::SocketAddr::new(ip, 137), Duration::from_secs(2)).await? else {
+        bail!("no answer to a node status request from {ip} in 2 s");
+    };
+    status
+        .names
+        .into_iter()
+        .find(|(n, flags)| {
             n.suffix == messenger_transport::name::MESSENGER && flags & messenger_transport::nbns::FLAG_GROUP == 0
         })
         .map(|(n, _)| n.name())
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("no answer to a node status request, or no Messenger name in it"))
+        .ok_or_else(|| anyhow::anyhow!("{ip} holds no Messenger name (NAME<03>): its Messenger service is off"))
 }
 
 fn read_message(a: &SendArgs) -> anyhow::Result<String> {

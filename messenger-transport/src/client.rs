@@ -428,6 +428,9 @@ pub async fn send_rpc(addr: SocketAddr, m: &RpcMessage<'_>, opts: &RpcOptions) -
         .encode(rpc::Drep::LITTLE);
     let call = rpc::Call::fresh();
     let mut pdus = rpc::request(call, &body, opts.max_fragment);
+    if pdus.len() > usize::from(u16::MAX) {
+        return Err(SendError::Protocol { addr, detail: "the message is too long for the RPC form".into() });
+    }
     let unspecified: SocketAddr =
         if addr.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { "[::]:0".parse().unwrap_or(addr) };
     let sock = UdpSocket::bind(unspecified).await.map_err(io)?;
@@ -439,6 +442,9 @@ pub async fn send_rpc(addr: SocketAddr, m: &RpcMessage<'_>, opts: &RpcOptions) -
     let mut serial = 0u16;
     let mut buf = vec![0u8; 2048];
     'send: loop {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SendError::Timeout(addr));
+        }
         for p in &mut pdus {
             p.header.serial = serial;
             serial = serial.wrapping_add(1);
@@ -450,11 +456,11 @@ pub async fn send_rpc(addr: SocketAddr, m: &RpcMessage<'_>, opts: &RpcOptions) -
                 Err(source) => return Err(io(source)),
             }
         }
-        let until = (tokio::time::Instant::now() + wait).min(deadline);
+        let sent_at = tokio::time::Instant::now();
+        let until = (sent_at + wait).min(deadline);
         wait = wait.saturating_mul(2);
         loop {
             let n = match tokio::time::timeout_at(until, sock.recv(&mut buf)).await {
-                Err(_) if until >= deadline => return Err(SendError::Timeout(addr)),
                 Err(_) => continue 'send,
                 Ok(Err(source)) if source.kind() == std::io::ErrorKind::ConnectionRefused => {
                     return Err(SendError::Connect { addr, source });
@@ -462,25 +468,39 @@ pub async fn send_rpc(addr: SocketAddr, m: &RpcMessage<'_>, opts: &RpcOptions) -
                 Ok(Err(source)) => return Err(io(source)),
                 Ok(Ok(n)) => n,
             };
-            let Ok(p) = rpc::Pdu::decode(&buf[..n]) else { continue };
+            // Whatever does not read as an answer to this call (a stray or
+            // forged datagram) is let go: it cannot end the call.
+            let Some(answer) = rpc::Pdu::decode(&buf[..n]).ok().and_then(|p| rpc::answer(&p, call).ok().flatten())
+            else {
+                continue;
+            };
             let protocol = |detail: String| SendError::Protocol { addr, detail };
-            match rpc::answer(&p, call).map_err(|e| protocol(e.to_string()))? {
-                None | Some(rpc::Answer::Ignore | rpc::Answer::Working) => {}
-                Some(rpc::Answer::Nocall) => continue 'send,
-                Some(rpc::Answer::Status(rpc::status::SUCCESS)) => return Ok(()),
-                Some(rpc::Answer::Status(rpc::status::ACCESS_DENIED)) => {
-                    return Err(SendError::Refused(m.to.to_string()));
-                }
-                Some(rpc::Answer::Status(rpc::status::NAME_NOT_FOUND)) => {
-                    return Err(SendError::NotThere { addr, name: format!("{}<03>", m.to.to_ascii_uppercase()) });
-                }
-                Some(rpc::Answer::Status(st)) => return Err(protocol(format!("the receiver answered status {st:#x}"))),
-                Some(rpc::Answer::Reject(rpc::status::UNKNOWN_INTERFACE)) => {
+            let status = match answer {
+                rpc::Answer::Ignore | rpc::Answer::Working => continue,
+                // The server lacks part of it: sent again, but not more
+                // often than half the first wait (a nocall per datagram
+                // must not make us a flood).
+                rpc::Answer::Nocall if sent_at.elapsed() >= opts.retransmit / 2 => continue 'send,
+                rpc::Answer::Nocall => continue,
+                rpc::Answer::Status(st) => st,
+                rpc::Answer::Reject(rpc::status::UNKNOWN_INTERFACE) => {
                     return Err(SendError::NotAccepting(m.to.to_string()));
                 }
-                Some(rpc::Answer::Reject(st)) => return Err(protocol(format!("the call was rejected ({st:#010x})"))),
-                Some(rpc::Answer::Fault(st)) => return Err(protocol(format!("the call failed ({st:#010x})"))),
-            }
+                rpc::Answer::Reject(st) => return Err(protocol(format!("the call was rejected ({st:#010x})"))),
+                rpc::Answer::Fault(st) => return Err(protocol(format!("the call failed ({st:#010x})"))),
+            };
+            // The answer is in: the server may forget it (C706's ack).
+            let ack = rpc::Pdu { header: rpc::Header::new(rpc::ptype::ACK, call), body: Vec::new() };
+            let _ = sock.send(&ack.encode()).await;
+            return match status {
+                rpc::status::SUCCESS => Ok(()),
+                rpc::status::ACCESS_DENIED => Err(SendError::Refused(m.to.to_string())),
+                rpc::status::NAME_NOT_FOUND => {
+                    Err(SendError::NotThere { addr, name: format!("{}<03>", m.to.to_ascii_uppercase()) })
+                }
+                rpc::status::TOO_LONG => Err(protocol("the message is longer than the receiver takes".into())),
+                st => Err(protocol(format!("the receiver answered status {st:#x}"))),
+            };
         }
     }
 }

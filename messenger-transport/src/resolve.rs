@@ -224,6 +224,20 @@ pub const MAX_SCANNED: usize = 1024;
 /// arrive within `wait`, one per address, the first kept. Answers to
 /// another transaction, and packets that are not answers, are ignored.
 pub async fn node_status(to: &[SocketAddr], wait: Duration) -> std::io::Result<Vec<NodeStatus>> {
+    scan(to, wait, None).await
+}
+
+/// One machine's node status (`nmblookup -A ADDRESS`): only its own answer
+/// counts (another machine answering cannot name it), and the first one
+/// ends the wait.
+pub async fn node_status_of(addr: SocketAddr, wait: Duration) -> std::io::Result<Option<NodeStatus>> {
+    let IpAddr::V4(ip) = addr.ip() else {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "node status is asked over IPv4"));
+    };
+    Ok(scan(&[addr], wait, Some(ip)).await?.pop())
+}
+
+async fn scan(to: &[SocketAddr], wait: Duration, only: Option<Ipv4Addr>) -> std::io::Result<Vec<NodeStatus>> {
     let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
     sock.set_broadcast(true)?;
     let id = nbns::transaction_id();
@@ -247,7 +261,7 @@ pub async fn node_status(to: &[SocketAddr], wait: Duration) -> std::io::Result<V
     while let Ok(Ok((n, from))) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
         let Ok(p) = nbns::Packet::decode(&buf[..n]) else { continue };
         let IpAddr::V4(ip) = from.ip() else { continue };
-        if p.id != id || !p.flags.response || found.iter().any(|f| f.ip == ip) {
+        if p.id != id || !p.flags.response || found.iter().any(|f| f.ip == ip) || only.is_some_and(|o| o != ip) {
             continue;
         }
         let names: Vec<(NetbiosName, u16)> = p.answers.iter().flat_map(nbns::Record::status_names).collect();
@@ -255,7 +269,7 @@ pub async fn node_status(to: &[SocketAddr], wait: Duration) -> std::io::Result<V
             continue;
         }
         found.push(NodeStatus { ip, names });
-        if found.len() >= MAX_SCANNED {
+        if found.len() >= MAX_SCANNED || only.is_some() {
             break;
         }
     }

@@ -74,6 +74,8 @@ pub mod status {
     pub const ACCESS_DENIED: u32 = 5;
     /// NERR_NameNotFound: To is no name this receiver holds.
     pub const NAME_NOT_FOUND: u32 = 2273;
+    /// ERROR_INSUFFICIENT_BUFFER: the message is longer than the receiver takes.
+    pub const TOO_LONG: u32 = 122;
     /// nca_s_op_rng_error: no such operation in the interface.
     pub const OP_RANGE_ERROR: u32 = 0x1c01_0002;
     /// nca_s_unk_if: no such interface here.
@@ -317,7 +319,7 @@ fn put_string(out: &mut Vec<u8>, s: &[u8], i: &Ints) {
 
 fn get_string(body: &[u8], pos: &mut usize, i: &Ints, what: &'static str) -> Result<Vec<u8>, Error> {
     *pos = pos.next_multiple_of(4);
-    let head = body.get(*pos..*pos + 12).ok_or(Error::Truncated(what))?;
+    let head = body.get(*pos..pos.saturating_add(12)).ok_or(Error::Truncated(what))?;
     let (max, offset, actual) = (i.u32(head), i.u32(&head[4..]), i.u32(&head[8..]));
     if u64::from(offset) + u64::from(actual) > u64::from(max) {
         return Err(Error::Malformed(format!(
@@ -325,7 +327,8 @@ fn get_string(body: &[u8], pos: &mut usize, i: &Ints, what: &'static str) -> Res
         )));
     }
     *pos += 12;
-    let bytes = body.get(*pos..*pos + actual as usize).ok_or(Error::Truncated(what))?;
+    let end = pos.checked_add(actual as usize).ok_or(Error::Truncated(what))?;
+    let bytes = body.get(*pos..end).ok_or(Error::Truncated(what))?;
     *pos += actual as usize;
     // The count includes the terminating NUL; a string without one is taken
     // whole, and anything after an inner NUL is not part of it.
@@ -360,7 +363,8 @@ impl SendMessage {
 /// The request PDUs of one call carrying `body`: one, or fragments of at
 /// most `max_fragment` body bytes (rounded down to a multiple of 8).
 pub fn request(call: Call, body: &[u8], max_fragment: usize) -> Vec<Pdu> {
-    let size = (max_fragment / 8 * 8).max(8);
+    // A fragment's length is a u16.
+    let size = (max_fragment.min(usize::from(u16::MAX)) / 8 * 8).max(8);
     let chunks: Vec<&[u8]> = if body.is_empty() { vec![&[]] } else { body.chunks(size).collect() };
     let n = chunks.len();
     chunks
@@ -368,7 +372,9 @@ pub fn request(call: Call, body: &[u8], max_fragment: usize) -> Vec<Pdu> {
         .enumerate()
         .map(|(k, chunk)| {
             let mut header = Header::new(ptype::REQUEST, call);
-            header.flags1 = flags::NO_FACK | flags::IDEMPOTENT;
+            // Not idempotent: a popup shown twice is a fault, so the
+            // server keeps the answer until the client acknowledges it.
+            header.flags1 = flags::NO_FACK;
             if n > 1 {
                 header.flags1 |= flags::FRAG | if k + 1 == n { flags::LAST_FRAG } else { 0 };
             }
@@ -388,9 +394,41 @@ pub fn reply(to: &Header, ptype: u8, status: Option<u32>, server_boot: u32) -> P
         drep: Drep::LITTLE,
         serial: 0,
         server_boot,
+        fragnum: 0,
+        auth_proto: 0,
         ..to.clone()
     };
     Pdu { header, body: status.map(|s| s.to_le_bytes().to_vec()).unwrap_or_default() }
+}
+
+/// A fragment acknowledgement (C706 12.5.3.4) for the fragment `to`: the
+/// highest fragment in sequence (`fragnum`), the serial number of the
+/// fragment that asked, and the selective acknowledgement mask. Without
+/// fragment 0 there is no sequence yet: `fragnum` is 0xffff then.
+pub fn fack(to: &Header, in_sequence: Option<u16>, selack: u32, server_boot: u32) -> Pdu {
+    let mut p = reply(to, ptype::FACK, None, server_boot);
+    p.header.fragnum = in_sequence.unwrap_or(0xffff);
+    let mut body = vec![0u8, 0];
+    body.extend_from_slice(&32u16.to_le_bytes()); // window: fragments
+    body.extend_from_slice(&(MAX_PDU as u32).to_le_bytes()); // max_tsdu
+    body.extend_from_slice(&(MAX_PDU as u32).to_le_bytes()); // max_frag_size
+    body.extend_from_slice(&to.serial.to_le_bytes());
+    body.extend_from_slice(&1u16.to_le_bytes()); // selack_len
+    body.extend_from_slice(&selack.to_le_bytes());
+    p.body = body;
+    p
+}
+
+/// Peers as the server counts them: an IPv6 address by its /64 (one
+/// machine owns a whole /64 and can send from any address in it).
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1)))
+        }
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// What a server's PDU tells the client that made the call.
@@ -511,6 +549,19 @@ struct Partial {
 /// reads its body, and the body.
 type Whole = (Header, Drep, Vec<u8>);
 
+/// What one fragment made of its call.
+enum Fragment {
+    /// Every fragment is in.
+    Whole(Whole),
+    /// Not yet: the highest fragment in sequence from 0 (none without
+    /// fragment 0), and a bit for each of the 32 from the next one on.
+    Incomplete { in_sequence: Option<u16>, selack: u32 },
+    /// No room for it now (the sender will send it again).
+    Busy(&'static str),
+    /// Over what one call may hold: refused for good.
+    TooLong(&'static str),
+}
+
 /// The last call answered on an activity, and its answer.
 #[derive(Debug, Clone, Copy)]
 struct Done {
@@ -553,6 +604,7 @@ impl Server {
         judge: impl FnOnce(&Incoming) -> u32,
     ) -> Outcome {
         self.expire(now);
+        let peer = peer_key(peer);
         let mut out = self.receive_inner(datagram, peer, allowed, now, judge);
         if let Some(r) = &out.reply
             && r.len() > datagram.len()
@@ -581,34 +633,35 @@ impl Server {
         };
         let h = &p.header;
         let boot = self.boot;
-        let send = |ptype, status: Option<u32>| Some(reply(h, ptype, status, boot).encode());
+        // "Maybe" and broadcast calls expect no answer (C706).
+        let answers = !h.is(flags::MAYBE) && !h.is(flags::BROADCAST);
+        let send = |ptype, status: Option<u32>| answers.then(|| reply(h, ptype, status, boot).encode());
         match h.ptype {
             ptype::REQUEST => {}
             ptype::PING if allowed => {
                 // A completed call's answer is sent again when its request
                 // is (a reply to a ping must not be longer than the ping):
                 // "nocall" asks for that, and for a call not yet whole.
-                let working = self.done.get(&(peer, h.activity)).is_some_and(|d| d.seqnum == h.seqnum)
-                    || self.partial.contains_key(&(peer, h.call()));
                 out.reply = send(ptype::NOCALL, None);
-                if working {
-                    out.problem = Some(Problem::Duplicate);
-                }
                 return out;
             }
             // Acknowledgements, cancels, facks and stray replies need nothing.
             _ => return out,
+        }
+        if let Some(why) = unsupported(h) {
+            // Scans of the endpoint mapper and other interfaces: rejected
+            // for those allowed, unanswered for the rest of the world.
+            if allowed {
+                out.reply = send(ptype::REJECT, Some(why.0));
+            }
+            out.problem = Some(Problem::Unsupported(why.1));
+            return out;
         }
         if !allowed {
             out.problem = Some(Problem::Refused);
             if h.is_last_fragment() {
                 out.reply = send(ptype::RESPONSE, Some(status::ACCESS_DENIED));
             }
-            return out;
-        }
-        if let Some(why) = unsupported(h) {
-            out.reply = send(ptype::REJECT, Some(why.0));
-            out.problem = Some(Problem::Unsupported(why.1));
             return out;
         }
         // A call already answered: its answer again, to the last fragment
@@ -622,100 +675,134 @@ impl Server {
             }
             return out;
         }
+        let too_long = |this: &mut Server, out: &mut Outcome, what: &'static str| {
+            // Refused for good: remembered, so every later fragment is a
+            // duplicate and the last one is answered "too long".
+            this.remember(peer, h.activity, h.seqnum, status::TOO_LONG);
+            out.problem = Some(Problem::OverLimit(what));
+            if h.is_last_fragment() {
+                out.reply = send(ptype::RESPONSE, Some(status::TOO_LONG));
+            }
+        };
         let (first, drep, body) = if h.is(flags::FRAG) {
             match self.fragment(&p, peer, now) {
-                Ok(Some(whole)) => whole,
-                Ok(None) => return out,
-                Err(limit) => {
-                    out.problem = Some(Problem::OverLimit(limit));
+                Fragment::Whole(whole) => whole,
+                Fragment::Incomplete { in_sequence, selack } => {
+                    // The sender asked to hear what has arrived (its window).
+                    if !h.is(flags::NO_FACK) && answers {
+                        out.reply = Some(fack(h, in_sequence, selack, boot).encode());
+                    }
+                    return out;
+                }
+                Fragment::Busy(what) => {
+                    out.problem = Some(Problem::OverLimit(what));
+                    return out;
+                }
+                Fragment::TooLong(what) => {
+                    too_long(self, &mut out, what);
                     return out;
                 }
             }
         } else {
             if p.body.len() > self.limits.max_call_bytes {
-                out.problem = Some(Problem::OverLimit("bytes in one call"));
+                too_long(self, &mut out, "bytes in one call");
                 return out;
             }
             (h.clone(), h.drep, p.body.clone())
         };
+        let answers = !first.is(flags::MAYBE) && !first.is(flags::BROADCAST);
         let message = match SendMessage::decode(&body, drep) {
             Ok(m) => m,
             Err(e) => {
-                out.reply = Some(reply(&first, ptype::FAULT, Some(status::BAD_STUB_DATA), self.boot).encode());
+                let fault = reply(&first, ptype::FAULT, Some(status::BAD_STUB_DATA), self.boot);
+                out.reply = answers.then(|| fault.encode());
                 out.problem = Some(Problem::Malformed(e));
                 return out;
             }
         };
         let incoming = Incoming { message, call: first.call(), drep };
         let st = judge(&incoming);
-        self.remember(peer, first.activity, Done { seqnum: first.seqnum, status: st });
-        out.reply = Some(reply(&first, ptype::RESPONSE, Some(st), self.boot).encode());
+        self.remember(peer, first.activity, first.seqnum, st);
+        out.reply = answers.then(|| reply(&first, ptype::RESPONSE, Some(st), self.boot).encode());
         out.judged = Some((incoming, st));
         out
     }
 
-    /// Adds a fragment; once every fragment is in, the call's first
-    /// header, the drep that reads the body, and the whole body.
-    fn fragment(&mut self, p: &Pdu, peer: IpAddr, now: Instant) -> Result<Option<Whole>, &'static str> {
+    /// Adds a fragment (see [`Fragment`]).
+    fn fragment(&mut self, p: &Pdu, peer: IpAddr, now: Instant) -> Fragment {
         let h = &p.header;
         let l = self.limits;
-        if h.fragnum >= l.max_fragments {
-            return Err("fragments in one call");
-        }
         let key = (peer, h.call());
+        if h.fragnum >= l.max_fragments {
+            self.partial.remove(&key);
+            return Fragment::TooLong("fragments in one call");
+        }
         if !self.partial.contains_key(&key) {
             if self.partial.keys().filter(|(ip, _)| *ip == peer).count() >= l.max_partial_per_peer {
-                return Err("calls in reassembly from one address");
+                return Fragment::Busy("calls in reassembly from one address");
             }
-            if self.partial.len() >= l.max_partial {
-                return Err("calls in reassembly");
+            // Full: the oldest call in reassembly makes room, so that no
+            // one can keep the table full and every newcomer out.
+            if self.partial.len() >= l.max_partial
+                && let Some(oldest) = self.partial.iter().min_by_key(|(_, p)| p.started).map(|(k, _)| *k)
+            {
+                self.partial.remove(&oldest);
             }
             let header = Header { fragnum: 0, ..h.clone() };
             let part = Partial { started: now, drep: h.drep, header, fragments: BTreeMap::new(), bytes: 0, last: None };
             self.partial.insert(key, part);
         }
-        let Some(part) = self.partial.get_mut(&key) else { return Ok(None) };
+        let Some(part) = self.partial.get_mut(&key) else { return Fragment::Busy("calls in reassembly") };
         if h.fragnum == 0 {
             // The first fragment's drep reads the body.
             part.drep = h.drep;
             part.header = h.clone();
         }
-        if h.is(flags::LAST_FRAG) {
-            match part.last {
-                Some(last) if last != h.fragnum => {
-                    self.partial.remove(&key);
-                    return Err("fragments in one call");
-                }
-                _ => part.last = Some(h.fragnum),
-            }
-        }
-        if let Some(last) = part.last
-            && (h.fragnum > last || part.fragments.keys().any(|&k| k > last))
-        {
+        let conflicting_last = match part.last {
+            Some(last) => h.is(flags::LAST_FRAG) && last != h.fragnum || h.fragnum > last,
+            None => h.is(flags::LAST_FRAG) && part.fragments.keys().any(|&k| k > h.fragnum),
+        };
+        if conflicting_last {
             self.partial.remove(&key);
-            return Err("fragments in one call");
+            return Fragment::Busy("fragments in one call (a second last fragment)");
+        }
+        if h.is(flags::LAST_FRAG) {
+            part.last = Some(h.fragnum);
         }
         if !part.fragments.contains_key(&h.fragnum) {
             if part.bytes + p.body.len() > l.max_call_bytes {
                 self.partial.remove(&key);
-                return Err("bytes in one call");
+                return Fragment::TooLong("bytes in one call");
             }
             part.bytes += p.body.len();
             part.fragments.insert(h.fragnum, p.body.clone());
         }
         let whole = part.last.is_some_and(|last| part.fragments.len() == usize::from(last) + 1);
         if !whole {
-            return Ok(None);
+            // The highest fragment received in sequence from 0, and which
+            // of the 32 from the next one on are in (bit 0: the next one,
+            // missing by definition).
+            let mut in_sequence: Option<u16> = None;
+            while part.fragments.contains_key(&in_sequence.map_or(0, |n| n + 1)) {
+                in_sequence = Some(in_sequence.map_or(0, |n| n + 1));
+            }
+            let next = in_sequence.map_or(0, |n| n + 1);
+            let selack =
+                (0..32u16).filter(|k| part.fragments.contains_key(&(next + k))).fold(0u32, |mask, k| mask | 1 << k);
+            return Fragment::Incomplete { in_sequence, selack };
         }
-        let Some(part) = self.partial.remove(&key) else { return Ok(None) };
+        let Some(part) = self.partial.remove(&key) else { return Fragment::Busy("calls in reassembly") };
         let body = part.fragments.into_values().collect::<Vec<_>>().concat();
-        Ok(Some((part.header, part.drep, body)))
+        Fragment::Whole((part.header, part.drep, body))
     }
 
-    fn remember(&mut self, peer: IpAddr, activity: uuid::Uuid, d: Done) {
-        if self.done.insert((peer, activity), d).is_none() {
+    /// Remembers the answer to a call; calls of the same activity still in
+    /// reassembly (older, or this one by another path) are let go.
+    fn remember(&mut self, peer: IpAddr, activity: uuid::Uuid, seqnum: u32, status: u32) {
+        if self.done.insert((peer, activity), Done { seqnum, status }).is_none() {
             self.done_order.push_back((peer, activity));
         }
+        self.partial.retain(|(ip, call), _| !(*ip == peer && call.activity == activity && call.seqnum <= seqnum));
         while self.done.len() > self.limits.remember {
             match self.done_order.pop_front() {
                 Some(old) => {
@@ -767,7 +854,8 @@ mod tests {
         let mut p = request(call, &message("hi").encode(Drep::LITTLE), MAX_FRAGMENT_BODY).remove(0);
         p.header.serial = 0x0102;
         let b = p.encode();
-        assert_eq!(&b[..8], &[4, 0, 0x28, 0, 0x10, 0, 0, 0x01]);
+        // No fack wanted; not idempotent (a popup must not show twice).
+        assert_eq!(&b[..8], &[4, 0, 0x08, 0, 0x10, 0, 0, 0x01]);
         assert_eq!(&b[8..24], &[0; 16]);
         // The interface's first three fields little-endian, the rest as written.
         assert_eq!(
@@ -949,6 +1037,110 @@ mod tests {
         assert!(outcomes.iter().all(|o| o.judged.is_none()));
         // The two stale calls were forgotten at `later`.
         assert!(s.partial_calls() <= 1);
+    }
+
+    #[test]
+    fn fragments_asking_for_facks_get_them_with_what_arrived() {
+        let mut s = Server::new(ServerLimits::default(), 1);
+        let now = Instant::now();
+        let mut pdus = request(Call::fresh(), &message(&"f".repeat(600)).encode(Drep::LITTLE), 128);
+        assert_eq!(pdus.len(), 6);
+        for (k, p) in pdus.iter_mut().enumerate() {
+            p.header.flags1 &= !flags::NO_FACK;
+            p.header.serial = 100 + k as u16;
+        }
+        let fack_of = |o: Outcome| {
+            let p = Pdu::decode(&o.reply.unwrap()).unwrap();
+            assert_eq!((p.header.ptype, p.body.len()), (ptype::FACK, 20));
+            let serial = u16::from_le_bytes([p.body[12], p.body[13]]);
+            let selack = u32::from_le_bytes(p.body[16..20].try_into().unwrap());
+            (p.header.fragnum, serial, selack)
+        };
+        // 2 first: nothing in sequence; fragment 2 is bit 2 from fragment 0.
+        assert_eq!(fack_of(serve(&mut s, &pdus[2].encode(), now)), (0xffff, 102, 0b100));
+        assert_eq!(fack_of(serve(&mut s, &pdus[0].encode(), now)), (0, 100, 0b10));
+        assert_eq!(fack_of(serve(&mut s, &pdus[1].encode(), now)), (2, 101, 0));
+        assert_eq!(fack_of(serve(&mut s, &pdus[4].encode(), now)), (2, 104, 0b10));
+        assert_eq!(fack_of(serve(&mut s, &pdus[3].encode(), now)), (4, 103, 0));
+        let o = serve(&mut s, &pdus[5].encode(), now);
+        assert_eq!(status_of(&o.reply.unwrap()), (ptype::RESPONSE, 0));
+    }
+
+    #[test]
+    fn a_call_too_long_is_refused_on_its_last_fragment_and_never_judged() {
+        let limits = ServerLimits { max_call_bytes: 1000, ..ServerLimits::default() };
+        let mut s = Server::new(limits, 1);
+        let now = Instant::now();
+        let pdus = request(Call::fresh(), &message(&"l".repeat(3000)).encode(Drep::LITTLE), 512);
+        let mut replies = Vec::new();
+        for p in &pdus {
+            let o = s.receive(&p.encode(), PEER, true, now, |_| panic!("judged"));
+            replies.extend(o.reply);
+        }
+        assert_eq!(replies.len(), 1);
+        assert_eq!(status_of(&replies[0]), (ptype::RESPONSE, status::TOO_LONG));
+        assert_eq!(s.partial_calls(), 0);
+        // In one PDU too.
+        let one = request(Call::fresh(), &message(&"l".repeat(1200)).encode(Drep::LITTLE), 2000)[0].encode();
+        let o = s.receive(&one, PEER, true, now, |_| panic!("judged"));
+        assert_eq!(status_of(&o.reply.unwrap()), (ptype::RESPONSE, status::TOO_LONG));
+    }
+
+    #[test]
+    fn a_full_table_lets_the_oldest_call_go_not_the_newcomer() {
+        let limits = ServerLimits { max_partial: 2, max_partial_per_peer: 8, ..ServerLimits::default() };
+        let mut s = Server::new(limits, 1);
+        let t0 = Instant::now();
+        let calls: Vec<Vec<Pdu>> =
+            (0..3).map(|_| request(Call::fresh(), &message(&"o".repeat(300)).encode(Drep::LITTLE), 128)).collect();
+        for (k, c) in calls.iter().enumerate() {
+            serve(&mut s, &c[0].encode(), t0 + Duration::from_secs(k as u64));
+        }
+        assert_eq!(s.partial_calls(), 2);
+        // The newest completes; the oldest was let go (its rest starts anew).
+        let later = t0 + Duration::from_secs(5);
+        let done: Vec<bool> =
+            calls[2][1..].iter().map(|p| serve(&mut s, &p.encode(), later).judged.is_some()).collect();
+        assert_eq!(done.last(), Some(&true));
+    }
+
+    #[test]
+    fn maybe_calls_are_taken_unanswered_and_replies_carry_no_fragment_or_auth() {
+        let mut s = Server::new(ServerLimits::default(), 1);
+        let now = Instant::now();
+        let mut p = request(Call::fresh(), &message("maybe").encode(Drep::LITTLE), MAX_FRAGMENT_BODY).remove(0);
+        p.header.flags1 |= flags::MAYBE;
+        let o = serve(&mut s, &p.encode(), now);
+        assert!(o.judged.is_some() && o.reply.is_none());
+        let mut p = request(Call::fresh(), &message("x").encode(Drep::LITTLE), MAX_FRAGMENT_BODY).remove(0);
+        p.header.auth_proto = 10;
+        p.header.fragnum = 3;
+        let r = Pdu::decode(&serve(&mut s, &p.encode(), now).reply.unwrap()).unwrap();
+        assert_eq!((r.header.ptype, r.header.auth_proto, r.header.fragnum), (ptype::REJECT, 0, 0));
+    }
+
+    #[test]
+    fn outsiders_probing_other_interfaces_hear_nothing() {
+        let mut s = Server::new(ServerLimits::default(), 1);
+        let mut p = request(Call::fresh(), &message("x").encode(Drep::LITTLE), MAX_FRAGMENT_BODY).remove(0);
+        p.header.interface = uuid::Uuid::from_u128(0xe1af8308_5d1f_11c9_91a4_08002b14a0fa); // the endpoint mapper
+        let o = s.receive(&p.encode(), PEER, false, Instant::now(), |_| 0);
+        assert!(o.reply.is_none());
+        assert!(matches!(o.problem, Some(Problem::Unsupported(_))));
+    }
+
+    #[test]
+    fn an_ipv6_sender_is_one_peer_for_its_whole_64() {
+        let limits = ServerLimits { max_partial_per_peer: 2, ..ServerLimits::default() };
+        let mut s = Server::new(limits, 1);
+        let now = Instant::now();
+        let mut problems = Vec::new();
+        for k in 1..=3u16 {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, k));
+            let p = request(Call::fresh(), &message(&"6".repeat(300)).encode(Drep::LITTLE), 128)[0].encode();
+            problems.push(s.receive(&p, ip, true, now, |_| 0).problem);
+        }
+        assert_eq!(problems[2], Some(Problem::OverLimit("calls in reassembly from one address")));
     }
 
     #[test]
