@@ -116,6 +116,10 @@ fn alerter_send_rpc_reaches_alerter_listen_rpc_and_a_refused_sender_fails() {
     let (code, out, err) = send_out(&lan.hosts[1], &["--rpc", "--from", "OPS", "10.77.0.1", "by address"], None);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("delivered to WS0 at 10.77.0.1:135"), "{out}");
+    // Escapes from a peer are text, never acted on (as in the other forms).
+    let hostile = "esc \x1b]0;pwned\x07 \x1b[2J done";
+    let (code, _, err) = send_out(&lan.hosts[1], &["--rpc", "--from", "OPS", "WS0", hostile], None);
+    assert_eq!(code, Some(0), "{err}");
     // From a config: the RPC form chosen for this host alone (the port
     // spelled out as the default).
     let conf = history.path().join("alerter.yaml");
@@ -133,9 +137,11 @@ fn alerter_send_rpc_reaches_alerter_listen_rpc_and_a_refused_sender_fails() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("refused the message"), "{err}");
 
-    until(LONG, "three messages", || texts(&listener).len() == 3);
+    until(LONG, "four messages", || texts(&listener).len() == 4);
     let got = messages(&listener);
-    assert_eq!(texts(&listener), ["by name", "by address", "by config"]);
+    assert_eq!(texts(&listener), ["by name", "by address", hostile, "by config"]);
+    let raw = listener.stdout();
+    assert!(!raw.chars().any(|c| c.is_control() && c != '\n'), "{raw:?}");
     for m in &got {
         assert_eq!((m["form"].as_str(), m["from"].as_str()), (Some("rpc"), Some("OPS")), "{m}");
     }
@@ -145,7 +151,7 @@ fn alerter_send_rpc_reaches_alerter_listen_rpc_and_a_refused_sender_fails() {
     // Kept in the history like any popup.
     let kept = std::fs::read_to_string(&file).unwrap();
     let kept: Vec<Value> = kept.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(kept.iter().filter(|v| v["form"] == "rpc").count(), 3, "{kept:#?}");
+    assert_eq!(kept.iter().filter(|v| v["form"] == "rpc").count(), 4, "{kept:#?}");
     assert!(!kept.iter().any(|v| v.to_string().contains("let me in")));
 }
 
