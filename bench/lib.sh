@@ -20,6 +20,7 @@ bench_cleanup() {
     for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
     kill -KILL "$p" 2> /dev/null || true
   done
+  [ -n "${ns:-}" ] && ip netns del "$ns" 2> /dev/null
   if [ "${KEEP:-0}" = 1 ]; then say "kept $dir"; else rm -rf "$dir"; fi
   exit "$rc"
 }
@@ -39,6 +40,29 @@ bench_setup() {
 need_alerter() {
   ALERTER=${ALERTER:-${CARGO_TARGET_DIR:-$PWD/target}/release/alerter}
   [ -x "$ALERTER" ] || die "no alerter binary at $ALERTER (cargo build --release -p alerter, or set ALERTER=)"
+}
+
+# A network namespace of our own with loopback up, in $ns (removed at
+# exit by bench_cleanup), for benchmarks that need ports 135-139.
+bench_netns() {
+  ns=alerter-bench-$$
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+}
+
+# An smb.conf for smbclient with NetBIOS name $1 and its state in
+# $dir/client; its path in $client_conf.
+smbclient_conf() {
+  mkdir -p "$dir/client"/{private,lock,state,cache}
+  client_conf=$dir/client.conf
+  cat > "$client_conf" <<CONF
+[global]
+   netbios name = $1
+   private dir = $dir/client/private
+   lock directory = $dir/client/lock
+   state directory = $dir/client/state
+   cache directory = $dir/client/cache
+CONF
 }
 
 # A free TCP port on loopback.

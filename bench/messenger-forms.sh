@@ -9,33 +9,17 @@
 #   cargo build --release && sudo bash bench/messenger-forms.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 N=${N:-200}
-ALERTER=${ALERTER:-$PWD/target/release/alerter}
 MSG="The file server goes down at 18:00 for the weekly backup. Save your work."
-
-ns=alerter-forms-$$
-dir=$(mktemp -d)
-cleanup() {
-  [ -n "${listener:-}" ] && kill "$listener" 2>/dev/null || true
-  ip netns del "$ns" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-mkdir -p "$dir/client"/{private,lock,state,cache}
-cat > "$dir/client.conf" <<CONF
-[global]
-   netbios name = ADMINPC
-   private dir = $dir/client/private
-   lock directory = $dir/client/lock
-   state directory = $dir/client/state
-   cache directory = $dir/client/cache
-CONF
+need_alerter
+bench_setup forms
+bench_netns
+smbclient_conf ADMINPC
 
 ip netns exec "$ns" "$ALERTER" listen --name WS0 --bind 127.0.0.1 --name-port 0 --rpc --rpc-allow 127.0.0.0/8 \
   --peer-messages 0 --peer-bytes 0 --json --no-desktop --history /dev/null > "$dir/received.jsonl" 2> "$dir/listen.log" &
-listener=$!
+pids+=("$!")
 for _ in $(seq 1 200); do
   ip netns exec "$ns" ss -Hlun 'sport = :135' | grep -q . && ip netns exec "$ns" ss -Hltn 'sport = :139' | grep -q . && break
   sleep 0.05
@@ -57,4 +41,4 @@ nsx() { ip netns exec "$ns" "$@"; }
 run "alerter send (session, TCP 139)"       nsx "$ALERTER" send -q -I 127.0.0.1 --from ADMIN WS0
 run "alerter send --datagram (UDP 138)"    nsx "$ALERTER" send -q -I 127.0.0.1 --from ADMIN --datagram WS0
 run "alerter send --rpc (UDP 135)"         nsx "$ALERTER" send -q -I 127.0.0.1 --from ADMIN --rpc WS0
-run "smbclient -M (session, TCP 139)"      nsx smbclient -s "$dir/client.conf" -M WS0 -I 127.0.0.1 -N
+run "smbclient -M (session, TCP 139)"      nsx smbclient -s "$client_conf" -M WS0 -I 127.0.0.1 -N
