@@ -66,10 +66,10 @@ pub fn agent(a: AgentArgs) -> ExitCode {
         }
     };
     rt.block_on(async {
+        let mut stop = crate::listen_cli::StopSignals::new();
         tokio::select! {
             _ = run_agent(&a) => {}
-            _ = tokio::signal::ctrl_c() => {}
-            _ = crate::listen_cli::terminate() => {}
+            _ = stop.recv() => {}
         }
     });
     ExitCode::SUCCESS

@@ -205,6 +205,24 @@ impl Proc {
         assert!(status.success(), "kill -{sig} {}", self.child.id());
     }
 
+    /// Asks the process to end (SIGTERM) and waits for it, so that what it
+    /// leaves on disk can be examined without racing its writes; killed if
+    /// it has not ended after `timeout`.
+    pub fn stop(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("pid {} still running {timeout:?} after SIGTERM", self.child.id());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The JSON lines printed so far.
     pub fn json_lines(&self) -> Vec<serde_json::Value> {
         self.stdout().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
