@@ -208,7 +208,16 @@ impl Inbox {
 
     /// Calls `take` until it takes something, waiting for arrivals between
     /// calls (registered before each call, so none is missed).
+    ///
+    /// Each call spends a unit of the task's cooperative budget first, as
+    /// tokio's own channels do. A storm keeps the inbox always ready: without
+    /// this, the engine loop's `select!` would take the inbox turn after turn
+    /// and never give the runtime back, and once the budget that its channels
+    /// spend ran out, they (the shutdown control among them) would never be
+    /// ready again until the storm ended. Spending it before taking means a
+    /// turn given up takes nothing, so nothing is left half-taken.
     async fn recv_with(&self, mut take: impl FnMut() -> usize) -> usize {
+        tokio::task::coop::consume_budget().await;
         loop {
             let arrived = self.shared.arrived.notified();
             tokio::pin!(arrived);
@@ -380,6 +389,36 @@ mod tests {
             Inbound::Event(e) => e.summary.clone(),
             Inbound::State { source, state } => format!("state {source} {state}"),
         }
+    }
+
+    /// On a current-thread runtime, another task runs only when the one
+    /// taking from the inbox yields: a storm that never lets the inbox go
+    /// empty must not keep it from yielding (the daemon's shutdown control
+    /// and timers wait on that).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_taker_of_an_inbox_that_never_empties_still_lets_other_tasks_run() {
+        let inbox = Inbox::new();
+        let storm = inbox.lane("storm", 1000);
+        for i in 0..1000 {
+            storm.try_send(ev("storm", Severity::Warning, i)).unwrap();
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        tokio::spawn(async move { tx.send(()).await });
+        let mut out = Vec::new();
+        let mut turns = 0;
+        loop {
+            tokio::select! {
+                biased;
+                _ = rx.recv() => break,
+                _ = inbox.recv_many(&mut out, 1) => {
+                    // The storm refills what was taken: the inbox never empties.
+                    storm.try_send(out.pop().unwrap()).unwrap();
+                    turns += 1;
+                }
+            }
+            assert!(turns < 10_000, "the other task never ran in {turns} turns");
+        }
+        assert_eq!(inbox.len(), 1000, "nothing lost to a turn given up");
     }
 
     #[test]
