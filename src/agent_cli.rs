@@ -66,7 +66,7 @@ pub fn agent(a: AgentArgs) -> ExitCode {
         }
     };
     rt.block_on(async {
-        let mut stop = crate::listen_cli::StopSignals::new();
+        let mut stop = crate::signals::StopSignals::new();
         tokio::select! {
             _ = run_agent(&a) => {}
             _ = stop.recv() => {}

@@ -351,7 +351,7 @@ fn listen_inner(a: ListenArgs) -> anyhow::Result<()> {
         let mut logged_on = crate::presence::LoggedOn::default();
         let mut presence_tick = tokio::time::interval(Duration::from_secs(1));
         presence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stop = StopSignals::new();
+        let mut stop = crate::signals::StopSignals::new();
         loop {
             let popup = tokio::select! {
                 _ = watchdog.due() => { service.watchdog(); continue }
@@ -542,41 +542,6 @@ async fn follow_users(
         }
     }
     Some(logged_on)
-}
-
-/// SIGTERM and SIGINT, each registered once for the life of a loop. tokio
-/// hands a signal only to the streams that exist when it comes: a stream made
-/// afresh on each pass of a `select!` loop misses a signal that arrives while
-/// the loop's body runs, or while another branch wins, and a listener busy
-/// with a flood then never stops (found by a test that stops one mid-flood).
-pub struct StopSignals {
-    term: Option<tokio::signal::unix::Signal>,
-    int: Option<tokio::signal::unix::Signal>,
-}
-
-impl StopSignals {
-    pub fn new() -> StopSignals {
-        use tokio::signal::unix::{SignalKind, signal};
-        // Without a handler the signal keeps its default action, which ends
-        // the process: never a hang, only a less tidy stop.
-        StopSignals { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
-    }
-
-    /// Waits for either signal.
-    pub async fn recv(&mut self) {
-        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
-            match s {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        }
-        tokio::select! {
-            _ = one(&mut self.term) => {}
-            _ = one(&mut self.int) => {}
-        }
-    }
 }
 
 fn message_json(m: &messenger_transport::listener::Received) -> serde_json::Value {

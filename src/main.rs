@@ -36,6 +36,7 @@ mod messenger_cli;
 mod popup_ack;
 mod presence;
 mod scan_cli;
+mod signals;
 
 /// sysexits(3) EX_CONFIG: the configuration is wrong.
 const EX_CONFIG: u8 = 78;

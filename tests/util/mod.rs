@@ -81,6 +81,20 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Waits for `child` to exit; `None` (the child still running) after `timeout`.
+pub fn exit_within(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running `alerter run` with its stderr and stdout collected in the background.
 pub struct Daemon {
     child: Child,
@@ -148,21 +162,15 @@ impl Daemon {
 
     /// Waits for exit, killing the process if it does not exit in time.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // The pipes close when the process is gone; the readers end then.
-                for r in self.readers.drain(..) {
-                    let _ = r.join();
-                }
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                panic!("alerter did not exit within {timeout:?}; stderr:\n{}", self.stderr_so_far());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let Some(status) = exit_within(&mut self.child, timeout) else {
+            let _ = self.child.kill();
+            panic!("alerter did not exit within {timeout:?}; stderr:\n{}", self.stderr_so_far());
+        };
+        // The pipes close when the process is gone; the readers end then.
+        for r in self.readers.drain(..) {
+            let _ = r.join();
         }
+        status
     }
 }
 

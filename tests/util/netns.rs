@@ -210,17 +210,11 @@ impl Proc {
     /// it has not ended after `timeout`.
     pub fn stop(&mut self, timeout: Duration) -> std::process::ExitStatus {
         self.signal("TERM");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                panic!("pid {} still running {timeout:?} after SIGTERM", self.child.id());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let Some(status) = super::exit_within(&mut self.child, timeout) else {
+            let _ = self.child.kill();
+            panic!("pid {} still running {timeout:?} after SIGTERM", self.child.id());
+        };
+        status
     }
 
     /// The JSON lines printed so far.
